@@ -1,0 +1,11 @@
+//! rvcluster: declarative k3s clusters on RISC-V boards over plain SSH.
+//!
+//! Data flows one way: `spec` (cluster.kdl) + `profile` (profiles/) are pure inputs;
+//! `transport` and `registry` are the only modules that touch the world.
+
+pub mod command;
+pub mod output;
+pub mod profile;
+pub mod registry;
+pub mod spec;
+pub mod transport;

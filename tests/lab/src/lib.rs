@@ -1,0 +1,1 @@
+//! The emulated board lab (test facility, not shipped).
