@@ -1,0 +1,244 @@
+//! The typed cluster description. Every element keeps the span it came from so that later stages
+//! (closure check, plan) can point at the line in cluster.kdl that caused a problem.
+
+use std::path::PathBuf;
+
+use miette::SourceSpan;
+
+use super::reference::ImageRef;
+
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub name: String,
+    /// Path of cluster.kdl as given by the user.
+    pub file: PathBuf,
+    /// Directory that relative paths in the file are resolved against.
+    pub base_dir: PathBuf,
+    pub k3s: K3s,
+    pub registry: Option<Registry>,
+    pub nodes: Vec<Node>,
+    pub images: Vec<Image>,
+    /// Where rvcluster itself (not the boards) reaches an upstream registry, for the closure check.
+    pub upstreams: Vec<Upstream>,
+}
+
+#[derive(Debug, Clone)]
+pub struct K3s {
+    pub version: String,
+    pub binary: Binary,
+    pub disable: Vec<Spanned<String>>,
+    pub manifests: Vec<Spanned<PathBuf>>,
+    /// Extra config.yaml keys, in file order.
+    pub config: Vec<ConfigEntry>,
+    pub span: SourceSpan,
+}
+
+#[derive(Debug, Clone)]
+pub struct Binary {
+    pub source: BinarySource,
+    /// Lowercase hex sha256 of the binary.
+    pub sha256: String,
+    pub span: SourceSpan,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BinarySource {
+    /// Absolute path (resolved against the cluster file's directory).
+    File(PathBuf),
+    Url(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConfigValue {
+    String(String),
+    Integer(i64),
+    Bool(bool),
+    List(Vec<ConfigValue>),
+}
+
+#[derive(Debug, Clone)]
+pub struct ConfigEntry {
+    pub key: String,
+    pub value: ConfigValue,
+    pub span: SourceSpan,
+}
+
+#[derive(Debug, Clone)]
+pub struct Registry {
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+    pub ssh: Ssh,
+    pub tls: Tls,
+    pub auth: Option<Auth>,
+    /// Directory on the registry host where blobs are stored.
+    pub storage: String,
+    pub mirrors: Vec<Mirror>,
+    /// Registry binary pinned by sha256 to upload; None = the host profile's packaged binary.
+    pub binary: Option<Binary>,
+    pub span: SourceSpan,
+}
+
+impl Registry {
+    /// `host:port` as it appears in image references and registries.yaml `configs`.
+    pub fn host_port(&self) -> String {
+        if self.address.contains(':') {
+            format!("[{}]:{}", self.address, self.port)
+        } else {
+            format!("{}:{}", self.address, self.port)
+        }
+    }
+
+    /// The endpoint URL the boards use, with an explicit scheme (k3s-facts: plain HTTP needs `http://`).
+    pub fn endpoint(&self) -> String {
+        let scheme = if self.tls.enabled { "https" } else { "http" };
+        format!("{scheme}://{}", self.host_port())
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Tls {
+    pub enabled: bool,
+    /// CA certificate; None with `enabled` = rvcluster generates a CA beside cluster.kdl.
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub user: String,
+    pub password: Secret,
+    pub span: SourceSpan,
+}
+
+/// A secret is never stored in cluster.kdl itself: it is read from a file or the environment at apply time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secret {
+    File(PathBuf),
+    Env(String),
+}
+
+impl Secret {
+    /// Reads the secret value (trailing newline stripped). Errors never include the value.
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            Secret::File(p) => std::fs::read_to_string(p)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| format!("cannot read secret file {}: {e}", p.display())),
+            Secret::Env(v) => std::env::var(v).map_err(|_| format!("environment variable {v} is not set")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    /// The registry whose pulls are redirected, e.g. `docker.io`.
+    pub registry: String,
+    /// Extra endpoints tried after the private registry, in order.
+    pub extra_endpoints: Vec<String>,
+    /// (Go regexp, replacement) applied to the repository path.
+    pub rewrites: Vec<Rewrite>,
+    pub span: SourceSpan,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rewrite {
+    pub pattern: String,
+    pub replacement: String,
+    pub span: SourceSpan,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Server,
+    Agent,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Server => "server",
+            Role::Agent => "agent",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Ssh {
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    /// Pinned host key, `ssh-ed25519 AAAA...`.
+    pub host_key: Option<String>,
+    pub identity: Option<PathBuf>,
+    /// `user@host:port` of a jump host.
+    pub proxy_jump: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub name: String,
+    pub address: String,
+    pub role: Role,
+    /// OS profile name; None = detected from facts.
+    pub profile: Option<Spanned<String>>,
+    pub ssh: Ssh,
+    pub tags: Vec<String>,
+    /// Per-node extra config.yaml keys (after the cluster-wide ones).
+    pub config: Vec<ConfigEntry>,
+    pub span: SourceSpan,
+}
+
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// The reference pods ask for, normalized.
+    pub reference: ImageRef,
+    pub source: ImageSource,
+    pub span: SourceSpan,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSource {
+    OciArchive(PathBuf),
+    OciDir(PathBuf),
+    DockerArchive(PathBuf),
+    /// `docker://REF`: copied from another registry (linux/riscv64 only).
+    Docker(ImageRef),
+}
+
+impl ImageSource {
+    pub fn describe(&self) -> String {
+        match self {
+            ImageSource::OciArchive(p) => format!("oci-archive:{}", p.display()),
+            ImageSource::OciDir(p) => format!("oci:{}", p.display()),
+            ImageSource::DockerArchive(p) => format!("docker-archive:{}", p.display()),
+            ImageSource::Docker(r) => format!("docker://{r}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub registry: String,
+    pub endpoint: String,
+    pub span: SourceSpan,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spanned<T> {
+    pub value: T,
+    pub span: SourceSpan,
+}
+
+impl Cluster {
+    pub fn servers(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.role == Role::Server)
+    }
+    pub fn agents(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.role == Role::Agent)
+    }
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+}
