@@ -1,2 +1,167 @@
-//! CLI
-pub fn main() -> i32 { 0 }
+//! The command line: one clap Args struct per subcommand, each in its own file, and the exit codes.
+//! Owns argument parsing and turning results into output and exit status; the work itself lives in
+//! the concept modules (spec, profile, transport, registry...).
+
+use std::path::PathBuf;
+
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+use crate::output::{ColorChoice, Output};
+use crate::profile::Profiles;
+use crate::spec::filter::NodeFilter;
+use crate::spec::{Cluster, SpecError};
+
+pub mod check;
+pub mod plan;
+
+/// Exit status: everything went as asked.
+pub const EXIT_OK: i32 = 0;
+/// Exit status: a host or a step failed.
+pub const EXIT_FAILED: i32 = 1;
+/// Exit status: the input (cluster.kdl, profiles, flags) was rejected; nothing was touched.
+pub const EXIT_INVALID: i32 = 2;
+/// Exit status of `plan --detailed-exitcode` when changes are pending.
+pub const EXIT_CHANGES: i32 = 3;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "rvcluster",
+    version,
+    about = "Declarative k3s clusters on RISC-V boards, over plain SSH",
+    long_about = "rvcluster reads one cluster.kdl describing k3s nodes, a private registry, ported images and \
+                  disabled addons, shows what would change on every host (plan) and converges the hosts over SSH \
+                  (apply).\n\nExit status: 0 ok, 1 a host or step failed, 2 input rejected (nothing touched), \
+                  3 changes pending (plan --detailed-exitcode).",
+    after_help = "Exit status: 0 ok, 1 a host or step failed, 2 input rejected, 3 changes pending (plan --detailed-exitcode)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// More detail (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors and the final result.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Colour in output (NO_COLOR in the environment means never).
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, global = true)]
+    pub color: ColorChoice,
+    /// Extra profile directories (OS families, k3s releases) added to the built-in ones.
+    #[arg(long = "profiles", value_name = "DIR", global = true, env = "RVCLUSTER_PROFILES", value_delimiter = ':')]
+    pub profiles: Vec<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Validate cluster.kdl and print a summary: nodes by role, images, disabled addons, the k3s release.
+    Check(check::CheckArgs),
+    /// Show what apply would change on every host, without changing anything.
+    Plan(plan::PlanArgs),
+    /// Converge every host to cluster.kdl.
+    Apply(plan::ApplyArgs),
+    /// Print shell completions.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
+}
+
+/// The cluster file and node filter most subcommands take.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// The cluster description.
+    #[arg(value_name = "FILE", default_value = "cluster.kdl")]
+    pub file: PathBuf,
+    /// Act only on these nodes: names, globs and @tags, comma-separated (e.g. `server,board*,@rack1`).
+    #[arg(long, value_name = "NAME,GLOB,@TAG")]
+    pub on: Option<String>,
+}
+
+/// Output format for commands whose output is data.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => EXIT_OK,
+                _ => EXIT_INVALID,
+            };
+        }
+    };
+    let out = Output::new(&cli.global);
+    run(cli, &out)
+}
+
+fn run(cli: Cli, out: &Output) -> i32 {
+    match cli.command {
+        Command::Check(a) => check::run(&cli.global, &a, out),
+        Command::Plan(a) => plan::run_plan(&cli.global, &a, out),
+        Command::Apply(a) => plan::run_apply(&cli.global, &a, out),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "rvcluster", &mut std::io::stdout());
+            EXIT_OK
+        }
+        Command::Man => match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+            Ok(()) => EXIT_OK,
+            Err(e) => {
+                out.error(&format!("cannot write the man page: {e}"));
+                EXIT_FAILED
+            }
+        },
+    }
+}
+
+/// Loads profiles and the cluster file, reporting every problem; Err is the exit status.
+pub fn load_cluster(global: &Global, target: &Target, out: &Output) -> Result<(Profiles, Cluster, NodeFilter), i32> {
+    let profiles = match Profiles::load(&global.profiles) {
+        Ok(p) => p,
+        Err(errors) => {
+            for e in errors {
+                out.diagnostic(e);
+            }
+            return Err(EXIT_INVALID);
+        }
+    };
+    let cluster = crate::spec::load(&target.file, &profiles).map_err(|e: SpecError| {
+        out.diagnostic(e);
+        EXIT_INVALID
+    })?;
+    let filter = match &target.on {
+        None => NodeFilter::all(),
+        Some(s) => match NodeFilter::parse(s) {
+            Ok(f) => f,
+            Err(e) => {
+                out.error(&format!("--on: {e}"));
+                return Err(EXIT_INVALID);
+            }
+        },
+    };
+    let unmatched = filter.unmatched(&cluster.nodes);
+    if !unmatched.is_empty() {
+        let names: Vec<&str> = cluster.nodes.iter().map(|n| n.name.as_str()).collect();
+        out.error(&format!(
+            "--on: {} matched no node in {} (nodes: {})",
+            unmatched.join(", "),
+            target.file.display(),
+            names.join(", ")
+        ));
+        return Err(EXIT_INVALID);
+    }
+    Ok((profiles, cluster, filter))
+}

@@ -3,6 +3,7 @@
 //! never a host or the network.
 
 pub mod diag;
+pub mod filter;
 pub mod kdl;
 pub mod load;
 pub mod model;
