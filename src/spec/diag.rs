@@ -103,9 +103,10 @@ impl Diagnostic for SpecError {
     }
 }
 
-/// Collects problems while decoding.
+/// Collects problems while decoding, and the spans of secrets written inline (masked before the
+/// source is ever shown).
 #[derive(Default)]
-pub struct Problems(pub Vec<Problem>);
+pub struct Problems(pub Vec<Problem>, pub Vec<SourceSpan>);
 
 impl Problems {
     pub fn push(&mut self, span: SourceSpan, message: impl Into<String>, label: impl Into<String>) {
@@ -123,6 +124,24 @@ impl Problems {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+    /// Masks this span (a secret's value) in any source shown to the user.
+    pub fn redact(&mut self, span: SourceSpan) {
+        self.1.push(span);
+    }
+}
+
+/// The text with every redacted span replaced by `*` (same byte length, so spans stay valid).
+pub fn redacted(text: &str, spans: &[SourceSpan]) -> String {
+    let mut bytes = text.as_bytes().to_vec();
+    for s in spans {
+        let end = (s.offset() + s.len()).min(bytes.len());
+        for b in &mut bytes[s.offset().min(end)..end] {
+            if *b != b'\n' {
+                *b = b'*';
+            }
+        }
+    }
+    String::from_utf8(bytes).unwrap_or_else(|_| "*".repeat(text.len()))
 }
 
 /// "did you mean `x`?" for a misspelt name, when one candidate is close enough.

@@ -21,11 +21,14 @@ pub struct Entries<'a> {
     pub node: &'a KdlNode,
     pub args: Vec<&'a KdlEntry>,
     props: Vec<(&'a str, &'a KdlEntry)>,
+    /// Allowed names that an unknown property was probably meant to be (no second "missing" error).
+    typos: Vec<&'static str>,
 }
 
 impl<'a> Entries<'a> {
     /// Splits entries; unknown or repeated properties become problems.
-    pub fn new(node: &'a KdlNode, allowed_props: &[&str], p: &mut Problems) -> Entries<'a> {
+    pub fn new(node: &'a KdlNode, allowed_props: &[&'static str], p: &mut Problems) -> Entries<'a> {
+        let mut typos = Vec::new();
         let mut args = Vec::new();
         let mut props: Vec<(&str, &KdlEntry)> = Vec::new();
         let what = node.name().value();
@@ -42,7 +45,12 @@ impl<'a> Entries<'a> {
                             format!("expected one of: {}", allowed_props.join(", "))
                         };
                         match did_you_mean(key, allowed_props) {
-                            Some(h) => p.push_help(e.span(), msg, "unknown property", format!("{h} ({expected})")),
+                            Some(h) => {
+                                if let Some(t) = allowed_props.iter().find(|a| h.contains(&format!("`{a}`"))) {
+                                    typos.push(*t);
+                                }
+                                p.push_help(e.span(), msg, "unknown property", format!("{h} ({expected})"))
+                            }
                             None => p.push_help(e.span(), msg, "unknown property", expected),
                         }
                     } else if props.iter().any(|(k, _)| *k == key) {
@@ -53,7 +61,7 @@ impl<'a> Entries<'a> {
                 }
             }
         }
-        Entries { node, args, props }
+        Entries { node, args, props, typos }
     }
 
     pub fn prop(&self, key: &str) -> Option<&'a KdlEntry> {
@@ -99,6 +107,9 @@ impl<'a> Entries<'a> {
 
     pub fn required_prop_str(&self, key: &str, what: &str, p: &mut Problems) -> Option<(String, SourceSpan)> {
         if self.prop(key).is_none() {
+            if self.typos.contains(&key) {
+                return None;
+            }
             p.push(
                 self.node.name().span(),
                 format!("`{}` needs `{key}=` ({what})", self.name()),

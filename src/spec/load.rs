@@ -69,7 +69,8 @@ pub fn parse(file: &Path, text: &str, base_dir: &Path, profiles: &Profiles) -> R
     {
         return Ok(c);
     }
-    Err(SpecError::new(file, text, d.p.0))
+    let shown = super::diag::redacted(text, &d.p.1);
+    Err(SpecError::new(file, &shown, d.p.0))
 }
 
 /// A KDL syntax error as our diagnostic (same file:line:col form).
@@ -190,15 +191,17 @@ impl Decoder<'_> {
             }
         }
         let mut binary = None;
+        let mut binary_seen = false;
         let mut disable: Vec<Spanned<String>> = Vec::new();
         let mut manifests: Vec<Spanned<PathBuf>> = Vec::new();
         let mut config = Vec::new();
         for c in children(node, &["binary", "disable", "manifest", "config"], &mut self.p) {
             match c.name().value() {
                 "binary" => {
-                    if binary.is_some() {
+                    if binary_seen {
                         self.p.push(c.name().span(), "`binary` is given twice", "second one");
                     }
+                    binary_seen = true;
                     binary = self.binary(c, true);
                 }
                 "disable" => {
@@ -238,6 +241,9 @@ impl Decoder<'_> {
             }
         }
         let Some(binary) = binary else {
+            if binary_seen {
+                return None;
+            }
             self.p.push_help(
                 node.name().span(),
                 "the `k3s` block needs a `binary`",
@@ -327,6 +333,9 @@ impl Decoder<'_> {
                 continue;
             }
             if SECRET_KEYS.contains(&key.as_str()) {
+                for a in kv.entries() {
+                    self.p.redact(a.span());
+                }
                 self.p.push_help(
                     span,
                     format!("`{key}` is a secret and must not be written in cluster.kdl"),
@@ -377,6 +386,7 @@ impl Decoder<'_> {
         no_children(c, &mut self.p);
         e.expect_args(0, 0, "no arguments (use properties: user=, port=, host-key=...)", &mut self.p);
         if let Some(pw) = e.prop("password") {
+            self.p.redact(value_span(pw));
             self.p.push_help(
                 pw.span(),
                 "SSH passwords are not accepted in cluster.kdl",
@@ -504,6 +514,7 @@ impl Decoder<'_> {
         let e = Entries::new(c, &["user", "password-file", "password-env", "password"], &mut self.p);
         no_children(c, &mut self.p);
         if let Some(pw) = e.prop("password") {
+            self.p.redact(value_span(pw));
             self.p.push_help(
                 pw.span(),
                 "the registry password must not be written in cluster.kdl",
@@ -570,7 +581,7 @@ impl Decoder<'_> {
             match Regex::new(&pat) {
                 Err(err) => {
                     let msg = err.to_string();
-                    let last = msg.lines().last().unwrap_or("").trim().to_string();
+                    let last = msg.lines().last().unwrap_or("").trim().trim_start_matches("error: ").to_string();
                     self.p.push(pspan, format!("rewrite pattern does not compile: {last}"), "invalid RE2 regexp");
                     continue;
                 }
@@ -791,6 +802,13 @@ impl Decoder<'_> {
             );
         }
     }
+}
+
+/// The span of a property's value (after `=`), for redaction.
+fn value_span(e: &kdl::KdlEntry) -> SourceSpan {
+    let len = e.span().len();
+    let name_len = e.name().map(|n| n.value().len() + 1).unwrap_or(0).min(len);
+    (e.span().offset() + name_len, len - name_len).into()
 }
 
 fn expand_home(p: &str, base: &Path) -> PathBuf {

@@ -1,0 +1,86 @@
+//! The corpus of invalid cluster files: each must give exactly the errors written beside it, and
+//! the command line must reject each with exit status 2, naming file:line:col.
+
+use std::path::{Path, PathBuf};
+
+use rvcluster::profile::Profiles;
+
+fn corpus() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/invalid");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "kdl"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn corpus_has_at_least_thirty_files() {
+    assert!(corpus().len() >= 30, "only {} invalid fixtures", corpus().len());
+}
+
+#[test]
+fn every_invalid_file_gives_exactly_its_expected_errors() {
+    let profiles = Profiles::builtin();
+    let mut failures = Vec::new();
+    for f in corpus() {
+        let expected = std::fs::read_to_string(f.with_extension("expected"))
+            .unwrap_or_else(|_| panic!("{} has no .expected file", f.display()));
+        let expected: Vec<&str> = expected.lines().filter(|l| !l.trim().is_empty()).collect();
+        let got = match rvcluster::spec::load(&f, &profiles) {
+            Ok(_) => vec!["<accepted>".to_string()],
+            Err(e) => {
+                let prefix = format!("{}:", f.display());
+                e.lines().iter().map(|l| l.strip_prefix(&prefix).unwrap_or(l).to_string()).collect()
+            }
+        };
+        if got != expected {
+            failures.push(format!("{}:\n  expected {expected:#?}\n  got      {got:#?}", f.display()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn cli_rejects_each_with_status_2_and_a_location() {
+    for f in corpus() {
+        let out = assert_cmd::Command::cargo_bin("rvcluster")
+            .unwrap()
+            .args(["--color", "never", "check"])
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", f.display());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let first = std::fs::read_to_string(f.with_extension("expected")).unwrap();
+        let (line, col) = {
+            let mut it = first.lines().next().unwrap().split(':');
+            (it.next().unwrap().to_string(), it.next().unwrap().to_string())
+        };
+        let name = f.file_name().unwrap().to_string_lossy();
+        assert!(
+            stderr.contains(&format!("{name}:{line}:{col}")),
+            "{name}: stderr does not name {line}:{col}:\n{stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{name}: nothing on stdout for a rejected file");
+    }
+}
+
+#[test]
+fn secrets_never_echoed_in_errors() {
+    for (file, secret) in [
+        ("26-inline-registry-password.kdl", "hunter2"),
+        ("28-inline-token-config.kdl", "K10abc::server:secret"),
+        ("40-ssh-password.kdl", "=\"x\""),
+    ] {
+        let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/invalid").join(file);
+        assert!(std::fs::read_to_string(&f).unwrap().contains(secret), "fixture {file} holds the secret");
+        let out = assert_cmd::Command::cargo_bin("rvcluster").unwrap().arg("check").arg(&f).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains(secret), "{file}: secret shown in the error:\n{stderr}");
+        assert!(stderr.contains("=***"), "{file}: the secret's place is masked:\n{stderr}");
+    }
+}
