@@ -7,5 +7,6 @@ pub mod command;
 pub mod output;
 pub mod profile;
 pub mod registry;
+pub mod render;
 pub mod spec;
 pub mod transport;
