@@ -1,0 +1,211 @@
+//! Pure builders of the shell commands the transport sends. Nothing here does I/O; every value
+//! that reaches a shell goes through [`quote`]. Unit tests pin the exact strings.
+
+use super::target::Become;
+
+/// Quote one word for a POSIX shell. Safe words stay as they are (readable logs); anything
+/// else is single-quoted with embedded quotes as `'\''`. The empty string becomes `''`.
+pub fn quote(word: &str) -> String {
+    let safe = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_@%+=:,./-".contains(&b));
+    if safe {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// Join words into one command line, quoting each.
+pub fn join(words: &[&str]) -> String {
+    words.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ")
+}
+
+/// Wrap a command so it runs with the wanted privilege. `sudo -n` never prompts: when sudo
+/// wants a password it fails, and the caller turns that into a clear error.
+pub fn with_become(become_: &Become, command: &str) -> String {
+    match become_ {
+        Become::None => command.to_string(),
+        Become::Sudo => format!("sudo -n -- sh -c {}", quote(command)),
+    }
+}
+
+/// Does this stderr (with exit status) say that `sudo -n` needed a password?
+pub fn is_sudo_password_error(status: i32, stderr: &str) -> bool {
+    status == 1
+        && stderr.contains("sudo")
+        && (stderr.contains("password is required") || stderr.contains("a terminal is required"))
+}
+
+/// Octal text of a file mode (`0644`).
+pub fn mode_str(mode: u32) -> String {
+    format!("{:04o}", mode & 0o7777)
+}
+
+/// Temp name beside `dest`: same directory, so the final `mv -f` is an atomic rename.
+pub fn temp_path_for(dest: &str, suffix: &str) -> String {
+    let (dir, base) = match dest.rfind('/') {
+        Some(i) => (&dest[..=i], &dest[i + 1..]),
+        None => ("", dest),
+    };
+    format!("{dir}.{base}.rvcluster-tmp.{suffix}")
+}
+
+fn parent_dir(dest: &str) -> Option<&str> {
+    match dest.rfind('/') {
+        Some(0) => None,
+        Some(i) => Some(&dest[..i]),
+        None => None,
+    }
+}
+
+fn chmod_chown(target_var: &str, mode: u32, owner: Option<&str>) -> String {
+    let mut s = format!("chmod {} \"${target_var}\"", mode_str(mode));
+    if let Some(owner) = owner {
+        s.push_str(&format!(" && chown {} \"${target_var}\"", quote(owner)));
+    }
+    s
+}
+
+/// Check before an upload: prints `present` when `dest` is a regular file with that sha256
+/// (and then makes its mode/owner right), otherwise `absent`. sha256sum reads stdin so that
+/// hostile file names never appear in its output.
+pub fn upload_check(dest: &str, sha256: &str, mode: u32, owner: Option<&str>) -> String {
+    format!(
+        "d={d}; if [ -f \"$d\" ] && [ ! -L \"$d\" ]; then h=$(sha256sum < \"$d\") || exit 1; \
+         h=${{h%% *}}; if [ \"$h\" = {sha} ]; then {fix} || exit 1; echo present; exit 0; fi; fi; echo absent",
+        d = quote(dest),
+        sha = quote(sha256),
+        fix = chmod_chown("d", mode, owner),
+    )
+}
+
+/// Exit status of [`upload_stream`] when the received bytes do not hash to the expected sha256.
+pub const SHA_MISMATCH_STATUS: i32 = 86;
+/// Prefix of the stderr line [`upload_stream`] prints on a mismatch, followed by the actual hash.
+pub const SHA_MISMATCH_MARK: &str = "rvcluster-sha-mismatch ";
+
+/// Receive stdin into a temp file beside `dest` (mode 0600 while in flight), verify its sha256,
+/// set mode/owner, then rename it over `dest` atomically. On any failure the temp file is
+/// removed and `dest` is untouched.
+pub fn upload_stream(dest: &str, tmp: &str, sha256: &str, mode: u32, owner: Option<&str>) -> String {
+    let mkdir = match parent_dir(dest) {
+        Some(p) => format!("mkdir -p {} && ", quote(p)),
+        None => String::new(),
+    };
+    format!(
+        "umask 077; d={d}; t={t}; trap 'rm -f \"$t\"' EXIT; {mkdir}cat > \"$t\" || exit 1; \
+         h=$(sha256sum < \"$t\") || exit 1; h=${{h%% *}}; \
+         if [ \"$h\" != {sha} ]; then echo \"{mark}$h\" >&2; exit {status}; fi; \
+         {fix} && mv -f \"$t\" \"$d\" || exit 1; trap - EXIT",
+        d = quote(dest),
+        t = quote(tmp),
+        sha = quote(sha256),
+        mark = SHA_MISMATCH_MARK,
+        status = SHA_MISMATCH_STATUS,
+        fix = chmod_chown("t", mode, owner),
+    )
+}
+
+/// The login user's name, and whether it is root (one short round trip).
+pub fn whoami() -> String {
+    "id -un; id -u".to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quote_leaves_safe_words() {
+        assert_eq!(quote("/usr/local/bin/k3s"), "/usr/local/bin/k3s");
+        assert_eq!(quote("root:root"), "root:root");
+        assert_eq!(quote("a-b_c.d=e,f@g%h+i"), "a-b_c.d=e,f@g%h+i");
+    }
+
+    #[test]
+    fn quote_hostile_words() {
+        assert_eq!(quote(""), "''");
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), r"'it'\''s'");
+        assert_eq!(quote("$(rm -rf /)"), "'$(rm -rf /)'");
+        assert_eq!(quote("`id`"), "'`id`'");
+        assert_eq!(quote("a\nb"), "'a\nb'");
+        assert_eq!(quote("*"), "'*'");
+        assert_eq!(quote("~root"), "'~root'");
+        assert_eq!(quote("x;y&z|w"), "'x;y&z|w'");
+        assert_eq!(quote("'"), r"''\'''");
+    }
+
+    #[test]
+    fn join_quotes_each_word() {
+        assert_eq!(join(&["printf", "%s\n", "a b", "$HOME"]), "printf '%s\n' 'a b' '$HOME'");
+    }
+
+    #[test]
+    fn become_wraps_with_sudo_n() {
+        assert_eq!(with_become(&Become::None, "id -u"), "id -u");
+        assert_eq!(with_become(&Become::Sudo, "id -u"), "sudo -n -- sh -c 'id -u'");
+        assert_eq!(
+            with_become(&Become::Sudo, "echo 'x'"),
+            r"sudo -n -- sh -c 'echo '\''x'\'''"
+        );
+    }
+
+    #[test]
+    fn sudo_password_error_is_recognised() {
+        assert!(is_sudo_password_error(1, "sudo: a password is required\n"));
+        assert!(is_sudo_password_error(1, "sudo: a terminal is required to read the password"));
+        assert!(!is_sudo_password_error(1, "cat: x: No such file"));
+        assert!(!is_sudo_password_error(0, "sudo: a password is required"));
+    }
+
+    #[test]
+    fn temp_path_is_beside_dest() {
+        assert_eq!(temp_path_for("/usr/local/bin/k3s", "42"), "/usr/local/bin/.k3s.rvcluster-tmp.42");
+        assert_eq!(temp_path_for("k3s", "1"), ".k3s.rvcluster-tmp.1");
+        assert_eq!(temp_path_for("/a b/c'd", "1"), "/a b/.c'd.rvcluster-tmp.1");
+    }
+
+    #[test]
+    fn mode_is_octal() {
+        assert_eq!(mode_str(0o755), "0755");
+        assert_eq!(mode_str(0o600), "0600");
+        assert_eq!(mode_str(0o100644), "0644");
+    }
+
+    #[test]
+    fn upload_check_string() {
+        assert_eq!(
+            upload_check("/etc/a b", "abc", 0o644, Some("root:root")),
+            "d='/etc/a b'; if [ -f \"$d\" ] && [ ! -L \"$d\" ]; then h=$(sha256sum < \"$d\") || exit 1; \
+             h=${h%% *}; if [ \"$h\" = abc ]; then chmod 0644 \"$d\" && chown root:root \"$d\" || exit 1; \
+             echo present; exit 0; fi; fi; echo absent"
+        );
+    }
+
+    #[test]
+    fn upload_stream_string() {
+        assert_eq!(
+            upload_stream("/opt/x", "/opt/.x.rvcluster-tmp.1", "abc", 0o755, None),
+            "umask 077; d=/opt/x; t=/opt/.x.rvcluster-tmp.1; trap 'rm -f \"$t\"' EXIT; \
+             mkdir -p /opt && cat > \"$t\" || exit 1; h=$(sha256sum < \"$t\") || exit 1; h=${h%% *}; \
+             if [ \"$h\" != abc ]; then echo \"rvcluster-sha-mismatch $h\" >&2; exit 86; fi; \
+             chmod 0755 \"$t\" && mv -f \"$t\" \"$d\" || exit 1; trap - EXIT"
+        );
+    }
+
+    #[test]
+    fn upload_stream_quotes_hostile_dest() {
+        let s = upload_stream("/tmp/$(touch pwned)/a'b\nc", "/tmp/t", "abc", 0o600, Some("a b"));
+        assert!(s.contains("d='/tmp/$(touch pwned)/a'\\''b\nc'"), "{s}");
+        assert!(s.contains("mkdir -p '/tmp/$(touch pwned)'"), "{s}");
+        assert!(s.contains("chown 'a b' \"$t\""), "{s}");
+    }
+
+    #[test]
+    fn upload_to_root_dir_has_no_mkdir() {
+        assert!(!upload_stream("/x", "/.x.t", "abc", 0o600, None).contains("mkdir"));
+    }
+}

@@ -1,0 +1,348 @@
+//! Facts in one round trip: [`script`] builds one POSIX sh script (pure) that prints the arch,
+//! hostname, /etc/os-release, for every managed path its kind, mode, owner, group, sha256 and
+//! link target, the state of every service, and the installed k3s version; [`parse`] turns its
+//! output back into [`Facts`] (pure). Paths and services are referred to by index in the
+//! output, so hostile names never need to be parsed back.
+
+use std::collections::BTreeMap;
+
+use super::cmd::quote;
+
+pub const DEFAULT_K3S_BINARY: &str = "/usr/local/bin/k3s";
+const MARK: &str = "@@rv ";
+
+/// What to ask a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FactsQuery {
+    pub paths: Vec<String>,
+    /// Unit names, e.g. `k3s.service`.
+    pub services: Vec<String>,
+    pub k3s_binary: String,
+}
+
+impl Default for FactsQuery {
+    fn default() -> Self {
+        FactsQuery { paths: vec![], services: vec![], k3s_binary: DEFAULT_K3S_BINARY.into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Regular,
+    Directory,
+    Symlink,
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileFact {
+    Absent,
+    Present {
+        kind: FileKind,
+        /// Permission bits, e.g. 0o755 (with setuid etc. when set).
+        mode: u32,
+        owner: String,
+        group: String,
+        /// Regular files only; `None` when unreadable.
+        sha256: Option<String>,
+        /// Symlinks only.
+        link_target: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceFact {
+    /// `systemctl is-active`: active, inactive, failed, activating, ... or `unknown`.
+    pub active: String,
+    /// `systemctl is-enabled`: enabled, disabled, static, masked, ... or `unknown`.
+    pub enabled: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    pub arch: String,
+    pub hostname: String,
+    pub os_release: BTreeMap<String, String>,
+    pub files: BTreeMap<String, FileFact>,
+    pub services: BTreeMap<String, ServiceFact>,
+    /// First line of `k3s --version`, when the binary is installed and runs.
+    pub k3s_version: Option<String>,
+}
+
+impl Facts {
+    /// `ID` from os-release (e.g. `openEuler`).
+    pub fn os_id(&self) -> Option<&str> {
+        self.os_release.get("ID").map(String::as_str)
+    }
+}
+
+/// The facts script for a query.
+pub fn script(q: &FactsQuery) -> String {
+    let mut s = String::new();
+    s.push_str("export LC_ALL=C\n");
+    s.push_str("echo '@@rv arch'; uname -m\n");
+    s.push_str("echo '@@rv hostname'; hostname 2>/dev/null || cat /proc/sys/kernel/hostname\n");
+    s.push_str("echo '@@rv os-release'; cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release 2>/dev/null; echo\n");
+    s.push_str("echo '@@rv end-os-release'\n");
+    if !q.paths.is_empty() {
+        s.push_str(concat!(
+            "f() {\n",
+            "  if [ -L \"$2\" ]; then m=$(stat -c '%a %U %G' \"$2\") || m='- - -'; ",
+            "l=$(printf '%s' \"$(readlink \"$2\")\" | od -An -v -tx1 | tr -d ' \\n'); ",
+            "echo \"@@rv file $1 link $m - ${l:--}\"\n",
+            "  elif [ -f \"$2\" ]; then m=$(stat -c '%a %U %G' \"$2\") || m='- - -'; ",
+            "h=$(sha256sum < \"$2\" 2>/dev/null) || h=''; h=${h%% *}; ",
+            "echo \"@@rv file $1 regular $m ${h:--} -\"\n",
+            "  elif [ -d \"$2\" ]; then m=$(stat -c '%a %U %G' \"$2\") || m='- - -'; echo \"@@rv file $1 dir $m - -\"\n",
+            "  elif [ -e \"$2\" ]; then m=$(stat -c '%a %U %G' \"$2\") || m='- - -'; echo \"@@rv file $1 other $m - -\"\n",
+            "  else echo \"@@rv file $1 absent\"; fi\n",
+            "}\n",
+        ));
+        for (i, p) in q.paths.iter().enumerate() {
+            s.push_str(&format!("f {i} {}\n", quote(p)));
+        }
+    }
+    if !q.services.is_empty() {
+        s.push_str(concat!(
+            "s() { a=$(systemctl is-active \"$2\" 2>/dev/null | head -n 1); ",
+            "e=$(systemctl is-enabled \"$2\" 2>/dev/null | head -n 1); ",
+            "echo \"@@rv svc $1 ${a:-unknown} ${e:-unknown}\"; }\n",
+        ));
+        for (i, u) in q.services.iter().enumerate() {
+            s.push_str(&format!("s {i} {}\n", quote(u)));
+        }
+    }
+    s.push_str(&format!(
+        "echo '@@rv k3s'; if [ -x {b} ]; then {b} --version 2>/dev/null | head -n 1; fi\n",
+        b = quote(&q.k3s_binary)
+    ));
+    s.push_str("echo '@@rv end'\n");
+    s
+}
+
+/// Parse the script's output for the same query.
+pub fn parse(q: &FactsQuery, out: &str) -> Result<Facts, String> {
+    let mut f = Facts::default();
+    let mut section = "";
+    let mut os_text = String::new();
+    let mut saw_end = false;
+    for line in out.lines() {
+        if let Some(rest) = line.strip_prefix(MARK) {
+            let mut words = rest.split(' ');
+            match words.next().unwrap_or("") {
+                "file" => {
+                    let idx = parse_index(words.next(), q.paths.len(), line)?;
+                    let fact = parse_file(&words.collect::<Vec<_>>(), line)?;
+                    f.files.insert(q.paths[idx].clone(), fact);
+                    section = "";
+                }
+                "svc" => {
+                    let idx = parse_index(words.next(), q.services.len(), line)?;
+                    let active = words.next().unwrap_or("unknown").to_string();
+                    let enabled = words.next().unwrap_or("unknown").to_string();
+                    f.services.insert(q.services[idx].clone(), ServiceFact { active, enabled });
+                    section = "";
+                }
+                "end" => {
+                    saw_end = true;
+                    section = "";
+                }
+                "end-os-release" => section = "",
+                s @ ("arch" | "hostname" | "os-release" | "k3s") => section = s,
+                other => return Err(format!("unexpected marker `{other}`")),
+            }
+            continue;
+        }
+        match section {
+            "arch" if f.arch.is_empty() => f.arch = line.trim().to_string(),
+            "hostname" if f.hostname.is_empty() => f.hostname = line.trim().to_string(),
+            "os-release" => {
+                os_text.push_str(line);
+                os_text.push('\n');
+            }
+            "k3s" if f.k3s_version.is_none() && !line.trim().is_empty() => {
+                f.k3s_version = Some(line.trim().to_string())
+            }
+            _ => {}
+        }
+    }
+    if !saw_end {
+        return Err("the facts script did not finish (output truncated)".into());
+    }
+    if f.arch.is_empty() {
+        return Err("no architecture in the output (uname -m failed)".into());
+    }
+    for (i, p) in q.paths.iter().enumerate() {
+        if !f.files.contains_key(p) {
+            return Err(format!("no answer for path #{i}"));
+        }
+    }
+    for (i, u) in q.services.iter().enumerate() {
+        if !f.services.contains_key(u) {
+            return Err(format!("no answer for service #{i}"));
+        }
+    }
+    f.os_release = parse_os_release(&os_text);
+    Ok(f)
+}
+
+fn parse_index(word: Option<&str>, len: usize, line: &str) -> Result<usize, String> {
+    word.and_then(|w| w.parse::<usize>().ok())
+        .filter(|i| *i < len)
+        .ok_or_else(|| format!("bad index in `{line}`"))
+}
+
+fn parse_file(words: &[&str], line: &str) -> Result<FileFact, String> {
+    if words.first() == Some(&"absent") {
+        return Ok(FileFact::Absent);
+    }
+    let [kind, mode, owner, group, sha, link] = words else {
+        return Err(format!("malformed file line `{line}`"));
+    };
+    let kind = match *kind {
+        "regular" => FileKind::Regular,
+        "dir" => FileKind::Directory,
+        "link" => FileKind::Symlink,
+        "other" => FileKind::Other,
+        k => return Err(format!("unknown file kind `{k}`")),
+    };
+    let mode = if *mode == "-" {
+        0
+    } else {
+        u32::from_str_radix(mode, 8).map_err(|_| format!("bad mode in `{line}`"))?
+    };
+    let sha256 = (*sha != "-").then(|| sha.to_string());
+    let link_target = if *link == "-" {
+        None
+    } else {
+        let bytes = hex::decode(link).map_err(|_| format!("bad link target in `{line}`"))?;
+        Some(String::from_utf8_lossy(&bytes).into_owned())
+    };
+    Ok(FileFact::Present { kind, mode, owner: owner.to_string(), group: group.to_string(), sha256, link_target })
+}
+
+/// Parse os-release (`KEY=value`, values optionally in single or double quotes with `\` escapes).
+pub fn parse_os_release(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else { continue };
+        if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            continue;
+        }
+        let v = if let Some(inner) = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+            let mut s = String::new();
+            let mut chars = inner.chars();
+            while let Some(c) = chars.next() {
+                if c == '\\' {
+                    if let Some(n) = chars.next() {
+                        s.push(n);
+                    }
+                } else {
+                    s.push(c);
+                }
+            }
+            s
+        } else if let Some(inner) = v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+            inner.to_string()
+        } else {
+            v.to_string()
+        };
+        out.insert(k.to_string(), v);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query() -> FactsQuery {
+        FactsQuery {
+            paths: vec!["/usr/local/bin/k3s".into(), "/etc/a b/$(x)\n'y'".into(), "/l".into(), "/d".into()],
+            services: vec!["k3s.service".into()],
+            k3s_binary: DEFAULT_K3S_BINARY.into(),
+        }
+    }
+
+    #[test]
+    fn script_quotes_paths_and_refers_by_index() {
+        let s = script(&query());
+        assert!(s.contains("f 0 /usr/local/bin/k3s\n"));
+        assert!(s.contains("f 1 '/etc/a b/$(x)\n'\\''y'\\'''\n"), "{s}");
+        assert!(s.contains("s 0 k3s.service\n"));
+        assert!(s.contains("if [ -x /usr/local/bin/k3s ]; then /usr/local/bin/k3s --version"));
+        assert!(s.ends_with("echo '@@rv end'\n"));
+    }
+
+    #[test]
+    fn script_without_paths_has_no_helpers() {
+        let s = script(&FactsQuery::default());
+        assert!(!s.contains("f()"));
+        assert!(!s.contains("s()"));
+    }
+
+    const OUT: &str = "@@rv arch\nriscv64\n@@rv hostname\nlichee-1\n@@rv os-release\n\
+NAME=\"openEuler\"\nVERSION=\"24.03 (LTS-SP1)\"\nID=openEuler\nPRETTY_NAME='openEuler 24.03'\n# c\nQ=\"a \\\"b\\\"\"\n\n\
+@@rv end-os-release\n\
+@@rv file 0 regular 755 root root 5e2b3c0c8f4d5f8ab4a3b1c1e2d3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1 -\n\
+@@rv file 1 absent\n@@rv file 2 link 777 root root - 2f7573722f6c6f63616c2f62696e2f6b3373\n\
+@@rv file 3 dir 700 root wheel - -\n@@rv svc 0 active enabled\n\
+@@rv k3s\nk3s version v1.31.4+k3s1 (a562d090)\ngo version go1.22.9\n@@rv end\n";
+
+    #[test]
+    fn parses_everything() {
+        let f = parse(&query(), OUT).unwrap();
+        assert_eq!(f.arch, "riscv64");
+        assert_eq!(f.hostname, "lichee-1");
+        assert_eq!(f.os_id(), Some("openEuler"));
+        assert_eq!(f.os_release["VERSION"], "24.03 (LTS-SP1)");
+        assert_eq!(f.os_release["PRETTY_NAME"], "openEuler 24.03");
+        assert_eq!(f.os_release["Q"], "a \"b\"");
+        assert_eq!(
+            f.files["/usr/local/bin/k3s"],
+            FileFact::Present {
+                kind: FileKind::Regular,
+                mode: 0o755,
+                owner: "root".into(),
+                group: "root".into(),
+                sha256: Some("5e2b3c0c8f4d5f8ab4a3b1c1e2d3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1".into()),
+                link_target: None,
+            }
+        );
+        assert_eq!(f.files["/etc/a b/$(x)\n'y'"], FileFact::Absent);
+        let FileFact::Present { kind, link_target, .. } = &f.files["/l"] else { panic!() };
+        assert_eq!((*kind, link_target.as_deref()), (FileKind::Symlink, Some("/usr/local/bin/k3s")));
+        let FileFact::Present { kind, mode, group, .. } = &f.files["/d"] else { panic!() };
+        assert_eq!((*kind, *mode, group.as_str()), (FileKind::Directory, 0o700, "wheel"));
+        assert_eq!(f.services["k3s.service"], ServiceFact { active: "active".into(), enabled: "enabled".into() });
+        assert_eq!(f.k3s_version.as_deref(), Some("k3s version v1.31.4+k3s1 (a562d090)"));
+    }
+
+    #[test]
+    fn truncated_output_is_an_error() {
+        let cut = &OUT[..OUT.find("@@rv k3s").unwrap()];
+        assert!(parse(&query(), cut).unwrap_err().contains("did not finish"));
+    }
+
+    #[test]
+    fn missing_path_answer_is_an_error() {
+        let out = OUT.replace("@@rv file 1 absent\n", "");
+        assert!(parse(&query(), &out).unwrap_err().contains("path #1"));
+    }
+
+    #[test]
+    fn bad_index_is_an_error() {
+        let out = OUT.replace("@@rv file 1 absent", "@@rv file 9 absent");
+        assert!(parse(&query(), &out).is_err());
+    }
+
+    #[test]
+    fn no_k3s_is_none() {
+        let out = OUT.replace("k3s version v1.31.4+k3s1 (a562d090)\ngo version go1.22.9\n", "");
+        assert_eq!(parse(&query(), &out).unwrap().k3s_version, None);
+    }
+}

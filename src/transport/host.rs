@@ -1,0 +1,227 @@
+//! The backend-neutral [`Host`] trait. A backend implements only [`Host::exec_raw`] (run one
+//! command line as the login user, streaming stdin, with a timeout); privilege, uploads, file
+//! writes and facts are built on it here, so every backend behaves identically.
+
+use std::io::{BufReader, Read};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::cmd;
+use super::error::{Result, TransportError};
+use super::facts::{self, Facts, FactsQuery};
+use super::target::Become;
+
+/// Result of one command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// Exit status; `-1` when the command died from a signal or none was reported.
+    pub status: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl ExecOutput {
+    pub fn success(&self) -> bool {
+        self.status == 0
+    }
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// Where and how a file should end up on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFile {
+    pub path: String,
+    pub mode: u32,
+    /// `user` or `user:group`; `None` leaves the login user's ownership.
+    pub owner: Option<String>,
+}
+
+impl RemoteFile {
+    pub fn new(path: impl Into<String>, mode: u32) -> RemoteFile {
+        RemoteFile { path: path.into(), mode, owner: None }
+    }
+    pub fn owned_by(mut self, owner: impl Into<String>) -> RemoteFile {
+        self.owner = Some(owner.into());
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadOutcome {
+    /// The host already had this content (mode and owner were made right).
+    Unchanged { sha256: String },
+    Uploaded { sha256: String, bytes: u64 },
+}
+
+impl UploadOutcome {
+    pub fn sha256(&self) -> &str {
+        match self {
+            UploadOutcome::Unchanged { sha256 } | UploadOutcome::Uploaded { sha256, .. } => sha256,
+        }
+    }
+    pub fn changed(&self) -> bool {
+        matches!(self, UploadOutcome::Uploaded { .. })
+    }
+}
+
+/// Hex sha256 of a reader, in constant memory.
+pub fn sha256_reader(mut r: impl Read) -> std::io::Result<(String, u64)> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n_total = 0u64;
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        n_total += n as u64;
+    }
+    Ok((hex::encode(h.finalize()), n_total))
+}
+
+fn temp_suffix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{}.{}.{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed), nanos)
+}
+
+/// One host rvcluster can act on.
+pub trait Host: Send {
+    /// The node's name (for messages).
+    fn name(&self) -> &str;
+    /// `host:port` or a description of the backend (for messages).
+    fn address(&self) -> String;
+    /// How commands needing root are wrapped.
+    fn privilege(&self) -> Become;
+
+    /// Run `command` with `sh -c` semantics as the login user (no privilege wrapper), feeding
+    /// `stdin` until it ends, collecting stdout and stderr. `timeout` bounds the whole command.
+    fn exec_raw(&mut self, command: &str, stdin: &mut dyn Read, timeout: Option<Duration>) -> Result<ExecOutput>;
+
+    /// Run `command` with privilege (see [`Host::privilege`]). A non-zero status is not an
+    /// error here, except that `sudo -n` asking for a password is.
+    fn exec(&mut self, command: &str, stdin: Option<&[u8]>, timeout: Option<Duration>) -> Result<ExecOutput> {
+        let wrapped = cmd::with_become(&self.privilege(), command);
+        let mut input: &[u8] = stdin.unwrap_or(&[]);
+        let out = self.exec_raw(&wrapped, &mut input, timeout)?;
+        self.check_sudo(&out)?;
+        Ok(out)
+    }
+
+    /// Like [`Host::exec`] but a non-zero status is [`TransportError::CommandFailed`], named `what`.
+    fn exec_ok(&mut self, what: &str, command: &str, stdin: Option<&[u8]>, timeout: Option<Duration>) -> Result<ExecOutput> {
+        let out = self.exec(command, stdin, timeout)?;
+        if !out.success() {
+            return Err(TransportError::CommandFailed {
+                host: self.name().to_string(),
+                what: what.to_string(),
+                status: out.status,
+                stderr: out.stderr_str().trim().to_string(),
+            });
+        }
+        Ok(out)
+    }
+
+    #[doc(hidden)]
+    fn check_sudo(&self, out: &ExecOutput) -> Result<()> {
+        if self.privilege() == Become::Sudo && cmd::is_sudo_password_error(out.status, &out.stderr_str()) {
+            return Err(TransportError::SudoPasswordRequired {
+                host: self.name().to_string(),
+                user: self.login_user(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The user commands run as before privilege (for messages).
+    fn login_user(&self) -> String {
+        String::new()
+    }
+
+    /// Upload a local file: skipped when the host has the same sha256 (mode/owner still fixed),
+    /// otherwise streamed to a temp name beside the destination, verified, chmod/chown'ed and
+    /// renamed over the destination. Constant memory.
+    fn upload(&mut self, local: &Path, dest: &RemoteFile) -> Result<UploadOutcome> {
+        let open = || {
+            std::fs::File::open(local).map_err(|e| TransportError::io(format!("reading {}", local.display()), e))
+        };
+        let (sha, _) = sha256_reader(BufReader::new(open()?))
+            .map_err(|e| TransportError::io(format!("reading {}", local.display()), e))?;
+        let mut file = open()?;
+        self.upload_verified(&mut file, &sha, dest)
+    }
+
+    /// Write bytes (a rendered file) with the same atomic rules as [`Host::upload`].
+    fn write(&mut self, bytes: &[u8], dest: &RemoteFile) -> Result<UploadOutcome> {
+        let sha = hex::encode(Sha256::digest(bytes));
+        let mut r: &[u8] = bytes;
+        self.upload_verified(&mut r, &sha, dest)
+    }
+
+    /// Stream `content`, which must hash to `sha256`, to `dest`. The host checks the hash; on a
+    /// mismatch the destination is untouched and [`TransportError::ShaMismatch`] is returned.
+    fn upload_verified(&mut self, content: &mut dyn Read, sha256: &str, dest: &RemoteFile) -> Result<UploadOutcome> {
+        let owner = dest.owner.as_deref();
+        let check = self.exec_ok("checking the existing file", &cmd::upload_check(&dest.path, sha256, dest.mode, owner), None, None)?;
+        if check.stdout_str().trim() == "present" {
+            return Ok(UploadOutcome::Unchanged { sha256: sha256.to_string() });
+        }
+        let tmp = cmd::temp_path_for(&dest.path, &temp_suffix());
+        let script = cmd::with_become(&self.privilege(), &cmd::upload_stream(&dest.path, &tmp, sha256, dest.mode, owner));
+        let mut counting = CountingReader { inner: content, n: 0 };
+        let out = self.exec_raw(&script, &mut counting, None)?;
+        self.check_sudo(&out)?;
+        let stderr = out.stderr_str();
+        if out.status == cmd::SHA_MISMATCH_STATUS
+            && let Some(actual) = stderr.lines().find_map(|l| l.strip_prefix(cmd::SHA_MISMATCH_MARK))
+        {
+            return Err(TransportError::ShaMismatch {
+                host: self.name().to_string(),
+                dest: dest.path.clone(),
+                expected: sha256.to_string(),
+                actual: actual.trim().to_string(),
+            });
+        }
+        if !out.success() {
+            return Err(TransportError::CommandFailed {
+                host: self.name().to_string(),
+                what: format!("uploading {}", dest.path),
+                status: out.status,
+                stderr: stderr.trim().to_string(),
+            });
+        }
+        Ok(UploadOutcome::Uploaded { sha256: sha256.to_string(), bytes: counting.n })
+    }
+
+    /// Gather facts in one round trip (run with privilege, so root-only files are readable).
+    fn facts(&mut self, query: &FactsQuery) -> Result<Facts> {
+        let out = self.exec_ok("gathering facts", &facts::script(query), None, None)?;
+        facts::parse(query, &out.stdout_str())
+            .map_err(|detail| TransportError::Facts { host: self.name().to_string(), detail })
+    }
+}
+
+struct CountingReader<'a> {
+    inner: &'a mut dyn Read,
+    n: u64,
+}
+
+impl Read for CountingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+}

@@ -1,0 +1,111 @@
+//! [`LocalHost`]: runs commands on this machine with `sh -c`. Proves the [`Host`] trait is
+//! backend-neutral (uploads, writes and facts come from the trait unchanged) and serves tests
+//! and a future "the machine running rvcluster is a node" setup. Touches nothing remote.
+
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+
+use super::error::{Result, TransportError};
+use super::host::{ExecOutput, Host};
+use super::target::Become;
+
+pub struct LocalHost {
+    name: String,
+    privilege: Become,
+}
+
+impl LocalHost {
+    pub fn new(name: impl Into<String>) -> LocalHost {
+        LocalHost { name: name.into(), privilege: Become::None }
+    }
+    pub fn with_privilege(mut self, privilege: Become) -> LocalHost {
+        self.privilege = privilege;
+        self
+    }
+}
+
+impl Host for LocalHost {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn address(&self) -> String {
+        "local".into()
+    }
+
+    fn privilege(&self) -> Become {
+        self.privilege
+    }
+
+    fn login_user(&self) -> String {
+        std::env::var("USER").unwrap_or_default()
+    }
+
+    fn exec_raw(&mut self, command: &str, stdin: &mut dyn Read, timeout: Option<Duration>) -> Result<ExecOutput> {
+        let host = self.name.clone();
+        let fail = |cause: std::io::Error| TransportError::Session {
+            host: host.clone(),
+            what: "running a local command".into(),
+            cause: cause.to_string(),
+        };
+        let mut child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(command)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .map_err(fail)?;
+        let mut out_pipe = child.stdout.take().expect("piped");
+        let mut err_pipe = child.stderr.take().expect("piped");
+        let mut in_pipe = child.stdin.take().expect("piped");
+        let start = Instant::now();
+        let pgid = child.id() as i32;
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let (status, stdout, stderr, timed_out) = std::thread::scope(|s| {
+            let out_t = s.spawn(move || {
+                let mut v = vec![];
+                let _ = out_pipe.read_to_end(&mut v);
+                v
+            });
+            let err_t = s.spawn(move || {
+                let mut v = vec![];
+                let _ = err_pipe.read_to_end(&mut v);
+                v
+            });
+            let watchdog = s.spawn(move || {
+                let Some(t) = timeout else { return false };
+                if done_rx.recv_timeout(t.saturating_sub(start.elapsed())).is_err() {
+                    // Kill the whole group: grandchildren would otherwise keep the pipes open.
+                    // SAFETY: plain kill(2) on the process group created for this command.
+                    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                    return true;
+                }
+                false
+            });
+            // A command that does not read its stdin closes the pipe: that is not an error.
+            let _ = std::io::copy(stdin, &mut in_pipe);
+            let _ = in_pipe.flush();
+            drop(in_pipe);
+            let status = child.wait().map_err(fail);
+            let stdout = out_t.join().unwrap_or_default();
+            let stderr = err_t.join().unwrap_or_default();
+            let _ = done_tx.send(());
+            let timed_out = watchdog.join().unwrap_or(false);
+            (status, stdout, stderr, timed_out)
+        });
+        if timed_out {
+            return Err(TransportError::Timeout {
+                host: self.name.clone(),
+                what: "command".into(),
+                after: timeout.unwrap_or_default(),
+            });
+        }
+        let status = status?;
+        Ok(ExecOutput { status: status.code().unwrap_or(-1), stdout, stderr })
+    }
+}
