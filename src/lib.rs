@@ -4,6 +4,7 @@
 //! `transport` and `registry` are the only modules that touch the world.
 
 pub mod command;
+pub mod converge;
 pub mod output;
 pub mod profile;
 pub mod registry;

@@ -13,6 +13,7 @@ use crate::spec::{Cluster, SpecError};
 
 pub mod check;
 pub mod plan;
+pub mod trust;
 
 /// Exit status: everything went as asked.
 pub const EXIT_OK: i32 = 0;
@@ -65,6 +66,8 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// Converge every host to cluster.kdl.
     Apply(plan::ApplyArgs),
+    /// Record a node's SSH host key (after checking its fingerprint); --replace for a re-flashed board.
+    Trust(trust::TrustArgs),
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -113,6 +116,7 @@ fn run(cli: Cli, out: &Output) -> i32 {
         Command::Check(a) => check::run(&cli.global, &a, out),
         Command::Plan(a) => plan::run_plan(&cli.global, &a, out),
         Command::Apply(a) => plan::run_apply(&cli.global, &a, out),
+        Command::Trust(a) => trust::run(&cli.global, &a, out),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "rvcluster", &mut std::io::stdout());
             EXIT_OK
