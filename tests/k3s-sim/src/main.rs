@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(k3s_sim::cli::main());
+}
