@@ -371,12 +371,18 @@ impl std::fmt::Display for TrustOutcome {
     }
 }
 
-/// Fetch the key `target` presents (through its ProxyJump hops, which are verified with
-/// `policy`) and record it in `known_hosts`. A different recorded key is an error unless
-/// `replace`. Nothing is authenticated and no command runs on the target.
-pub fn trust(
+/// Fetch the key `target` presents and record it in `known_hosts`. ProxyJump hops are verified
+/// with `policy` and authenticated with `auth`; the target itself is never authenticated to and
+/// no command runs on it. A different recorded key is an error unless `replace`.
+pub fn trust(target: &Target, policy: &HostKeyPolicy, known_hosts: &Path, replace: bool) -> Result<TrustOutcome, TransportError> {
+    trust_with(target, policy, &super::ssh::AuthConfig::from_env(), known_hosts, replace)
+}
+
+/// [`trust`] with explicit credentials for the ProxyJump hops.
+pub fn trust_with(
     target: &Target,
     policy: &HostKeyPolicy,
+    auth: &super::ssh::AuthConfig,
     known_hosts: &Path,
     replace: bool,
 ) -> Result<TrustOutcome, TransportError> {
@@ -395,7 +401,7 @@ pub fn trust(
             algorithms.push(a);
         }
     }
-    let key = super::ssh::fetch_host_key(target, policy, &algorithms)?;
+    let key = super::ssh::fetch_host_key(target, policy, auth, &algorithms)?;
     let fingerprint = key.fingerprint();
     let path = known_hosts.to_path_buf();
     let name = target.name.clone();

@@ -53,12 +53,54 @@ impl std::fmt::Debug for SshHost {
     }
 }
 
+/// Where credentials come from. [`AuthConfig::from_env`] reads HOME, SSH_AUTH_SOCK and
+/// RVCLUSTER_SSH_PASSPHRASE; tests build one explicitly.
+#[derive(Clone, Default)]
+pub struct AuthConfig {
+    /// For the default identity files (~/.ssh/id_ed25519, id_ecdsa, id_rsa).
+    pub home: Option<PathBuf>,
+    /// Try keys from ssh-agent (when SSH_AUTH_SOCK is set).
+    pub use_agent: bool,
+    /// Passphrase for encrypted identity files. Never printed.
+    pub passphrase: Option<String>,
+    /// Ask on the terminal for a passphrase when none is given (only when stdin/stderr are terminals).
+    pub prompt: bool,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("home", &self.home)
+            .field("use_agent", &self.use_agent)
+            .field("passphrase", &self.passphrase.as_ref().map(|_| "<redacted>"))
+            .field("prompt", &self.prompt)
+            .finish()
+    }
+}
+
+impl AuthConfig {
+    pub fn from_env() -> AuthConfig {
+        AuthConfig {
+            home: std::env::var_os("HOME").map(PathBuf::from),
+            use_agent: std::env::var_os("SSH_AUTH_SOCK").is_some(),
+            passphrase: std::env::var(PASSPHRASE_ENV).ok(),
+            prompt: true,
+        }
+    }
+}
+
 impl SshHost {
-    /// Connect, verify the host key with `policy`, authenticate.
+    /// Connect with credentials from the environment ([`AuthConfig::from_env`]).
     pub fn connect(target: &Target, policy: &HostKeyPolicy) -> Result<SshHost> {
+        SshHost::connect_with(target, policy, &AuthConfig::from_env())
+    }
+
+    /// Connect (through ProxyJump hops), verify the host key with `policy` before anything is
+    /// sent, then authenticate with `auth`.
+    pub fn connect_with(target: &Target, policy: &HostKeyPolicy, auth: &AuthConfig) -> Result<SshHost> {
         let exp = policy.expectation(target)?;
         let algorithms = exp.algorithms();
-        let (session, fd, tunnel) = open_transport(target, policy, &algorithms)?;
+        let (session, fd, tunnel) = open_transport(target, policy, auth, &algorithms)?;
         let key = presented_key(&session, target)?;
         match known_hosts::judge(&exp, &key) {
             Verdict::Trusted => {}
@@ -93,7 +135,7 @@ impl SshHost {
                 });
             }
         }
-        authenticate(&session, target)?;
+        authenticate(&session, target, auth)?;
         session.set_keepalive(true, KEEPALIVE_SECS);
         Ok(SshHost {
             name: target.name.clone(),
@@ -126,8 +168,13 @@ impl Drop for SshHost {
 
 /// Fetch the host key a target presents, without authenticating. ProxyJump hops are verified
 /// with `policy` as usual.
-pub fn fetch_host_key(target: &Target, policy: &HostKeyPolicy, algorithms: &[&str]) -> Result<PublicKey> {
-    let (session, _fd, _tunnel) = open_transport(target, policy, algorithms)?;
+pub fn fetch_host_key(
+    target: &Target,
+    policy: &HostKeyPolicy,
+    auth: &AuthConfig,
+    algorithms: &[&str],
+) -> Result<PublicKey> {
+    let (session, _fd, _tunnel) = open_transport(target, policy, auth, algorithms)?;
     let key = presented_key(&session, target)?;
     let _ = session.disconnect(None, "rvcluster trust", None);
     Ok(key)
@@ -156,6 +203,7 @@ fn supported(session: &Session, kind: MethodType, wanted: &[&str]) -> Vec<String
 fn open_transport(
     target: &Target,
     policy: &HostKeyPolicy,
+    auth: &AuthConfig,
     host_key_algorithms: &[&str],
 ) -> Result<(Session, RawFd, Option<Tunnel>)> {
     let unreachable = |cause: String| TransportError::Unreachable {
@@ -165,7 +213,7 @@ fn open_transport(
     };
     let mut session = Session::new().map_err(|e| unreachable(e.to_string()))?;
     let (fd, tunnel) = if let Some(jump) = &target.proxy_jump {
-        let jump_host = SshHost::connect(jump, policy).map_err(|e| {
+        let jump_host = SshHost::connect_with(jump, policy, auth).map_err(|e| {
             unreachable(format!("through ProxyJump {} ({}): {e}", jump.name, jump.address()))
         })?;
         let (stream, tunnel) = Tunnel::open(jump_host, &target.host, target.port)
@@ -270,10 +318,13 @@ pub fn key_is_encrypted(text: &str) -> bool {
 
 static PASSPHRASES: Mutex<Option<HashMap<PathBuf, String>>> = Mutex::new(None);
 
-/// Passphrase for an encrypted key: env first, then a prompt on the terminal (once per key).
-fn passphrase_for(path: &Path) -> Option<String> {
-    if let Ok(p) = std::env::var(PASSPHRASE_ENV) {
-        return Some(p);
+/// Passphrase for an encrypted key: the configured one, else a prompt on the terminal (once per key).
+fn passphrase_for(path: &Path, auth: &AuthConfig) -> Option<String> {
+    if let Some(p) = &auth.passphrase {
+        return Some(p.clone());
+    }
+    if !auth.prompt {
+        return None;
     }
     let mut cache = PASSPHRASES.lock().unwrap_or_else(|p| p.into_inner());
     let map = cache.get_or_insert_with(HashMap::new);
@@ -290,16 +341,16 @@ fn passphrase_for(path: &Path) -> Option<String> {
     Some(p)
 }
 
-fn default_identity_files() -> Vec<PathBuf> {
-    let Some(home) = std::env::var_os("HOME") else { return vec![] };
-    let ssh = PathBuf::from(home).join(".ssh");
+fn default_identity_files(home: Option<&Path>) -> Vec<PathBuf> {
+    let Some(home) = home else { return vec![] };
+    let ssh = home.join(".ssh");
     ["id_ed25519", "id_ecdsa", "id_rsa"].iter().map(|n| ssh.join(n)).filter(|p| p.exists()).collect()
 }
 
-fn authenticate(session: &Session, target: &Target) -> Result<()> {
+fn authenticate(session: &Session, target: &Target, auth: &AuthConfig) -> Result<()> {
     let user = target.user.as_str();
     let mut tried: Vec<String> = vec![];
-    if std::env::var_os("SSH_AUTH_SOCK").is_some()
+    if auth.use_agent
         && let Ok(mut agent) = session.agent()
         && agent.connect().is_ok()
     {
@@ -314,7 +365,7 @@ fn authenticate(session: &Session, target: &Target) -> Result<()> {
         let _ = agent.disconnect();
         tried.push(format!("ssh-agent ({} keys)", ids.len()));
     }
-    let files = if target.identity_files.is_empty() { default_identity_files() } else { target.identity_files.clone() };
+    let files = if target.identity_files.is_empty() { default_identity_files(auth.home.as_deref()) } else { target.identity_files.clone() };
     for f in &files {
         let text = match std::fs::read_to_string(f) {
             Ok(t) => t,
@@ -324,7 +375,7 @@ fn authenticate(session: &Session, target: &Target) -> Result<()> {
             }
         };
         let passphrase = if key_is_encrypted(&text) {
-            match passphrase_for(f) {
+            match passphrase_for(f, auth) {
                 Some(p) => Some(p),
                 None => {
                     tried.push(format!("{} (encrypted; set {PASSPHRASE_ENV})", f.display()));

@@ -1,0 +1,223 @@
+//! Running commands over real sshd (and the same through LocalHost): exit codes, stderr,
+//! stdin, timeouts, hostile quoting, large interleaved output, privilege, facts.
+
+#[path = "support/sshd.rs"]
+mod sshd;
+
+use std::time::{Duration, Instant};
+
+use rvcluster::transport::cmd::{join, quote};
+use rvcluster::transport::facts::FileKind;
+use rvcluster::transport::{Become, FactsQuery, FileFact, Host, LocalHost, SshHost, TransportError};
+use sshd::{Sshd, auth_files_only, client_key, trusted};
+
+fn connect() -> (Sshd, SshHost, tempfile::TempDir) {
+    let key = client_key("ed25519", None);
+    let sshd = Sshd::with_key(&key);
+    let (dir, policy) = trusted(&sshd, "ed25519");
+    let host = SshHost::connect_with(&sshd.target("b1", &key), &policy, &auth_files_only())
+        .unwrap_or_else(|e| panic!("{e}\n{}", sshd.log()));
+    (sshd, host, dir)
+}
+
+fn exit_codes_and_streams(h: &mut dyn Host) {
+    let out = h.exec("echo out; echo err >&2; exit 3", None, None).unwrap();
+    assert_eq!(out.status, 3);
+    assert_eq!(out.stdout_str(), "out\n");
+    assert_eq!(out.stderr_str(), "err\n");
+    let out = h.exec("true", None, None).unwrap();
+    assert!(out.success());
+    let out = h.exec("cat; printf done", Some(b"from stdin\n"), None).unwrap();
+    assert_eq!(out.stdout_str(), "from stdin\ndone");
+    let err = h.exec_ok("a failing step", "echo nope >&2; exit 7", None, None).unwrap_err();
+    match err {
+        TransportError::CommandFailed { status, stderr, what, .. } => {
+            assert_eq!((status, stderr.as_str(), what.as_str()), (7, "nope", "a failing step"))
+        }
+        e => panic!("unexpected {e}"),
+    }
+}
+
+#[test]
+fn ssh_exec_exit_codes_stdout_stderr_stdin() {
+    let (_s, mut h, _d) = connect();
+    exit_codes_and_streams(&mut h);
+}
+
+#[test]
+fn local_exec_exit_codes_stdout_stderr_stdin() {
+    exit_codes_and_streams(&mut LocalHost::new("local"));
+}
+
+fn times_out(h: &mut dyn Host) {
+    let start = Instant::now();
+    let err = h.exec("sleep 30", None, Some(Duration::from_millis(500))).unwrap_err();
+    assert!(matches!(err, TransportError::Timeout { .. }), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
+    // The host stays usable after a timeout.
+    assert_eq!(h.exec("echo still here", None, None).unwrap().stdout_str(), "still here\n");
+}
+
+#[test]
+fn ssh_exec_timeout() {
+    let (_s, mut h, _d) = connect();
+    times_out(&mut h);
+}
+
+#[test]
+fn local_exec_timeout() {
+    times_out(&mut LocalHost::new("local"));
+}
+
+const HOSTILE: &[&str] = &[
+    "plain",
+    "with space",
+    "it's quoted",
+    "double \"quotes\"",
+    "$(touch /tmp/rvcluster-pwned)",
+    "`id`",
+    "new\nline",
+    "semi;colon&amp|pipe",
+    "*",
+    "~root",
+    "-n",
+    "",
+    "back\\slash",
+    "tab\there",
+    "ünïcödé",
+];
+
+fn hostile_round_trip(h: &mut dyn Host) {
+    let mut words = vec!["printf", "[%s]"];
+    words.extend_from_slice(HOSTILE);
+    let out = h.exec(&join(&words), None, None).unwrap();
+    let want: String = HOSTILE.iter().map(|w| format!("[{w}]")).collect();
+    assert_eq!(out.stdout_str(), want);
+    // And as file names through the upload path.
+    let dir = tempfile::tempdir().unwrap();
+    for (i, w) in HOSTILE.iter().enumerate().filter(|(_, w)| !w.is_empty() && !w.contains('/')) {
+        let dest = format!("{}/{w}", dir.path().display());
+        h.write(format!("content {i}").as_bytes(), &rvcluster::transport::RemoteFile::new(dest.clone(), 0o640))
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), format!("content {i}"), "{w:?}");
+    }
+    assert!(!std::path::Path::new("/tmp/rvcluster-pwned").exists());
+    let _ = quote("unused");
+}
+
+#[test]
+fn ssh_hostile_quoting_round_trip() {
+    let (_s, mut h, _d) = connect();
+    hostile_round_trip(&mut h);
+}
+
+#[test]
+fn local_hostile_quoting_round_trip() {
+    hostile_round_trip(&mut LocalHost::new("local"));
+}
+
+#[test]
+fn ssh_large_interleaved_output_does_not_deadlock() {
+    let (_s, mut h, _d) = connect();
+    // 8 MiB on each stream, interleaved: a reader that drains only stdout would stall on a full window.
+    let out = h
+        .exec("i=0; while [ $i -lt 64 ]; do head -c 131072 /dev/zero; head -c 131072 /dev/zero >&2; i=$((i+1)); done", None, None)
+        .unwrap();
+    assert_eq!(out.stdout.len(), 8 << 20);
+    assert_eq!(out.stderr.len(), 8 << 20);
+    // 16 MiB through stdin and back.
+    let big: Vec<u8> = (0..16u32 << 20).map(|i| (i % 251) as u8).collect();
+    let out = h.exec("cat", Some(&big), None).unwrap();
+    assert!(out.stdout == big, "stdin round trip differs");
+}
+
+#[test]
+fn ssh_sudo_wrapper_runs_as_root() {
+    if !std::path::Path::new("/usr/bin/sudo").exists() {
+        // sudo is part of the CI apt list; without it there is nothing to wrap with.
+        panic!("sudo is not installed (apt-get install sudo)");
+    }
+    let key = client_key("ed25519", None);
+    let sshd = Sshd::with_key(&key);
+    let (_d, policy) = trusted(&sshd, "ed25519");
+    let mut t = sshd.target("b1", &key);
+    t.privilege = Become::Sudo;
+    let mut h = SshHost::connect_with(&t, &policy, &auth_files_only()).unwrap();
+    let out = h.exec("id -u; echo \"$0\"", None, None).unwrap();
+    assert_eq!(out.stdout_str(), "0\nsh\n");
+}
+
+#[test]
+fn ssh_sudo_password_prompt_is_a_clear_error() {
+    // A `sudo` first on the session's PATH that answers like `sudo -n` does when the user's
+    // sudoers entry wants a password.
+    let fake_dir = tempfile::tempdir().unwrap();
+    let fake = fake_dir.path().join("sudo");
+    std::fs::write(&fake, "#!/bin/sh\necho 'sudo: a password is required' >&2\nexit 1\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let key = client_key("ed25519", None);
+    let sshd = Sshd::start(sshd::SshdOptions {
+        authorized_keys: vec![key.public.clone()],
+        extra_config: format!("SetEnv PATH={}:/usr/sbin:/usr/bin:/sbin:/bin\n", fake_dir.path().display()),
+        ..Default::default()
+    });
+    let (_d, policy) = trusted(&sshd, "ed25519");
+    let mut t = sshd.target("b1", &key);
+    t.privilege = Become::Sudo;
+    let mut h = SshHost::connect_with(&t, &policy, &auth_files_only()).unwrap();
+    let err = h.exec("true", None, None).unwrap_err();
+    assert!(matches!(err, TransportError::SudoPasswordRequired { .. }), "{err}");
+    assert_eq!(err.to_string(), "b1: sudo on the host asks for a password (user root)");
+}
+
+fn facts_of(h: &mut dyn Host) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let file = format!("{d}/a file $(x)");
+    std::fs::write(&file, b"hello\n").unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    std::os::unix::fs::symlink("/usr/local/bin/k3s", format!("{d}/kubectl")).unwrap();
+    let q = FactsQuery {
+        paths: vec![file.clone(), format!("{d}/missing"), format!("{d}/kubectl"), d.clone()],
+        services: vec!["rvcluster-test-nonexistent.service".into()],
+        k3s_binary: format!("{d}/k3s"),
+    };
+    let k3s = format!("{d}/k3s");
+    std::fs::write(&k3s, "#!/bin/sh\necho 'k3s version v1.31.4+k3s1 (a562d090)'\necho 'go version go1.22'\n").unwrap();
+    std::fs::set_permissions(&k3s, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let f = h.facts(&q).unwrap();
+    assert_eq!(f.arch, std::env::consts::ARCH.replace("aarch64", "aarch64"));
+    assert!(!f.hostname.is_empty());
+    assert!(f.os_id().is_some(), "{:?}", f.os_release);
+    assert_eq!(
+        f.files[&file],
+        FileFact::Present {
+            kind: FileKind::Regular,
+            mode: 0o640,
+            owner: "root".into(),
+            group: "root".into(),
+            // sha256 of "hello\n"
+            sha256: Some("5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03".into()),
+            link_target: None,
+        }
+    );
+    assert_eq!(f.files[&format!("{d}/missing")], FileFact::Absent);
+    let FileFact::Present { kind, link_target, .. } = &f.files[&format!("{d}/kubectl")] else { panic!() };
+    assert_eq!((*kind, link_target.as_deref()), (FileKind::Symlink, Some("/usr/local/bin/k3s")));
+    let FileFact::Present { kind, .. } = &f.files[&d] else { panic!() };
+    assert_eq!(*kind, FileKind::Directory);
+    let svc = &f.services["rvcluster-test-nonexistent.service"];
+    assert!(svc.active == "inactive" || svc.active == "unknown", "{svc:?}");
+    assert_eq!(f.k3s_version.as_deref(), Some("k3s version v1.31.4+k3s1 (a562d090)"));
+}
+
+#[test]
+fn ssh_facts_one_round_trip() {
+    let (_s, mut h, _d) = connect();
+    facts_of(&mut h);
+}
+
+#[test]
+fn local_facts() {
+    facts_of(&mut LocalHost::new("local"));
+}
