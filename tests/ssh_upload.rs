@@ -1,0 +1,175 @@
+//! Uploads over real sshd: 100 MiB streamed in constant memory, atomic replacement, skipped
+//! when the host has the same sha256, a corrupted transfer leaves the old file in place.
+
+#[path = "support/sshd.rs"]
+mod sshd;
+
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rvcluster::transport::{Host, LocalHost, RemoteFile, SshHost, TransportError, UploadOutcome};
+use sha2::Digest;
+use sshd::{Sshd, auth_files_only, client_key, trusted};
+
+const MIB: u64 = 1 << 20;
+
+fn big_file(dir: &Path, size: u64, seed: u64) -> std::path::PathBuf {
+    let p = dir.join(format!("big-{seed}"));
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&p).unwrap());
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    let mut buf = vec![0u8; MIB as usize];
+    for _ in 0..size / MIB {
+        for chunk in buf.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        }
+        f.write_all(&buf).unwrap();
+    }
+    f.flush().unwrap();
+    p
+}
+
+fn sha_file(p: &Path) -> String {
+    rvcluster::transport::host::sha256_reader(std::fs::File::open(p).unwrap()).unwrap().0
+}
+
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("rvcluster-tmp"))
+        .collect()
+}
+
+fn peak_rss_mib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = s.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() / 1024
+}
+
+fn connect(sshd: &Sshd, key: &sshd::ClientKey) -> (SshHost, tempfile::TempDir) {
+    let (dir, policy) = trusted(sshd, "ed25519");
+    let h = SshHost::connect_with(&sshd.target("b1", key), &policy, &auth_files_only())
+        .unwrap_or_else(|e| panic!("{e}\n{}", sshd.log()));
+    (h, dir)
+}
+
+/// 100 MiB, streamed: the destination only ever holds the complete old or the complete new
+/// file, mode and owner are set, no temp file stays behind, memory stays bounded, and a
+/// second upload is skipped.
+fn upload_100mib_atomic_then_skip(h: &mut dyn Host) {
+    let src = tempfile::tempdir().unwrap();
+    let local = big_file(src.path(), 100 * MIB, 1);
+    let remote = tempfile::tempdir().unwrap();
+    let dest = remote.path().join("k3s");
+    std::fs::write(&dest, b"old k3s").unwrap();
+    let dest_s = dest.display().to_string();
+
+    let done = AtomicBool::new(false);
+    let rss_before = peak_rss_mib();
+    let outcome = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let mut seen = std::collections::BTreeSet::new();
+            while !done.load(Ordering::SeqCst) {
+                if let Ok(m) = std::fs::metadata(&dest) {
+                    seen.insert(m.len());
+                }
+            }
+            seen
+        });
+        let o = h.upload(&local, &RemoteFile::new(dest_s.clone(), 0o755).owned_by("root:root")).unwrap();
+        done.store(true, Ordering::SeqCst);
+        let seen = watcher.join().unwrap();
+        assert!(seen.iter().all(|&l| l == 7 || l == 100 * MIB), "dest was seen half-written: sizes {seen:?}");
+        o
+    });
+    let rss_growth = peak_rss_mib().saturating_sub(rss_before);
+    assert!(rss_growth < 64, "peak RSS grew by {rss_growth} MiB while uploading 100 MiB");
+    assert_eq!(outcome, UploadOutcome::Uploaded { sha256: sha_file(&local), bytes: 100 * MIB });
+    assert_eq!(sha_file(&dest), sha_file(&local));
+    let meta = std::fs::metadata(&dest).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o755);
+    assert_eq!((meta.uid(), meta.gid()), (0, 0));
+    assert!(leftovers(remote.path()).is_empty(), "{:?}", leftovers(remote.path()));
+
+    // Same content again: nothing is sent; a drifted mode is put back.
+    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let ino = meta.ino();
+    let again = h.upload(&local, &RemoteFile::new(dest_s.clone(), 0o755)).unwrap();
+    assert_eq!(again, UploadOutcome::Unchanged { sha256: sha_file(&local) });
+    let meta = std::fs::metadata(&dest).unwrap();
+    assert_eq!(meta.ino(), ino, "an unchanged file must not be rewritten");
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o755);
+}
+
+#[test]
+fn ssh_upload_100mib_atomic_then_skip() {
+    let key = client_key("ed25519", None);
+    let sshd = Sshd::with_key(&key);
+    let (mut h, _d) = connect(&sshd, &key);
+    upload_100mib_atomic_then_skip(&mut h);
+}
+
+#[test]
+fn local_upload_100mib_atomic_then_skip() {
+    upload_100mib_atomic_then_skip(&mut LocalHost::new("local"));
+}
+
+fn sha_mismatch_leaves_old_file(h: &mut dyn Host) {
+    let remote = tempfile::tempdir().unwrap();
+    let dest = remote.path().join("registries.yaml");
+    std::fs::write(&dest, b"old content\n").unwrap();
+    let wrong = "0".repeat(64);
+    let mut data: &[u8] = b"new content that does not hash to zeros\n";
+    let err = h
+        .upload_verified(&mut data, &wrong, &RemoteFile::new(dest.display().to_string(), 0o600))
+        .unwrap_err();
+    let TransportError::ShaMismatch { expected, actual, .. } = &err else { panic!("unexpected {err}") };
+    assert_eq!(expected, &wrong);
+    assert_eq!(actual, &hex::encode(sha2::Sha256::digest(b"new content that does not hash to zeros\n")));
+    assert_eq!(std::fs::read(&dest).unwrap(), b"old content\n");
+    assert!(leftovers(remote.path()).is_empty(), "{:?}", leftovers(remote.path()));
+}
+
+#[test]
+fn ssh_sha_mismatch_leaves_old_file() {
+    let key = client_key("ed25519", None);
+    let sshd = Sshd::with_key(&key);
+    let (mut h, _d) = connect(&sshd, &key);
+    sha_mismatch_leaves_old_file(&mut h);
+}
+
+#[test]
+fn local_sha_mismatch_leaves_old_file() {
+    sha_mismatch_leaves_old_file(&mut LocalHost::new("local"));
+}
+
+#[test]
+fn ssh_write_creates_parent_dirs_with_mode_and_is_idempotent() {
+    let key = client_key("ed25519", None);
+    let sshd = Sshd::with_key(&key);
+    let (mut h, _d) = connect(&sshd, &key);
+    let remote = tempfile::tempdir().unwrap();
+    let dest = remote.path().join("etc/rancher/k3s/config.yaml");
+    let f = RemoteFile::new(dest.display().to_string(), 0o600).owned_by("root");
+    let o = h.write(b"token: s3cret\n", &f).unwrap();
+    assert!(o.changed());
+    assert_eq!(std::fs::read(&dest).unwrap(), b"token: s3cret\n");
+    assert_eq!(std::fs::metadata(&dest).unwrap().permissions().mode() & 0o7777, 0o600);
+    assert!(!h.write(b"token: s3cret\n", &f).unwrap().changed());
+    assert!(h.write(b"token: other\n", &f).unwrap().changed());
+    assert_eq!(std::fs::read(&dest).unwrap(), b"token: other\n");
+}
+
+#[test]
+fn ssh_upload_missing_local_file_names_it() {
+    let key = client_key("ed25519", None);
+    let sshd = Sshd::with_key(&key);
+    let (mut h, _d) = connect(&sshd, &key);
+    let err = h.upload(Path::new("/nonexistent/k3s-riscv64"), &RemoteFile::new("/tmp/x", 0o755)).unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/k3s-riscv64"), "{err}");
+}
