@@ -59,8 +59,8 @@ impl std::fmt::Debug for SshHost {
 pub struct AuthConfig {
     /// For the default identity files (~/.ssh/id_ed25519, id_ecdsa, id_rsa).
     pub home: Option<PathBuf>,
-    /// Try keys from ssh-agent (when SSH_AUTH_SOCK is set).
-    pub use_agent: bool,
+    /// ssh-agent socket to try keys from (SSH_AUTH_SOCK).
+    pub agent_socket: Option<PathBuf>,
     /// Passphrase for encrypted identity files. Never printed.
     pub passphrase: Option<String>,
     /// Ask on the terminal for a passphrase when none is given (only when stdin/stderr are terminals).
@@ -71,7 +71,7 @@ impl std::fmt::Debug for AuthConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthConfig")
             .field("home", &self.home)
-            .field("use_agent", &self.use_agent)
+            .field("agent_socket", &self.agent_socket)
             .field("passphrase", &self.passphrase.as_ref().map(|_| "<redacted>"))
             .field("prompt", &self.prompt)
             .finish()
@@ -82,7 +82,7 @@ impl AuthConfig {
     pub fn from_env() -> AuthConfig {
         AuthConfig {
             home: std::env::var_os("HOME").map(PathBuf::from),
-            use_agent: std::env::var_os("SSH_AUTH_SOCK").is_some(),
+            agent_socket: std::env::var_os("SSH_AUTH_SOCK").filter(|s| !s.is_empty()).map(PathBuf::from),
             passphrase: std::env::var(PASSPHRASE_ENV).ok(),
             prompt: true,
         }
@@ -350,8 +350,9 @@ fn default_identity_files(home: Option<&Path>) -> Vec<PathBuf> {
 fn authenticate(session: &Session, target: &Target, auth: &AuthConfig) -> Result<()> {
     let user = target.user.as_str();
     let mut tried: Vec<String> = vec![];
-    if auth.use_agent
+    if let Some(sock) = &auth.agent_socket
         && let Ok(mut agent) = session.agent()
+        && agent.set_identity_path(sock).is_ok()
         && agent.connect().is_ok()
     {
         let _ = agent.list_identities();

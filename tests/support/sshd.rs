@@ -106,7 +106,9 @@ impl Sshd {
                 TcpListener::bind((self.ip.as_str(), 0)).unwrap().local_addr().unwrap().port()
             });
             let d = self.dir.path();
-            let mut cfg = format!(
+            // sshd keeps the first value of a keyword: the test's extra lines come first.
+            let mut cfg = extra.to_string();
+            cfg += &format!(
                 "ListenAddress {ip}:{port}\nPidFile {d}/sshd.pid\nAuthorizedKeysFile {d}/authorized_keys\n\
                  PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
                  UsePAM no\nStrictModes no\nPubkeyAuthentication yes\nAllowTcpForwarding yes\n\
@@ -117,7 +119,6 @@ impl Sshd {
             for t in &self.opts_types {
                 cfg.push_str(&format!("HostKey {}/ssh_host_{t}_key\n", d.display()));
             }
-            cfg.push_str(extra);
             std::fs::write(d.join("sshd_config"), cfg).unwrap();
             let log = std::fs::File::create(d.join("sshd.log")).unwrap();
             let mut child = Command::new("/usr/sbin/sshd")
@@ -236,5 +237,5 @@ pub fn trusted(sshd: &Sshd, kind: &str) -> (tempfile::TempDir, HostKeyPolicy) {
 
 /// Credentials from nothing but the target's identity files (no agent, no HOME, no prompt).
 pub fn auth_files_only() -> AuthConfig {
-    AuthConfig { home: None, use_agent: false, passphrase: None, prompt: false }
+    AuthConfig { home: None, agent_socket: None, passphrase: None, prompt: false }
 }
