@@ -1,0 +1,222 @@
+//! Pushing every kind of image source to a real docker-registry, confirmed by skopeo; second push
+//! sends nothing; cross-repository mounts; bad inputs (no riscv64, corrupted, unreachable).
+
+#[path = "../fixtures/images/gen.rs"]
+mod images;
+#[path = "support/registry.rs"]
+mod support;
+
+use std::path::Path;
+use std::sync::mpsc;
+
+use images::Layer;
+use rvcluster::registry::push::{self, BlobAction, PushEvent};
+use rvcluster::registry::{ClientOptions, PushItem, RegistryClient, RegistryError, RemoteSources, Source, load};
+use support::{Opts, TestRegistry};
+
+fn layers() -> Vec<Layer> {
+    vec![Layer::new("base", 300_000, 1), Layer::new("app", 70_000, 2)]
+}
+
+fn item(src: &Source, repo: &str, tag: &str) -> PushItem {
+    PushItem {
+        name: format!("{repo}:{tag}"),
+        image: load(src, &RemoteSources::default()).unwrap_or_else(|e| panic!("load {}: {e}", src.describe())),
+        repository: repo.into(),
+        tag: Some(tag.into()),
+        locked_manifest_digest: None,
+    }
+}
+
+fn push_items(reg: &TestRegistry, items: &[PushItem], known: &[String]) -> (push::PushPlan, push::PushReport, Vec<PushEvent>) {
+    let client = RegistryClient::new(&reg.endpoint(), reg.client_options()).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let (plan, report) = push::plan_and_push(&client, items, known, &tx).unwrap_or_else(|e| panic!("push: {e}\n{}", reg.log()));
+    drop(tx);
+    (plan, report, rx.iter().collect())
+}
+
+/// skopeo sees exactly the digest we recorded, for linux/riscv64.
+fn confirm(reg: &TestRegistry, repo: &str, tag: &str, digest: &str) {
+    let v = reg.skopeo_inspect(repo, tag).unwrap_or_else(|e| panic!("skopeo inspect {repo}:{tag}: {e}"));
+    assert_eq!(v["Digest"], digest, "{v}");
+    assert_eq!(v["Architecture"], "riscv64");
+    assert_eq!(v["Os"], "linux");
+}
+
+#[test]
+fn oci_archive_push_is_confirmed_by_skopeo_and_second_push_sends_nothing() {
+    let reg = TestRegistry::start(Opts::default());
+    let work = tempfile::tempdir().unwrap();
+    let tar = work.path().join("img.tar");
+    let w = images::oci_archive(work.path(), &tar, &["riscv64"], &layers());
+    let src = Source::OciArchive(tar.clone());
+    let items = [item(&src, "riscv64/app", "1.0")];
+    assert_eq!(items[0].image.manifest_digest, w.manifest("riscv64"));
+    let (plan, report, events) = push_items(&reg, &items, &[]);
+    assert_eq!(plan.images[0].blobs.len(), 3);
+    assert!(plan.images[0].blobs.iter().all(|b| b.action == BlobAction::Upload));
+    let blob_total: u64 = items[0].image.blobs().iter().map(|b| b.size).sum();
+    assert_eq!(plan.bytes_to_send(), blob_total);
+    assert_eq!(report.bytes_sent(), blob_total + items[0].image.manifest.len() as u64);
+    assert!(events.iter().any(|e| matches!(e, PushEvent::Verified { digest, .. } if digest == w.manifest("riscv64"))));
+    confirm(&reg, "riscv64/app", "1.0", w.manifest("riscv64"));
+
+    // Second push: everything is there, nothing travels, the plan says so.
+    let items = [item(&src, "riscv64/app", "1.0")];
+    let (plan, report, _) = push_items(&reg, &items, &[]);
+    assert!(plan.is_noop(), "{}", plan.render());
+    assert!(plan.render().contains("up to date"));
+    assert_eq!(report.bytes_sent(), 0);
+}
+
+#[test]
+fn oci_dir_multi_arch_pushes_the_riscv64_manifest_and_records_the_index() {
+    let reg = TestRegistry::start(Opts::default());
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("layout");
+    let w = images::oci_layout(&dir, &["amd64", "riscv64", "arm64"], &layers());
+    let items = [item(&Source::OciDir(dir.clone()), "library/multi", "2")];
+    assert_eq!(items[0].image.index_digest.as_deref(), w.index_digest.as_deref());
+    assert_eq!(items[0].image.platforms, vec!["linux/amd64", "linux/arm64", "linux/riscv64"]);
+    let (_, report, _) = push_items(&reg, &items, &[]);
+    assert_eq!(report.images[0].manifest_digest, w.manifest("riscv64"));
+    assert_eq!(report.images[0].index_digest, w.index_digest);
+    confirm(&reg, "library/multi", "2", w.manifest("riscv64"));
+    // Only riscv64 blobs travelled: amd64 layers are not in the registry.
+    let client = RegistryClient::new(&reg.endpoint(), ClientOptions::default()).unwrap();
+    for d in w.layers_of("amd64") {
+        assert_eq!(client.blob_size("library/multi", d).unwrap(), None);
+    }
+    for d in w.layers_of("riscv64") {
+        assert!(client.blob_size("library/multi", d).unwrap().is_some());
+    }
+}
+
+#[test]
+fn docker_archives_old_and_docker25_formats() {
+    let reg = TestRegistry::start(Opts::default());
+    let work = tempfile::tempdir().unwrap();
+    let legacy = work.path().join("legacy.tar");
+    let wl = images::docker_archive_legacy(work.path(), &legacy, "riscv64", &layers());
+    let v25 = work.path().join("v25.tar");
+    let wv = images::docker_archive_v25(work.path(), &v25, "riscv64", &[Layer::new("other", 5000, 9)]);
+    let items = [
+        item(&Source::DockerArchive(legacy.clone()), "riscv64/legacy", "1"),
+        item(&Source::DockerArchive(v25.clone()), "riscv64/v25", "1"),
+    ];
+    // Legacy: converted to an OCI manifest whose layers are the diff_ids; stable across loads.
+    let layer_digests: Vec<String> = items[0].image.layers.iter().map(|l| l.digest.clone()).collect();
+    assert_eq!(layer_digests, wl.layers_of("riscv64"));
+    let again = load(&Source::DockerArchive(legacy.clone()), &RemoteSources::default()).unwrap();
+    assert_eq!(again.manifest_digest, items[0].image.manifest_digest);
+    // Docker 25: the OCI index inside is used as is.
+    assert_eq!(items[1].image.manifest_digest, wv.manifest("riscv64"));
+    let (_, report, _) = push_items(&reg, &items, &[]);
+    confirm(&reg, "riscv64/legacy", "1", &report.images[0].manifest_digest);
+    confirm(&reg, "riscv64/v25", "1", wv.manifest("riscv64"));
+}
+
+#[test]
+fn blobs_pushed_to_another_repository_are_mounted_not_sent() {
+    let reg = TestRegistry::start(Opts::default());
+    let work = tempfile::tempdir().unwrap();
+    let tar = work.path().join("img.tar");
+    let w = images::oci_archive(work.path(), &tar, &["riscv64"], &layers());
+    let src = Source::OciArchive(tar);
+    push_items(&reg, &[item(&src, "first/app", "1")], &[]);
+    // Same image under a rewritten name: every blob is in first/app, which rvcluster pushed.
+    let items = [item(&src, "riscv64/app", "1")];
+    let (plan, report, events) = push_items(&reg, &items, &["first/app".to_string()]);
+    assert!(plan.images[0].blobs.iter().all(|b| b.action == BlobAction::Mount { from: "first/app".into() }), "{plan:?}");
+    assert_eq!(plan.bytes_to_send(), 0);
+    assert_eq!(report.images[0].mounted, 3);
+    assert_eq!(report.bytes_sent(), items[0].image.manifest.len() as u64, "only the manifest travels");
+    assert!(events.iter().any(|e| matches!(e, PushEvent::Blob { state: push::BlobState::Mounted { .. }, .. })));
+    confirm(&reg, "riscv64/app", "1", w.manifest("riscv64"));
+    // Within one push, a blob shared by two images is uploaded once and mounted for the second.
+    let work2 = tempfile::tempdir().unwrap();
+    let t2 = work2.path().join("b.tar");
+    images::oci_archive(work2.path(), &t2, &["riscv64"], &[Layer::new("z", 1000, 77)]);
+    let src2 = Source::OciArchive(t2);
+    let items = [item(&src2, "x/one", "1"), item(&src2, "x/two", "1")];
+    let (plan, _, _) = push_items(&reg, &items, &[]);
+    assert!(plan.images[1].blobs.iter().all(|b| b.action == BlobAction::Mount { from: "x/one".into() }));
+    confirm(&reg, "x/two", "1", &items[1].image.manifest_digest);
+}
+
+#[test]
+fn image_without_riscv64_is_refused_naming_its_platforms() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("layout");
+    images::oci_layout(&dir, &["amd64", "arm64"], &layers());
+    let err = load(&Source::OciDir(dir), &RemoteSources::default()).unwrap_err();
+    assert!(matches!(&err, RegistryError::NoRiscv64 { platforms, .. } if platforms == &["linux/amd64", "linux/arm64"]), "{err}");
+    assert!(err.to_string().contains("has no linux/riscv64 image; it has: linux/amd64, linux/arm64"), "{err}");
+    // Single-platform archives say which platform they are.
+    let tar = work.path().join("amd.tar");
+    images::docker_archive_legacy(work.path(), &tar, "amd64", &layers());
+    let err = load(&Source::DockerArchive(tar), &RemoteSources::default()).unwrap_err();
+    assert!(err.to_string().ends_with("it has: linux/amd64"), "{err}");
+}
+
+fn corrupted_layout(work: &Path) -> (std::path::PathBuf, images::Written) {
+    let dir = work.join("layout");
+    let w = images::oci_layout(&dir, &["riscv64"], &layers());
+    images::corrupt_blob(&dir, &w.layers_of("riscv64")[0]);
+    (dir, w)
+}
+
+#[test]
+fn corrupted_layer_is_refused_and_leaves_no_tag() {
+    let reg = TestRegistry::start(Opts::default());
+    let work = tempfile::tempdir().unwrap();
+    let (dir, w) = corrupted_layout(work.path());
+    // Also as an archive.
+    let tar = work.path().join("bad.tar");
+    images::tar_dir(&dir, &tar);
+    for src in [Source::OciDir(dir.clone()), Source::OciArchive(tar)] {
+        let items = [item(&src, "riscv64/bad", "1")];
+        let client = RegistryClient::new(&reg.endpoint(), ClientOptions::default()).unwrap();
+        let (tx, _rx) = mpsc::channel();
+        let err = push::plan_and_push(&client, &items, &[], &tx).unwrap_err();
+        assert!(matches!(err, RegistryError::BlobRejected { ref digest, .. } if *digest == w.layers_of("riscv64")[0]), "{err}");
+        assert!(err.to_string().contains("corrupted"), "{err}");
+        assert_eq!(client.manifest_digest("riscv64/bad", "1").unwrap(), None, "no tag left behind");
+        assert!(reg.skopeo_inspect("riscv64/bad", "1").is_err());
+    }
+    // A corrupted manifest is caught before anything is sent.
+    let w2 = images::oci_layout(&work.path().join("l2"), &["riscv64"], &layers());
+    images::corrupt_blob(&work.path().join("l2"), w2.manifest("riscv64"));
+    let err = load(&Source::OciDir(work.path().join("l2")), &RemoteSources::default()).unwrap_err();
+    assert!(matches!(err, RegistryError::DigestMismatch { .. }), "{err}");
+}
+
+#[test]
+fn unreachable_registry_gives_a_clear_error() {
+    // Nothing listens on this address.
+    let ip = support::unique_ip();
+    let client = RegistryClient::new(&format!("http://{ip}:5000"), ClientOptions::default()).unwrap();
+    let err = client.ping().unwrap_err();
+    assert!(matches!(err, RegistryError::Unreachable { .. }), "{err:?}");
+    assert!(err.to_string().starts_with(&format!("cannot reach registry http://{ip}:5000: ")), "{err}");
+    let work = tempfile::tempdir().unwrap();
+    let tar = work.path().join("img.tar");
+    images::oci_archive(work.path(), &tar, &["riscv64"], &layers());
+    let items = [item(&Source::OciArchive(tar), "a/b", "1")];
+    let err = push::plan(&client, &items, &[]).unwrap_err();
+    assert!(matches!(err, RegistryError::Unreachable { .. }), "{err}");
+}
+
+#[test]
+fn locked_digest_is_enforced() {
+    let reg = TestRegistry::start(Opts::default());
+    let work = tempfile::tempdir().unwrap();
+    let tar = work.path().join("img.tar");
+    images::oci_archive(work.path(), &tar, &["riscv64"], &layers());
+    let mut it = item(&Source::OciArchive(tar), "a/b", "1");
+    it.locked_manifest_digest = Some(images::sha256(b"something else"));
+    let client = RegistryClient::new(&reg.endpoint(), ClientOptions::default()).unwrap();
+    let err = push::plan(&client, &[it], &[]).unwrap_err();
+    assert!(matches!(err, RegistryError::LockMismatch { .. }), "{err}");
+}
