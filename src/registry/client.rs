@@ -560,6 +560,9 @@ impl RegistryClient {
             return Err(RegistryError::RetriesExhausted { digest: desc.digest.clone(), attempts: *failures, last: reason });
         }
         std::thread::sleep(Duration::from_millis(100u64 << (*failures).min(4)));
+        // Distribution 2.8 keeps the bytes of a half-sent chunk but then refuses the session
+        // (BLOB_UPLOAD_INVALID, offset mismatch): the blob starts over in a new session. A drop
+        // between chunks resumes at the reported Range.
         match self.upload_status(loc) {
             Ok((l, next)) if next <= desc.size => {
                 *loc = l;

@@ -213,9 +213,18 @@ impl Drop for TestRegistry {
     }
 }
 
-/// A TCP proxy on its own loopback address in front of a registry. When armed with `cut_after`,
-/// the first client->server stream that has forwarded that many bytes is cut (both directions),
-/// once; later connections pass through.
+/// When the proxy cuts a connection (once; later traffic passes through).
+#[derive(Debug, Clone, Copy)]
+pub enum CutAt {
+    /// In the middle of whatever is being sent once this many client bytes went through.
+    Bytes(u64),
+    /// At the start of the first request (nothing of it forwarded) after this many bytes:
+    /// an idle keep-alive connection dropped between two requests.
+    RequestStartAfter(u64),
+}
+
+/// A TCP proxy on its own loopback address in front of a registry that cuts one client
+/// connection (both directions) at the point given by `CutAt`.
 pub struct CutProxy {
     pub ip: String,
     pub port: u16,
@@ -224,7 +233,7 @@ pub struct CutProxy {
 }
 
 impl CutProxy {
-    pub fn start(upstream: String, cut_after: u64) -> CutProxy {
+    pub fn start(upstream: String, cut: CutAt) -> CutProxy {
         let ip = unique_ip();
         let listener = TcpListener::bind((ip.as_str(), 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -254,8 +263,14 @@ impl CutProxy {
                             Ok(0) | Err(_) => break,
                             Ok(n) => n,
                         };
-                        let total = forwarded.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
-                        if total >= cut_after && armed.swap(false, Ordering::SeqCst) {
+                        let before = forwarded.fetch_add(n as u64, Ordering::SeqCst);
+                        let hit = match cut {
+                            CutAt::Bytes(k) => before + n as u64 >= k,
+                            CutAt::RequestStartAfter(k) => {
+                                before >= k && [&b"PATCH "[..], b"PUT ", b"POST ", b"GET ", b"HEAD "].iter().any(|m| buf[..n].starts_with(m))
+                            }
+                        };
+                        if hit && armed.swap(false, Ordering::SeqCst) {
                             cuts.fetch_add(1, Ordering::SeqCst);
                             let _ = cr.shutdown(Shutdown::Both);
                             let _ = sw.shutdown(Shutdown::Both);
