@@ -72,7 +72,7 @@ pub fn run_plan(global: &Global, a: &PlanArgs, out: &Output) -> i32 {
         Err(code) => return code,
     };
     let opts = Options { wet: false, accept_new: a.accept_new, parallel: a.parallel };
-    let plans = converge::run(&cluster, &profiles, &|n| filter.matches(n), &opts);
+    let plans = converge::run_with(&cluster, &profiles, &|n| filter.matches(n), &|r| filter.matches_name(r), &opts);
     print(&plans, a.json, false, out);
     if plans.iter().any(|p| p.error.is_some()) {
         EXIT_FAILED
@@ -89,7 +89,7 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
         Err(code) => return code,
     };
     let opts = Options { wet: true, accept_new: a.accept_new, parallel: a.parallel };
-    let plans = converge::run(&cluster, &profiles, &|n| filter.matches(n), &opts);
+    let plans = converge::run_with(&cluster, &profiles, &|n| filter.matches(n), &|r| filter.matches_name(r), &opts);
     print(&plans, a.json, true, out);
     if plans.iter().any(|p| p.error.is_some()) { EXIT_FAILED } else { EXIT_OK }
 }

@@ -22,17 +22,18 @@ pub fn run(global: &Global, a: &TrustArgs, out: &Output) -> i32 {
         Ok(x) => x,
         Err(code) => return code,
     };
-    let Some(node) = cluster.node(&a.node) else {
-        let names: Vec<&str> = cluster.nodes.iter().map(|n| n.name.as_str()).collect();
-        out.error(&format!("no node `{}` in {} (nodes: {})", a.node, a.target.file.display(), names.join(", ")));
-        return EXIT_INVALID;
+    let spec = match (cluster.node(&a.node), cluster.registry.as_ref().filter(|r| r.name == a.node)) {
+        (Some(n), _) => crate::converge::target_spec(&n.name, &n.address, &n.ssh),
+        (None, Some(r)) => crate::converge::target_spec(&r.name, &r.address, &r.ssh),
+        (None, None) => {
+            let mut names: Vec<&str> = cluster.nodes.iter().map(|n| n.name.as_str()).collect();
+            names.extend(cluster.registry.iter().map(|r| r.name.as_str()));
+            out.error(&format!("no node `{}` in {} (hosts: {})", a.node, a.target.file.display(), names.join(", ")));
+            return EXIT_INVALID;
+        }
     };
     let home = std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_default();
     let config = crate::transport::SshConfig::load_user_default().unwrap_or_else(|_| crate::transport::SshConfig::parse(""));
-    let mut spec = crate::transport::TargetSpec::new(node.name.clone(), node.address.clone());
-    spec.port = node.ssh.port;
-    spec.user = node.ssh.user.clone();
-    spec.proxy_jump = node.ssh.proxy_jump.clone();
     let target = match spec.resolve(&config, &home) {
         Ok(t) => t,
         Err(e) => {

@@ -74,14 +74,24 @@ pub struct Options {
 
 /// How to reach a node: the spec's ssh settings over ~/.ssh/config, host keys beside cluster.kdl.
 pub fn connect(c: &Cluster, node: &Node, accept_new: bool) -> Result<SshHost, String> {
+    connect_to(c, &node.name, &node.address, &node.ssh, accept_new)
+}
+
+/// The target for a host named in cluster.kdl (a node or the registry host).
+pub fn target_spec(name: &str, address: &str, ssh: &crate::spec::Ssh) -> TargetSpec {
+    let mut spec = TargetSpec::new(name.to_string(), address.to_string());
+    spec.port = ssh.port;
+    spec.user = ssh.user.clone();
+    spec.host_key = ssh.host_key.clone();
+    spec.proxy_jump = ssh.proxy_jump.clone();
+    spec.identity_files = ssh.identity.iter().cloned().collect();
+    spec
+}
+
+pub fn connect_to(c: &Cluster, name: &str, address: &str, ssh: &crate::spec::Ssh, accept_new: bool) -> Result<SshHost, String> {
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
     let config = SshConfig::load_user_default().unwrap_or_else(|_| SshConfig::parse(""));
-    let mut spec = TargetSpec::new(node.name.clone(), node.address.clone());
-    spec.port = node.ssh.port;
-    spec.user = node.ssh.user.clone();
-    spec.host_key = node.ssh.host_key.clone();
-    spec.proxy_jump = node.ssh.proxy_jump.clone();
-    spec.identity_files = node.ssh.identity.iter().cloned().collect();
+    let spec = target_spec(name, address, ssh);
     let target = spec.resolve(&config, &home).map_err(|e| e.to_string())?;
     let mut policy = HostKeyPolicy::new(Some(known_hosts_path(c)));
     policy.accept_new = accept_new;
@@ -336,8 +346,79 @@ pub fn node_profile<'a>(profiles: &'a Profiles, node: &Node, facts: &crate::tran
     }
 }
 
-/// Plan or apply the whole cluster: servers first, then agents in parallel.
+/// Plan or apply the registry host: deploy the registry, then (wet) wait until /v2/ answers.
+pub fn converge_registry(c: &Cluster, profiles: &Profiles, opts: &Options, password: Option<&str>) -> Option<HostPlan> {
+    let r = c.registry.as_ref()?;
+    let mut plan = HostPlan { node: r.name.clone(), address: r.address.clone(), role: "registry", changes: vec![], error: None };
+    let res = (|| -> Result<Vec<Change>, String> {
+        let mut host = connect_to(c, &r.name, &r.address, &r.ssh, opts.accept_new)?;
+        let facts = host.facts(&FactsQuery::default()).map_err(|e| e.to_string())?;
+        let detected = profiles.detect(&facts.os_release, &facts.arch);
+        let os = match (detected.as_slice(), &r.binary) {
+            ([one, ..], _) => *one,
+            ([], Some(_)) => profiles.os("debian-host").ok_or("no fallback OS profile")?,
+            ([], None) => {
+                return Err(format!(
+                    "registry host {}: no OS profile matches ID={} arch={}",
+                    r.name,
+                    facts.os_id().unwrap_or("?"),
+                    facts.arch
+                ));
+            }
+        };
+        let existing = if r.auth.is_some() {
+            host.exec(&format!("cat {} 2>/dev/null", quote(&render::registry::htpasswd_path())), None, None)
+                .map(|o| o.stdout_str())
+                .ok()
+        } else {
+            None
+        };
+        let st = render::registry::host_state(r, os, password, existing.as_deref())?;
+        let changes = converge_host(&mut host, &st, Role::Server, opts.wet, None)?;
+        if opts.wet {
+            wait_registry_healthy(r)?;
+        }
+        Ok(changes)
+    })();
+    match res {
+        Ok(ch) => plan.changes = ch,
+        Err(e) => plan.error = Some(e),
+    }
+    Some(plan)
+}
+
+/// GET /v2/ until the registry answers (200, or 401 when auth is on).
+pub fn wait_registry_healthy(r: &crate::spec::Registry) -> Result<(), String> {
+    let url = format!("{}/v2/", r.endpoint());
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let mut last = String::new();
+    for _ in 0..60 {
+        match agent.get(&url).call() {
+            Ok(resp) if resp.status() == 200 || (resp.status() == 401 && r.auth.is_some()) => return Ok(()),
+            Ok(resp) => last = format!("HTTP {}", resp.status()),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Err(format!("the registry at {url} did not become healthy: {last}"))
+}
+
+/// Plan or apply the whole cluster: the registry host, then servers, then agents in parallel.
 pub fn run(c: &Cluster, profiles: &Profiles, selected: &dyn Fn(&Node) -> bool, opts: &Options) -> Vec<HostPlan> {
+    run_with(c, profiles, selected, &|_| true, opts)
+}
+
+pub fn run_with(
+    c: &Cluster,
+    profiles: &Profiles,
+    selected: &dyn Fn(&Node) -> bool,
+    registry_selected: &dyn Fn(&str) -> bool,
+    opts: &Options,
+) -> Vec<HostPlan> {
     let password = c.registry.as_ref().and_then(|r| r.auth.as_ref()).map(|a| a.password.read());
     let password = match password {
         Some(Err(msg)) => {
@@ -352,6 +433,11 @@ pub fn run(c: &Cluster, profiles: &Profiles, selected: &dyn Fn(&Node) -> bool, o
         None => None,
     };
     let mut results = Vec::new();
+    if let Some(r) = &c.registry
+        && registry_selected(&r.name)
+    {
+        results.extend(converge_registry(c, profiles, opts, password.as_deref()));
+    }
     let mut token: Option<String> = None;
     let server = c.servers().next();
     let mut server_host: Option<SshHost> = None;

@@ -2,6 +2,7 @@
 //! must converge to: files with content, mode and owner, symlinks, services, preparation steps.
 //! It reads local files named by cluster.kdl (manifests, secrets) but never a host or the network.
 
+pub mod registry;
 pub mod yaml;
 
 use std::path::PathBuf;
@@ -167,7 +168,7 @@ pub fn cache_path(sha256: &str) -> PathBuf {
     base.join("rvcluster").join("sha256").join(sha256)
 }
 
-fn text_file(path: &str, text: String, mode: u32, secret: bool, restarts: Option<String>) -> DesiredFile {
+pub(crate) fn text_file(path: &str, text: String, mode: u32, secret: bool, restarts: Option<String>) -> DesiredFile {
     DesiredFile {
         path: path.to_string(),
         content: Content::Text(text),

@@ -34,6 +34,11 @@ impl NodeFilter {
             })
     }
 
+    /// For hosts that are not nodes (the registry host): selected by its name or glob.
+    pub fn matches_name(&self, name: &str) -> bool {
+        self.is_all() || self.items.iter().any(|i| !i.starts_with('@') && glob(i, name))
+    }
+
     /// Items that selected no node at all (a typo the user should hear about).
     pub fn unmatched<'a>(&'a self, nodes: &[Node]) -> Vec<&'a str> {
         self.items
