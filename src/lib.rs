@@ -11,3 +11,4 @@ pub mod registry;
 pub mod render;
 pub mod spec;
 pub mod transport;
+pub mod verify;
