@@ -206,6 +206,25 @@ impl TestRegistry {
     }
 }
 
+impl TestRegistry {
+    /// `skopeo copy --all SRC docker://HOST/REPO:TAG`: every platform, the index kept (seeding
+    /// a stand-in for an upstream registry with multi-arch images).
+    pub fn skopeo_copy_all(&self, src: &str, repo: &str, tag: &str) {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "-q", "--all", "--preserve-digests"]);
+        if self.tls {
+            cmd.arg(format!("--dest-cert-dir={}", self.cert_dir.as_ref().unwrap().display()));
+        } else {
+            cmd.arg("--dest-tls-verify=false");
+        }
+        if let Some((u, p)) = &self.creds {
+            cmd.arg(format!("--dest-creds={u}:{p}"));
+        }
+        cmd.arg(src).arg(format!("docker://{}/{repo}:{tag}", self.host_port()));
+        run(&mut cmd);
+    }
+}
+
 impl Drop for TestRegistry {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -1,1 +1,19 @@
-//! The emulated board lab (test facility, not shipped).
+//! The emulated board lab (test facility, not shipped): openEuler riscv64 boards made of a real
+//! sshd in private namespaces, systemctl/journalctl emulation, an upstream registry playing
+//! docker.io, and a registry host board. See README.md for the API.
+
+pub mod addr;
+pub mod board;
+pub mod error;
+pub mod flavour;
+pub mod lab;
+pub mod ns;
+pub mod registry;
+pub mod systemd;
+
+pub use board::{Board, Role};
+pub use error::{LabError, Result};
+pub use flavour::Flavour;
+pub use lab::{Lab, LabBuilder};
+pub use registry::Upstream;
+pub use systemd::{ServiceStart, StartKind};

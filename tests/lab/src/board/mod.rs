@@ -1,0 +1,376 @@
+//! One emulated board: a real sshd on its own loopback address inside its own mount, pid and uts
+//! namespace, with a private, host-inspectable filesystem view (overlays over /etc, /var, /root,
+//! /opt, /srv; per-board /usr/local, /run, /tmp) and the flavour's os-release and `uname -m`.
+//! Owns the board's directory on the host; must not touch other boards or the host's own files.
+
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::error::{IoContext, LabError, Result};
+use crate::flavour::Flavour;
+use crate::ns::{Lifeline, NsProcess, unshare_args};
+use crate::systemd::ServiceStart;
+
+/// Directories of the host shown through a per-board overlay (writes land in `upper/<dir>`).
+pub const OVERLAYS: &[&str] = &["etc", "var", "opt", "srv"];
+/// Directories that start empty on a board (a fresh image's /root and /home), kept in `upper/<dir>`.
+pub const FRESH: &[&str] = &["root", "home"];
+
+/// What a board is for in the cluster the lab stands in for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Server,
+    Agent,
+    /// The host on which rvcluster deploys the private registry (the blog's Mac).
+    Registry,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Server => "server",
+            Role::Agent => "agent",
+            Role::Registry => "registry",
+        }
+    }
+}
+
+/// Everything a board needs from its lab to (re)start.
+#[derive(Debug, Clone)]
+pub(crate) struct BoardSetup {
+    pub name: String,
+    pub role: Role,
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    pub dir: PathBuf,
+    pub flavour: Flavour,
+    pub support: PathBuf,
+    pub client_pubkey: String,
+    /// Files written into the board at every (re)flash: (absolute board path, content).
+    pub lab_files: Vec<(String, String)>,
+}
+
+/// A running emulated board.
+#[derive(Debug)]
+pub struct Board {
+    setup: BoardSetup,
+    proc: Option<NsProcess>,
+    host_key: String,
+    generation: u32,
+}
+
+/// sshd_config of a board.
+pub fn sshd_config(addr: Ipv4Addr, port: u16) -> String {
+    format!(
+        "# rvlab board sshd\n\
+         ListenAddress {addr}:{port}\n\
+         HostKey /etc/ssh/ssh_host_ed25519_key\n\
+         PidFile /run/sshd.pid\n\
+         PermitRootLogin prohibit-password\n\
+         PubkeyAuthentication yes\n\
+         AuthorizedKeysFile .ssh/authorized_keys\n\
+         PasswordAuthentication no\n\
+         KbdInteractiveAuthentication no\n\
+         UsePAM no\n\
+         UseDNS no\n\
+         PrintMotd no\n\
+         PrintLastLog no\n\
+         MaxStartups 200:30:400\n\
+         MaxSessions 100\n\
+         AcceptEnv LANG LC_*\n\
+         Subsystem sftp /usr/lib/openssh/sftp-server\n"
+    )
+}
+
+/// Host path of board path `p` for a board whose directory is `dir` (`/etc/x` -> `dir/upper/etc/x`).
+/// Paths the board shares with the host (/usr except /usr/local) map to themselves.
+pub fn host_path(dir: &Path, p: &str) -> PathBuf {
+    let rel = p.trim_start_matches('/');
+    let (first, rest) = rel.split_once('/').unwrap_or((rel, ""));
+    let join = |base: PathBuf, rest: &str| if rest.is_empty() { base } else { base.join(rest) };
+    match first {
+        "var" if rest == "run" || rest.starts_with("run/") => {
+            join(dir.join("run"), rest.trim_start_matches("run").trim_start_matches('/'))
+        }
+        "run" => join(dir.join("run"), rest),
+        "tmp" => join(dir.join("tmp"), rest),
+        "usr" if rest == "local" || rest.starts_with("local/") => {
+            join(dir.join("usr-local"), rest.trim_start_matches("local").trim_start_matches('/'))
+        }
+        f if OVERLAYS.contains(&f) || FRESH.contains(&f) => join(dir.join("upper").join(f), rest),
+        _ => PathBuf::from("/").join(rel),
+    }
+}
+
+fn write_file(path: &Path, content: &str, mode: u32) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(path, content).ctx(|| format!("writing {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).ctx(|| format!("chmod {}", path.display()))
+}
+
+fn mkdir_mode(path: &Path, mode: u32) -> Result<()> {
+    std::fs::create_dir_all(path).ctx(|| format!("creating {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).ctx(|| format!("chmod {}", path.display()))
+}
+
+pub(crate) fn run(cmd: &mut Command) -> Result<Output> {
+    let shown = format!("{cmd:?}");
+    let out = cmd.output().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            LabError::Missing { what: format!("{shown}: program not found"), fix: "apt-get install openssh-client openssh-server util-linux".into() }
+        } else {
+            LabError::Io { context: shown.clone(), source: e }
+        }
+    })?;
+    if !out.status.success() {
+        return Err(LabError::Command {
+            command: shown,
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok(out)
+}
+
+impl Board {
+    pub(crate) fn start(setup: BoardSetup, lifeline: &Lifeline) -> Result<Self> {
+        let mut b = Board { setup, proc: None, host_key: String::new(), generation: 0 };
+        b.flash()?;
+        b.boot(lifeline)?;
+        Ok(b)
+    }
+
+    /// Writes a fresh board state (as if the SD card was just flashed).
+    fn flash(&mut self) -> Result<()> {
+        let s = &self.setup;
+        let d = &s.dir;
+        for sub in ["upper", "work", "usr-local", "run", "tmp"] {
+            let p = d.join(sub);
+            if p.exists() {
+                std::fs::remove_dir_all(&p).ctx(|| format!("wiping {}", p.display()))?;
+            }
+        }
+        for o in OVERLAYS {
+            mkdir_mode(&d.join("work").join(o), 0o755)?;
+            let mode = match std::fs::metadata(format!("/{o}")) {
+                Ok(m) => m.permissions().mode() & 0o7777,
+                Err(_) => 0o755,
+            };
+            mkdir_mode(&d.join("upper").join(o), mode)?;
+        }
+        mkdir_mode(&d.join("upper/root"), 0o700)?;
+        mkdir_mode(&d.join("upper/home"), 0o755)?;
+        for skel in [".bashrc", ".profile"] {
+            if let Ok(text) = std::fs::read_to_string(Path::new("/etc/skel").join(skel)) {
+                write_file(&d.join("upper/root").join(skel), &text, 0o644)?;
+            }
+        }
+        for sub in ["bin", "sbin", "lib", "share", "etc", "include", "src"] {
+            mkdir_mode(&d.join("usr-local").join(sub), 0o755)?;
+        }
+        mkdir_mode(&d.join("run"), 0o755)?;
+        mkdir_mode(&d.join("tmp"), 0o1777)?;
+        let up = |p: &str| host_path(d, p);
+        let key = up("/etc/ssh/ssh_host_ed25519_key");
+        std::fs::create_dir_all(key.parent().unwrap()).ctx(|| "creating etc/ssh".into())?;
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C"])
+            .arg(format!("root@{}", s.name))
+            .arg("-f")
+            .arg(&key))?;
+        let pubkey = std::fs::read_to_string(key.with_extension("pub")).ctx(|| "reading host key".into())?;
+        self.host_key = pubkey.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+        write_file(&up("/etc/ssh/sshd_config"), &sshd_config(s.addr, s.port), 0o644)?;
+        write_file(&up("/etc/os-release"), &s.flavour.os_release, 0o644)?;
+        for (p, c) in &s.flavour.extra_files {
+            write_file(&up(p), c, 0o644)?;
+        }
+        write_file(&up("/etc/hostname"), &format!("{}\n", s.name), 0o644)?;
+        let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        write_file(&up("/etc/hosts"), &format!("{hosts}{} {}\n", s.addr, s.name), 0o644)?;
+        write_file(&up("/etc/rvlab/arch"), &format!("{}\n", s.flavour.arch), 0o644)?;
+        for (p, c) in &s.lab_files {
+            write_file(&up(p), c, 0o644)?;
+        }
+        mkdir_mode(&up("/root/.ssh"), 0o700)?;
+        write_file(&up("/root/.ssh/authorized_keys"), &format!("{}\n", s.client_pubkey.trim()), 0o600)?;
+        mkdir_mode(&up("/etc/systemd/system"), 0o755)?;
+        self.generation += 1;
+        Ok(())
+    }
+
+    fn boot(&mut self, lifeline: &Lifeline) -> Result<()> {
+        let s = &self.setup;
+        let init = s.support.join("board-init.sh");
+        let init = init.to_string_lossy().into_owned();
+        let envs = [
+            ("RVLAB_BOARD_DIR", s.dir.to_string_lossy().into_owned()),
+            ("RVLAB_SUPPORT_DIR", s.support.to_string_lossy().into_owned()),
+            ("RVLAB_HOSTNAME", s.name.clone()),
+            ("RVLAB_OVERLAYS", OVERLAYS.join(" ")),
+            ("RVLAB_FRESH", FRESH.join(" ")),
+        ];
+        let proc = NsProcess::spawn(&unshare_args(true), &["/bin/bash", &init], &envs, lifeline, &s.dir.join("console.log"))?;
+        self.proc = Some(proc);
+        self.wait_ssh()
+    }
+
+    fn wait_ssh(&mut self) -> Result<()> {
+        let addr = SocketAddr::from((self.setup.addr, self.setup.port));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut buf = [0u8; 8];
+                if s.read_exact(&mut buf).is_ok() && &buf == b"SSH-2.0-" {
+                    return Ok(());
+                }
+            }
+            let alive = self.proc.as_mut().is_some_and(|p| p.alive());
+            if !alive || Instant::now() > deadline {
+                let console = std::fs::read_to_string(self.setup.dir.join("console.log")).unwrap_or_default();
+                let sshd = std::fs::read_to_string(self.path("/var/log/rvlab/sshd.log")).unwrap_or_default();
+                return Err(LabError::NotReady {
+                    what: format!("board {} (sshd on {addr})", self.setup.name),
+                    detail: format!("{}\nconsole:\n{console}\nsshd:\n{sshd}", if alive { "timed out" } else { "board exited" }),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.setup.name
+    }
+    pub fn role(&self) -> Role {
+        self.setup.role
+    }
+    pub fn address(&self) -> Ipv4Addr {
+        self.setup.addr
+    }
+    pub fn ssh_port(&self) -> u16 {
+        self.setup.port
+    }
+    pub fn flavour(&self) -> &Flavour {
+        &self.setup.flavour
+    }
+    /// `ssh-ed25519 AAAA...` of the current flash.
+    pub fn host_public_key(&self) -> &str {
+        &self.host_key
+    }
+    /// A known_hosts line for this board (`[addr]:port` when the port is not 22).
+    pub fn known_hosts_line(&self) -> String {
+        let host = if self.setup.port == 22 {
+            self.setup.addr.to_string()
+        } else {
+            format!("[{}]:{}", self.setup.addr, self.setup.port)
+        };
+        format!("{host} {}", self.host_key)
+    }
+    /// How many times the board was flashed (1 after start, +1 per reflash).
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+    /// The board's directory on the host.
+    pub fn dir(&self) -> &Path {
+        &self.setup.dir
+    }
+    /// Host path of the board's file `p` (writes of the board land there; see [`host_path`]).
+    pub fn path(&self, p: &str) -> PathBuf {
+        host_path(&self.setup.dir, p)
+    }
+    /// Host pid of the board's pid 1.
+    pub fn pid1(&self) -> Option<u32> {
+        self.proc.as_ref().map(|p| p.pid1())
+    }
+
+    /// The command that runs `sh -c cmd` inside the board (as root, via nsenter), for assertions.
+    pub fn command_inside(&self, cmd: &str) -> Command {
+        let pid = self.pid1().unwrap_or(0).to_string();
+        let mut c = Command::new("nsenter");
+        c.args(["-t", &pid, "-m", "-u", "-p", "--", "/usr/bin/env", "-i"])
+            .args(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"])
+            .args(["/bin/sh", "-c", cmd])
+            .current_dir("/")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `sh -c cmd` inside the board and returns its output whatever the exit status.
+    pub fn exec_inside(&self, cmd: &str) -> Result<Output> {
+        self.command_inside(cmd).output().ctx(|| format!("nsenter into {}", self.setup.name))
+    }
+
+    /// Runs `sh -c cmd` inside the board; its stdout, or an error when it exits non-zero.
+    pub fn sh(&self, cmd: &str) -> Result<String> {
+        let out = run(&mut self.command_inside(cmd))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Every start of `unit`'s main process recorded by the board's systemctl.
+    pub fn service_starts(&self, unit: &str) -> Vec<ServiceStart> {
+        let unit = crate::systemd::unit_name(unit);
+        let text = std::fs::read_to_string(self.path(&format!("/run/rvlab/systemd/starts/{unit}"))).unwrap_or_default();
+        crate::systemd::parse_starts(&text)
+    }
+
+    /// The journal of `unit` as `journalctl -u unit` shows it.
+    pub fn journal(&self, unit: &str) -> String {
+        let unit = crate::systemd::unit_name(unit);
+        std::fs::read_to_string(self.path(&format!("/var/log/rvlab-journal/{unit}.log"))).unwrap_or_default()
+    }
+
+    /// Re-flash: kills everything on the board, wipes its state, new host key; same address and
+    /// hostname. The lab's known_hosts file is NOT updated (as on a real LAN).
+    pub fn reflash(&mut self, lifeline: &Lifeline) -> Result<()> {
+        self.shutdown();
+        self.flash()?;
+        self.boot(lifeline)
+    }
+
+    /// Kills every process of the board (mounts go with its namespace).
+    pub fn shutdown(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+}
+
+impl Drop for Board {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_paths_map_into_the_board_dir() {
+        let d = Path::new("/L/b");
+        assert_eq!(host_path(d, "/etc/rancher/k3s/config.yaml"), Path::new("/L/b/upper/etc/rancher/k3s/config.yaml"));
+        assert_eq!(host_path(d, "/var/lib/rancher"), Path::new("/L/b/upper/var/lib/rancher"));
+        assert_eq!(host_path(d, "/var/run/x"), Path::new("/L/b/run/x"));
+        assert_eq!(host_path(d, "/run/k3s"), Path::new("/L/b/run/k3s"));
+        assert_eq!(host_path(d, "/usr/local/bin/k3s"), Path::new("/L/b/usr-local/bin/k3s"));
+        assert_eq!(host_path(d, "/usr/local"), Path::new("/L/b/usr-local"));
+        assert_eq!(host_path(d, "/usr/bin/ls"), Path::new("/usr/bin/ls"));
+        assert_eq!(host_path(d, "/tmp"), Path::new("/L/b/tmp"));
+        assert_eq!(host_path(d, "/root/.ssh/authorized_keys"), Path::new("/L/b/upper/root/.ssh/authorized_keys"));
+    }
+
+    #[test]
+    fn sshd_config_listens_on_the_board_address_only() {
+        let c = sshd_config(Ipv4Addr::new(127, 160, 3, 10), 22);
+        assert!(c.contains("ListenAddress 127.160.3.10:22\n"));
+        assert!(c.contains("PasswordAuthentication no\n"));
+        assert!(c.contains("HostKey /etc/ssh/ssh_host_ed25519_key\n"));
+    }
+}

@@ -1,0 +1,3 @@
+#!/bin/sh
+# rvlab: arch inside an emulated board.
+exec uname -m

@@ -1,0 +1,26 @@
+#!/bin/bash
+# rvlab: pid 1 of an emulated board, run by `unshare --mount --pid --uts --fork --mount-proc`.
+# Makes the board's private filesystem view, starts sshd, and lives until the lab closes the
+# lifeline pipe on fd 3 (then the kernel kills every process of the board's pid namespace).
+set -eu
+B=$RVLAB_BOARD_DIR
+S=$RVLAB_SUPPORT_DIR
+hostname "$RVLAB_HOSTNAME"
+for d in $RVLAB_OVERLAYS; do
+    mkdir -p "$B/upper/$d" "$B/work/$d"
+    mount -t overlay "rvlab-$d" -o "lowerdir=/$d,upperdir=$B/upper/$d,workdir=$B/work/$d" "/$d"
+done
+for d in $RVLAB_FRESH; do
+    mount --bind "$B/upper/$d" "/$d"
+done
+mount -t overlay rvlab-usr-bin -o "lowerdir=$S/usr-bin:/usr/bin" /usr/bin
+mount -t overlay rvlab-usr-sbin -o "lowerdir=$S/usr-sbin:/usr/sbin" /usr/sbin
+mount --bind "$B/usr-local" /usr/local
+mount --bind "$B/run" /run
+mount --bind "$B/tmp" /tmp
+mkdir -p /run/sshd /run/rvlab /var/log/rvlab
+chmod 0755 /run/sshd
+/usr/sbin/sshd -D -e -f /etc/ssh/sshd_config 3<&- </dev/null >>/var/log/rvlab/sshd.log 2>&1 &
+echo "$!" >/run/rvlab/sshd.pid
+: >/run/rvlab/booted
+read -r -u 3 _ || true

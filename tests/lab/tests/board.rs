@@ -1,0 +1,67 @@
+//! Boards: real ssh into an emulated board and what it looks like from inside.
+
+mod common;
+use common::*;
+use rvlab::{Lab, Role};
+
+#[test]
+fn ssh_into_board_sees_openeuler_riscv64_with_own_hostname() {
+    let lab = Lab::builder().boards([("server1", Role::Server), ("agent1", Role::Agent)]).start().unwrap();
+    assert_eq!(ssh_ok(&lab, "server1", "uname -m"), "riscv64\n");
+    assert_eq!(ssh_ok(&lab, "server1", "arch"), "riscv64\n");
+    assert_eq!(ssh_ok(&lab, "agent1", "hostname"), "agent1\n");
+    assert_eq!(ssh_ok(&lab, "server1", "hostname"), "server1\n");
+    let osr = ssh_ok(&lab, "server1", "cat /etc/os-release");
+    assert!(osr.contains("ID=\"openEuler\""), "{osr}");
+    assert!(osr.contains("VERSION_ID=\"24.03\""), "{osr}");
+    let all = ssh_ok(&lab, "server1", "uname -a");
+    assert!(all.starts_with("Linux server1 ") && all.trim_end().ends_with("riscv64 riscv64 riscv64 GNU/Linux"), "{all}");
+    assert_eq!(ssh_ok(&lab, "server1", "uname -s"), "Linux\n");
+    assert_eq!(ssh_ok(&lab, "server1", "whoami"), "root\n");
+    // The host's own view is untouched.
+    let host_m = std::process::Command::new("uname").arg("-m").output().unwrap().stdout;
+    assert_ne!(String::from_utf8_lossy(&host_m), "riscv64\n");
+}
+
+#[test]
+fn board_state_dirs_are_private_and_readable_from_the_host() {
+    let lab = Lab::builder().boards([("s1", Role::Server), ("a1", Role::Agent)]).start().unwrap();
+    // A fresh board has an empty /usr/local/bin, whatever the host has there.
+    assert_eq!(ssh_ok(&lab, "s1", "ls -A /usr/local/bin"), "");
+    ssh_ok(
+        &lab,
+        "s1",
+        "mkdir -p /etc/rancher/k3s /var/lib/rancher/k3s && echo 'node-name: s1' > /etc/rancher/k3s/config.yaml \
+         && printf '#!/bin/sh\\necho fake\\n' > /usr/local/bin/k3s && chmod 755 /usr/local/bin/k3s \
+         && echo x > /run/marker && echo y > /tmp/t",
+    );
+    assert_eq!(ssh_ok(&lab, "s1", "k3s"), "fake\n");
+    // Visible from the host through path(), with the same inode and mtime as inside.
+    let host = lab.b("s1").path("/etc/rancher/k3s/config.yaml");
+    assert_eq!(std::fs::read_to_string(&host).unwrap(), "node-name: s1\n");
+    let inside = ssh_ok(&lab, "s1", "stat -c '%i %Y' /etc/rancher/k3s/config.yaml");
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(&host).unwrap();
+    assert_eq!(inside.trim(), format!("{} {}", m.ino(), m.mtime()));
+    assert!(lab.b("s1").path("/usr/local/bin/k3s").exists());
+    assert!(lab.b("s1").path("/run/marker").exists());
+    // Not on the other board, not on the host.
+    assert_eq!(ssh(&lab, "a1", "test -e /etc/rancher/k3s/config.yaml").0, 1);
+    assert_eq!(ssh(&lab, "a1", "test -e /usr/local/bin/k3s").0, 1);
+    assert!(!std::path::Path::new("/etc/rancher/k3s/config.yaml").exists());
+    assert!(!std::path::Path::new("/usr/local/bin/k3s").exists());
+    // /usr is the host's.
+    assert_eq!(ssh(&lab, "a1", "test -x /usr/sbin/sshd && test -x /usr/bin/docker-registry").0, 0);
+    // exec_inside runs in the board's namespaces.
+    let out = lab.b("s1").sh("hostname; cat /run/marker").unwrap();
+    assert_eq!(out, "s1\nx\n");
+}
+
+#[test]
+fn unknown_host_key_is_refused_by_strict_ssh() {
+    let lab = Lab::builder().board("b1", Role::Agent).start().unwrap();
+    std::fs::write(lab.known_hosts(), "").unwrap();
+    let (code, _, err) = ssh(&lab, "b1", "true");
+    assert_eq!(code, 255);
+    assert!(err.contains("Host key verification failed"), "{err}");
+}
