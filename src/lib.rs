@@ -5,6 +5,7 @@
 
 pub mod command;
 pub mod converge;
+pub mod images;
 pub mod output;
 pub mod profile;
 pub mod registry;

@@ -1,10 +1,19 @@
-//! `rvcluster plan` and `rvcluster apply`: one code path (converge::run), each step dry or wet.
+//! `rvcluster plan` and `rvcluster apply`: one code path (converge), each step dry or wet.
+//! Order: closure check, registry host, image push, server, agents, then (apply) wait until every
+//! node and pod is Ready or a diagnosis says why not.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use clap::Args;
+use serde::Serialize;
 
-use super::{EXIT_CHANGES, EXIT_FAILED, EXIT_OK, Global, Target, load_cluster};
+use super::{EXIT_CHANGES, EXIT_FAILED, EXIT_INVALID, EXIT_OK, Global, Target, load_cluster};
 use crate::converge::{self, HostPlan, Options};
 use crate::output::Output;
+use crate::profile::Profiles;
+use crate::spec::Cluster;
+use crate::verify::{self, Health, WaitResult};
 
 #[derive(Args, Debug)]
 pub struct PlanArgs {
@@ -37,13 +46,26 @@ pub struct ApplyArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Do not wait for nodes and pods to become Ready.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for every pod to be Ready, in seconds.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub timeout: u64,
+    /// Apply even when the closure check finds images no node can pull (to see what kubectl says).
+    #[arg(long)]
+    pub skip_closure_check: bool,
 }
 
-fn print(plans: &[HostPlan], json: bool, wet: bool, out: &Output) {
-    if json {
-        println!("{}", serde_json::to_string_pretty(plans).expect("plans serialize"));
-        return;
-    }
+#[derive(Serialize)]
+struct Report<'a> {
+    hosts: &'a [HostPlan],
+    images: Option<serde_json::Value>,
+    closure: Option<serde_json::Value>,
+    health: Option<&'a Health>,
+}
+
+fn print_hosts(plans: &[HostPlan], wet: bool, out: &Output) {
     for p in plans {
         let head = format!("{} {} ({}, {})", if wet { "applied" } else { "host" }, p.node, p.role, p.address);
         println!("{}", out.bold(&head));
@@ -56,6 +78,9 @@ fn print(plans: &[HostPlan], json: bool, wet: bool, out: &Output) {
             println!("  {}", c.describe());
         }
     }
+}
+
+fn summary(plans: &[HostPlan], wet: bool, out: &Output) {
     let t = converge::totals(plans);
     out.info(&format!(
         "{} hosts, {} {}, {} failed",
@@ -66,21 +91,77 @@ fn print(plans: &[HostPlan], json: bool, wet: bool, out: &Output) {
     ));
 }
 
+fn password(c: &Cluster, out: &Output) -> Result<Option<String>, i32> {
+    converge::registry_password(c).map_err(|e| {
+        out.error(&format!("registry auth: {e}"));
+        EXIT_INVALID
+    })
+}
+
 pub fn run_plan(global: &Global, a: &PlanArgs, out: &Output) -> i32 {
     let (profiles, cluster, filter) = match load_cluster(global, &a.target, out) {
         Ok(x) => x,
         Err(code) => return code,
     };
+    let pw = match password(&cluster, out) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
     let opts = Options { wet: false, accept_new: a.accept_new, parallel: a.parallel };
-    let plans = converge::run_with(&cluster, &profiles, &|n| filter.matches(n), &|r| filter.matches_name(r), &opts);
-    print(&plans, a.json, false, out);
+    let closure = crate::images::closure(&cluster, &profiles, pw.as_deref());
+    let mut plans = Vec::new();
+    if let Some(r) = &cluster.registry
+        && filter.matches_name(&r.name)
+    {
+        plans.extend(converge::converge_registry(&cluster, &profiles, &opts, pw.as_deref()));
+    }
+    plans.extend(converge::run_nodes(&cluster, &profiles, &|n| filter.matches(n), &opts, pw.clone()));
+    let push = if cluster.images.is_empty() {
+        None
+    } else {
+        Some(crate::images::push_images(&cluster, pw.as_deref(), false, &BTreeMap::new()))
+    };
+    let push_changes = matches!(&push, Some(Ok((p, _))) if p.images.iter().any(|i| !i.is_noop()));
+    if a.json {
+        let r = Report {
+            hosts: &plans,
+            images: push.as_ref().map(|p| match p {
+                Ok((plan, _)) => serde_json::to_value(plan).unwrap_or_default(),
+                Err(e) => serde_json::json!({ "error": e }),
+            }),
+            closure: serde_json::to_value(&closure).ok(),
+            health: None,
+        };
+        println!("{}", serde_json::to_string_pretty(&r).expect("report serializes"));
+    } else {
+        print_hosts(&plans, false, out);
+        match &push {
+            Some(Ok((p, _))) => {
+                println!("{}", out.bold("images to push"));
+                print!("{}", indent(&p.render()));
+            }
+            Some(Err(e)) => println!("{} {}\n  {e}", out.bold("images to push"), out.dim("(cannot ask the registry yet)")),
+            None => {}
+        }
+        println!("{}", out.bold("images the cluster will pull"));
+        print!("{}", indent(&closure.render()));
+        summary(&plans, false, out);
+    }
+    if !closure.is_ok() {
+        out.error("some images have no linux/riscv64 variant anywhere the boards look (see MISSING above)");
+        return EXIT_FAILED;
+    }
     if plans.iter().any(|p| p.error.is_some()) {
         EXIT_FAILED
-    } else if a.detailed_exitcode && plans.iter().any(|p| !p.changes.is_empty()) {
+    } else if a.detailed_exitcode && (plans.iter().any(|p| !p.changes.is_empty()) || push_changes) {
         EXIT_CHANGES
     } else {
         EXIT_OK
     }
+}
+
+fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("  {l}\n")).collect()
 }
 
 pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
@@ -88,8 +169,150 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
         Ok(x) => x,
         Err(code) => return code,
     };
+    let pw = match password(&cluster, out) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
     let opts = Options { wet: true, accept_new: a.accept_new, parallel: a.parallel };
-    let plans = converge::run_with(&cluster, &profiles, &|n| filter.matches(n), &|r| filter.matches_name(r), &opts);
-    print(&plans, a.json, true, out);
-    if plans.iter().any(|p| p.error.is_some()) { EXIT_FAILED } else { EXIT_OK }
+    let mut plans = Vec::new();
+    let mut registry_ok = true;
+    if let Some(r) = &cluster.registry
+        && filter.matches_name(&r.name)
+    {
+        out.info(&format!("registry host {} ({})", r.name, r.address));
+        let p = converge::converge_registry(&cluster, &profiles, &opts, pw.as_deref());
+        registry_ok = p.as_ref().is_none_or(|p| p.error.is_none());
+        plans.extend(p);
+    }
+    let mut pushed = None;
+    if registry_ok && !cluster.images.is_empty() && cluster.registry.is_some() {
+        out.info(&format!("pushing {} image(s)", cluster.images.len()));
+        match crate::images::push_images(&cluster, pw.as_deref(), true, &BTreeMap::new()) {
+            Ok((_, report)) => pushed = report,
+            Err(e) => {
+                out.error(&format!("pushing images: {e}"));
+                print_hosts(&plans, true, out);
+                return EXIT_FAILED;
+            }
+        }
+    }
+    if !a.skip_closure_check {
+        let closure = crate::images::closure(&cluster, &profiles, pw.as_deref());
+        if !closure.is_ok() {
+            print_hosts(&plans, true, out);
+            print!("{}", indent(&closure.render()));
+            out.error(
+                "some images have no linux/riscv64 variant anywhere the boards look; no node was touched \
+                 (port them and add `image` entries, disable the addon, or --skip-closure-check to see what kubectl says)",
+            );
+            return EXIT_FAILED;
+        }
+    }
+    out.info("nodes");
+    plans.extend(converge::run_nodes(&cluster, &profiles, &|n| filter.matches(n), &opts, pw.clone()));
+    if !a.json {
+        print_hosts(&plans, true, out);
+    }
+    if plans.iter().any(|p| p.error.is_some()) {
+        summary(&plans, true, out);
+        return EXIT_FAILED;
+    }
+    let mut health = None;
+    let mut code = EXIT_OK;
+    if !a.no_wait {
+        match wait_ready(&cluster, &profiles, pw.as_deref(), a, out) {
+            Ok(h) => health = Some(h),
+            Err((h, c)) => {
+                health = h;
+                code = c;
+            }
+        }
+    }
+    if a.json {
+        let r = Report {
+            hosts: &plans,
+            images: pushed.as_ref().and_then(|p| serde_json::to_value(p).ok()),
+            closure: None,
+            health: health.as_ref(),
+        };
+        println!("{}", serde_json::to_string_pretty(&r).expect("report serializes"));
+    }
+    summary(&plans, true, out);
+    code
+}
+
+type WaitErr = (Option<Health>, i32);
+
+fn wait_ready(c: &Cluster, profiles: &Profiles, pw: Option<&str>, a: &ApplyArgs, out: &Output) -> Result<Health, WaitErr> {
+    let Some(server) = c.servers().next() else { return Err((None, EXIT_FAILED)) };
+    let mut host = converge::connect(c, server, a.accept_new).map_err(|e| {
+        out.error(&format!("cannot reach the server to verify: {e}"));
+        (None, EXIT_FAILED)
+    })?;
+    out.info(&format!("waiting for {} node(s) and every pod to be Ready (timeout {}s)", c.nodes.len(), a.timeout));
+    let mut last_line = String::new();
+    let result = verify::wait(&mut host, c.nodes.len(), Duration::from_secs(a.timeout), Duration::from_secs(2), &mut |h| {
+        let pending: Vec<&str> = h.problems.iter().map(|p| p.pod.as_str()).take(4).collect();
+        let line = format!(
+            "  nodes {}/{} Ready, pods {}/{} Ready{}",
+            h.nodes_ready,
+            h.nodes_total,
+            h.pods_ok,
+            h.pods_total,
+            if pending.is_empty() { String::new() } else { format!("; waiting for {}", pending.join(", ")) }
+        );
+        if line != last_line {
+            out.info(&line);
+            last_line = line;
+        }
+    });
+    match result {
+        WaitResult::Ready(h) => {
+            out.info(&format!("every node and pod is Ready ({} nodes, {} pods)", h.nodes_total, h.pods_total));
+            Ok(h)
+        }
+        WaitResult::Stuck(h) => {
+            print_diagnosis(c, profiles, pw, &h, out);
+            Err((Some(h), EXIT_FAILED))
+        }
+        WaitResult::TimedOut(h) => {
+            out.error(&format!("timed out after {}s", a.timeout));
+            if let Some(h) = &h {
+                print_diagnosis(c, profiles, pw, h, out);
+            }
+            Err((h, EXIT_FAILED))
+        }
+    }
+}
+
+/// Per failing pod: namespace/name, node, the cause, and for images where containerd looked.
+pub fn print_diagnosis(c: &Cluster, profiles: &Profiles, pw: Option<&str>, h: &Health, out: &Output) {
+    for n in &h.not_ready_nodes {
+        out.error(&format!(
+            "node {} is NotReady: {}{}",
+            n.name,
+            n.reason.clone().unwrap_or_default(),
+            n.message.as_ref().map(|m| format!(" ({m})")).unwrap_or_default()
+        ));
+    }
+    let mut explained: Vec<String> = Vec::new();
+    for p in &h.problems {
+        eprintln!(
+            "{} {} on {}: {}",
+            console::style("pod").red().bold(),
+            p.pod,
+            p.node.clone().unwrap_or_else(|| "(no node)".into()),
+            p.cause.summary()
+        );
+        if let Some(img) = p.cause.image() {
+            if explained.iter().any(|e| e == img) {
+                eprintln!("    (same image as above)");
+                continue;
+            }
+            explained.push(img.to_string());
+            for l in crate::images::explain(c, profiles, pw, img).lines() {
+                eprintln!("    {l}");
+            }
+        }
+    }
 }

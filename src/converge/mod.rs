@@ -407,37 +407,23 @@ pub fn wait_registry_healthy(r: &crate::spec::Registry) -> Result<(), String> {
     Err(format!("the registry at {url} did not become healthy: {last}"))
 }
 
-/// Plan or apply the whole cluster: the registry host, then servers, then agents in parallel.
-pub fn run(c: &Cluster, profiles: &Profiles, selected: &dyn Fn(&Node) -> bool, opts: &Options) -> Vec<HostPlan> {
-    run_with(c, profiles, selected, &|_| true, opts)
+/// The registry password from its file or environment variable (never printed).
+pub fn registry_password(c: &Cluster) -> Result<Option<String>, String> {
+    match c.registry.as_ref().and_then(|r| r.auth.as_ref()) {
+        Some(a) => a.password.read().map(Some),
+        None => Ok(None),
+    }
 }
 
-pub fn run_with(
+/// Plan or apply the nodes: the server first (agents need its token), then agents in parallel.
+pub fn run_nodes(
     c: &Cluster,
     profiles: &Profiles,
     selected: &dyn Fn(&Node) -> bool,
-    registry_selected: &dyn Fn(&str) -> bool,
     opts: &Options,
+    password: Option<String>,
 ) -> Vec<HostPlan> {
-    let password = c.registry.as_ref().and_then(|r| r.auth.as_ref()).map(|a| a.password.read());
-    let password = match password {
-        Some(Err(msg)) => {
-            return c
-                .nodes
-                .iter()
-                .filter(|n| selected(n))
-                .map(|n| HostPlan { node: n.name.clone(), address: n.address.clone(), role: n.role.as_str(), changes: vec![], error: Some(msg.clone()) })
-                .collect();
-        }
-        Some(Ok(p)) => Some(p),
-        None => None,
-    };
     let mut results = Vec::new();
-    if let Some(r) = &c.registry
-        && registry_selected(&r.name)
-    {
-        results.extend(converge_registry(c, profiles, opts, password.as_deref()));
-    }
     let mut token: Option<String> = None;
     let server = c.servers().next();
     let mut server_host: Option<SshHost> = None;

@@ -174,3 +174,61 @@ impl Cause {
         }
     }
 }
+
+/// One look at the cluster from the server: nodes, pods and events (two kubectl calls, one SSH
+/// connection).
+pub fn poll(server: &mut dyn crate::transport::Host) -> Result<(Vec<NodeStatus>, Vec<PodStatus>, Vec<Event>), String> {
+    let run = |h: &mut dyn crate::transport::Host, args: &str| -> Result<String, String> {
+        let out = h
+            .exec(&format!("/usr/local/bin/k3s kubectl {args}"), None, Some(std::time::Duration::from_secs(60)))
+            .map_err(|e| e.to_string())?;
+        if !out.success() {
+            return Err(format!("k3s kubectl {args}: {}", out.stderr_str().trim()));
+        }
+        Ok(out.stdout_str())
+    };
+    let (nodes, pods) = kube::parse_list(&run(server, "get nodes,pods -A -o json")?)?;
+    let events = kube::parse_events(&run(server, "get events -A -o json")?)?;
+    Ok((nodes, pods, events))
+}
+
+/// How waiting ended.
+#[derive(Debug, Clone)]
+pub enum WaitResult {
+    Ready(Health),
+    /// Every remaining problem has been stuck for several looks in a row.
+    Stuck(Health),
+    TimedOut(Option<Health>),
+}
+
+/// Polls until every expected node is Ready and every pod is Ready or Succeeded, a failure is
+/// clearly stuck (three looks in a row), or the timeout passes. `tick` sees every look.
+pub fn wait(
+    server: &mut dyn crate::transport::Host,
+    expected_nodes: usize,
+    timeout: std::time::Duration,
+    interval: std::time::Duration,
+    tick: &mut dyn FnMut(&Health),
+) -> WaitResult {
+    let start = std::time::Instant::now();
+    let mut last = None;
+    let mut stuck_looks = 0;
+    loop {
+        if let Ok((nodes, pods, events)) = poll(server) {
+            let h = health(&nodes, &pods, &events);
+            tick(&h);
+            if h.all_ready() && h.nodes_total >= expected_nodes {
+                return WaitResult::Ready(h);
+            }
+            stuck_looks = if h.stuck() && h.nodes_total >= expected_nodes { stuck_looks + 1 } else { 0 };
+            if stuck_looks >= 3 {
+                return WaitResult::Stuck(h);
+            }
+            last = Some(h);
+        }
+        if start.elapsed() >= timeout {
+            return WaitResult::TimedOut(last);
+        }
+        std::thread::sleep(interval);
+    }
+}
