@@ -1,1 +1,653 @@
-//! todo
+//! The cluster's API objects as the server keeps them (nodes, workloads, pods, events, secrets),
+//! the controllers that turn workloads into pods and schedule them, and the rendering of objects
+//! in the real Kubernetes JSON shape. Pure data + logic: persistence and transport live in
+//! `server`/`api`, image pulls in `kubelet`.
+use crate::manifests::WorkloadSpec;
+use crate::util::{hash_suffix, random_suffix, rfc3339};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Node {
+    pub name: String,
+    pub uid: String,
+    pub internal_ip: String,
+    pub server: bool,
+    pub index: u32,
+    pub created_ms: u64,
+    pub last_heartbeat_ms: u64,
+    pub ready: bool,
+    pub os_image: String,
+    pub kernel: String,
+    pub arch: String,
+    pub kubelet_version: String,
+    pub container_runtime: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum CState {
+    Waiting { reason: String, message: Option<String> },
+    Running { started_ms: u64 },
+    Terminated { reason: String, exit_code: i32, started_ms: u64, finished_ms: u64 },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ContainerStatus {
+    pub name: String,
+    pub image: String,
+    pub image_id: String,
+    pub state: CState,
+    pub ready: bool,
+    pub restart_count: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct PodStatus {
+    pub sandbox_ready: bool,
+    pub containers: Vec<ContainerStatus>,
+    pub start_ms: Option<u64>,
+    /// last time each condition flipped: (ready, containers_ready) transition times
+    pub ready_since_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pod {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub workload: String,
+    pub owner_kind: String,
+    pub owner_name: String,
+    pub node: String,
+    pub ip: String,
+    pub created_ms: u64,
+    pub containers: Vec<(String, String)>,
+    pub labels: BTreeMap<String, String>,
+    pub restart_policy: String,
+    pub template_hash: String,
+    pub status: PodStatus,
+}
+
+impl Pod {
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+    pub fn phase(&self) -> &'static str {
+        let cs = &self.status.containers;
+        if !cs.is_empty() && cs.iter().all(|c| matches!(c.state, CState::Terminated { exit_code: 0, .. })) {
+            return "Succeeded";
+        }
+        if self.status.sandbox_ready && !cs.is_empty() && cs.iter().all(|c| !matches!(c.state, CState::Waiting { .. })) {
+            return "Running";
+        }
+        "Pending"
+    }
+    pub fn ready(&self) -> bool {
+        !self.status.containers.is_empty() && self.status.containers.iter().all(|c| c.ready)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Workload {
+    pub spec: WorkloadSpec,
+    pub uid: String,
+    /// the manifest file (relative to the manifests dir) it came from; None for derived ones
+    pub source: Option<String>,
+    /// derived from another workload (helm chart -> deployment, service -> svclb daemonset)
+    pub parent: Option<String>,
+    pub created_ms: u64,
+    pub done: bool,
+}
+
+impl Workload {
+    pub fn key(&self) -> String {
+        wkey(&self.spec.kind, &self.spec.namespace, &self.spec.name)
+    }
+}
+
+pub fn wkey(kind: &str, ns: &str, name: &str) -> String {
+    format!("{kind}/{ns}/{name}")
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub object_kind: String,
+    pub object_name: String,
+    pub object_uid: String,
+    pub reason: String,
+    pub message: String,
+    pub type_: String,
+    pub count: u32,
+    pub first_ms: u64,
+    pub last_ms: u64,
+    pub component: String,
+    pub host: String,
+}
+
+/// An event as a kubelet/controller reports it (the server dedups into `Event`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EventReport {
+    pub namespace: String,
+    pub pod: String,
+    pub pod_uid: String,
+    pub reason: String,
+    pub message: String,
+    pub warning: bool,
+    pub component: String,
+    pub host: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Secret {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub type_: String,
+    pub data: BTreeMap<String, String>,
+    pub created_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct State {
+    pub version: String,
+    pub nodes: BTreeMap<String, Node>,
+    pub workloads: BTreeMap<String, Workload>,
+    pub pods: BTreeMap<String, Pod>,
+    pub events: Vec<Event>,
+    pub secrets: BTreeMap<String, Secret>,
+    pub next_node_index: u32,
+    pub next_ip: BTreeMap<String, u32>,
+    /// file -> content hash of the manifests applied
+    pub applied: BTreeMap<String, String>,
+    /// the servicelb addon is enabled
+    pub servicelb: bool,
+    /// the klipper-lb image for svclb pods
+    pub lb_image: String,
+    /// container logs the kubelets reported: "ns/pod/container" -> lines
+    pub logs: BTreeMap<String, Vec<String>>,
+}
+
+pub fn uid() -> String {
+    let h = crate::util::random_hex(16);
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+impl State {
+    pub fn add_event(&mut self, r: &EventReport, now: u64) {
+        if let Some(e) = self.events.iter_mut().find(|e| e.object_uid == r.pod_uid && e.reason == r.reason && e.message == r.message) {
+            e.count += 1;
+            e.last_ms = now;
+            return;
+        }
+        let seq = crate::util::random_hex(8);
+        self.events.push(Event {
+            namespace: r.namespace.clone(),
+            name: format!("{}.{}", r.pod, &seq[..16.min(seq.len())]),
+            uid: uid(),
+            object_kind: "Pod".into(),
+            object_name: r.pod.clone(),
+            object_uid: r.pod_uid.clone(),
+            reason: r.reason.clone(),
+            message: r.message.clone(),
+            type_: if r.warning { "Warning" } else { "Normal" }.into(),
+            count: 1,
+            first_ms: now,
+            last_ms: now,
+            component: r.component.clone(),
+            host: r.host.clone(),
+        });
+        if self.events.len() > 2000 {
+            self.events.drain(..500);
+        }
+    }
+
+    /// Insert or update workloads from one manifest file; prune the file's objects no longer in it.
+    pub fn apply_file(&mut self, source: &str, specs: Vec<WorkloadSpec>, now: u64) {
+        let keys: Vec<String> = specs.iter().map(|s| wkey(&s.kind, &s.namespace, &s.name)).collect();
+        let stale: Vec<String> = self
+            .workloads
+            .values()
+            .filter(|w| w.source.as_deref() == Some(source) && !keys.contains(&w.key()))
+            .map(|w| w.key())
+            .collect();
+        for k in stale {
+            self.delete_workload(&k);
+        }
+        for spec in specs {
+            let k = wkey(&spec.kind, &spec.namespace, &spec.name);
+            match self.workloads.get_mut(&k) {
+                Some(w) if w.spec == spec => {
+                    w.source = Some(source.to_string());
+                }
+                Some(w) => {
+                    if w.spec.kind == "HelmChart" && w.spec.chart_image != spec.chart_image {
+                        w.done = false; // re-run the install job on chart changes
+                    }
+                    w.spec = spec;
+                    w.source = Some(source.to_string());
+                }
+                None => {
+                    self.workloads.insert(k, Workload { spec, uid: uid(), source: Some(source.to_string()), parent: None, created_ms: now, done: false });
+                }
+            }
+        }
+    }
+
+    /// Delete a workload, what it derived, and their pods (ownerReference garbage collection).
+    pub fn delete_workload(&mut self, key: &str) {
+        self.workloads.remove(key);
+        let children: Vec<String> = self.workloads.values().filter(|w| w.parent.as_deref() == Some(key)).map(|w| w.key()).collect();
+        for c in children {
+            self.delete_workload(&c);
+        }
+        self.pods.retain(|_, p| p.workload != key);
+    }
+
+    /// Remove every object that came from a (disabled) addon file or directory.
+    pub fn uninstall_source(&mut self, relpath: &str) {
+        let keys: Vec<String> = self.workloads.values().filter(|w| w.source.as_deref() == Some(relpath)).map(|w| w.key()).collect();
+        for k in keys {
+            self.delete_workload(&k);
+        }
+        self.applied.remove(relpath);
+    }
+
+    fn alloc_ip(&mut self, node: &str) -> String {
+        let idx = self.nodes.get(node).map(|n| n.index).unwrap_or(0);
+        let n = self.next_ip.entry(node.to_string()).or_insert(2);
+        let ip = format!("10.42.{idx}.{}", *n);
+        *n = if *n >= 254 { 2 } else { *n + 1 };
+        ip
+    }
+
+    fn pick_node(&self, spec: &WorkloadSpec) -> Option<String> {
+        if let Some(n) = &spec.node_name {
+            return Some(n.clone());
+        }
+        if let Some(h) = &spec.node_selector_host {
+            return self.nodes.contains_key(h).then(|| h.clone());
+        }
+        let load = |n: &str| self.pods.values().filter(|p| p.node == n && p.owner_kind != "DaemonSet").count();
+        self.nodes.values().filter(|n| n.ready).min_by_key(|n| (load(&n.name), n.index)).map(|n| n.name.clone())
+    }
+
+    fn new_pod(&mut self, w: &Workload, name: String, node: String, hash: &str, now: u64) -> Pod {
+        let ip = self.alloc_ip(&node);
+        let mut labels = w.spec.labels.clone();
+        if w.spec.kind == "Deployment" {
+            labels.insert("pod-template-hash".into(), hash.to_string());
+        }
+        Pod {
+            namespace: w.spec.namespace.clone(),
+            name,
+            uid: uid(),
+            workload: w.key(),
+            owner_kind: match w.spec.kind.as_str() {
+                "Deployment" => "ReplicaSet".into(),
+                k => k.to_string(),
+            },
+            owner_name: if w.spec.kind == "Deployment" { format!("{}-{hash}", w.spec.name) } else { w.spec.name.clone() },
+            node,
+            ip,
+            created_ms: now,
+            containers: w.spec.containers.clone(),
+            labels,
+            restart_policy: w.spec.restart_policy.clone(),
+            template_hash: hash.to_string(),
+            status: PodStatus::default(),
+        }
+    }
+
+    fn schedule(&mut self, pod: Pod, now: u64) {
+        let r = EventReport {
+            namespace: pod.namespace.clone(),
+            pod: pod.name.clone(),
+            pod_uid: pod.uid.clone(),
+            reason: "Scheduled".into(),
+            message: format!("Successfully assigned {}/{} to {}", pod.namespace, pod.name, pod.node),
+            warning: false,
+            component: "default-scheduler".into(),
+            host: String::new(),
+        };
+        self.add_event(&r, now);
+        self.pods.insert(pod.key(), pod);
+    }
+
+    /// One pass of the controllers (deployment, daemonset, job, helm, servicelb, pod GC).
+    pub fn reconcile(&mut self, now: u64) {
+        // derived workloads: HelmChart -> helm-install job (+ deployment, svclb when done);
+        // LoadBalancer Service -> svclb DaemonSet
+        let snapshot: Vec<Workload> = self.workloads.values().cloned().collect();
+        for w in &snapshot {
+            match w.spec.kind.as_str() {
+                "HelmChart" => {
+                    let job = self.derived(w, "Job", &format!("helm-install-{}", w.spec.name), vec![("helm".into(), w.spec.job_image.clone().unwrap_or_default())], now);
+                    let job_done = self.workloads.get(&job).map(|j| j.done).unwrap_or(false);
+                    if job_done {
+                        if let Some(img) = &w.spec.chart_image {
+                            let d = self.derived(w, "Deployment", &w.spec.name, vec![(w.spec.name.clone(), img.clone())], now);
+                            if !w.spec.lb_ports.is_empty() {
+                                if let Some(dw) = self.workloads.get(&d).cloned() {
+                                    let mut svc = dw.clone();
+                                    svc.spec.kind = "Service".into();
+                                    svc.spec.lb_ports = w.spec.lb_ports.clone();
+                                    self.svclb(&svc, &d, now);
+                                }
+                            }
+                        }
+                    }
+                }
+                "Service" => self.svclb(w, &w.key(), now),
+                _ => {}
+            }
+        }
+        let nodes: Vec<String> = self.nodes.keys().cloned().collect();
+        let snapshot: Vec<Workload> = self.workloads.values().cloned().collect();
+        for w in snapshot {
+            let key = w.key();
+            let hash = hash_suffix(&serde_json::to_string(&w.spec.containers).unwrap_or_default(), 10);
+            match w.spec.kind.as_str() {
+                "Deployment" => {
+                    // replace pods of an older template (rolling update collapsed to one step)
+                    self.pods.retain(|_, p| !(p.workload == key && p.template_hash != hash));
+                    let have = self.pods.values().filter(|p| p.workload == key).count() as u32;
+                    for _ in have..w.spec.replicas {
+                        let Some(node) = self.pick_node(&w.spec) else { break };
+                        let name = format!("{}-{hash}-{}", w.spec.name, random_suffix(5));
+                        let pod = self.new_pod(&w, name, node, &hash, now);
+                        self.schedule(pod, now);
+                    }
+                }
+                "DaemonSet" => {
+                    self.pods.retain(|_, p| !(p.workload == key && p.template_hash != hash));
+                    for n in &nodes {
+                        if self.pods.values().any(|p| p.workload == key && &p.node == n) {
+                            continue;
+                        }
+                        let name = format!("{}-{}", w.spec.name, random_suffix(5));
+                        let pod = self.new_pod(&w, name, n.clone(), &hash, now);
+                        self.schedule(pod, now);
+                    }
+                }
+                "Job" => {
+                    let pod = self.pods.values().find(|p| p.workload == key);
+                    match pod {
+                        Some(p) if p.phase() == "Succeeded" => {
+                            if let Some(wm) = self.workloads.get_mut(&key) {
+                                wm.done = true;
+                            }
+                        }
+                        Some(_) => {}
+                        None if !w.done => {
+                            if let Some(node) = self.pick_node(&w.spec) {
+                                let name = format!("{}-{}", w.spec.name, random_suffix(5));
+                                let pod = self.new_pod(&w, name, node, &hash, now);
+                                self.schedule(pod, now);
+                            }
+                        }
+                        None => {}
+                    }
+                }
+                "Pod" => {
+                    let pk = format!("{}/{}", w.spec.namespace, w.spec.name);
+                    if !self.pods.contains_key(&pk) && !w.done {
+                        if let Some(node) = self.pick_node(&w.spec) {
+                            let pod = self.new_pod(&w, w.spec.name.clone(), node, &hash, now);
+                            self.schedule(pod, now);
+                            if let Some(wm) = self.workloads.get_mut(&key) {
+                                wm.done = true; // a bare pod is created once; deleting it is final
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        // pods whose workload or node is gone
+        let wl: Vec<String> = self.workloads.keys().cloned().collect();
+        self.pods.retain(|_, p| wl.contains(&p.workload) && self.nodes.contains_key(&p.node));
+    }
+
+    fn derived(&mut self, parent: &Workload, kind: &str, name: &str, containers: Vec<(String, String)>, now: u64) -> String {
+        let k = wkey(kind, &parent.spec.namespace, name);
+        let spec = WorkloadSpec {
+            kind: kind.into(),
+            namespace: parent.spec.namespace.clone(),
+            name: name.into(),
+            containers,
+            replicas: 1,
+            labels: BTreeMap::from([("app".to_string(), name.to_string())]),
+            node_name: None,
+            node_selector_host: None,
+            chart_image: None,
+            job_image: None,
+            lb_ports: vec![],
+            restart_policy: if kind == "Job" { "OnFailure".into() } else { "Always".into() },
+        };
+        match self.workloads.get_mut(&k) {
+            Some(w) if w.spec.containers != spec.containers => {
+                w.spec = spec;
+                w.done = false;
+            }
+            Some(_) => {}
+            None => {
+                self.workloads.insert(k.clone(), Workload { spec, uid: uid(), source: None, parent: Some(parent.key()), created_ms: now, done: false });
+            }
+        }
+        k
+    }
+
+    fn svclb(&mut self, svc: &Workload, parent_key: &str, now: u64) {
+        if !self.servicelb || svc.spec.lb_ports.is_empty() {
+            return;
+        }
+        let name = format!("svclb-{}-{}", svc.spec.name, &crate::util::sha256_hex(svc.uid.as_bytes())[..8]);
+        let containers = svc.spec.lb_ports.iter().map(|p| (format!("lb-tcp-{p}"), self.lb_image.clone())).collect();
+        let mut parent = svc.clone();
+        parent.spec.namespace = "kube-system".into();
+        let k = self.derived(&parent, "DaemonSet", &name, containers, now);
+        if let Some(w) = self.workloads.get_mut(&k) {
+            w.parent = Some(parent_key.to_string());
+        }
+    }
+
+    pub fn delete_node(&mut self, name: &str) -> bool {
+        let had = self.nodes.remove(name).is_some();
+        self.pods.retain(|_, p| p.node != name);
+        had
+    }
+}
+
+// ---------- Kubernetes JSON shape ----------
+
+fn meta(name: &str, ns: Option<&str>, uid: &str, created: u64) -> Value {
+    let mut m = json!({"name": name, "uid": uid, "resourceVersion": (created % 1_000_000).to_string(), "creationTimestamp": rfc3339(created)});
+    if let Some(ns) = ns {
+        m["namespace"] = json!(ns);
+    }
+    m
+}
+
+pub fn node_json(n: &Node, now: u64, grace_ms: u64) -> Value {
+    let mut labels = json!({
+        "beta.kubernetes.io/arch": n.arch, "beta.kubernetes.io/os": "linux", "kubernetes.io/arch": n.arch,
+        "kubernetes.io/hostname": n.name, "kubernetes.io/os": "linux", "beta.kubernetes.io/instance-type": "k3s",
+        "node.kubernetes.io/instance-type": "k3s",
+    });
+    if n.server {
+        labels["node-role.kubernetes.io/control-plane"] = json!("true");
+        labels["node-role.kubernetes.io/master"] = json!("true");
+    }
+    let ready = n.ready && now.saturating_sub(n.last_heartbeat_ms) <= grace_ms;
+    let hb = rfc3339(n.last_heartbeat_ms.max(n.created_ms));
+    let cond = |t: &str, ok: bool, reason: &str, msg: &str| json!({"type": t, "status": if ok {"True"} else {"False"}, "lastHeartbeatTime": hb, "lastTransitionTime": rfc3339(n.created_ms), "reason": reason, "message": msg});
+    let mut m = meta(&n.name, None, &n.uid, n.created_ms);
+    m["labels"] = labels;
+    m["annotations"] = json!({"k3s.io/internal-ip": n.internal_ip, "k3s.io/hostname": n.name, "node.alpha.kubernetes.io/ttl": "0"});
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": m,
+        "spec": {"podCIDR": format!("10.42.{}.0/24", n.index), "podCIDRs": [format!("10.42.{}.0/24", n.index)], "providerID": format!("k3s://{}", n.name)},
+        "status": {
+            "addresses": [{"type": "InternalIP", "address": n.internal_ip}, {"type": "Hostname", "address": n.name}],
+            "conditions": [
+                cond("MemoryPressure", false, "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+                cond("DiskPressure", false, "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                cond("PIDPressure", false, "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+                if ready { cond("Ready", true, "KubeletReady", "kubelet is posting ready status") }
+                else { json!({"type": "Ready", "status": "Unknown", "lastHeartbeatTime": hb, "lastTransitionTime": hb, "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status."}) },
+            ],
+            "nodeInfo": {
+                "architecture": n.arch, "bootID": n.uid, "containerRuntimeVersion": n.container_runtime,
+                "kernelVersion": n.kernel, "kubeProxyVersion": n.kubelet_version, "kubeletVersion": n.kubelet_version,
+                "machineID": crate::util::sha256_hex(n.name.as_bytes())[..32].to_string(), "operatingSystem": "linux",
+                "osImage": n.os_image, "systemUUID": n.uid,
+            },
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        }
+    })
+}
+
+pub fn node_ready(n: &Node, now: u64, grace_ms: u64) -> bool {
+    n.ready && now.saturating_sub(n.last_heartbeat_ms) <= grace_ms
+}
+
+fn cstate_json(s: &CState) -> Value {
+    match s {
+        CState::Waiting { reason, message } => {
+            let mut w = json!({"reason": reason});
+            if let Some(m) = message {
+                w["message"] = json!(m);
+            }
+            json!({"waiting": w})
+        }
+        CState::Running { started_ms } => json!({"running": {"startedAt": rfc3339(*started_ms)}}),
+        CState::Terminated { reason, exit_code, started_ms, finished_ms } => json!({"terminated": {
+            "reason": reason, "exitCode": exit_code, "startedAt": rfc3339(*started_ms), "finishedAt": rfc3339(*finished_ms),
+            "containerID": format!("containerd://{}", crate::util::sha256_hex(format!("{started_ms}").as_bytes())),
+        }}),
+    }
+}
+
+pub fn pod_json(p: &Pod) -> Value {
+    let mut m = meta(&p.name, Some(&p.namespace), &p.uid, p.created_ms);
+    m["labels"] = json!(p.labels);
+    if p.name.contains('-') && p.owner_kind != "Pod" {
+        m["generateName"] = json!(format!("{}-", p.name.rsplit_once('-').map(|x| x.0).unwrap_or(&p.name)));
+    }
+    if p.owner_kind != "Pod" {
+        let api = match p.owner_kind.as_str() {
+            "Job" => "batch/v1",
+            _ => "apps/v1",
+        };
+        m["ownerReferences"] = json!([{"apiVersion": api, "kind": p.owner_kind, "name": p.owner_name, "uid": crate::util::sha256_hex(p.workload.as_bytes())[..36].to_string(), "controller": true, "blockOwnerDeletion": true}]);
+    }
+    let containers: Vec<Value> = p.containers.iter().map(|(n, i)| json!({"name": n, "image": i, "imagePullPolicy": if i.ends_with(":latest") || !i.rsplit('/').next().unwrap_or("").contains(':') {"Always"} else {"IfNotPresent"}, "resources": {}, "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"})).collect();
+    let phase = p.phase();
+    let scheduled = rfc3339(p.created_ms);
+    let tr = |ms: Option<u64>| rfc3339(ms.unwrap_or(p.created_ms));
+    let all_ready = p.ready();
+    let unready: Vec<&str> = p.status.containers.iter().filter(|c| !c.ready).map(|c| c.name.as_str()).collect();
+    let unready_list = format!("containers with unready status: [{}]", unready.join(" "));
+    let ready_cond = |t: &str| {
+        if phase == "Succeeded" {
+            json!({"type": t, "status": "False", "lastProbeTime": null, "lastTransitionTime": tr(p.status.ready_since_ms), "reason": "PodCompleted"})
+        } else if all_ready {
+            json!({"type": t, "status": "True", "lastProbeTime": null, "lastTransitionTime": tr(p.status.ready_since_ms)})
+        } else {
+            json!({"type": t, "status": "False", "lastProbeTime": null, "lastTransitionTime": scheduled, "reason": "ContainersNotReady", "message": unready_list})
+        }
+    };
+    let mut conditions = vec![
+        json!({"type": "PodReadyToStartContainers", "status": if p.status.sandbox_ready && phase != "Succeeded" {"True"} else {"False"}, "lastProbeTime": null, "lastTransitionTime": tr(p.status.start_ms)}),
+        json!({"type": "Initialized", "status": "True", "lastProbeTime": null, "lastTransitionTime": scheduled}),
+        ready_cond("Ready"),
+        ready_cond("ContainersReady"),
+        json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": scheduled}),
+    ];
+    if p.status.start_ms.is_none() && !p.status.sandbox_ready {
+        conditions[0]["status"] = json!("False");
+    }
+    let statuses: Vec<Value> = p
+        .containers
+        .iter()
+        .map(|(name, image)| {
+            let cs = p.status.containers.iter().find(|c| &c.name == name);
+            match cs {
+                Some(c) => {
+                    let mut v = json!({"name": c.name, "image": c.image, "imageID": c.image_id, "ready": c.ready, "restartCount": c.restart_count, "started": matches!(c.state, CState::Running{..}), "state": cstate_json(&c.state), "lastState": {}});
+                    if let CState::Running { started_ms } = c.state {
+                        v["containerID"] = json!(format!("containerd://{}", crate::util::sha256_hex(format!("{}{}{started_ms}", p.uid, c.name).as_bytes())));
+                    }
+                    v
+                }
+                None => json!({"name": name, "image": image, "imageID": "", "ready": false, "restartCount": 0, "started": false, "state": {"waiting": {"reason": "ContainerCreating"}}, "lastState": {}}),
+            }
+        })
+        .collect();
+    let mut status = json!({
+        "phase": phase,
+        "conditions": conditions,
+        "hostIP": "",
+        "hostIPs": [],
+        "qosClass": "BestEffort",
+        "containerStatuses": statuses,
+    });
+    if let Some(s) = p.status.start_ms {
+        status["startTime"] = json!(rfc3339(s));
+    } else {
+        status["startTime"] = json!(scheduled);
+    }
+    if p.status.sandbox_ready {
+        status["podIP"] = json!(p.ip);
+        status["podIPs"] = json!([{"ip": p.ip}]);
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": m,
+        "spec": {"containers": containers, "nodeName": p.node, "restartPolicy": p.restart_policy, "schedulerName": "default-scheduler", "dnsPolicy": "ClusterFirst", "serviceAccountName": "default", "terminationGracePeriodSeconds": 30, "enableServiceLinks": true, "preemptionPolicy": "PreemptLowerPriority", "priority": 0},
+        "status": status,
+    })
+}
+
+pub fn pod_json_with_host(p: &Pod, st: &State) -> Value {
+    let mut v = pod_json(p);
+    if let Some(n) = st.nodes.get(&p.node) {
+        v["status"]["hostIP"] = json!(n.internal_ip);
+        v["status"]["hostIPs"] = json!([{"ip": n.internal_ip}]);
+    }
+    v
+}
+
+pub fn event_json(e: &Event) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": meta(&e.name, Some(&e.namespace), &e.uid, e.first_ms),
+        "involvedObject": {"apiVersion": "v1", "kind": e.object_kind, "name": e.object_name, "namespace": e.namespace, "uid": e.object_uid},
+        "reason": e.reason,
+        "message": e.message,
+        "type": e.type_,
+        "count": e.count,
+        "firstTimestamp": rfc3339(e.first_ms),
+        "lastTimestamp": rfc3339(e.last_ms),
+        "eventTime": null,
+        "reportingComponent": e.component,
+        "reportingInstance": e.host,
+        "source": if e.host.is_empty() { json!({"component": e.component}) } else { json!({"component": e.component, "host": e.host}) },
+    })
+}
+
+pub fn secret_json(s: &Secret) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": meta(&s.name, Some(&s.namespace), &s.uid, s.created_ms), "type": s.type_, "data": s.data})
+}
+
+pub fn list_json(items: Vec<Value>) -> Value {
+    json!({"apiVersion": "v1", "kind": "List", "items": items, "metadata": {"resourceVersion": ""}})
+}

@@ -90,3 +90,139 @@ impl Drop for Registry {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// One simulated board: a private root directory (the test-only RVLAB_SIM_TEST_ROOT), its own
+/// loopback address, and the k3s binary running as server or agent.
+pub struct SimNode {
+    pub name: String,
+    pub ip: String,
+    pub root: PathBuf,
+    child: Option<Child>,
+    runs: u32,
+}
+
+pub const K3S: &str = env!("CARGO_BIN_EXE_k3s");
+
+impl SimNode {
+    pub fn new(name: &str, upstream: &Registry) -> SimNode {
+        let ip = unique_ip();
+        let root = temp_dir(&format!("node-{name}"));
+        let n = SimNode { name: name.into(), ip: ip.clone(), root, child: None, runs: 0 };
+        n.write("/etc/rvlab/sim.conf", &format!("ready-delay-ms 200\nsync-ms 100\nbackoff-ms 300\nnode-grace-ms 5000\nnode-ip {ip}\n"));
+        n.write("/etc/rvlab/upstream.conf", &format!("docker.io {}\n", upstream.url()));
+        n.write("/etc/os-release", "NAME=\"openEuler\"\nVERSION=\"24.03 (LTS)\"\nID=\"openEuler\"\nPRETTY_NAME=\"openEuler 24.03 (LTS)\"\n");
+        n
+    }
+    pub fn path(&self, abs: &str) -> PathBuf {
+        self.root.join(abs.trim_start_matches('/'))
+    }
+    pub fn write(&self, abs: &str, content: &str) {
+        let p = self.path(abs);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+    pub fn read(&self, abs: &str) -> String {
+        std::fs::read_to_string(self.path(abs)).unwrap_or_default()
+    }
+    fn spawn(&mut self, args: &[&str], env: &[(&str, &str)]) {
+        assert!(self.child.is_none(), "already running");
+        self.runs += 1;
+        let log = std::fs::File::create(self.root.join(format!("k3s-{}.log", self.runs))).unwrap();
+        let mut cmd = Command::new(K3S);
+        cmd.args(args).env("RVLAB_SIM_TEST_ROOT", &self.root).env_remove("NOTIFY_SOCKET").stdout(Stdio::null()).stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().unwrap());
+    }
+    pub fn start_server(&mut self, args: &[&str]) {
+        let name = self.name.clone();
+        let mut a = vec!["server", "--node-name", name.as_str()];
+        a.extend_from_slice(args);
+        self.spawn(&a, &[]);
+        let kc = self.path("/etc/rancher/k3s/k3s.yaml");
+        wait_until("k3s server to write its kubeconfig and answer", Duration::from_secs(60), || {
+            (kc.exists() && self.kubectl(&["get", "nodes"]).0 == 0).then_some(())
+        });
+    }
+    pub fn start_agent(&mut self, env: &[(&str, &str)]) {
+        let name = self.name.clone();
+        self.spawn(&["agent", "--node-name", &name], env);
+    }
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    pub fn restart_server(&mut self, args: &[&str]) {
+        self.stop();
+        self.start_server(args);
+    }
+    /// Wait for the process to exit on its own; its exit code.
+    pub fn wait_exit(&mut self) -> i32 {
+        let mut c = self.child.take().expect("running");
+        c.wait().unwrap().code().unwrap_or(-1)
+    }
+    pub fn log(&self) -> String {
+        (1..=self.runs).map(|i| std::fs::read_to_string(self.root.join(format!("k3s-{i}.log"))).unwrap_or_default()).collect()
+    }
+    pub fn kubectl(&self, args: &[&str]) -> (i32, String, String) {
+        let o = Command::new(K3S).arg("kubectl").args(args).env("RVLAB_SIM_TEST_ROOT", &self.root).env_remove("KUBECONFIG").output().unwrap();
+        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+    }
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        let (code, out, err) = self.kubectl(&a);
+        assert_eq!(code, 0, "kubectl {a:?} failed: {err}");
+        serde_json::from_str(&out).unwrap()
+    }
+    pub fn pods(&self) -> Vec<serde_json::Value> {
+        self.json(&["get", "pods", "-A"])["items"].as_array().cloned().unwrap_or_default()
+    }
+    pub fn token(&self) -> String {
+        self.read("/var/lib/rancher/k3s/server/token").trim().to_string()
+    }
+    pub fn url(&self) -> String {
+        format!("https://{}:6443", self.ip)
+    }
+}
+
+impl Drop for SimNode {
+    fn drop(&mut self) {
+        self.stop();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.root);
+        } else {
+            eprintln!("--- log of {} ({}) ---\n{}", self.name, self.root.display(), self.log());
+        }
+    }
+}
+
+pub fn pod_named<'a>(pods: &'a [serde_json::Value], prefix: &str) -> Option<&'a serde_json::Value> {
+    pods.iter().find(|p| p["metadata"]["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+}
+
+pub fn waiting_reason(pod: &serde_json::Value) -> Option<String> {
+    pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"].as_str().map(str::to_string)
+}
+
+pub fn is_ready(pod: &serde_json::Value) -> bool {
+    pod["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+/// Push riscv64-capable copies of catalog images to a mirror (under `prefix` + repository).
+pub fn port_to_riscv(mirror: &Registry, images: &[&str], prefix: &str) {
+    use k3s_sim::upstream::{self, Format, ImageSpec, Platform};
+    for img in images {
+        let (repo, tag) = img.rsplit_once(':').unwrap();
+        let spec = ImageSpec {
+            repository: format!("{prefix}{repo}"),
+            tag: tag.into(),
+            format: Format::OciIndex,
+            platforms: vec![Platform::parse("linux/riscv64").unwrap()],
+        };
+        upstream::push(&mirror.url(), &spec.repository, &upstream::build(&spec)).unwrap();
+    }
+}
