@@ -13,6 +13,8 @@ use crate::spec::{Cluster, SpecError};
 
 pub mod check;
 pub mod plan;
+pub mod status;
+pub mod kubeconfig;
 pub mod trust;
 
 /// Exit status: everything went as asked.
@@ -66,6 +68,10 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// Converge every host to cluster.kdl.
     Apply(plan::ApplyArgs),
+    /// Nodes, pods and drift, read from the cluster (changes nothing).
+    Status(status::StatusArgs),
+    /// The cluster's kubeconfig, with the server address and names fixed; --merge into ~/.kube/config.
+    Kubeconfig(kubeconfig::KubeconfigArgs),
     /// Record a node's SSH host key (after checking its fingerprint); --replace for a re-flashed board.
     Trust(trust::TrustArgs),
     /// Print shell completions.
@@ -116,6 +122,8 @@ fn run(cli: Cli, out: &Output) -> i32 {
         Command::Check(a) => check::run(&cli.global, &a, out),
         Command::Plan(a) => plan::run_plan(&cli.global, &a, out),
         Command::Apply(a) => plan::run_apply(&cli.global, &a, out),
+        Command::Status(a) => status::run(&cli.global, &a, out),
+        Command::Kubeconfig(a) => kubeconfig::run(&cli.global, &a, out),
         Command::Trust(a) => trust::run(&cli.global, &a, out),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "rvcluster", &mut std::io::stdout());
