@@ -4,6 +4,7 @@
 
 pub mod addr;
 pub mod board;
+pub mod clusterfile;
 pub mod error;
 pub mod flavour;
 pub mod lab;

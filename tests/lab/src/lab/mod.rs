@@ -317,6 +317,24 @@ impl Lab {
         Ok(c)
     }
 
+    /// cluster.kdl describing this lab (boards as nodes with pinned host keys, the registry host,
+    /// the upstream registry as `upstream "docker.io"`).
+    pub fn cluster_kdl(&self, cf: &crate::clusterfile::ClusterFile) -> String {
+        let hosts: Vec<crate::clusterfile::Host> = self
+            .boards
+            .iter()
+            .map(|b| crate::clusterfile::Host {
+                name: b.name().to_string(),
+                address: b.address().to_string(),
+                port: b.ssh_port(),
+                role: b.role().as_str().to_string(),
+                host_key: b.host_public_key().to_string(),
+            })
+            .collect();
+        let up = self.upstream.as_ref().map(|u| u.url());
+        crate::clusterfile::render(cf, &hosts, &self.client_key.display().to_string(), up.as_deref())
+    }
+
     /// Runs `cmd` on the board over real ssh; output whatever the exit status.
     pub fn ssh(&self, name: &str, cmd: &str) -> Result<Output> {
         self.ssh_command(name)?.arg(cmd).output().ctx(|| format!("ssh to {name}"))

@@ -1,0 +1,56 @@
+//! The `lab` command for humans: up, down, and its message without root.
+
+use std::process::Command;
+
+const LAB: &str = env!("CARGO_BIN_EXE_lab");
+
+fn state_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("rvlab-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn lab_up_writes_cluster_kdl_and_lab_down_removes_everything() {
+    let state = state_dir("up");
+    let out = Command::new(LAB).args(["up", "--boards", "2", "--no-upstream", "--state"]).arg(&state).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("server1    server"), "{text}");
+    assert!(text.contains("agent1     agent"), "{text}");
+    assert!(text.contains("mac        registry"), "{text}");
+    let kdl = std::fs::read_to_string(state.join("cluster.kdl")).unwrap();
+    assert!(kdl.contains("node \"server1\""), "{kdl}");
+    assert!(kdl.contains("registry \"mac\""), "{kdl}");
+    let lab_dir = std::fs::read_to_string(state.join("lab-dir")).unwrap();
+    // The printed ssh command works with strict host key checking.
+    let try_line = text.lines().find(|l| l.starts_with("try:")).unwrap();
+    let args: Vec<&str> = try_line.trim_start_matches("try:").split_whitespace().collect();
+    let ssh = Command::new(args[0]).args(["-o", "BatchMode=yes"]).args(&args[1..]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&ssh.stdout), "riscv64\n", "{}", String::from_utf8_lossy(&ssh.stderr));
+    // A second `up` on the same state dir is refused.
+    let again = Command::new(LAB).args(["up", "--state"]).arg(&state).output().unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already up"));
+
+    let down = Command::new(LAB).args(["down", "--state"]).arg(&state).output().unwrap();
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    assert!(!std::path::Path::new(lab_dir.trim()).exists());
+    let again = Command::new(LAB).args(["down", "--state"]).arg(&state).output().unwrap();
+    assert!(!again.status.success());
+    std::fs::remove_dir_all(&state).unwrap();
+}
+
+#[test]
+fn without_root_lab_says_what_to_run() {
+    let state = state_dir("noroot");
+    let out = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", LAB, "up", "--state"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the lab needs root"), "{err}");
+    assert!(err.contains("run as root"), "{err}");
+}
