@@ -1,0 +1,217 @@
+//! Converge end to end on the emulated board lab (real sshd boards, the simulated k3s): a fresh
+//! three-board cluster converges, a second apply changes nothing (same inodes and mtimes, no
+//! restart), plan is then empty, and a re-flashed agent is refused until trusted, then rejoins.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use rvlab::{Lab, Role};
+
+/// The simulated k3s binary (built by `cargo build --workspace` / nextest as k3s-sim's `k3s`).
+fn k3s_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let p = dir.join("k3s");
+    assert!(p.is_file(), "{} missing: build the workspace (cargo build --workspace) first", p.display());
+    p
+}
+
+fn sha256(p: &Path) -> String {
+    rvcluster::render::sha256_hex(&std::fs::read(p).unwrap())
+}
+
+struct Env {
+    lab: Lab,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn rv(&self, args: &[&str]) -> Output {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rvcluster"))
+            .args(["--color", "never"])
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("HOME", self.dir.path())
+            .env_remove("SSH_AUTH_SOCK")
+            .output()
+            .unwrap();
+        eprintln!(
+            "$ rvcluster {}\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+}
+
+fn write_cluster(lab: &Lab, dir: &Path) {
+    let k3s = k3s_binary();
+    std::fs::create_dir_all(dir.join("manifests")).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/e2e/manifests/hello.yaml"),
+        dir.join("manifests/hello.yaml"),
+    )
+    .unwrap();
+    let mut kdl = format!(
+        "cluster \"e2e\"\nk3s version=\"v1.34.3+k3s1\" {{\n    binary \"{}\" sha256=\"{}\"\n    disable \"traefik\" \"metrics-server\"\n    manifest \"manifests/hello.yaml\"\n}}\n",
+        k3s.display(),
+        sha256(&k3s)
+    );
+    if let Some(up) = lab.upstream() {
+        kdl.push_str(&format!("upstream \"docker.io\" endpoint=\"{}\"\n", up.url()));
+    }
+    let mut known = String::new();
+    for b in lab.boards() {
+        let role = if b.role() == Role::Server { "server" } else { "agent" };
+        kdl.push_str(&format!(
+            "node \"{}\" address=\"{}\" role=\"{role}\" {{\n    ssh user=\"root\" identity=\"{}\"\n}}\n",
+            b.name(),
+            b.address(),
+            lab.client_key().display()
+        ));
+        known.push_str(&b.known_hosts_line());
+        known.push('\n');
+    }
+    std::fs::write(dir.join("cluster.kdl"), kdl).unwrap();
+    std::fs::write(dir.join("known_hosts"), known).unwrap();
+}
+
+fn start() -> Env {
+    let lab = Lab::builder()
+        .board("server1", Role::Server)
+        .board("agent1", Role::Agent)
+        .board("agent2", Role::Agent)
+        .upstream(true)
+        .ready_delay_ms(300)
+        .start()
+        .expect("lab starts (needs root, sshd, docker-registry)");
+    k3s_sim::upstream::seed(&lab.upstream().unwrap().url()).expect("seed the upstream registry");
+    let dir = tempfile::tempdir().unwrap();
+    write_cluster(&lab, dir.path());
+    Env { lab, dir }
+}
+
+/// (inode, mtime) of every managed file on a board.
+fn stamps(lab: &Lab, board: &str, paths: &[&str]) -> Vec<(String, u64, i64)> {
+    let b = lab.board(board).unwrap();
+    paths
+        .iter()
+        .map(|p| {
+            let m = std::fs::metadata(b.path(p)).unwrap_or_else(|e| panic!("{board}:{p}: {e}"));
+            (p.to_string(), m.ino(), m.mtime_nsec() + m.mtime() * 1_000_000_000)
+        })
+        .collect()
+}
+
+fn nodes_ready(env: &Env) -> usize {
+    for _ in 0..120 {
+        let out = env.lab.ssh("server1", "k3s kubectl get nodes -o json").unwrap();
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+            let ready = v["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|n| {
+                    n["status"]["conditions"].as_array().is_some_and(|c| {
+                        c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    })
+                })
+                .count();
+            if ready == 3 {
+                return ready;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    0
+}
+
+const SERVER_FILES: &[&str] = &[
+    "/usr/local/bin/k3s",
+    "/etc/systemd/system/k3s.service",
+    "/etc/systemd/system/k3s.service.env",
+    "/etc/rancher/k3s/config.yaml",
+    "/var/lib/rancher/k3s/server/manifests/hello.yaml",
+];
+const AGENT_FILES: &[&str] = &[
+    "/usr/local/bin/k3s",
+    "/etc/systemd/system/k3s-agent.service",
+    "/etc/systemd/system/k3s-agent.service.env",
+    "/etc/rancher/k3s/config.yaml",
+];
+
+#[test]
+fn fresh_cluster_converges_then_reapply_is_a_noop_and_a_reflashed_agent_rejoins() {
+    let mut env = start();
+
+    // Plan on fresh boards: changes pending, nothing written.
+    let out = env.rv(&["plan", "cluster.kdl", "--detailed-exitcode", "--skip-closure-check"]);
+    assert_eq!(out.status.code(), Some(3), "changes pending");
+    assert!(!env.lab.board("server1").unwrap().path("/usr/local/bin/k3s").exists(), "plan wrote nothing");
+
+    let out = env.rv(&["apply", "cluster.kdl", "--no-wait", "--skip-closure-check"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(nodes_ready(&env), 3, "both agents joined the server");
+
+    // What k3s reads is what k3s documents.
+    let server = env.lab.board("server1").unwrap();
+    let sip = server.address().to_string();
+    let config = std::fs::read_to_string(server.path("/etc/rancher/k3s/config.yaml")).unwrap();
+    assert_eq!(
+        config,
+        format!(
+            "\"node-name\": \"server1\"\n\"node-ip\": \"{sip}\"\n\"tls-san\":\n  - \"{sip}\"\n\"disable\":\n  - \"traefik\"\n  - \"metrics-server\"\n"
+        )
+    );
+    let agent = env.lab.board("agent1").unwrap();
+    let env_file = agent.path("/etc/systemd/system/k3s-agent.service.env");
+    let text = std::fs::read_to_string(&env_file).unwrap();
+    assert!(text.contains(&format!("K3S_URL=https://{sip}:6443\n")), "{text}");
+    let token = std::fs::read_to_string(server.path("/var/lib/rancher/k3s/server/token")).unwrap();
+    assert!(text.contains(&format!("K3S_TOKEN={}\n", token.trim())));
+    assert_eq!(std::fs::metadata(&env_file).unwrap().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::metadata(agent.path("/usr/local/bin/k3s")).unwrap().mode() & 0o777, 0o755);
+    assert_eq!(std::fs::read_link(agent.path("/usr/local/bin/kubectl")).unwrap(), Path::new("/usr/local/bin/k3s"));
+
+    // A second apply writes nothing and restarts nothing.
+    let before_s = stamps(&env.lab, "server1", SERVER_FILES);
+    let before_a = stamps(&env.lab, "agent1", AGENT_FILES);
+    let starts_s = server.service_starts("k3s.service").len();
+    let starts_a = agent.service_starts("k3s-agent.service").len();
+    assert!(starts_s >= 1 && starts_a >= 1);
+    let out = env.rv(&["apply", "cluster.kdl", "--no-wait", "--skip-closure-check"]);
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.matches("no changes").count(), 3, "{stdout}");
+    assert_eq!(stamps(&env.lab, "server1", SERVER_FILES), before_s, "server files untouched");
+    assert_eq!(stamps(&env.lab, "agent1", AGENT_FILES), before_a, "agent files untouched");
+    assert_eq!(env.lab.board("server1").unwrap().service_starts("k3s.service").len(), starts_s, "no restart");
+    assert_eq!(env.lab.board("agent1").unwrap().service_starts("k3s-agent.service").len(), starts_a, "no restart");
+    let out = env.rv(&["plan", "cluster.kdl", "--detailed-exitcode", "--skip-closure-check"]);
+    assert_eq!(out.status.code(), Some(0), "plan is empty after apply");
+
+    // Re-flash agent1: new host key, empty state. apply stops on the changed key.
+    env.lab.reflash("agent1").unwrap();
+    let out = env.rv(&["apply", "cluster.kdl", "--no-wait", "--skip-closure-check", "--on", "agent1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(all.contains("SHA256:"), "fingerprint shown: {all}");
+    assert!(all.contains("rvcluster trust agent1 --replace"), "the command that accepts it: {all}");
+    assert!(!env.lab.board("agent1").unwrap().path("/usr/local/bin/k3s").exists(), "nothing written");
+
+    let out = env.rv(&["trust", "agent1", "cluster.kdl", "--replace"]);
+    assert_eq!(out.status.code(), Some(0));
+    let out = env.rv(&["apply", "cluster.kdl", "--no-wait", "--skip-closure-check", "--on", "agent1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "agent journal:\n{}\nserver journal:\n{}",
+        env.lab.board("agent1").unwrap().journal("k3s-agent.service"),
+        env.lab.board("server1").unwrap().journal("k3s.service")
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("delete node agent1"), "old node forgotten on the server");
+    assert_eq!(nodes_ready(&env), 3, "the re-flashed agent rejoined");
+    let _ = &mut env;
+}
