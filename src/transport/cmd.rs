@@ -86,18 +86,20 @@ pub const SHA_MISMATCH_STATUS: i32 = 86;
 /// Prefix of the stderr line [`upload_stream`] prints on a mismatch, followed by the actual hash.
 pub const SHA_MISMATCH_MARK: &str = "rvcluster-sha-mismatch ";
 
-/// Receive stdin into a temp file beside `dest` (mode 0600 while in flight), verify its sha256,
-/// set mode/owner, then rename it over `dest` atomically. On any failure the temp file is
-/// removed and `dest` is untouched.
+/// Receive stdin into a temp file beside `dest` (mode 0600 while in flight) while hashing it
+/// in the same pass (`tee` into `sha256sum`, so hashing overlaps the transfer on a multi-core
+/// host), verify the sha256, set mode/owner, then rename it over `dest` atomically. A failing
+/// `tee` (disk full) leaves a `.err` marker and fails. On any failure the temp file is removed
+/// and `dest` is untouched.
 pub fn upload_stream(dest: &str, tmp: &str, sha256: &str, mode: u32, owner: Option<&str>) -> String {
     let mkdir = match parent_dir(dest) {
-        Some(p) => format!("mkdir -p {} && ", quote(p)),
+        Some(p) => format!("mkdir -p {} || exit 1; ", quote(p)),
         None => String::new(),
     };
     format!(
-        "umask 077; d={d}; t={t}; trap 'rm -f \"$t\"' EXIT; {mkdir}cat > \"$t\" || exit 1; \
-         h=$(sha256sum < \"$t\") || exit 1; h=${{h%% *}}; \
-         if [ \"$h\" != {sha} ]; then echo \"{mark}$h\" >&2; exit {status}; fi; \
+        "umask 077; d={d}; t={t}; trap 'rm -f \"$t\" \"$t.err\"' EXIT; {mkdir}\
+         h=$( {{ tee \"$t\" || : > \"$t.err\"; }} | sha256sum ) || exit 1; [ ! -e \"$t.err\" ] || exit 1; \
+         h=${{h%% *}}; if [ \"$h\" != {sha} ]; then echo \"{mark}$h\" >&2; exit {status}; fi; \
          {fix} && mv -f \"$t\" \"$d\" || exit 1; trap - EXIT",
         d = quote(dest),
         t = quote(tmp),
@@ -189,8 +191,9 @@ mod tests {
     fn upload_stream_string() {
         assert_eq!(
             upload_stream("/opt/x", "/opt/.x.rvcluster-tmp.1", "abc", 0o755, None),
-            "umask 077; d=/opt/x; t=/opt/.x.rvcluster-tmp.1; trap 'rm -f \"$t\"' EXIT; \
-             mkdir -p /opt && cat > \"$t\" || exit 1; h=$(sha256sum < \"$t\") || exit 1; h=${h%% *}; \
+            "umask 077; d=/opt/x; t=/opt/.x.rvcluster-tmp.1; trap 'rm -f \"$t\" \"$t.err\"' EXIT; \
+             mkdir -p /opt || exit 1; h=$( { tee \"$t\" || : > \"$t.err\"; } | sha256sum ) || exit 1; \
+             [ ! -e \"$t.err\" ] || exit 1; h=${h%% *}; \
              if [ \"$h\" != abc ]; then echo \"rvcluster-sha-mismatch $h\" >&2; exit 86; fi; \
              chmod 0755 \"$t\" && mv -f \"$t\" \"$d\" || exit 1; trap - EXIT"
         );
