@@ -1,6 +1,7 @@
 //! Driver for bench/ssh_*.sh (not part of the product).
 //!   ssh_bench facts  KNOWN_HOSTS KEY IP:PORT...        facts from every host in parallel
-//!   ssh_bench upload KNOWN_HOSTS KEY IP:PORT LOCAL DEST upload one file
+//!   ssh_bench upload KNOWN_HOSTS KEY IP:PORT LOCAL DEST [SHA256]
+//!       upload one file (with SHA256: as a pinned artifact, no local hashing pass)
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -47,7 +48,12 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            if let Err(e) = h.upload(std::path::Path::new(&args[4]), &RemoteFile::new(args[5].clone(), 0o755)) {
+            let (local, dest) = (std::path::Path::new(&args[4]), RemoteFile::new(args[5].clone(), 0o755));
+            let r = match args.get(6) {
+                Some(sha) => h.upload_pinned(local, sha, &dest),
+                None => h.upload(local, &dest),
+            };
+            if let Err(e) = r {
                 eprintln!("{e}");
                 return ExitCode::FAILURE;
             }

@@ -206,3 +206,34 @@ fn ssh_upload_into_unwritable_place_fails_cleanly() {
     assert!(matches!(err, TransportError::CommandFailed { .. }), "{err}");
     assert!(err.to_string().contains("uploading /proc/rvcluster-test-file"), "{err}");
 }
+
+#[test]
+fn ssh_upload_on_a_host_without_openssl_uses_sha256sum() {
+    // PATH holds every command of /usr/bin and /bin except openssl.
+    let bin = tempfile::tempdir().unwrap();
+    for dir in ["/usr/bin", "/bin"] {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name();
+            if name != "openssl" && !bin.path().join(&name).exists() {
+                std::os::unix::fs::symlink(e.path(), bin.path().join(&name)).unwrap();
+            }
+        }
+    }
+    let key = client_key("ed25519", None);
+    let sshd = Sshd::start(sshd::SshdOptions {
+        authorized_keys: vec![key.public.clone()],
+        extra_config: format!("SetEnv PATH={}\n", bin.path().display()),
+        ..Default::default()
+    });
+    let (mut h, _d) = connect(&sshd, &key);
+    assert!(!h.exec("command -v openssl", None, None).unwrap().success(), "openssl still on PATH");
+    let remote = tempfile::tempdir().unwrap();
+    let dest = RemoteFile::new(remote.path().join("f").display().to_string(), 0o644);
+    assert!(h.write(b"no openssl here\n", &dest).unwrap().changed());
+    assert!(!h.write(b"no openssl here\n", &dest).unwrap().changed());
+    let mut data: &[u8] = b"x";
+    let err = h.upload_verified(&mut data, &"0".repeat(64), &dest).unwrap_err();
+    assert!(matches!(err, TransportError::ShaMismatch { .. }), "{err}");
+    assert_eq!(std::fs::read(remote.path().join("f")).unwrap(), b"no openssl here\n");
+}
