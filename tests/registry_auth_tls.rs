@@ -21,7 +21,7 @@ fn one_item(work: &std::path::Path, repo: &str) -> (PushItem, String) {
 
 #[test]
 fn with_auth_anonymous_push_is_refused_and_credentials_work() {
-    let reg = TestRegistry::start(Opts { auth: true, tls: false });
+    let reg = TestRegistry::start(Opts { auth: true, ..Default::default() });
     let work = tempfile::tempdir().unwrap();
     let (it, digest) = one_item(work.path(), "riscv64/secret");
     let (tx, _rx) = mpsc::channel();
@@ -48,7 +48,7 @@ fn with_auth_anonymous_push_is_refused_and_credentials_work() {
 
 #[test]
 fn with_tls_the_ca_file_is_used_and_skopeo_verifies_with_it() {
-    let reg = TestRegistry::start(Opts { auth: true, tls: true });
+    let reg = TestRegistry::start(Opts { auth: true, tls: true, ..Default::default() });
     assert!(reg.endpoint().starts_with("https://"));
     let work = tempfile::tempdir().unwrap();
     let (it, digest) = one_item(work.path(), "riscv64/tls");
@@ -73,4 +73,31 @@ fn with_tls_the_ca_file_is_used_and_skopeo_verifies_with_it() {
     std::fs::write(&bogus, "not a pem\n").unwrap();
     let err = RegistryClient::new(&reg.endpoint(), ClientOptions { ca_file: Some(bogus), ..Default::default() }).unwrap_err();
     assert!(err.to_string().contains("holds no PEM certificate"), "{err}");
+}
+
+#[test]
+fn bearer_token_flow_against_a_token_auth_registry() {
+    let reg = TestRegistry::start(Opts { token: true, ..Default::default() });
+    let work = tempfile::tempdir().unwrap();
+    let (it, digest) = one_item(work.path(), "riscv64/token");
+    let other = load(&Source::OciArchive(work.path().join("img.tar")), &RemoteSources::default()).unwrap();
+    let it2 = PushItem { name: "second".into(), image: other, repository: "riscv64/token2".into(), tag: Some("1".into()), locked_manifest_digest: None };
+    let (tx, _rx) = mpsc::channel();
+
+    // Anonymous: the registry challenges with Bearer, the token server refuses without credentials.
+    let anon = RegistryClient::new(&reg.endpoint(), ClientOptions::default()).unwrap();
+    let err = push::plan_and_push(&anon, std::slice::from_ref(&it), &[], &tx).unwrap_err();
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
+    assert_eq!(reg.tokens_issued(), 0);
+
+    // With credentials: tokens per scope, the push and a cross-repository mount both work.
+    let client = RegistryClient::new(&reg.endpoint(), reg.client_options()).unwrap();
+    let items = [it, it2];
+    let (plan, report) = push::plan_and_push(&client, &items, &[], &tx).unwrap_or_else(|e| panic!("{e}\n{}", reg.log()));
+    assert!(reg.tokens_issued() >= 2, "a token per scope");
+    assert_eq!(report.images[0].manifest_digest, digest);
+    assert!(plan.images[1].blobs.iter().all(|b| matches!(b.action, push::BlobAction::Mount { .. })));
+    assert_eq!(report.images[1].mounted, 2);
+    let v = reg.skopeo_inspect("riscv64/token2", "1").unwrap();
+    assert_eq!(v["Digest"], digest.as_str());
 }

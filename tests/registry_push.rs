@@ -15,7 +15,7 @@ use rvcluster::registry::{ClientOptions, PushItem, RegistryClient, RegistryError
 use support::{Opts, TestRegistry};
 
 fn layers() -> Vec<Layer> {
-    vec![Layer::new("base", 300_000, 1), Layer::new("app", 70_000, 2)]
+    vec![Layer::new("base", 300_000, 1), Layer::gz("app", 70_000, 2)]
 }
 
 fn item(src: &Source, repo: &str, tag: &str) -> PushItem {

@@ -173,3 +173,67 @@ fn ssh_upload_missing_local_file_names_it() {
     let err = h.upload(Path::new("/nonexistent/k3s-riscv64"), &RemoteFile::new("/tmp/x", 0o755)).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/k3s-riscv64"), "{err}");
 }
+
+#[test]
+fn ssh_upload_pinned_verifies_on_the_host() {
+    let key = client_key("ed25519", None);
+    let sshd = Sshd::with_key(&key);
+    let (mut h, _d) = connect(&sshd, &key);
+    let src = tempfile::tempdir().unwrap();
+    let local = big_file(src.path(), 3 * MIB, 7);
+    let sha = sha_file(&local);
+    let remote = tempfile::tempdir().unwrap();
+    let dest = RemoteFile::new(remote.path().join("k3s").display().to_string(), 0o755);
+    // Upper-case digests from a lock file are accepted.
+    let o = h.upload_pinned(&local, &sha.to_uppercase(), &dest).unwrap();
+    assert_eq!(o, UploadOutcome::Uploaded { sha256: sha.clone(), bytes: 3 * MIB });
+    assert!(!h.upload_pinned(&local, &sha, &dest).unwrap().changed());
+    // The cache entry got corrupted: the host notices, the installed file stays.
+    let other = big_file(src.path(), MIB, 8);
+    let err = h.upload_pinned(&other, &sha.replace(&sha[..4], "ffff"), &dest).unwrap_err();
+    assert!(matches!(err, TransportError::ShaMismatch { .. }), "{err}");
+    assert_eq!(sha_file(&remote.path().join("k3s")), sha);
+    assert!(leftovers(remote.path()).is_empty());
+}
+
+#[test]
+fn ssh_upload_into_unwritable_place_fails_cleanly() {
+    let key = client_key("ed25519", None);
+    let sshd = Sshd::with_key(&key);
+    let (mut h, _d) = connect(&sshd, &key);
+    // /proc does not take new files: tee cannot create the temp file.
+    let err = h.write(b"x", &RemoteFile::new("/proc/rvcluster-test-file", 0o644)).unwrap_err();
+    assert!(matches!(err, TransportError::CommandFailed { .. }), "{err}");
+    assert!(err.to_string().contains("uploading /proc/rvcluster-test-file"), "{err}");
+}
+
+#[test]
+fn ssh_upload_on_a_host_without_openssl_uses_sha256sum() {
+    // PATH holds every command of /usr/bin and /bin except openssl.
+    let bin = tempfile::tempdir().unwrap();
+    for dir in ["/usr/bin", "/bin"] {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name();
+            if name != "openssl" && !bin.path().join(&name).exists() {
+                std::os::unix::fs::symlink(e.path(), bin.path().join(&name)).unwrap();
+            }
+        }
+    }
+    let key = client_key("ed25519", None);
+    let sshd = Sshd::start(sshd::SshdOptions {
+        authorized_keys: vec![key.public.clone()],
+        extra_config: format!("SetEnv PATH={}\n", bin.path().display()),
+        ..Default::default()
+    });
+    let (mut h, _d) = connect(&sshd, &key);
+    assert!(!h.exec("command -v openssl", None, None).unwrap().success(), "openssl still on PATH");
+    let remote = tempfile::tempdir().unwrap();
+    let dest = RemoteFile::new(remote.path().join("f").display().to_string(), 0o644);
+    assert!(h.write(b"no openssl here\n", &dest).unwrap().changed());
+    assert!(!h.write(b"no openssl here\n", &dest).unwrap().changed());
+    let mut data: &[u8] = b"x";
+    let err = h.upload_verified(&mut data, &"0".repeat(64), &dest).unwrap_err();
+    assert!(matches!(err, TransportError::ShaMismatch { .. }), "{err}");
+    assert_eq!(std::fs::read(remote.path().join("f")).unwrap(), b"no openssl here\n");
+}

@@ -130,14 +130,14 @@ pub fn plan(client: &RegistryClient, items: &[PushItem], known_repos: &[String])
     // digest -> repository that will have it once earlier images of this plan are pushed.
     let mut will_have: HashMap<String, String> = HashMap::new();
     for item in items {
-        if let Some(locked) = &item.locked_manifest_digest {
-            if *locked != item.image.manifest_digest {
-                return Err(RegistryError::LockMismatch {
-                    image: item.name.clone(),
-                    expected: locked.clone(),
-                    actual: item.image.manifest_digest.clone(),
-                });
-            }
+        if let Some(locked) = &item.locked_manifest_digest
+            && *locked != item.image.manifest_digest
+        {
+            return Err(RegistryError::LockMismatch {
+                image: item.name.clone(),
+                expected: locked.clone(),
+                actual: item.image.manifest_digest.clone(),
+            });
         }
         let mut blobs = Vec::new();
         for d in item.image.blobs() {

@@ -83,10 +83,10 @@ fn is_loopback_host(host: &str) -> bool {
 
 /// Splits `host:port` / `[v6]:port` into (host, port).
 fn host_port(hp: &str) -> (&str, Option<&str>) {
-    if let Some(rest) = hp.strip_prefix('[') {
-        if let Some((h, p)) = rest.split_once(']') {
-            return (h, p.strip_prefix(':'));
-        }
+    if let Some(rest) = hp.strip_prefix('[')
+        && let Some((h, p)) = rest.split_once(']')
+    {
+        return (h, p.strip_prefix(':'));
     }
     match hp.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') => (h, Some(p)),

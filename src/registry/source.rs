@@ -69,7 +69,7 @@ enum Store {
     Dir(PathBuf),
     /// digest -> (offset, size) of the member inside the tar file.
     Tar { path: PathBuf, members: HashMap<String, (u64, u64)> },
-    Remote { client: RegistryClient, repo: String },
+    Remote { client: Box<RegistryClient>, repo: String },
 }
 
 /// The linux/riscv64 image of a source, ready to push.
@@ -481,11 +481,11 @@ fn from_registry(source: String, r: &ImageRef, remote: &RemoteSources) -> Result
                 .get_manifest(&r.repository, &d.digest)?
                 .ok_or_else(|| bad(&source, format!("index entry {} is missing", d.digest)))?;
             let platforms = oci::platforms_of(&idx);
-            let store = Store::Remote { client, repo: store_repo };
+            let store = Store::Remote { client: Box::new(client), repo: store_repo };
             finish(source, store, Some(top.digest), m.bytes, Some(&m.media_type), platforms)
         }
         Kind::Manifest => {
-            let store = Store::Remote { client, repo: store_repo };
+            let store = Store::Remote { client: Box::new(client), repo: store_repo };
             finish(source, store, None, top.bytes, Some(&top.media_type), vec![])
         }
     }

@@ -85,13 +85,15 @@ pub fn script(q: &FactsQuery) -> String {
     s.push_str("echo '@@rv os-release'; cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release 2>/dev/null; echo\n");
     s.push_str("echo '@@rv end-os-release'\n");
     if !q.paths.is_empty() {
+        s.push_str(super::cmd::SHA_FN);
+        s.push('\n');
         s.push_str(concat!(
             "f() {\n",
             "  if [ -L \"$2\" ]; then m=$(stat -c '%a %U %G' \"$2\") || m='- - -'; ",
             "l=$(printf '%s' \"$(readlink \"$2\")\" | od -An -v -tx1 | tr -d ' \\n'); ",
             "echo \"@@rv file $1 link $m - ${l:--}\"\n",
             "  elif [ -f \"$2\" ]; then m=$(stat -c '%a %U %G' \"$2\") || m='- - -'; ",
-            "h=$(sha256sum < \"$2\" 2>/dev/null) || h=''; h=${h%% *}; ",
+            "h=$(rv_sha < \"$2\" 2>/dev/null) || h=''; h=${h%% *}; ",
             "echo \"@@rv file $1 regular $m ${h:--} -\"\n",
             "  elif [ -d \"$2\" ]; then m=$(stat -c '%a %U %G' \"$2\") || m='- - -'; echo \"@@rv file $1 dir $m - -\"\n",
             "  elif [ -e \"$2\" ]; then m=$(stat -c '%a %U %G' \"$2\") || m='- - -'; echo \"@@rv file $1 other $m - -\"\n",

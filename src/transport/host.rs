@@ -163,6 +163,15 @@ pub trait Host: Send {
         self.upload_verified(&mut file, &sha, dest)
     }
 
+    /// Upload a local file whose sha256 the caller already knows (a pinned, content-addressed
+    /// artifact): no local hashing pass; the host verifies the bytes it received against
+    /// `sha256`, so a corrupted cache entry fails with [`TransportError::ShaMismatch`].
+    fn upload_pinned(&mut self, local: &Path, sha256: &str, dest: &RemoteFile) -> Result<UploadOutcome> {
+        let mut file = std::fs::File::open(local)
+            .map_err(|e| TransportError::io(format!("reading {}", local.display()), e))?;
+        self.upload_verified(&mut file, &sha256.to_ascii_lowercase(), dest)
+    }
+
     /// Write bytes (a rendered file) with the same atomic rules as [`Host::upload`].
     fn write(&mut self, bytes: &[u8], dest: &RemoteFile) -> Result<UploadOutcome> {
         let sha = hex::encode(Sha256::digest(bytes));

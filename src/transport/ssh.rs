@@ -450,6 +450,17 @@ impl Host for SshHost {
         ch.exec(command).map_err(|e| self.session_err("starting a command", e))?;
         self.session.set_blocking(false);
         let result = pump_channel(&self.session, self.fd, &mut ch, stdin, timeout, start);
+        if matches!(result, Err(PumpError::Timeout)) {
+            // Ask the host to close the channel and forget it without waiting for the answer.
+            let _ = ch.close();
+            drop(ch);
+            self.session.set_blocking(true);
+            return Err(TransportError::Timeout {
+                host: self.name.clone(),
+                what: "command".into(),
+                after: timeout.unwrap_or_default(),
+            });
+        }
         self.session.set_blocking(true);
         match result {
             Ok((stdout, stderr)) => {
@@ -462,15 +473,7 @@ impl Host for SshHost {
                 };
                 Ok(ExecOutput { status, stdout, stderr })
             }
-            Err(PumpError::Timeout) => {
-                self.session.set_timeout(2000);
-                let _ = ch.close();
-                Err(TransportError::Timeout {
-                    host: self.name.clone(),
-                    what: "command".into(),
-                    after: timeout.unwrap_or_default(),
-                })
-            }
+            Err(PumpError::Timeout) => unreachable!("handled above"),
             Err(PumpError::Stdin(e)) => Err(TransportError::io(format!("{}: reading the data to send", self.name), e)),
             Err(PumpError::Ssh(e)) => Err(self.session_err("running a command", e)),
         }

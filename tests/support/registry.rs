@@ -30,8 +30,12 @@ pub fn unique_ip() -> String {
 
 #[derive(Debug, Clone, Default)]
 pub struct Opts {
+    /// htpasswd (bcrypt) basic auth.
     pub auth: bool,
     pub tls: bool,
+    /// Token auth instead: the registry answers `WWW-Authenticate: Bearer` and trusts JWTs (RS256,
+    /// x5c) from a small token server of this fixture that checks the same basic credentials.
+    pub token: bool,
 }
 
 pub struct TestRegistry {
@@ -45,6 +49,7 @@ pub struct TestRegistry {
     pub ca: Option<PathBuf>,
     pub cert_dir: Option<PathBuf>,
     child: Child,
+    token_server: Option<TokenServer>,
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -108,6 +113,19 @@ impl TestRegistry {
             cfg.push_str(&format!("auth:\n  htpasswd:\n    realm: rvcluster-test\n    path: {}\n", hp.display()));
             creds = Some((u, p));
         }
+        let mut token_server = None;
+        if opts.token {
+            assert!(!opts.auth, "token and htpasswd auth are exclusive");
+            let (u, p) = ("rvc".to_string(), format!("tok-{}-{}", std::process::id(), COUNTER.load(Ordering::SeqCst)));
+            let ts = TokenServer::start(dir.path(), u.clone(), p.clone());
+            cfg.push_str(&format!(
+                "auth:\n  token:\n    realm: {}\n    service: rvcluster-test\n    issuer: rvcluster-test-issuer\n    rootcertbundle: {}\n",
+                ts.realm(),
+                ts.cert.display()
+            ));
+            creds = Some((u, p));
+            token_server = Some(ts);
+        }
         let cfg_path = dir.path().join("config.yml");
         std::fs::write(&cfg_path, cfg).unwrap();
         let child = Command::new("/usr/bin/docker-registry")
@@ -117,7 +135,7 @@ impl TestRegistry {
             .stderr(std::fs::File::create(dir.path().join("registry.log")).unwrap())
             .spawn()
             .expect("start /usr/bin/docker-registry");
-        let mut r = TestRegistry { ip, port, dir, tls: opts.tls, creds, ca, cert_dir, child };
+        let mut r = TestRegistry { ip, port, dir, tls: opts.tls, creds, ca, cert_dir, child, token_server };
         // Wait until it listens (or dies: then show its log).
         loop {
             if let Some(st) = r.child.try_wait().unwrap() {
@@ -229,6 +247,140 @@ impl Drop for TestRegistry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A minimal token server (Docker token auth): GET /token?service=..&scope=.. with the right basic
+/// credentials returns a JWT granting exactly the requested scopes, signed RS256 by a key whose
+/// self-signed certificate is the registry's rootcertbundle (and sent in the x5c header).
+pub struct TokenServer {
+    pub ip: String,
+    pub port: u16,
+    pub cert: PathBuf,
+    pub issued: Arc<AtomicU32>,
+    stop: Arc<AtomicBool>,
+}
+
+fn b64url(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+fn pct_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl TokenServer {
+    fn start(dir: &Path, user: String, password: String) -> TokenServer {
+        use base64::Engine as _;
+        let key = dir.join("token.key");
+        let cert = dir.join("token.crt");
+        run(Command::new("openssl").args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", "/CN=rvcluster token issuer"]).arg("-keyout").arg(&key).arg("-out").arg(&cert));
+        let der = Command::new("openssl").args(["x509", "-outform", "DER"]).arg("-in").arg(&cert).output().unwrap().stdout;
+        let x5c = base64::engine::general_purpose::STANDARD.encode(der);
+        let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")));
+        let ip = unique_ip();
+        let listener = TcpListener::bind((ip.as_str(), 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let issued = Arc::new(AtomicU32::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (issued2, stop2) = (issued.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut c) = conn else { continue };
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&req).into_owned();
+                let target = text.split_whitespace().nth(1).unwrap_or("").to_string();
+                let authorized = text.lines().any(|l| {
+                    l.split_once(':').is_some_and(|(k, v)| k.eq_ignore_ascii_case("authorization") && v.trim() == expected)
+                });
+                let response = if !authorized {
+                    "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+                } else {
+                    let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
+                    let mut access = Vec::new();
+                    for kv in query.split('&') {
+                        if let Some(v) = kv.strip_prefix("scope=") {
+                            let v = pct_decode(v);
+                            let mut parts = v.splitn(3, ':').collect::<Vec<_>>();
+                            if parts.len() == 3 {
+                                let actions = parts.pop().unwrap();
+                                let name = parts.pop().unwrap();
+                                let typ = parts.pop().unwrap();
+                                let acts: Vec<String> = actions.split(',').map(|a| format!("\"{a}\"")).collect();
+                                access.push(format!(r#"{{"type":"{typ}","name":"{name}","actions":[{}]}}"#, acts.join(",")));
+                            }
+                        }
+                    }
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+                    let n = issued2.fetch_add(1, Ordering::SeqCst);
+                    let header = format!(r#"{{"alg":"RS256","typ":"JWT","x5c":["{x5c}"]}}"#);
+                    let claims = format!(
+                        r#"{{"iss":"rvcluster-test-issuer","sub":"{user}","aud":"rvcluster-test","exp":{},"nbf":{},"iat":{},"jti":"t{n}","access":[{}]}}"#,
+                        now + 3600,
+                        now - 60,
+                        now - 60,
+                        access.join(",")
+                    );
+                    let signing_input = format!("{}.{}", b64url(header.as_bytes()), b64url(claims.as_bytes()));
+                    let mut sign = Command::new("openssl")
+                        .args(["dgst", "-sha256", "-sign"])
+                        .arg(&key)
+                        .stdin(Stdio::piped())
+                        .stdout(Stdio::piped())
+                        .spawn()
+                        .unwrap();
+                    sign.stdin.take().unwrap().write_all(signing_input.as_bytes()).unwrap();
+                    let sig = sign.wait_with_output().unwrap().stdout;
+                    let body = format!(r#"{{"token":"{signing_input}.{}"}}"#, b64url(&sig));
+                    format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                };
+                let _ = c.write_all(response.as_bytes());
+            }
+        });
+        TokenServer { ip, port, cert, issued, stop }
+    }
+
+    pub fn realm(&self) -> String {
+        format!("http://{}:{}/token", self.ip, self.port)
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect((self.ip.as_str(), self.port));
+    }
+}
+
+impl TestRegistry {
+    /// Tokens issued so far by the token server (token auth only).
+    pub fn tokens_issued(&self) -> u32 {
+        self.token_server.as_ref().map(|t| t.issued.load(Ordering::SeqCst)).unwrap_or(0)
     }
 }
 

@@ -46,7 +46,7 @@ fn pause_missing_keeps_every_pod_in_container_creating_with_failed_create_pod_sa
 }
 
 #[test]
-fn default_cluster_with_a_ported_pause_reproduces_the_blog_and_registries_changes_need_a_restart() {
+fn blog_fixture_shapes_match_live_output_and_registries_changes_need_a_restart() {
     let up = Registry::start();
     let mirror = Registry::start();
     k3s_sim::upstream::seed(&up.url()).unwrap();
@@ -99,6 +99,13 @@ fn default_cluster_with_a_ported_pause_reproduces_the_blog_and_registries_change
     assert_eq!(node["status"]["nodeInfo"]["architecture"], "riscv64");
     assert_eq!(node["status"]["nodeInfo"]["osImage"], "openEuler 24.03 (LTS)");
     assert!(node["status"]["conditions"].as_array().unwrap().iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+    // same JSON shape as the committed real-shaped samples (fixtures/kubectl/blog-*.json)
+    let fixture = |f: &str| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(format!("{}/../../fixtures/kubectl/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap()).unwrap() };
+    let pods_live = srv.json(&["get", "pods", "-A"]);
+    let fixture_pods = fixture("blog-pods.json");
+    let missing: Vec<String> = key_paths(&fixture_pods).difference(&key_paths(&pods_live)).cloned().collect();
+    assert!(missing.is_empty(), "live pod JSON lacks fixture fields: {missing:?}");
+    assert_eq!(key_paths(&fixture("blog-nodes.json")), key_paths(&nodes));
     let (code, table, _) = srv.kubectl(&["get", "pods", "-A", "-o", "wide"]);
     assert_eq!(code, 0);
     assert!(table.lines().next().unwrap().starts_with("NAMESPACE"), "{table}");
@@ -151,4 +158,32 @@ fn version_and_argv0_dispatch() {
     let o = std::process::Command::new(&stamped).arg("--version").env("RVLAB_SIM_TEST_ROOT", &dir).output().unwrap();
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("k3s version v1.35.0+k3s1 "));
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// All key paths of a JSON value, array indices collapsed (`items[].status.phase`).
+fn key_paths(v: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    fn walk(v: &serde_json::Value, prefix: String, out: &mut std::collections::BTreeSet<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    // label/annotation keys are data, not shape
+                    if prefix.ends_with("labels") || prefix.ends_with("annotations") {
+                        continue;
+                    }
+                    let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    out.insert(p.clone());
+                    walk(x, p, out);
+                }
+            }
+            serde_json::Value::Array(a) => {
+                for x in a {
+                    walk(x, format!("{prefix}[]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    walk(v, String::new(), &mut out);
+    out
 }

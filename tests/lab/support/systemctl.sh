@@ -237,6 +237,19 @@ pipe_log() {
 
 alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
 
+# Atomic status update (readers never see a half-written file).
+set_status() {
+    printf '%s\n' "$2" >"$ST/$1.status.$$" && mv -f "$ST/$1.status.$$" "$ST/$1.status"
+}
+
+# Alive and not a zombie (a child that exited but was not waited for yet).
+running() {
+    local s
+    s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    s=${s##*) }
+    [ "${s%% *}" != Z ]
+}
+
 unit_state() { # prints active|activating|deactivating|auto-restart|failed|inactive
     local u=$1 sup st
     sup=$(cat "$ST/$u.sup" 2>/dev/null)
@@ -276,14 +289,14 @@ supervise() {
     parse_def "$ST/loaded/$UNIT"
     local name=${UNIT%.service}
     while :; do
-        echo activating >"$ST/$UNIT.status"
+        set_status "$UNIT" activating
         jlog 'systemd[1]' "Starting $UNIT${DESC:+ - $DESC}..."
         ENV_ERROR=''
         if ! build_env; then
             jlog 'systemd[1]' "$UNIT: $ENV_ERROR"
             jlog 'systemd[1]' "$UNIT: Failed with result 'resources'."
             jlog 'systemd[1]' "Failed to start $UNIT${DESC:+ - $DESC}."
-            echo "failed resources" >"$ST/$UNIT.status"
+            set_status "$UNIT" "failed resources"
             exit 0
         fi
         env_args
@@ -302,17 +315,32 @@ supervise() {
                     jlog 'systemd[1]' "$UNIT: Control process exited, code=exited, status=$rc/FAILURE"
                     jlog 'systemd[1]' "$UNIT: Failed with result 'exit-code'."
                     jlog 'systemd[1]' "Failed to start $UNIT${DESC:+ - $DESC}."
-                    echo "failed exit-code" >"$ST/$UNIT.status"
+                    set_status "$UNIT" "failed exit-code"
                     exit 0
                 fi
             fi
         done
         if ((${#EXEC_START[@]} == 0)); then
             jlog 'systemd[1]' "$UNIT: Service has no ExecStart= setting. Refusing."
-            echo "failed bad-setting" >"$ST/$UNIT.status"
+            set_status "$UNIT" "failed bad-setting"
             exit 0
         fi
         command_argv "${EXEC_START[0]}"
+        local notify_pid=''
+        if [ "$TYPE" = notify ]; then
+            # sd_notify: the service sends READY=1 to $NOTIFY_SOCKET; start waits for it.
+            rm -f "$ST/$UNIT.notify"
+            : >"$ST/$UNIT.notified"
+            socat -u "UNIX-RECV:$ST/$UNIT.notify" "OPEN:$ST/$UNIT.notified,append" </dev/null >/dev/null 2>&1 &
+            notify_pid=$!
+            while [ ! -S "$ST/$UNIT.notify" ] && alive "$notify_pid"; do sleep 0.01; done
+            if [ -S "$ST/$UNIT.notify" ]; then
+                ENVARGS+=("NOTIFY_SOCKET=$ST/$UNIT.notify")
+            else
+                jlog 'rvlab[1]' "socat is missing (apt-get install socat): $UNIT started as Type=simple"
+                notify_pid=''
+            fi
+        fi
         (
             printf '%s\n' "$BASHPID"
             exec env -i "${ENVARGS[@]}" "${CMD_ARGV[@]}"
@@ -326,21 +354,28 @@ supervise() {
             rm -f "$ST/$UNIT.main"
             if ((rc != 0)); then
                 jlog 'systemd[1]' "$UNIT: Main process exited, code=exited, status=$rc/FAILURE"
-                echo "failed exit-code" >"$ST/$UNIT.status"
+                set_status "$UNIT" "failed exit-code"
             elif [ "$REMAIN" = yes ]; then
                 jlog 'systemd[1]' "Finished $UNIT${DESC:+ - $DESC}."
-                echo "active exited" >"$ST/$UNIT.status"
+                set_status "$UNIT" "active exited"
                 # keep the supervisor alive so that the unit stays active
                 while [ ! -e "$ST/$UNIT.stopping" ]; do sleep 0.2; done
-                echo inactive >"$ST/$UNIT.status"
+                set_status "$UNIT" inactive
             else
                 jlog 'systemd[1]' "Finished $UNIT${DESC:+ - $DESC}."
-                echo inactive >"$ST/$UNIT.status"
+                set_status "$UNIT" inactive
             fi
             exit 0
         fi
-        echo "active $main" >"$ST/$UNIT.status"
-        jlog 'systemd[1]' "Started $UNIT${DESC:+ - $DESC}."
+        if [ -n "$notify_pid" ]; then
+            while running "$main" && ! grep -q 'READY=1' "$ST/$UNIT.notified"; do sleep 0.02; done
+            kill "$notify_pid" 2>/dev/null
+            wait "$notify_pid" 2>/dev/null
+        fi
+        if running "$main"; then
+            set_status "$UNIT" "active $main"
+            jlog 'systemd[1]' "Started $UNIT${DESC:+ - $DESC}."
+        fi
         wait "$main"
         rc=$?
         rm -f "$ST/$UNIT.main"
@@ -358,10 +393,10 @@ supervise() {
         on-failure | on-abnormal) ((rc != 0)) && again=1 ;;
         esac
         if ((!again)); then
-            if ((rc == 0)); then echo inactive >"$ST/$UNIT.status"; else echo "failed exit-code" >"$ST/$UNIT.status"; fi
+            if ((rc == 0)); then set_status "$UNIT" inactive; else set_status "$UNIT" "failed exit-code"; fi
             exit 0
         fi
-        echo "auto-restart" >"$ST/$UNIT.status"
+        set_status "$UNIT" "auto-restart"
         sleep "$(seconds "$RESTART_SEC")"
         [ -e "$ST/$UNIT.stopping" ] && exit 0
         local count
@@ -382,11 +417,11 @@ start_unit() { # unit kind
     st=$(unit_state "$u")
     case $st in active | activating | auto-restart) return 0 ;; esac
     rm -f "$ST/$u.stopping" "$ST/$u.sup"
-    echo activating >"$ST/$u.status"
+    set_status "$u" activating
     setsid -f /bin/bash "$SELF" __supervise "$u" "$kind" </dev/null >/dev/null 2>&1 9>&-
     while :; do
         st=$(cat "$ST/$u.status" 2>/dev/null)
-        case $st in activating) ;; *) break ;; esac
+        case $st in activating | '') ;; *) break ;; esac
         sup=$(cat "$ST/$u.sup" 2>/dev/null)
         if [ -n "$sup" ] && ! alive "$sup"; then break; fi
         sleep 0.02
@@ -404,14 +439,14 @@ stop_unit() { # unit
     UNIT=$u
     sup=$(cat "$ST/$u.sup" 2>/dev/null)
     if ! alive "$sup"; then
-        [ "$(unit_state "$u")" = failed ] || echo inactive >"$ST/$u.status"
+        [ "$(unit_state "$u")" = failed ] || set_status "$u" inactive
         return 0
     fi
     parse_def "$ST/loaded/$u"
     touch "$ST/$u.stopping"
     main=$(cat "$ST/$u.main" 2>/dev/null)
     jlog 'systemd[1]' "Stopping $u${DESC:+ - $DESC}..."
-    echo deactivating >"$ST/$u.status"
+    set_status "$u" deactivating
     if alive "$main"; then
         kill -TERM "$main" 2>/dev/null
         for ((i = 0; i < 4500; i++)); do alive "$main" || break; sleep 0.02; done
@@ -424,7 +459,7 @@ stop_unit() { # unit
     fi
     for ((i = 0; i < 100; i++)); do alive "$sup" || break; sleep 0.02; done
     rm -f "$ST/$u.stopping" "$ST/$u.main" "$ST/$u.sup"
-    echo inactive >"$ST/$u.status"
+    set_status "$u" inactive
     jlog 'systemd[1]' "$u: Deactivated successfully."
     jlog 'systemd[1]' "Stopped $u${DESC:+ - $DESC}."
 }
@@ -614,7 +649,7 @@ systemctl_main() {
     case $verb in
     daemon-reload) daemon_reload ;;
     daemon-reexec | reset-failed)
-        for u in "${units[@]}"; do [ "$(unit_state "$u")" = failed ] && echo inactive >"$ST/$u.status"; done
+        for u in "${units[@]}"; do [ "$(unit_state "$u")" = failed ] && set_status "$u" inactive; done
         ;;
     start) for u in "${units[@]}"; do start_unit "$u" start || rc=$?; done ;;
     stop)

@@ -165,3 +165,23 @@ fn restart_always_brings_a_crashed_service_back() {
     assert_eq!(lab.b("s1").service_starts("crashy").len(), after);
     assert_eq!(ssh(&lab, "s1", "systemctl is-active crashy").1, "inactive\n");
 }
+
+#[test]
+fn type_notify_start_waits_for_ready() {
+    let lab = Lab::builder().board("s1", Role::Server).start().unwrap();
+    write_unit(
+        &lab,
+        "s1",
+        "ready.service",
+        "[Service]\nType=notify\nExecStart=/bin/sh -c 'sleep 0.4; echo ok > /run/ready-marker; echo READY=1 | socat -u - UNIX-SENDTO:$NOTIFY_SOCKET; exec sleep 100000'\n",
+    );
+    let t = std::time::Instant::now();
+    ssh_ok(&lab, "s1", "systemctl start ready && cat /run/ready-marker && systemctl is-active ready");
+    assert!(t.elapsed() >= std::time::Duration::from_millis(400));
+    assert!(lab.b("s1").path("/run/ready-marker").exists());
+
+    write_unit(&lab, "s1", "never.service", "[Service]\nType=notify\nExecStart=/bin/sh -c 'exit 4'\n");
+    let (code, _, err) = ssh(&lab, "s1", "systemctl start never");
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(ssh(&lab, "s1", "systemctl is-active never").1, "failed\n");
+}

@@ -48,7 +48,17 @@ pub fn run(args: &[String]) -> i32 {
             return 1;
         }
     };
-    let token = match c.cfg.get("token").or_else(|| c.cfg.get("token-file").and_then(|f| std::fs::read_to_string(c.paths.user_path(&f)).ok())) {
+    let from_file = match c.cfg.get("token-file") {
+        Some(f) => match std::fs::read_to_string(c.paths.user_path(&f)) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                log("fatal", &format!("Error: failed to read token file {f}: {e}"));
+                return 1;
+            }
+        },
+        None => None,
+    };
+    let token = match c.cfg.get("token").or(from_file) {
         Some(t) if !t.trim().is_empty() => t,
         _ => {
             log("fatal", "Error: --token is required (K3S_TOKEN or K3S_TOKEN_FILE)");

@@ -459,6 +459,21 @@ fn get(a: &Args, snap: &Snapshot) -> Out {
             other => return err(format!("error: getting {other} is not simulated by rvlab (nodes, pods, events, secrets, namespaces)")),
         }
         if found_any && output != "json" && output != "yaml" && output != "name" {
+            if multi {
+                let col = rows[0].iter().position(|h| h == "NAME");
+                let prefix = match kind {
+                    "nodes" => "node/",
+                    "pods" => "pod/",
+                    "events" => "event/",
+                    "secrets" => "secret/",
+                    _ => "namespace/",
+                };
+                for r in rows.iter_mut().skip(1) {
+                    if let Some(c) = col {
+                        r[c] = format!("{prefix}{}", r[c]);
+                    }
+                }
+            }
             if multi && !text.is_empty() {
                 text.push('\n');
             }

@@ -64,6 +64,7 @@ pub fn preflight(need_registry: bool) -> Vec<LabError> {
         ("/usr/bin/unshare", "apt-get install util-linux"),
         ("/usr/bin/nsenter", "apt-get install util-linux"),
         ("/usr/bin/flock", "apt-get install util-linux"),
+        ("/usr/bin/socat", "apt-get install socat"),
     ];
     for (p, fix) in tools {
         if !Path::new(p).exists() {

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Facts (one round trip each) from 8 real sshd instances in parallel, against the floor of
+# 8 parallel `ssh -o BatchMode=yes host true` (OpenSSH) to the same instances in the same run.
+# Target: ratio <= 2x.   Usage: bench/ssh_facts.sh [RUNS]
+source "$(dirname "$0")/ssh_lib.sh"
+RUNS=${1:-20}
+for i in $(seq 0 7); do start_sshd "$i"; done
+build_driver
+
+peer="$WORK/peer.sh"
+{
+    echo '#!/bin/sh'
+    for hp in "${HOSTS[@]}"; do
+        printf 'ssh %s -p %s root@%s true &\n' "${SSH_OPTS[*]}" "${hp##*:}" "${hp%:*}"
+    done
+    echo 'wait'
+} > "$peer"
+chmod +x "$peer"
+# Both must work before they are timed.
+"$peer"
+"$DRIVER" facts "$WORK/known_hosts" "$WORK/id_ed25519" "${HOSTS[@]}"
+
+hyperfine --style basic --warmup 3 --runs "$RUNS" --export-json "$WORK/facts.json" \
+    -n "openssh-8x-true" "$peer" \
+    -n "rvcluster-8x-facts" "$DRIVER facts $WORK/known_hosts $WORK/id_ed25519 ${HOSTS[*]}" >&2
+ratio "$WORK/facts.json" rvcluster-8x-facts openssh-8x-true
