@@ -125,8 +125,45 @@ fn basic_auth_from_configs() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+fn port_nginx(mirror: &Registry) {
+    // push over TLS is not needed: copy a plain registry's storage into the TLS one
+    let plain = Registry::start();
+    upstream::push(&plain.url(), "library/nginx", &upstream::build(&riscv_copy("library/nginx", "latest"))).unwrap();
+    plain_copy(&plain, mirror);
+}
+
 fn plain_copy(from: &Registry, to: &Registry) {
     let _ = std::fs::remove_dir_all(to.dir.join("data"));
     let st = std::process::Command::new("cp").arg("-a").arg(from.dir.join("data")).arg(&to.dir).status().unwrap();
     assert!(st.success());
+}
+
+#[test]
+fn https_mirror_is_verified_with_ca_file_from_configs() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let dir = temp_dir("tls");
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let ip = unique_ip();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec![ip.clone()]).unwrap().signed_by(&leaf_key, &issuer).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(dir.join("server.pem"), leaf.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), leaf_key.serialize_pem()).unwrap();
+    let up = Registry::start();
+    let mirror = Registry::start_full(ip, None, Some((&dir.join("server.pem"), &dir.join("server.key"))));
+    let base = format!("mirrors:\n  docker.io:\n    endpoint: [\"https://{}\"]\n", mirror.authority());
+    let e = puller(&base, &up).pull(&ImageRef::parse("nginx").unwrap()).unwrap_err();
+    assert!(e.message.contains(&format!("https://{}/v2", mirror.authority())), "unverified TLS fails at the mirror: {}", e.message);
+    let with_ca = format!("{base}configs:\n  \"{}\":\n    tls:\n      ca_file: {}\n", mirror.authority(), dir.join("ca.pem").display());
+    let e = puller(&with_ca, &up).pull(&ImageRef::parse("nginx").unwrap()).unwrap_err();
+    // verified TLS reaches the (empty) mirror: 404 there and at the (empty) upstream
+    assert!(e.message.ends_with("docker.io/library/nginx:latest: not found"), "{}", e.message);
+    port_nginx(&mirror);
+    let ok = puller(&with_ca, &up).pull(&ImageRef::parse("nginx").unwrap()).unwrap();
+    assert_eq!(ok.endpoint, format!("https://{}/v2", mirror.authority()));
+    let _ = std::fs::remove_dir_all(dir);
 }

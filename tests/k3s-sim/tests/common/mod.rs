@@ -51,15 +51,22 @@ impl Registry {
     }
     /// `htpasswd`: path of an htpasswd file to require basic auth.
     pub fn start_with(htpasswd: Option<&Path>) -> Registry {
-        let ip = unique_ip();
+        Self::start_full(unique_ip(), htpasswd, None)
+    }
+    /// `tls`: (certificate, key) PEM files to serve HTTPS.
+    pub fn start_full(ip: String, htpasswd: Option<&Path>, tls: Option<(&Path, &Path)>) -> Registry {
         let port = 5000;
         let dir = temp_dir("registry");
         let auth = match htpasswd {
             Some(p) => format!("auth:\n  htpasswd:\n    realm: rvlab\n    path: {}\n", p.display()),
             None => String::new(),
         };
+        let tls = match tls {
+            Some((c, k)) => format!("  tls:\n    certificate: {}\n    key: {}\n", c.display(), k.display()),
+            None => String::new(),
+        };
         let cfg = format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {ip}:{port}\n{auth}",
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {ip}:{port}\n{tls}{auth}",
             dir.join("data").display()
         );
         std::fs::write(dir.join("config.yml"), cfg).unwrap();
