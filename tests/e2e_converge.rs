@@ -192,6 +192,25 @@ fn fresh_cluster_converges_then_reapply_is_a_noop_and_a_reflashed_agent_rejoins(
     let out = env.rv(&["plan", "cluster.kdl", "--detailed-exitcode", "--skip-closure-check"]);
     assert_eq!(out.status.code(), Some(0), "plan is empty after apply");
 
+    // cluster.lock pins the k3s binary: a different binary is refused by --locked, nothing touched.
+    let lock = std::fs::read_to_string(env.dir.path().join("cluster.lock")).unwrap();
+    let k3s = k3s_binary();
+    assert!(lock.contains(&format!("sha256=\"{}\"", sha256(&k3s))), "{lock}");
+    let other = env.dir.path().join("k3s-other");
+    let mut bytes = std::fs::read(&k3s).unwrap();
+    bytes.extend_from_slice(b"\n");
+    std::fs::write(&other, &bytes).unwrap();
+    let kdl = std::fs::read_to_string(env.dir.path().join("cluster.kdl")).unwrap();
+    let changed = kdl
+        .replace(&k3s.display().to_string(), &other.display().to_string())
+        .replace(&sha256(&k3s), &sha256(&other));
+    std::fs::write(env.dir.path().join("cluster.kdl"), &changed).unwrap();
+    let out = env.rv(&["apply", "cluster.kdl", "--locked", "--no-wait", "--skip-closure-check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("k3s: locked v1.34.3+k3s1"), "names what moved");
+    assert_eq!(stamps(&env.lab, "server1", SERVER_FILES), before_s, "--locked refused before touching anything");
+    std::fs::write(env.dir.path().join("cluster.kdl"), &kdl).unwrap();
+
     // Re-flash agent1: new host key, empty state. apply stops on the changed key.
     env.lab.reflash("agent1").unwrap();
     let out = env.rv(&["apply", "cluster.kdl", "--no-wait", "--skip-closure-check", "--on", "agent1"]);

@@ -55,6 +55,9 @@ pub struct ApplyArgs {
     /// How long to wait for every pod to be Ready, in seconds.
     #[arg(long, default_value_t = 600, value_name = "SECONDS")]
     pub timeout: u64,
+    /// Refuse to run when the k3s binary or an image resolves differently from cluster.lock.
+    #[arg(long)]
+    pub locked: bool,
     /// Apply even when the closure check finds images no node can pull (to see what kubectl says).
     #[arg(long)]
     pub skip_closure_check: bool,
@@ -181,6 +184,39 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
         Err(code) => return code,
     };
     let opts = Options { wet: true, accept_new: a.accept_new, parallel: a.parallel };
+    // What cluster.kdl resolves to now, compared with cluster.lock before anything is touched.
+    let lock_path = crate::lock::path_for(&cluster);
+    let now = match crate::images::resolved(&cluster) {
+        Ok(images) => crate::lock::Lock { k3s: Some(crate::lock::Lock::k3s_from(&cluster)), images },
+        Err(e) => {
+            out.error(&e);
+            return EXIT_FAILED;
+        }
+    };
+    let mut locked_digests = BTreeMap::new();
+    if a.locked {
+        match crate::lock::Lock::read(&lock_path) {
+            Ok(Some(old)) => {
+                let diff = old.differences(&now);
+                if !diff.is_empty() {
+                    out.error(&format!("--locked: resolution differs from {}; nothing was touched:", lock_path.display()));
+                    for d in diff {
+                        eprintln!("  {d}");
+                    }
+                    return EXIT_FAILED;
+                }
+                locked_digests = old.images.iter().map(|(k, v)| (k.clone(), v.manifest.clone())).collect();
+            }
+            Ok(None) => {
+                out.error(&format!("--locked: {} does not exist (run apply once without --locked)", lock_path.display()));
+                return EXIT_INVALID;
+            }
+            Err(e) => {
+                out.error(&format!("--locked: {e}"));
+                return EXIT_INVALID;
+            }
+        }
+    }
     let mut plans = Vec::new();
     let mut registry_ok = true;
     if let Some(r) = &cluster.registry
@@ -194,7 +230,7 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
     let mut pushed = None;
     if registry_ok && !cluster.images.is_empty() && cluster.registry.is_some() {
         out.info(&format!("pushing {} image(s)", cluster.images.len()));
-        match crate::images::push_images(&cluster, pw.as_deref(), true, &BTreeMap::new()) {
+        match crate::images::push_images(&cluster, pw.as_deref(), true, &locked_digests) {
             Ok((_, report)) => pushed = report,
             Err(e) => {
                 out.error(&format!("pushing images: {e}"));
@@ -223,6 +259,11 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
     if plans.iter().any(|p| p.error.is_some()) {
         summary(&plans, true, out);
         return EXIT_FAILED;
+    }
+    match now.write(&lock_path) {
+        Ok(true) => out.info(&format!("wrote {}", lock_path.display())),
+        Ok(false) => {}
+        Err(e) => out.warn(&format!("cannot write {}: {e}", lock_path.display())),
     }
     let mut health = None;
     let mut code = EXIT_OK;

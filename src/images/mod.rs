@@ -158,6 +158,33 @@ pub fn push_items(c: &Cluster, locked: &BTreeMap<String, String>) -> Result<Vec<
     Ok(items)
 }
 
+/// What each `image` entry resolves to now (for cluster.lock), loading every source.
+pub fn resolved(c: &Cluster) -> Result<BTreeMap<String, crate::lock::LockedImage>, String> {
+    Ok(push_items(c, &BTreeMap::new())?
+        .into_iter()
+        .map(|i| {
+            let source = c
+                .images
+                .iter()
+                .find(|x| x.reference.to_string() == i.name)
+                .map(|x| {
+                    let d = x.source.describe();
+                    d.replace(&format!("{}/", c.base_dir.display()), "")
+                })
+                .unwrap_or_default();
+            (
+                i.name.clone(),
+                crate::lock::LockedImage {
+                    manifest: i.image.manifest_digest.clone(),
+                    index: i.image.index_digest.clone(),
+                    repository: i.repository.clone(),
+                    source,
+                },
+            )
+        })
+        .collect())
+}
+
 pub fn client(c: &Cluster, password: Option<&str>) -> Result<Option<RegistryClient>, String> {
     let Some(r) = &c.registry else { return Ok(None) };
     RegistryClient::new(&r.endpoint(), registry_options(c, password)).map(Some).map_err(|e| e.to_string())

@@ -1,0 +1,197 @@
+//! cluster.lock: what every name in cluster.kdl resolved to (the k3s binary's digest and source,
+//! each image's riscv64 manifest and index digests and the repository it is pushed to), so a
+//! later apply on a fresh board installs bit-for-bit the same thing. Small, sorted, KDL, meant to
+//! be committed. Owns reading, writing and comparing locks; never touches a host.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use kdl::KdlDocument;
+
+use crate::spec::{BinarySource, Cluster};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lock {
+    pub k3s: Option<LockedK3s>,
+    /// Keyed by the normalized image reference.
+    pub images: BTreeMap<String, LockedImage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockedK3s {
+    pub version: String,
+    pub sha256: String,
+    pub source: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockedImage {
+    pub manifest: String,
+    pub index: Option<String>,
+    pub repository: String,
+    pub source: String,
+}
+
+pub fn path_for(c: &Cluster) -> PathBuf {
+    let stem = c.file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "cluster".into());
+    c.base_dir.join(format!("{stem}.lock"))
+}
+
+fn q(s: &str) -> String {
+    serde_json::to_string(s).expect("strings serialize")
+}
+
+impl Lock {
+    /// The k3s entry as cluster.kdl says it now (the binary is named by digest in the file itself).
+    pub fn k3s_from(c: &Cluster) -> LockedK3s {
+        let source = match &c.k3s.binary.source {
+            BinarySource::File(p) => {
+                let rel = p.strip_prefix(&c.base_dir).unwrap_or(p);
+                format!("file:{}", rel.display())
+            }
+            BinarySource::Url(u) => u.clone(),
+        };
+        LockedK3s { version: c.k3s.version.clone(), sha256: c.k3s.binary.sha256.clone(), source }
+    }
+
+    pub fn to_kdl(&self) -> String {
+        let mut s = String::from(
+            "// cluster.lock: what cluster.kdl resolved to. Written by `rvcluster apply`; commit it.\n\
+             // `rvcluster apply --locked` refuses to install anything that differs from it.\n",
+        );
+        if let Some(k) = &self.k3s {
+            s.push_str(&format!("k3s {} sha256={} source={}\n", q(&k.version), q(&k.sha256), q(&k.source)));
+        }
+        for (name, i) in &self.images {
+            s.push_str(&format!("image {} manifest={} ", q(name), q(&i.manifest)));
+            if let Some(ix) = &i.index {
+                s.push_str(&format!("index={} ", q(ix)));
+            }
+            s.push_str(&format!("repository={} source={}\n", q(&i.repository), q(&i.source)));
+        }
+        s
+    }
+
+    pub fn parse(text: &str) -> Result<Lock, String> {
+        let doc = KdlDocument::parse_v2(text).map_err(|e| format!("not valid KDL: {e:?}"))?;
+        let mut lock = Lock::default();
+        let prop = |n: &kdl::KdlNode, k: &str| n.get(k).and_then(|v| v.as_string()).map(str::to_string);
+        for n in doc.nodes() {
+            let arg = n.entry(0).and_then(|e| e.value().as_string()).map(str::to_string);
+            match n.name().value() {
+                "k3s" => {
+                    lock.k3s = Some(LockedK3s {
+                        version: arg.ok_or("k3s entry without a version")?,
+                        sha256: prop(n, "sha256").ok_or("k3s entry without sha256")?,
+                        source: prop(n, "source").unwrap_or_default(),
+                    })
+                }
+                "image" => {
+                    let name = arg.ok_or("image entry without a name")?;
+                    lock.images.insert(
+                        name,
+                        LockedImage {
+                            manifest: prop(n, "manifest").ok_or("image entry without manifest")?,
+                            index: prop(n, "index"),
+                            repository: prop(n, "repository").unwrap_or_default(),
+                            source: prop(n, "source").unwrap_or_default(),
+                        },
+                    );
+                }
+                other => return Err(format!("unknown entry `{other}`")),
+            }
+        }
+        Ok(lock)
+    }
+
+    pub fn read(path: &Path) -> Result<Option<Lock>, String> {
+        match std::fs::read_to_string(path) {
+            Ok(t) => Lock::parse(&t).map(Some).map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    /// Writes atomically (temp file, rename); unchanged content is not rewritten.
+    pub fn write(&self, path: &Path) -> std::io::Result<bool> {
+        let text = self.to_kdl();
+        if std::fs::read_to_string(path).ok().as_deref() == Some(text.as_str()) {
+            return Ok(false);
+        }
+        let tmp = path.with_extension("lock.tmp");
+        std::fs::write(&tmp, &text)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(true)
+    }
+
+    /// What differs between this (the lock on disk) and `now` (what resolution gives today).
+    pub fn differences(&self, now: &Lock) -> Vec<String> {
+        let mut d = Vec::new();
+        match (&self.k3s, &now.k3s) {
+            (Some(a), Some(b)) if a != b => d.push(format!(
+                "k3s: locked {} sha256:{} ({}), now {} sha256:{} ({})",
+                a.version, a.sha256, a.source, b.version, b.sha256, b.source
+            )),
+            (None, Some(b)) => d.push(format!("k3s: not in the lock, now {} sha256:{}", b.version, b.sha256)),
+            _ => {}
+        }
+        for (name, b) in &now.images {
+            match self.images.get(name) {
+                None => d.push(format!("image {name}: not in the lock")),
+                Some(a) if a.manifest != b.manifest || a.repository != b.repository => d.push(format!(
+                    "image {name}: locked {} in {}, now {} in {}",
+                    a.manifest, a.repository, b.manifest, b.repository
+                )),
+                _ => {}
+            }
+        }
+        for name in self.images.keys().filter(|n| !now.images.contains_key(*n)) {
+            d.push(format!("image {name}: locked but no longer in cluster.kdl"));
+        }
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Lock {
+        let mut l = Lock {
+            k3s: Some(LockedK3s { version: "v1.34.3+k3s1".into(), sha256: "a".repeat(64), source: "file:k3s".into() }),
+            images: BTreeMap::new(),
+        };
+        l.images.insert(
+            "docker.io/riscv64/redis:1.1".into(),
+            LockedImage {
+                manifest: format!("sha256:{}", "b".repeat(64)),
+                index: Some(format!("sha256:{}", "c".repeat(64))),
+                repository: "riscv64/redis".into(),
+                source: "docker-archive:images/redis.tar".into(),
+            },
+        );
+        l
+    }
+
+    #[test]
+    fn round_trips_and_is_stable() {
+        let l = sample();
+        let text = l.to_kdl();
+        assert_eq!(Lock::parse(&text).unwrap(), l);
+        assert_eq!(Lock::parse(&text).unwrap().to_kdl(), text);
+        assert!(text.contains("image \"docker.io/riscv64/redis:1.1\" manifest=\"sha256:bbbb"));
+    }
+
+    #[test]
+    fn differences_name_what_moved() {
+        let a = sample();
+        let mut b = sample();
+        assert!(a.differences(&b).is_empty());
+        b.images.get_mut("docker.io/riscv64/redis:1.1").unwrap().manifest = format!("sha256:{}", "d".repeat(64));
+        b.k3s.as_mut().unwrap().sha256 = "e".repeat(64);
+        let d = a.differences(&b);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d[0].starts_with("k3s: locked"));
+        assert!(d[1].contains("redis") && d[1].contains("dddd"));
+    }
+}
