@@ -342,6 +342,21 @@ mod tests {
     }
 
     #[test]
+    fn every_builtin_family_is_told_apart() {
+        let p = Profiles::builtin();
+        for (id, arch, want) in [
+            ("openEuler", "riscv64", "openeuler-riscv64"),
+            ("debian", "riscv64", "debian-riscv64"),
+            ("debian", "x86_64", "debian-host"),
+        ] {
+            let mut osr = BTreeMap::new();
+            osr.insert("ID".to_string(), id.to_string());
+            let found: Vec<_> = p.detect(&osr, arch).iter().map(|o| o.name.clone()).collect();
+            assert_eq!(found, vec![want.to_string()], "{id} {arch}");
+        }
+    }
+
+    #[test]
     fn a_new_os_family_is_a_file() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
