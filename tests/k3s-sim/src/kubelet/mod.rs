@@ -98,11 +98,10 @@ impl Kubelet {
                 Err(e) => Err((false, e.clone())),
             };
         }
-        if let Some(b) = self.backoff.get(&full) {
-            if now < b.next_ms {
+        if let Some(b) = self.backoff.get(&full)
+            && now < b.next_ms {
                 return Err((true, b.err.clone()));
             }
-        }
         match self.puller.pull(&r) {
             Ok(p) => {
                 self.backoff.remove(&full);

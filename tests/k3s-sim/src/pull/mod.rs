@@ -297,11 +297,10 @@ impl Puller {
 
     fn fetch_resolved(&self, image: &ImageRef, ep: &Endpoint, s: &mut Session, top: Resp) -> Result<Pulled, Cause> {
         let top_digest = digest_of(&top.body);
-        if let Some(d) = &image.digest {
-            if d != &top_digest {
+        if let Some(d) = &image.digest
+            && d != &top_digest {
                 return Err(Cause::Other(format!("manifest digest mismatch: expected {d}, got {top_digest}")));
             }
-        }
         let v: Value = serde_json::from_slice(&top.body).map_err(|e| Cause::Other(format!("failed to parse manifest: {e}")))?;
         let mt = media_type(&top.content_type, &v);
         let no_match = || Cause::NotFound("no match for platform in manifest: not found".to_string());

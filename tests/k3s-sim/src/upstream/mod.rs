@@ -112,7 +112,7 @@ fn ustar(name: &str, data: &[u8]) -> Vec<u8> {
     put(&mut h, 136, 12, "00000000000\0".into());
     h[148..156].copy_from_slice(b"        ");
     h[156] = b'0';
-    put(&mut h, 257, 8, "ustar\000".into());
+    put(&mut h, 257, 8, "ustar\u{0}00".into());
     let sum: u32 = h.iter().map(|b| *b as u32).sum();
     put(&mut h, 148, 8, format!("{sum:06o}\0 "));
     let mut out = h.to_vec();
