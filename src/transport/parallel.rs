@@ -38,7 +38,10 @@ impl Reporter {
     }
     fn send(&self, kind: EventKind) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(Event { host: self.host.clone(), kind });
+            let _ = tx.send(Event {
+                host: self.host.clone(),
+                kind,
+            });
         }
     }
 }
@@ -69,7 +72,12 @@ pub struct HostOutcome<T> {
 /// Run `job` for every item on at most `parallel` threads (at least 1). Results come back in
 /// the order of `items`. A job that panics is reported as failed; the others carry on.
 /// Events: Started, the job's steps, then Done (with `done_message`) or Failed (with the cause).
-pub fn run_parallel<I, T, F>(items: &[I], parallel: usize, events: Option<Sender<Event>>, job: F) -> Vec<HostOutcome<T>>
+pub fn run_parallel<I, T, F>(
+    items: &[I],
+    parallel: usize,
+    events: Option<Sender<Event>>,
+    job: F,
+) -> Vec<HostOutcome<T>>
 where
     I: Named + Sync,
     T: Send,
@@ -88,27 +96,42 @@ where
                     loop {
                         let i = next.fetch_add(1, Ordering::SeqCst);
                         let Some(item) = items.get(i) else { break };
-                        let reporter = Reporter { host: item.name(), tx: events.clone() };
+                        let reporter = Reporter {
+                            host: item.name(),
+                            tx: events.clone(),
+                        };
                         reporter.send(EventKind::Started);
                         let start = Instant::now();
-                        let result = std::panic::catch_unwind(AssertUnwindSafe(|| job(item, &reporter)))
-                            .unwrap_or_else(|_| {
-                                Err(TransportError::Other { host: item.name(), detail: "internal error (panic)".into() })
-                            });
+                        let result =
+                            std::panic::catch_unwind(AssertUnwindSafe(|| job(item, &reporter)))
+                                .unwrap_or_else(|_| {
+                                    Err(TransportError::Other {
+                                        host: item.name(),
+                                        detail: "internal error (panic)".into(),
+                                    })
+                                });
                         match &result {
                             Ok(_) => reporter.send(EventKind::Done("done".into())),
                             Err(e) => reporter.send(EventKind::Failed(e.to_string())),
                         }
                         mine.push((
                             i,
-                            HostOutcome { name: item.name(), address: item.address(), elapsed: start.elapsed(), result },
+                            HostOutcome {
+                                name: item.name(),
+                                address: item.address(),
+                                elapsed: start.elapsed(),
+                                result,
+                            },
                         ));
                     }
                     mine
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
     });
     for (i, o) in done.into_iter().flatten() {
         slots[i] = Some(o);
@@ -126,11 +149,16 @@ pub struct Summary {
 
 impl Summary {
     pub fn of<T>(outcomes: &[HostOutcome<T>]) -> Summary {
-        let mut s = Summary { ok: vec![], failed: vec![] };
+        let mut s = Summary {
+            ok: vec![],
+            failed: vec![],
+        };
         for o in outcomes {
             match &o.result {
                 Ok(_) => s.ok.push(o.name.clone()),
-                Err(e) => s.failed.push((o.name.clone(), o.address.clone(), e.to_string())),
+                Err(e) => s
+                    .failed
+                    .push((o.name.clone(), o.address.clone(), e.to_string())),
             }
         }
         s
@@ -142,7 +170,12 @@ impl Summary {
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} host(s) ok, {} failed", self.ok.len(), self.failed.len())?;
+        write!(
+            f,
+            "{} host(s) ok, {} failed",
+            self.ok.len(),
+            self.failed.len()
+        )?;
         for (name, address, cause) in &self.failed {
             write!(f, "\n  {name} ({address}): {cause}")?;
         }
@@ -160,7 +193,11 @@ pub enum ProgressMode {
 
 /// Draw events until every sender is dropped. Returns the drawing thread; join it after the
 /// run (drop your Sender first).
-pub fn render_progress(rx: Receiver<Event>, hosts: Vec<String>, mode: ProgressMode) -> JoinHandle<()> {
+pub fn render_progress(
+    rx: Receiver<Event>,
+    hosts: Vec<String>,
+    mode: ProgressMode,
+) -> JoinHandle<()> {
     let fancy = mode == ProgressMode::Auto && console::Term::stderr().is_term();
     std::thread::spawn(move || {
         if mode == ProgressMode::Quiet {
@@ -196,8 +233,12 @@ pub fn render_progress(rx: Receiver<Event>, hosts: Vec<String>, mode: ProgressMo
             match ev.kind {
                 EventKind::Started => pb.set_message("connecting"),
                 EventKind::Step(m) => pb.set_message(m),
-                EventKind::Done(m) => pb.finish_with_message(format!("{} {m}", console::style("ok").green())),
-                EventKind::Failed(m) => pb.finish_with_message(format!("{} {m}", console::style("FAILED").red())),
+                EventKind::Done(m) => {
+                    pb.finish_with_message(format!("{} {m}", console::style("ok").green()))
+                }
+                EventKind::Failed(m) => {
+                    pb.finish_with_message(format!("{} {m}", console::style("FAILED").red()))
+                }
             }
         }
         for pb in bars.values() {
@@ -234,7 +275,13 @@ mod tests {
 
     #[test]
     fn bounded_ordered_failures_isolated() {
-        let items = [Item("a", 30), Item("b", 0), Item("c", 10), Item("d", 0), Item("e", 5)];
+        let items = [
+            Item("a", 30),
+            Item("b", 0),
+            Item("c", 10),
+            Item("d", 0),
+            Item("e", 5),
+        ];
         let running = AtomicUsize::new(0);
         let peak = AtomicUsize::new(0);
         let (tx, rx) = std::sync::mpsc::channel();
@@ -245,7 +292,10 @@ mod tests {
             std::thread::sleep(Duration::from_millis(it.1));
             running.fetch_sub(1, Ordering::SeqCst);
             match it.0 {
-                "b" => Err(TransportError::Other { host: "b".into(), detail: "boom".into() }),
+                "b" => Err(TransportError::Other {
+                    host: "b".into(),
+                    detail: "boom".into(),
+                }),
                 "d" => panic!("job bug"),
                 _ => Ok(it.0.len()),
             }
@@ -258,11 +308,23 @@ mod tests {
         let s = Summary::of(&out);
         assert_eq!(s.ok, ["a", "c", "e"]);
         assert_eq!(s.failed[0], ("b".into(), "addr-b".into(), "b: boom".into()));
-        assert!(s.to_string().starts_with("3 host(s) ok, 2 failed\n  b (addr-b): b: boom"));
+        assert!(
+            s.to_string()
+                .starts_with("3 host(s) ok, 2 failed\n  b (addr-b): b: boom")
+        );
         let evs: Vec<Event> = rx.iter().collect();
-        assert_eq!(evs.iter().filter(|e| e.kind == EventKind::Started).count(), 5);
-        assert!(evs.contains(&Event { host: "b".into(), kind: EventKind::Failed("b: boom".into()) }));
-        assert!(evs.contains(&Event { host: "a".into(), kind: EventKind::Done("done".into()) }));
+        assert_eq!(
+            evs.iter().filter(|e| e.kind == EventKind::Started).count(),
+            5
+        );
+        assert!(evs.contains(&Event {
+            host: "b".into(),
+            kind: EventKind::Failed("b: boom".into())
+        }));
+        assert!(evs.contains(&Event {
+            host: "a".into(),
+            kind: EventKind::Done("done".into())
+        }));
     }
 
     #[test]
@@ -275,7 +337,10 @@ mod tests {
 
     #[test]
     fn plain_lines() {
-        let ev = Event { host: "b1".into(), kind: EventKind::Failed("x".into()) };
+        let ev = Event {
+            host: "b1".into(),
+            kind: EventKind::Failed("x".into()),
+        };
         assert_eq!(plain_line(&ev), "[b1] FAILED: x");
     }
 }
