@@ -399,6 +399,13 @@ pub fn puller(c: &Common) -> Result<Puller, String> {
         Err(_) => Registries::default(),
     };
     write_hosts_toml(&c.paths, &registries);
+    let runtime = json!({
+        "pid": std::process::id(),
+        "registries_yaml": std::fs::read_to_string(&reg_path).unwrap_or_default(),
+        "disable_default_endpoint": c.cfg.flag("disable-default-registry-endpoint"),
+        "arch": c.sim.arch,
+    });
+    let _ = write_file(&c.paths.containerd_runtime(), runtime.to_string().as_bytes(), 0o600);
     Ok(Puller {
         registries,
         upstream: UpstreamConf::load(&c.paths),
