@@ -27,8 +27,8 @@ pub use host::{ExecOutput, Host, RemoteFile, UploadOutcome};
 pub use known_hosts::{HostKeyPolicy, TrustOutcome, fingerprint_sha256, trust, trust_with};
 pub use local::LocalHost;
 pub use parallel::{
-    Event, EventKind, HostOutcome, Named, ProgressMode, Reporter, Summary, render_progress,
-    run_parallel,
+    Event, EventKind, HostOutcome, Named, ProgressMode, Reporter, Summary, render_plain,
+    render_progress, run_parallel,
 };
 pub use ssh::{AuthConfig, SshHost};
 pub use ssh_config::SshConfig;

@@ -191,62 +191,74 @@ pub enum ProgressMode {
     Quiet,
 }
 
-/// Draw events until every sender is dropped. Returns the drawing thread; join it after the
-/// run (drop your Sender first).
+/// Draw events on stderr until every sender is dropped. Returns the drawing thread; join it
+/// after the run (drop your Sender first).
 pub fn render_progress(
     rx: Receiver<Event>,
     hosts: Vec<String>,
     mode: ProgressMode,
 ) -> JoinHandle<()> {
     let fancy = mode == ProgressMode::Auto && console::Term::stderr().is_term();
+    if fancy {
+        std::thread::spawn(move || render_fancy(rx, hosts))
+    } else {
+        render_plain(rx, mode, Box::new(std::io::stderr()))
+    }
+}
+
+/// Plain lines (one per event) to any writer; `Quiet` drains the events silently.
+pub fn render_plain(
+    rx: Receiver<Event>,
+    mode: ProgressMode,
+    mut out: Box<dyn std::io::Write + Send>,
+) -> JoinHandle<()> {
     std::thread::spawn(move || {
-        if mode == ProgressMode::Quiet {
-            for _ in rx {}
-            return;
-        }
-        if !fancy {
-            for ev in rx {
-                eprintln!("{}", plain_line(&ev));
-            }
-            return;
-        }
-        let mp = indicatif::MultiProgress::new();
-        let style = indicatif::ProgressStyle::with_template("{spinner} {prefix:.bold} {wide_msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
-        let width = hosts.iter().map(|h| h.len()).max().unwrap_or(0);
-        let bars: std::collections::HashMap<String, indicatif::ProgressBar> = hosts
-            .iter()
-            .map(|h| {
-                let pb = mp.add(indicatif::ProgressBar::new_spinner());
-                pb.set_style(style.clone());
-                pb.set_prefix(format!("{h:width$}"));
-                pb.set_message("waiting");
-                pb.enable_steady_tick(Duration::from_millis(120));
-                (h.clone(), pb)
-            })
-            .collect();
         for ev in rx {
-            let Some(pb) = bars.get(&ev.host) else {
-                let _ = mp.println(plain_line(&ev));
-                continue;
-            };
-            match ev.kind {
-                EventKind::Started => pb.set_message("connecting"),
-                EventKind::Step(m) => pb.set_message(m),
-                EventKind::Done(m) => {
-                    pb.finish_with_message(format!("{} {m}", console::style("ok").green()))
-                }
-                EventKind::Failed(m) => {
-                    pb.finish_with_message(format!("{} {m}", console::style("FAILED").red()))
-                }
+            if mode != ProgressMode::Quiet {
+                let _ = writeln!(out, "{}", plain_line(&ev));
             }
         }
-        for pb in bars.values() {
-            if !pb.is_finished() {
-                pb.finish();
-            }
-        }
+        let _ = out.flush();
     })
+}
+
+fn render_fancy(rx: Receiver<Event>, hosts: Vec<String>) {
+    let mp = indicatif::MultiProgress::new();
+    let style = indicatif::ProgressStyle::with_template("{spinner} {prefix:.bold} {wide_msg}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+    let width = hosts.iter().map(|h| h.len()).max().unwrap_or(0);
+    let bars: std::collections::HashMap<String, indicatif::ProgressBar> = hosts
+        .iter()
+        .map(|h| {
+            let pb = mp.add(indicatif::ProgressBar::new_spinner());
+            pb.set_style(style.clone());
+            pb.set_prefix(format!("{h:width$}"));
+            pb.set_message("waiting");
+            pb.enable_steady_tick(Duration::from_millis(120));
+            (h.clone(), pb)
+        })
+        .collect();
+    for ev in rx {
+        let Some(pb) = bars.get(&ev.host) else {
+            let _ = mp.println(plain_line(&ev));
+            continue;
+        };
+        match ev.kind {
+            EventKind::Started => pb.set_message("connecting"),
+            EventKind::Step(m) => pb.set_message(m),
+            EventKind::Done(m) => {
+                pb.finish_with_message(format!("{} {m}", console::style("ok").green()))
+            }
+            EventKind::Failed(m) => {
+                pb.finish_with_message(format!("{} {m}", console::style("FAILED").red()))
+            }
+        }
+    }
+    for pb in bars.values() {
+        if !pb.is_finished() {
+            pb.finish();
+        }
+    }
 }
 
 /// One event as a plain log line.
@@ -333,6 +345,58 @@ mod tests {
         assert_eq!(out.len(), 1);
         let none: [Item; 0] = [];
         assert!(run_parallel(&none, 4, None, |_, _| Ok(1)).is_empty());
+    }
+
+    #[derive(Clone, Default)]
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn plain_renderer_writes_one_line_per_event() {
+        let buf = Shared::default();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = render_plain(rx, ProgressMode::Plain, Box::new(buf.clone()));
+        let items = [Item("a", 0), Item("b", 0)];
+        run_parallel(&items, 1, Some(tx), |it, r| {
+            r.step("gathering facts");
+            if it.0 == "b" {
+                Err(TransportError::Other {
+                    host: "b".into(),
+                    detail: "down".into(),
+                })
+            } else {
+                Ok(())
+            }
+        });
+        t.join().unwrap();
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text,
+            "[a] started\n[a] gathering facts\n[a] ok: done\n[b] started\n[b] gathering facts\n[b] FAILED: b: down\n"
+        );
+    }
+
+    #[test]
+    fn quiet_renderer_prints_nothing() {
+        let buf = Shared::default();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = render_plain(rx, ProgressMode::Quiet, Box::new(buf.clone()));
+        tx.send(Event {
+            host: "a".into(),
+            kind: EventKind::Started,
+        })
+        .unwrap();
+        drop(tx);
+        t.join().unwrap();
+        assert!(buf.0.lock().unwrap().is_empty());
     }
 
     #[test]
