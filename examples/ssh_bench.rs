@@ -20,13 +20,30 @@ fn target(i: usize, hp: &str, key: &str) -> Target {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (mode, kh, key) = (&args[0], &args[1], &args[2]);
-    let policy = HostKeyPolicy { project_known_hosts: Some(kh.into()), user_known_hosts: None, accept_new: false };
-    let auth = AuthConfig { home: None, agent_socket: None, passphrase: None, prompt: false };
+    let policy = HostKeyPolicy {
+        project_known_hosts: Some(kh.into()),
+        user_known_hosts: None,
+        accept_new: false,
+    };
+    let auth = AuthConfig {
+        home: None,
+        agent_socket: None,
+        passphrase: None,
+        prompt: false,
+    };
     match mode.as_str() {
         "facts" => {
-            let targets: Vec<Target> = args[3..].iter().enumerate().map(|(i, hp)| target(i, hp, key)).collect();
+            let targets: Vec<Target> = args[3..]
+                .iter()
+                .enumerate()
+                .map(|(i, hp)| target(i, hp, key))
+                .collect();
             let q = FactsQuery {
-                paths: vec!["/usr/local/bin/k3s".into(), "/etc/rancher/k3s/config.yaml".into(), "/etc/os-release".into()],
+                paths: vec![
+                    "/usr/local/bin/k3s".into(),
+                    "/etc/rancher/k3s/config.yaml".into(),
+                    "/etc/os-release".into(),
+                ],
                 services: vec!["k3s.service".into()],
                 ..Default::default()
             };
@@ -48,7 +65,10 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let (local, dest) = (std::path::Path::new(&args[4]), RemoteFile::new(args[5].clone(), 0o755));
+            let (local, dest) = (
+                std::path::Path::new(&args[4]),
+                RemoteFile::new(args[5].clone(), 0o755),
+            );
             let r = match args.get(6) {
                 Some(sha) => h.upload_pinned(local, sha, &dest),
                 None => h.upload(local, &dest),
@@ -65,7 +85,12 @@ fn main() -> ExitCode {
             let mut f = std::fs::File::open(&args[4]).expect("open");
             let start = std::time::Instant::now();
             let out = h.exec_raw(&args[5], &mut f, None).expect("exec");
-            eprintln!("{:?} status {} {}", start.elapsed(), out.status, out.stderr_str());
+            eprintln!(
+                "{:?} status {} {}",
+                start.elapsed(),
+                out.status,
+                out.stderr_str()
+            );
         }
         m => {
             eprintln!("unknown mode {m}");

@@ -180,6 +180,13 @@ fn docker_source_copies_the_riscv64_image_from_another_registry() {
     let v = w.private.skopeo_inspect("rancher/local-path-provisioner", "v0.0.32").unwrap();
     assert_eq!(v["Digest"], w.local_path_riscv.as_str());
 
+    // Pinned by the lock file: fetched by digest, whatever the tag points at now.
+    let pinned = rvcluster::registry::source::load_pinned(&src, &remote, Some(&w.local_path_riscv)).unwrap();
+    assert_eq!(pinned.manifest_digest, w.local_path_riscv);
+    let bogus = format!("sha256:{}", "0".repeat(64));
+    let err = rvcluster::registry::source::load_pinned(&src, &remote, Some(&bogus)).unwrap_err();
+    assert!(err.to_string().contains("not found"), "{err}");
+
     // An upstream image without riscv64 is refused with its platforms.
     let err = load(&Source::Docker(r("rancher/klipper-lb:v0.4.13")), &remote).unwrap_err();
     assert!(matches!(&err, RegistryError::NoRiscv64 { platforms, .. } if platforms == &["linux/amd64", "linux/arm64"]), "{err}");

@@ -67,10 +67,10 @@ fn connection_dropped_between_chunks_resumes_at_the_reported_range() {
     let (run, w) = push_through_proxy(&reg, CutAt::RequestStartAfter(5 * MIB), "riscv64/resume", 5);
     assert_eq!(run.cuts, 1);
     assert_eq!(retries(&run.events), vec![8 * MIB], "resumed after two accepted chunks: {:?}", run.events);
-    // Only what was in flight in socket buffers when the connection died is counted twice
-    // (far less than a chunk): the accepted 8 MiB were not sent again.
+    // Only the chunk in flight when the connection died (up to 4 MiB, depending on how much the
+    // kernel buffered before the failure showed) is counted twice: the accepted 8 MiB were not.
     let extra = run.report.bytes_sent() - run.layer_size;
-    assert!(extra < MIB, "re-sent {extra} bytes");
+    assert!(extra <= 4 * MIB + 4096, "re-sent {extra} bytes");
     verified(&reg, "riscv64/resume", &w, run.layer_size);
 }
 

@@ -30,12 +30,17 @@ fn ssh_rsa_and_ecdsa_client_keys() {
 fn ssh_encrypted_key_with_passphrase() {
     let secret = "correct horse $(battery) 'staple'";
     let key = client_key("ed25519", Some(secret));
-    assert!(rvcluster::transport::ssh::key_is_encrypted(&std::fs::read_to_string(&key.private).unwrap()));
+    assert!(rvcluster::transport::ssh::key_is_encrypted(
+        &std::fs::read_to_string(&key.private).unwrap()
+    ));
     let sshd = Sshd::with_key(&key);
     let (_d, policy) = trusted(&sshd, "ed25519");
     let t = sshd.target("b1", &key);
 
-    let auth = AuthConfig { passphrase: Some(secret.into()), ..auth_files_only() };
+    let auth = AuthConfig {
+        passphrase: Some(secret.into()),
+        ..auth_files_only()
+    };
     let mut h = SshHost::connect_with(&t, &policy, &auth).unwrap();
     assert_eq!(echo(&mut h), "hi\n");
 
@@ -43,11 +48,18 @@ fn ssh_encrypted_key_with_passphrase() {
     let err = SshHost::connect_with(&t, &policy, &auth_files_only()).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, TransportError::Auth { .. }), "{msg}");
-    assert!(msg.contains("RVCLUSTER_SSH_PASSPHRASE") && msg.contains(&key.private.display().to_string()), "{msg}");
+    assert!(
+        msg.contains("RVCLUSTER_SSH_PASSPHRASE")
+            && msg.contains(&key.private.display().to_string()),
+        "{msg}"
+    );
 
     // A wrong passphrase fails, and the message never contains it.
     let wrong = "wrong-passphrase-xyzzy";
-    let auth = AuthConfig { passphrase: Some(wrong.into()), ..auth_files_only() };
+    let auth = AuthConfig {
+        passphrase: Some(wrong.into()),
+        ..auth_files_only()
+    };
     let err = SshHost::connect_with(&t, &policy, &auth).unwrap_err();
     assert!(matches!(err, TransportError::Auth { .. }), "{err}");
     assert!(!err.to_string().contains(wrong), "{err}");
@@ -64,12 +76,19 @@ fn ssh_default_identity_files_from_home() {
     std::fs::copy(&key.private, home.path().join(".ssh/id_ecdsa")).unwrap();
     let mut t = sshd.target("b1", &key);
     t.identity_files.clear();
-    let auth = AuthConfig { home: Some(home.path().to_path_buf()), ..auth_files_only() };
+    let auth = AuthConfig {
+        home: Some(home.path().to_path_buf()),
+        ..auth_files_only()
+    };
     let mut h = SshHost::connect_with(&t, &policy, &auth).unwrap();
     assert_eq!(echo(&mut h), "hi\n");
     // Without a home there is nothing to try, and the error says so.
     let err = SshHost::connect_with(&t, &policy, &auth_files_only()).unwrap_err();
-    assert!(err.to_string().contains("no ssh-agent and no identity file"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("no ssh-agent and no identity file"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -79,15 +98,31 @@ fn ssh_agent_keys() {
     let (_d, policy) = trusted(&sshd, "ed25519");
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("agent.sock");
-    let mut agent = std::process::Command::new("ssh-agent").arg("-D").arg("-a").arg(&sock).spawn().unwrap();
+    let mut agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .spawn()
+        .unwrap();
     while !sock.exists() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    let add = std::process::Command::new("ssh-add").arg(&key.private).env("SSH_AUTH_SOCK", &sock).output().unwrap();
-    assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
+    let add = std::process::Command::new("ssh-add")
+        .arg(&key.private)
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
     let mut t = sshd.target("b1", &key);
     t.identity_files = vec![Path::new("/nonexistent").to_path_buf()];
-    let auth = AuthConfig { agent_socket: Some(sock.clone()), ..auth_files_only() };
+    let auth = AuthConfig {
+        agent_socket: Some(sock.clone()),
+        ..auth_files_only()
+    };
     let r = SshHost::connect_with(&t, &policy, &auth).map(|mut h| echo(&mut h));
     let _ = agent.kill();
     let _ = agent.wait();
@@ -100,10 +135,14 @@ fn ssh_wrong_key_is_auth_error_naming_user_and_key() {
     let other = client_key("ed25519", None);
     let sshd = Sshd::with_key(&key);
     let (_d, policy) = trusted(&sshd, "ed25519");
-    let err = SshHost::connect_with(&sshd.target("b1", &other), &policy, &auth_files_only()).unwrap_err();
+    let err =
+        SshHost::connect_with(&sshd.target("b1", &other), &policy, &auth_files_only()).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, TransportError::Auth { .. }), "{msg}");
-    assert!(msg.contains("as root") && msg.contains(&other.private.display().to_string()), "{msg}");
+    assert!(
+        msg.contains("as root") && msg.contains(&other.private.display().to_string()),
+        "{msg}"
+    );
 }
 
 /// A jump host (which allows forwarding, logging each direct-tcpip request) and a board.
@@ -123,7 +162,11 @@ fn jump_pair(key: &sshd::ClientKey, jump_forwarding: bool) -> (Sshd, Sshd) {
 fn both_known(jump: &Sshd, board: &Sshd) -> (tempfile::TempDir, std::path::PathBuf) {
     let d = tempfile::tempdir().unwrap();
     let kh = d.path().join("known_hosts");
-    std::fs::write(&kh, jump.known_hosts_line("ed25519") + &board.known_hosts_line("ed25519")).unwrap();
+    std::fs::write(
+        &kh,
+        jump.known_hosts_line("ed25519") + &board.known_hosts_line("ed25519"),
+    )
+    .unwrap();
     (d, kh)
 }
 
@@ -159,7 +202,10 @@ fn ssh_proxy_jump_failures_are_named() {
     let err = SshHost::connect_with(&t, &policy_with(&kh), &auth_files_only()).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, TransportError::Unreachable { .. }), "{msg}");
-    assert!(msg.contains("ProxyJump") && msg.contains("direct-tcpip"), "{msg}");
+    assert!(
+        msg.contains("ProxyJump") && msg.contains("direct-tcpip"),
+        "{msg}"
+    );
 
     // The jump host's own key is verified too.
     let (jump, board) = jump_pair(&key, true);
@@ -170,7 +216,10 @@ fn ssh_proxy_jump_failures_are_named() {
     t.proxy_jump = Some(Box::new(jump.target("bastion", &key)));
     let err = SshHost::connect_with(&t, &policy_with(&kh), &auth_files_only()).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("host key is not known") && msg.contains(&jump.fingerprint("ed25519")), "{msg}");
+    assert!(
+        msg.contains("host key is not known") && msg.contains(&jump.fingerprint("ed25519")),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -194,12 +243,18 @@ fn ssh_config_alias_hostname_port_user_identity_and_proxyjump() {
     let mut spec = TargetSpec::new("lichee-1", "lichee-1");
     spec.user = Some("root".into()); // cluster.kdl overrides the config's User
     let t = spec.resolve(&config, home.path()).unwrap();
-    assert_eq!((t.host.as_str(), t.port, t.user.as_str()), (board.ip.as_str(), board.port, "root"));
+    assert_eq!(
+        (t.host.as_str(), t.port, t.user.as_str()),
+        (board.ip.as_str(), board.port, "root")
+    );
     assert_eq!(t.identity_files, vec![home.path().join(".ssh/boards")]);
     let hop = t.proxy_jump.as_ref().expect("ProxyJump from the config");
     assert_eq!((hop.host.as_str(), hop.port), (jump.ip.as_str(), jump.port));
     let mut h = SshHost::connect_with(&t, &policy_with(&kh), &auth_files_only()).unwrap();
     assert_eq!(echo(&mut h), "hi\n");
     drop(h);
-    assert!(jump.log().contains(&format!("target {} port {}", board.ip, board.port)));
+    assert!(
+        jump.log()
+            .contains(&format!("target {} port {}", board.ip, board.port))
+    );
 }

@@ -18,7 +18,11 @@ fn kh_dir() -> (tempfile::TempDir, PathBuf) {
     (d, p)
 }
 
-fn connect(sshd: &Sshd, key: &ClientKey, policy: &HostKeyPolicy) -> Result<SshHost, TransportError> {
+fn connect(
+    sshd: &Sshd,
+    key: &ClientKey,
+    policy: &HostKeyPolicy,
+) -> Result<SshHost, TransportError> {
     SshHost::connect_with(&sshd.target("b1", key), policy, &auth_files_only())
 }
 
@@ -31,7 +35,14 @@ fn ssh_unknown_key_refused_with_fingerprint_before_auth() {
     let mut t = sshd.target("b1", &key);
     t.identity_files = vec![PathBuf::from("/nonexistent/key")];
     let err = SshHost::connect_with(&t, &policy_with(&kh), &auth_files_only()).unwrap_err();
-    let TransportError::UnknownHostKey { fingerprint, key_type, .. } = &err else { panic!("unexpected {err}") };
+    let TransportError::UnknownHostKey {
+        fingerprint,
+        key_type,
+        ..
+    } = &err
+    else {
+        panic!("unexpected {err}")
+    };
     assert_eq!(fingerprint, &sshd.fingerprint("ed25519"));
     assert_eq!(key_type, "ssh-ed25519");
     let msg = err.to_string();
@@ -53,15 +64,31 @@ fn ssh_changed_key_refused_loudly() {
     let mut policy = policy_with(&kh);
     policy.accept_new = true; // accept-new never accepts a *changed* key
     let err = connect(&sshd, &key, &policy).unwrap_err();
-    let TransportError::ChangedHostKey { fingerprint, recorded_fingerprint, recorded_in, .. } = &err else {
+    let TransportError::ChangedHostKey {
+        fingerprint,
+        recorded_fingerprint,
+        recorded_in,
+        ..
+    } = &err
+    else {
         panic!("unexpected {err}")
     };
-    assert_eq!(fingerprint, &sshd.fingerprint("ed25519"));
+    assert_eq!(
+        fingerprint,
+        &format!("ssh-ed25519 {}", sshd.fingerprint("ed25519"))
+    );
     assert_eq!(recorded_fingerprint, &format!("ssh-ed25519 {old_fp}"));
     assert_eq!(recorded_in, &kh.display().to_string());
     let msg = err.to_string();
-    assert!(msg.contains("HOST KEY HAS CHANGED") && msg.contains("rvcluster trust b1 --replace"), "{msg}");
-    assert_eq!(std::fs::read_to_string(&kh).unwrap().lines().count(), 1, "the file is untouched");
+    assert!(
+        msg.contains("HOST KEY HAS CHANGED") && msg.contains("rvcluster trust b1 --replace"),
+        "{msg}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&kh).unwrap().lines().count(),
+        1,
+        "the file is untouched"
+    );
 }
 
 #[test]
@@ -71,7 +98,16 @@ fn ssh_pinned_key_first() {
     let other = Sshd::with_key(&key);
     let (_d, kh) = kh_dir();
     // The project file holds a wrong key for this address; the pinned key decides.
-    std::fs::write(&kh, format!("[{}]:{} {}\n", sshd.ip, sshd.port, other.host_key("ed25519"))).unwrap();
+    std::fs::write(
+        &kh,
+        format!(
+            "[{}]:{} {}\n",
+            sshd.ip,
+            sshd.port,
+            other.host_key("ed25519")
+        ),
+    )
+    .unwrap();
     let mut t = sshd.target("b1", &key);
     t.pinned_host_key = Some(format!("{} root@board", sshd.host_key("ed25519")));
     let mut h = SshHost::connect_with(&t, &policy_with(&kh), &auth_files_only()).unwrap();
@@ -100,10 +136,15 @@ fn ssh_trust_then_replace_after_reflash() {
     let policy = policy_with(&kh);
     let t = sshd.target("b1", &key);
     let out = trust_with(&t, &policy, &auth_files_only(), &kh, false).unwrap();
-    let TrustOutcome::Added { fingerprint, .. } = &out else { panic!("{out:?}") };
+    let TrustOutcome::Added { fingerprint, .. } = &out else {
+        panic!("{out:?}")
+    };
     assert_eq!(fingerprint, &sshd.fingerprint("ed25519"));
     assert!(out.to_string().contains(&sshd.fingerprint("ed25519")));
-    assert_eq!(std::fs::read_to_string(&kh).unwrap(), sshd.known_hosts_line("ed25519"));
+    assert_eq!(
+        std::fs::read_to_string(&kh).unwrap(),
+        sshd.known_hosts_line("ed25519")
+    );
     connect(&sshd, &key, &policy).unwrap();
     assert!(matches!(
         trust_with(&t, &policy, &auth_files_only(), &kh, false).unwrap(),
@@ -113,12 +154,25 @@ fn ssh_trust_then_replace_after_reflash() {
     let old_fp = sshd.fingerprint("ed25519");
     sshd.reflash();
     let err = trust_with(&t, &policy, &auth_files_only(), &kh, false).unwrap_err();
-    assert!(matches!(err, TransportError::ChangedHostKey { .. }), "{err}");
+    assert!(
+        matches!(err, TransportError::ChangedHostKey { .. }),
+        "{err}"
+    );
     let out = trust_with(&t, &policy, &auth_files_only(), &kh, true).unwrap();
-    let TrustOutcome::Replaced { fingerprint, old_fingerprints, .. } = &out else { panic!("{out:?}") };
+    let TrustOutcome::Replaced {
+        fingerprint,
+        old_fingerprints,
+        ..
+    } = &out
+    else {
+        panic!("{out:?}")
+    };
     assert_eq!(fingerprint, &sshd.fingerprint("ed25519"));
     assert_eq!(old_fingerprints, &vec![old_fp]);
-    assert_eq!(std::fs::read_to_string(&kh).unwrap(), sshd.known_hosts_line("ed25519"));
+    assert_eq!(
+        std::fs::read_to_string(&kh).unwrap(),
+        sshd.known_hosts_line("ed25519")
+    );
     connect(&sshd, &key, &policy).unwrap();
 }
 
@@ -139,11 +193,19 @@ fn ssh_several_host_key_types_no_false_mismatch() {
     // Two types on record, one of them stale: the other still proves identity.
     let other = Sshd::with_key(&key);
     let (_d, kh) = kh_dir();
-    let stale = format!("[{}]:{} {}\n", sshd.ip, sshd.port, other.host_key("ed25519"));
+    let stale = format!(
+        "[{}]:{} {}\n",
+        sshd.ip,
+        sshd.port,
+        other.host_key("ed25519")
+    );
     std::fs::write(&kh, stale + &sshd.known_hosts_line("rsa")).unwrap();
     // ed25519 is preferred and stale: that is a real change and must be refused.
     let err = connect(&sshd, &key, &policy_with(&kh)).unwrap_err();
-    assert!(matches!(err, TransportError::ChangedHostKey { .. }), "{err}");
+    assert!(
+        matches!(err, TransportError::ChangedHostKey { .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -152,7 +214,12 @@ fn ssh_hashed_known_hosts_entry() {
     let sshd = Sshd::with_key(&key);
     let (_d, kh) = kh_dir();
     std::fs::write(&kh, sshd.known_hosts_line("ed25519")).unwrap();
-    let st = std::process::Command::new("ssh-keygen").arg("-H").arg("-f").arg(&kh).output().unwrap();
+    let st = std::process::Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(&kh)
+        .output()
+        .unwrap();
     assert!(st.status.success());
     assert!(std::fs::read_to_string(&kh).unwrap().starts_with("|1|"));
     connect(&sshd, &key, &policy_with(&kh)).unwrap();
@@ -165,7 +232,12 @@ fn ssh_user_known_hosts_is_second() {
     let other = Sshd::with_key(&key);
     let (_d, project) = kh_dir();
     let (_d2, user) = kh_dir();
-    let wrong = format!("[{}]:{} {}\n", sshd.ip, sshd.port, other.host_key("ed25519"));
+    let wrong = format!(
+        "[{}]:{} {}\n",
+        sshd.ip,
+        sshd.port,
+        other.host_key("ed25519")
+    );
     let policy = HostKeyPolicy {
         project_known_hosts: Some(project.clone()),
         user_known_hosts: Some(user.clone()),
@@ -176,7 +248,10 @@ fn ssh_user_known_hosts_is_second() {
     connect(&sshd, &key, &policy).unwrap();
     // Project file knows the host: it decides, even against the user file.
     std::fs::write(&project, &wrong).unwrap();
-    assert!(matches!(connect(&sshd, &key, &policy).unwrap_err(), TransportError::ChangedHostKey { .. }));
+    assert!(matches!(
+        connect(&sshd, &key, &policy).unwrap_err(),
+        TransportError::ChangedHostKey { .. }
+    ));
     std::fs::write(&project, sshd.known_hosts_line("ed25519")).unwrap();
     std::fs::write(&user, &wrong).unwrap();
     connect(&sshd, &key, &policy).unwrap();
@@ -190,7 +265,10 @@ fn ssh_accept_new_records_unknown_key() {
     let mut policy = policy_with(&kh);
     policy.accept_new = true;
     connect(&sshd, &key, &policy).unwrap();
-    assert_eq!(std::fs::read_to_string(&kh).unwrap(), sshd.known_hosts_line("ed25519"));
+    assert_eq!(
+        std::fs::read_to_string(&kh).unwrap(),
+        sshd.known_hosts_line("ed25519")
+    );
     policy.accept_new = false;
     connect(&sshd, &key, &policy).unwrap();
 }
@@ -200,8 +278,18 @@ fn ssh_revoked_key_refused() {
     let key = client_key("ed25519", None);
     let sshd = Sshd::with_key(&key);
     let (_d, kh) = kh_dir();
-    std::fs::write(&kh, format!("{}@revoked * {}\n", sshd.known_hosts_line("ed25519"), sshd.host_key("ed25519")))
-        .unwrap();
+    std::fs::write(
+        &kh,
+        format!(
+            "{}@revoked * {}\n",
+            sshd.known_hosts_line("ed25519"),
+            sshd.host_key("ed25519")
+        ),
+    )
+    .unwrap();
     let err = connect(&sshd, &key, &policy_with(&kh)).unwrap_err();
-    assert!(matches!(err, TransportError::RevokedHostKey { .. }), "{err}");
+    assert!(
+        matches!(err, TransportError::RevokedHostKey { .. }),
+        "{err}"
+    );
 }

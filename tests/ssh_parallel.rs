@@ -8,7 +8,9 @@ use std::net::TcpListener;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use rvcluster::transport::{EventKind, FactsQuery, Host, SshHost, Summary, Target, TransportError, run_parallel};
+use rvcluster::transport::{
+    EventKind, FactsQuery, Host, SshHost, Summary, Target, TransportError, run_parallel,
+};
 use sshd::{Sshd, auth_files_only, client_key, policy_with, unique_ip};
 
 #[test]
@@ -17,7 +19,14 @@ fn ssh_unreachable_and_silent_hosts_do_not_stall_others() {
     let boards: Vec<Sshd> = (0..4).map(|_| Sshd::with_key(&key)).collect();
     let d = tempfile::tempdir().unwrap();
     let kh = d.path().join("known_hosts");
-    std::fs::write(&kh, boards.iter().map(|b| b.known_hosts_line("ed25519")).collect::<String>()).unwrap();
+    std::fs::write(
+        &kh,
+        boards
+            .iter()
+            .map(|b| b.known_hosts_line("ed25519"))
+            .collect::<String>(),
+    )
+    .unwrap();
     let policy = policy_with(&kh);
 
     // Accepts TCP (kernel backlog) but never says a word: the SSH greeting never comes.
@@ -29,12 +38,21 @@ fn ssh_unreachable_and_silent_hosts_do_not_stall_others() {
     silent.identity_files = vec![key.private.clone()];
     // Nothing listens here: connection refused.
     let refused_ip = unique_ip();
-    let refused_port = TcpListener::bind((refused_ip.as_str(), 0)).unwrap().local_addr().unwrap().port();
+    let refused_port = TcpListener::bind((refused_ip.as_str(), 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut refused = Target::new("refused", refused_ip.clone());
     refused.port = refused_port;
 
     let mut targets = vec![silent.clone()];
-    targets.extend(boards.iter().enumerate().map(|(i, b)| b.target(&format!("b{i}"), &key)));
+    targets.extend(
+        boards
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b.target(&format!("b{i}"), &key)),
+    );
     targets.push(refused.clone());
 
     let (tx, rx) = mpsc::channel();
@@ -48,15 +66,32 @@ fn ssh_unreachable_and_silent_hosts_do_not_stall_others() {
 
     assert_eq!(outcomes.len(), 6);
     for o in &outcomes[1..5] {
-        let f = o.result.as_ref().unwrap_or_else(|e| panic!("{}: {e}", o.name));
+        let f = o
+            .result
+            .as_ref()
+            .unwrap_or_else(|e| panic!("{}: {e}", o.name));
         assert_eq!(f.arch, std::env::consts::ARCH);
     }
     let silent_err = outcomes[0].result.as_ref().unwrap_err();
-    assert!(matches!(silent_err, TransportError::Handshake { .. }), "{silent_err}");
-    assert!(silent_err.to_string().contains("no SSH greeting"), "{silent_err}");
+    assert!(
+        matches!(silent_err, TransportError::Handshake { .. }),
+        "{silent_err}"
+    );
+    assert!(
+        silent_err.to_string().contains("no SSH greeting"),
+        "{silent_err}"
+    );
     let refused_err = outcomes[5].result.as_ref().unwrap_err();
-    assert!(matches!(refused_err, TransportError::Unreachable { .. }), "{refused_err}");
-    assert!(refused_err.to_string().contains(&format!("refused ({refused_ip}:{refused_port})")), "{refused_err}");
+    assert!(
+        matches!(refused_err, TransportError::Unreachable { .. }),
+        "{refused_err}"
+    );
+    assert!(
+        refused_err
+            .to_string()
+            .contains(&format!("refused ({refused_ip}:{refused_port})")),
+        "{refused_err}"
+    );
 
     // Every good board finished while the silent one was still waiting for its greeting.
     let silent_failed = events
@@ -68,14 +103,23 @@ fn ssh_unreachable_and_silent_hosts_do_not_stall_others() {
             .iter()
             .position(|e| e.host == format!("b{i}") && matches!(e.kind, EventKind::Done(_)))
             .expect("a Done event");
-        assert!(done < silent_failed, "b{i} waited for the silent host: {events:?}");
+        assert!(
+            done < silent_failed,
+            "b{i} waited for the silent host: {events:?}"
+        );
     }
 
     let summary = Summary::of(&outcomes);
     assert_eq!(summary.ok, ["b0", "b1", "b2", "b3"]);
     let text = summary.to_string();
     assert!(text.starts_with("4 host(s) ok, 2 failed"), "{text}");
-    assert!(text.contains(&format!("silent ({silent_ip}:{})", silent.port)), "{text}");
-    assert!(text.contains(&format!("refused ({refused_ip}:{refused_port})")), "{text}");
+    assert!(
+        text.contains(&format!("silent ({silent_ip}:{})", silent.port)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("refused ({refused_ip}:{refused_port})")),
+        "{text}"
+    );
     drop(silent_listener);
 }

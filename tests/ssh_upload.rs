@@ -34,7 +34,9 @@ fn big_file(dir: &Path, size: u64, seed: u64) -> std::path::PathBuf {
 }
 
 fn sha_file(p: &Path) -> String {
-    rvcluster::transport::host::sha256_reader(std::fs::File::open(p).unwrap()).unwrap().0
+    rvcluster::transport::host::sha256_reader(std::fs::File::open(p).unwrap())
+        .unwrap()
+        .0
 }
 
 fn leftovers(dir: &Path) -> Vec<String> {
@@ -48,7 +50,12 @@ fn leftovers(dir: &Path) -> Vec<String> {
 fn peak_rss_mib() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = s.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() / 1024
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        / 1024
 }
 
 fn connect(sshd: &Sshd, key: &sshd::ClientKey) -> (SshHost, tempfile::TempDir) {
@@ -81,26 +88,54 @@ fn upload_100mib_atomic_then_skip(h: &mut dyn Host) {
             }
             seen
         });
-        let o = h.upload(&local, &RemoteFile::new(dest_s.clone(), 0o755).owned_by("root:root")).unwrap();
+        let o = h
+            .upload(
+                &local,
+                &RemoteFile::new(dest_s.clone(), 0o755).owned_by("root:root"),
+            )
+            .unwrap();
         done.store(true, Ordering::SeqCst);
         let seen = watcher.join().unwrap();
-        assert!(seen.iter().all(|&l| l == 7 || l == 100 * MIB), "dest was seen half-written: sizes {seen:?}");
+        assert!(
+            seen.iter().all(|&l| l == 7 || l == 100 * MIB),
+            "dest was seen half-written: sizes {seen:?}"
+        );
         o
     });
     let rss_growth = peak_rss_mib().saturating_sub(rss_before);
-    assert!(rss_growth < 64, "peak RSS grew by {rss_growth} MiB while uploading 100 MiB");
-    assert_eq!(outcome, UploadOutcome::Uploaded { sha256: sha_file(&local), bytes: 100 * MIB });
+    assert!(
+        rss_growth < 64,
+        "peak RSS grew by {rss_growth} MiB while uploading 100 MiB"
+    );
+    assert_eq!(
+        outcome,
+        UploadOutcome::Uploaded {
+            sha256: sha_file(&local),
+            bytes: 100 * MIB
+        }
+    );
     assert_eq!(sha_file(&dest), sha_file(&local));
     let meta = std::fs::metadata(&dest).unwrap();
     assert_eq!(meta.permissions().mode() & 0o7777, 0o755);
     assert_eq!((meta.uid(), meta.gid()), (0, 0));
-    assert!(leftovers(remote.path()).is_empty(), "{:?}", leftovers(remote.path()));
+    assert!(
+        leftovers(remote.path()).is_empty(),
+        "{:?}",
+        leftovers(remote.path())
+    );
 
     // Same content again: nothing is sent; a drifted mode is put back.
     std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600)).unwrap();
     let ino = meta.ino();
-    let again = h.upload(&local, &RemoteFile::new(dest_s.clone(), 0o755)).unwrap();
-    assert_eq!(again, UploadOutcome::Unchanged { sha256: sha_file(&local) });
+    let again = h
+        .upload(&local, &RemoteFile::new(dest_s.clone(), 0o755))
+        .unwrap();
+    assert_eq!(
+        again,
+        UploadOutcome::Unchanged {
+            sha256: sha_file(&local)
+        }
+    );
     let meta = std::fs::metadata(&dest).unwrap();
     assert_eq!(meta.ino(), ino, "an unchanged file must not be rewritten");
     assert_eq!(meta.permissions().mode() & 0o7777, 0o755);
@@ -126,13 +161,31 @@ fn sha_mismatch_leaves_old_file(h: &mut dyn Host) {
     let wrong = "0".repeat(64);
     let mut data: &[u8] = b"new content that does not hash to zeros\n";
     let err = h
-        .upload_verified(&mut data, &wrong, &RemoteFile::new(dest.display().to_string(), 0o600))
+        .upload_verified(
+            &mut data,
+            &wrong,
+            &RemoteFile::new(dest.display().to_string(), 0o600),
+        )
         .unwrap_err();
-    let TransportError::ShaMismatch { expected, actual, .. } = &err else { panic!("unexpected {err}") };
+    let TransportError::ShaMismatch {
+        expected, actual, ..
+    } = &err
+    else {
+        panic!("unexpected {err}")
+    };
     assert_eq!(expected, &wrong);
-    assert_eq!(actual, &hex::encode(sha2::Sha256::digest(b"new content that does not hash to zeros\n")));
+    assert_eq!(
+        actual,
+        &hex::encode(sha2::Sha256::digest(
+            b"new content that does not hash to zeros\n"
+        ))
+    );
     assert_eq!(std::fs::read(&dest).unwrap(), b"old content\n");
-    assert!(leftovers(remote.path()).is_empty(), "{:?}", leftovers(remote.path()));
+    assert!(
+        leftovers(remote.path()).is_empty(),
+        "{:?}",
+        leftovers(remote.path())
+    );
 }
 
 #[test]
@@ -159,7 +212,10 @@ fn ssh_write_creates_parent_dirs_with_mode_and_is_idempotent() {
     let o = h.write(b"token: s3cret\n", &f).unwrap();
     assert!(o.changed());
     assert_eq!(std::fs::read(&dest).unwrap(), b"token: s3cret\n");
-    assert_eq!(std::fs::metadata(&dest).unwrap().permissions().mode() & 0o7777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&dest).unwrap().permissions().mode() & 0o7777,
+        0o600
+    );
     assert!(!h.write(b"token: s3cret\n", &f).unwrap().changed());
     assert!(h.write(b"token: other\n", &f).unwrap().changed());
     assert_eq!(std::fs::read(&dest).unwrap(), b"token: other\n");
@@ -170,8 +226,16 @@ fn ssh_upload_missing_local_file_names_it() {
     let key = client_key("ed25519", None);
     let sshd = Sshd::with_key(&key);
     let (mut h, _d) = connect(&sshd, &key);
-    let err = h.upload(Path::new("/nonexistent/k3s-riscv64"), &RemoteFile::new("/tmp/x", 0o755)).unwrap_err();
-    assert!(err.to_string().contains("/nonexistent/k3s-riscv64"), "{err}");
+    let err = h
+        .upload(
+            Path::new("/nonexistent/k3s-riscv64"),
+            &RemoteFile::new("/tmp/x", 0o755),
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("/nonexistent/k3s-riscv64"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -186,11 +250,19 @@ fn ssh_upload_pinned_verifies_on_the_host() {
     let dest = RemoteFile::new(remote.path().join("k3s").display().to_string(), 0o755);
     // Upper-case digests from a lock file are accepted.
     let o = h.upload_pinned(&local, &sha.to_uppercase(), &dest).unwrap();
-    assert_eq!(o, UploadOutcome::Uploaded { sha256: sha.clone(), bytes: 3 * MIB });
+    assert_eq!(
+        o,
+        UploadOutcome::Uploaded {
+            sha256: sha.clone(),
+            bytes: 3 * MIB
+        }
+    );
     assert!(!h.upload_pinned(&local, &sha, &dest).unwrap().changed());
     // The cache entry got corrupted: the host notices, the installed file stays.
     let other = big_file(src.path(), MIB, 8);
-    let err = h.upload_pinned(&other, &sha.replace(&sha[..4], "ffff"), &dest).unwrap_err();
+    let err = h
+        .upload_pinned(&other, &sha.replace(&sha[..4], "ffff"), &dest)
+        .unwrap_err();
     assert!(matches!(err, TransportError::ShaMismatch { .. }), "{err}");
     assert_eq!(sha_file(&remote.path().join("k3s")), sha);
     assert!(leftovers(remote.path()).is_empty());
@@ -202,9 +274,15 @@ fn ssh_upload_into_unwritable_place_fails_cleanly() {
     let sshd = Sshd::with_key(&key);
     let (mut h, _d) = connect(&sshd, &key);
     // /proc does not take new files: tee cannot create the temp file.
-    let err = h.write(b"x", &RemoteFile::new("/proc/rvcluster-test-file", 0o644)).unwrap_err();
+    let err = h
+        .write(b"x", &RemoteFile::new("/proc/rvcluster-test-file", 0o644))
+        .unwrap_err();
     assert!(matches!(err, TransportError::CommandFailed { .. }), "{err}");
-    assert!(err.to_string().contains("uploading /proc/rvcluster-test-file"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("uploading /proc/rvcluster-test-file"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -227,13 +305,21 @@ fn ssh_upload_on_a_host_without_openssl_uses_sha256sum() {
         ..Default::default()
     });
     let (mut h, _d) = connect(&sshd, &key);
-    assert!(!h.exec("command -v openssl", None, None).unwrap().success(), "openssl still on PATH");
+    assert!(
+        !h.exec("command -v openssl", None, None).unwrap().success(),
+        "openssl still on PATH"
+    );
     let remote = tempfile::tempdir().unwrap();
     let dest = RemoteFile::new(remote.path().join("f").display().to_string(), 0o644);
     assert!(h.write(b"no openssl here\n", &dest).unwrap().changed());
     assert!(!h.write(b"no openssl here\n", &dest).unwrap().changed());
     let mut data: &[u8] = b"x";
-    let err = h.upload_verified(&mut data, &"0".repeat(64), &dest).unwrap_err();
+    let err = h
+        .upload_verified(&mut data, &"0".repeat(64), &dest)
+        .unwrap_err();
     assert!(matches!(err, TransportError::ShaMismatch { .. }), "{err}");
-    assert_eq!(std::fs::read(remote.path().join("f")).unwrap(), b"no openssl here\n");
+    assert_eq!(
+        std::fs::read(remote.path().join("f")).unwrap(),
+        b"no openssl here\n"
+    );
 }

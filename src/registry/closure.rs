@@ -234,6 +234,9 @@ pub fn probe(client: &RegistryClient, attempt: &Attempt) -> Outcome {
 pub fn check(needs: &[Need], provided: &BTreeMap<String, String>, mirrors: &MirrorConfig, options: &EndpointOptions) -> ClosureReport {
     let mut clients: HashMap<String, Result<RegistryClient, String>> = HashMap::new();
     let mut cache: HashMap<(String, String, String), Outcome> = HashMap::new();
+    // An endpoint that could not be reached once is not asked again (a black-holed upstream
+    // would otherwise cost a connect timeout per image).
+    let mut dead: HashMap<String, String> = HashMap::new();
     // Merge needs of the same image.
     let mut merged: Vec<(ImageRef, Vec<NeededBy>)> = Vec::new();
     for n in needs {
@@ -259,6 +262,8 @@ pub fn check(needs: &[Need], provided: &BTreeMap<String, String>, mirrors: &Mirr
                 let key = (a.endpoint.clone(), a.repository.clone(), a.reference.clone());
                 let outcome = if let Some(o) = cache.get(&key) {
                     o.clone()
+                } else if let Some(reason) = dead.get(&a.endpoint) {
+                    Outcome::Unreachable { reason: reason.clone() }
                 } else {
                     let client = clients.entry(a.endpoint.clone()).or_insert_with(|| {
                         let opts = options.get(&a.endpoint).cloned().unwrap_or_default();
@@ -268,6 +273,9 @@ pub fn check(needs: &[Need], provided: &BTreeMap<String, String>, mirrors: &Mirr
                         Ok(c) => probe(c, &a),
                         Err(reason) => Outcome::Error { reason: reason.clone() },
                     };
+                    if let Outcome::Unreachable { reason } = &o {
+                        dead.insert(a.endpoint.clone(), reason.clone());
+                    }
                     cache.insert(key, o.clone());
                     o
                 };

@@ -83,7 +83,7 @@ pub fn push_items(
                 ),
             });
         };
-        let image = source::load(&source_of(&img.source), &remote)?;
+        let image = source::load_pinned(&source_of(&img.source), &remote, locked.get(&name).map(String::as_str))?;
         items.push(PushItem {
             name: name.clone(),
             image,

@@ -254,7 +254,21 @@ impl TarIndex {
 
 /// Loads the linux/riscv64 image of a source.
 pub fn load(source: &Source, remote: &RemoteSources) -> Result<LoadedImage> {
+    load_pinned(source, remote, None)
+}
+
+/// As `load`, with the riscv64 manifest digest the lock file pinned: a `docker://` source is then
+/// fetched by that digest (a moved tag upstream changes nothing); a local source must contain
+/// exactly that manifest (checked by `push::plan` through `PushItem::locked_manifest_digest`).
+pub fn load_pinned(source: &Source, remote: &RemoteSources, pinned_manifest: Option<&str>) -> Result<LoadedImage> {
     let desc = source.describe();
+    if let (Source::Docker(r), Some(pin)) = (source, pinned_manifest) {
+        if !digest::is_valid(pin) {
+            return Err(bad(&desc, format!("pinned digest `{pin}` is not a sha256 digest")));
+        }
+        let pinned = ImageRef { tag: None, digest: Some(pin.to_string()), ..r.clone() };
+        return from_registry(desc, &pinned, remote);
+    }
     match source {
         Source::OciDir(dir) => {
             let idx = std::fs::read(dir.join("index.json")).map_err(|e| bad(&desc, format!("no index.json ({e}); is this an OCI layout directory?")))?;

@@ -96,7 +96,13 @@ pub const SHA_MISMATCH_MARK: &str = "rvcluster-sha-mismatch ";
 /// host), verify the sha256, set mode/owner, then rename it over `dest` atomically. A failing
 /// `tee` (disk full) leaves a `.err` marker and fails. On any failure the temp file is removed
 /// and `dest` is untouched.
-pub fn upload_stream(dest: &str, tmp: &str, sha256: &str, mode: u32, owner: Option<&str>) -> String {
+pub fn upload_stream(
+    dest: &str,
+    tmp: &str,
+    sha256: &str,
+    mode: u32,
+    owner: Option<&str>,
+) -> String {
     let mkdir = match parent_dir(dest) {
         Some(p) => format!("mkdir -p {} || exit 1; ", quote(p)),
         None => String::new(),
@@ -147,13 +153,19 @@ mod tests {
 
     #[test]
     fn join_quotes_each_word() {
-        assert_eq!(join(&["printf", "%s\n", "a b", "$HOME"]), "printf '%s\n' 'a b' '$HOME'");
+        assert_eq!(
+            join(&["printf", "%s\n", "a b", "$HOME"]),
+            "printf '%s\n' 'a b' '$HOME'"
+        );
     }
 
     #[test]
     fn become_wraps_with_sudo_n() {
         assert_eq!(with_become(&Become::None, "id -u"), "id -u");
-        assert_eq!(with_become(&Become::Sudo, "id -u"), "sudo -n -- sh -c 'id -u'");
+        assert_eq!(
+            with_become(&Become::Sudo, "id -u"),
+            "sudo -n -- sh -c 'id -u'"
+        );
         assert_eq!(
             with_become(&Become::Sudo, "echo 'x'"),
             r"sudo -n -- sh -c 'echo '\''x'\'''"
@@ -163,14 +175,20 @@ mod tests {
     #[test]
     fn sudo_password_error_is_recognised() {
         assert!(is_sudo_password_error(1, "sudo: a password is required\n"));
-        assert!(is_sudo_password_error(1, "sudo: a terminal is required to read the password"));
+        assert!(is_sudo_password_error(
+            1,
+            "sudo: a terminal is required to read the password"
+        ));
         assert!(!is_sudo_password_error(1, "cat: x: No such file"));
         assert!(!is_sudo_password_error(0, "sudo: a password is required"));
     }
 
     #[test]
     fn temp_path_is_beside_dest() {
-        assert_eq!(temp_path_for("/usr/local/bin/k3s", "42"), "/usr/local/bin/.k3s.rvcluster-tmp.42");
+        assert_eq!(
+            temp_path_for("/usr/local/bin/k3s", "42"),
+            "/usr/local/bin/.k3s.rvcluster-tmp.42"
+        );
         assert_eq!(temp_path_for("k3s", "1"), ".k3s.rvcluster-tmp.1");
         assert_eq!(temp_path_for("/a b/c'd", "1"), "/a b/.c'd.rvcluster-tmp.1");
     }
@@ -208,7 +226,13 @@ mod tests {
 
     #[test]
     fn upload_stream_quotes_hostile_dest() {
-        let s = upload_stream("/tmp/$(touch pwned)/a'b\nc", "/tmp/t", "abc", 0o600, Some("a b"));
+        let s = upload_stream(
+            "/tmp/$(touch pwned)/a'b\nc",
+            "/tmp/t",
+            "abc",
+            0o600,
+            Some("a b"),
+        );
         assert!(s.contains("d='/tmp/$(touch pwned)/a'\\''b\nc'"), "{s}");
         assert!(s.contains("mkdir -p '/tmp/$(touch pwned)'"), "{s}");
         assert!(s.contains("chown 'a b' \"$t\""), "{s}");

@@ -22,7 +22,11 @@ pub struct FactsQuery {
 
 impl Default for FactsQuery {
     fn default() -> Self {
-        FactsQuery { paths: vec![], services: vec![], k3s_binary: DEFAULT_K3S_BINARY.into() }
+        FactsQuery {
+            paths: vec![],
+            services: vec![],
+            k3s_binary: DEFAULT_K3S_BINARY.into(),
+        }
     }
 }
 
@@ -142,7 +146,8 @@ pub fn parse(q: &FactsQuery, out: &str) -> Result<Facts, String> {
                     let idx = parse_index(words.next(), q.services.len(), line)?;
                     let active = words.next().unwrap_or("unknown").to_string();
                     let enabled = words.next().unwrap_or("unknown").to_string();
-                    f.services.insert(q.services[idx].clone(), ServiceFact { active, enabled });
+                    f.services
+                        .insert(q.services[idx].clone(), ServiceFact { active, enabled });
                     section = "";
                 }
                 "end" => {
@@ -220,7 +225,14 @@ fn parse_file(words: &[&str], line: &str) -> Result<FileFact, String> {
         let bytes = hex::decode(link).map_err(|_| format!("bad link target in `{line}`"))?;
         Some(String::from_utf8_lossy(&bytes).into_owned())
     };
-    Ok(FileFact::Present { kind, mode, owner: owner.to_string(), group: group.to_string(), sha256, link_target })
+    Ok(FileFact::Present {
+        kind,
+        mode,
+        owner: owner.to_string(),
+        group: group.to_string(),
+        sha256,
+        link_target,
+    })
 }
 
 /// Parse os-release (`KEY=value`, values optionally in single or double quotes with `\` escapes).
@@ -231,7 +243,9 @@ pub fn parse_os_release(text: &str) -> BTreeMap<String, String> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let Some((k, v)) = line.split_once('=') else { continue };
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
         if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             continue;
         }
@@ -264,7 +278,12 @@ mod tests {
 
     fn query() -> FactsQuery {
         FactsQuery {
-            paths: vec!["/usr/local/bin/k3s".into(), "/etc/a b/$(x)\n'y'".into(), "/l".into(), "/d".into()],
+            paths: vec![
+                "/usr/local/bin/k3s".into(),
+                "/etc/a b/$(x)\n'y'".into(),
+                "/l".into(),
+                "/d".into(),
+            ],
             services: vec!["k3s.service".into()],
             k3s_binary: DEFAULT_K3S_BINARY.into(),
         }
@@ -311,17 +330,44 @@ NAME=\"openEuler\"\nVERSION=\"24.03 (LTS-SP1)\"\nID=openEuler\nPRETTY_NAME='open
                 mode: 0o755,
                 owner: "root".into(),
                 group: "root".into(),
-                sha256: Some("5e2b3c0c8f4d5f8ab4a3b1c1e2d3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1".into()),
+                sha256: Some(
+                    "5e2b3c0c8f4d5f8ab4a3b1c1e2d3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1".into()
+                ),
                 link_target: None,
             }
         );
         assert_eq!(f.files["/etc/a b/$(x)\n'y'"], FileFact::Absent);
-        let FileFact::Present { kind, link_target, .. } = &f.files["/l"] else { panic!() };
-        assert_eq!((*kind, link_target.as_deref()), (FileKind::Symlink, Some("/usr/local/bin/k3s")));
-        let FileFact::Present { kind, mode, group, .. } = &f.files["/d"] else { panic!() };
-        assert_eq!((*kind, *mode, group.as_str()), (FileKind::Directory, 0o700, "wheel"));
-        assert_eq!(f.services["k3s.service"], ServiceFact { active: "active".into(), enabled: "enabled".into() });
-        assert_eq!(f.k3s_version.as_deref(), Some("k3s version v1.31.4+k3s1 (a562d090)"));
+        let FileFact::Present {
+            kind, link_target, ..
+        } = &f.files["/l"]
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (*kind, link_target.as_deref()),
+            (FileKind::Symlink, Some("/usr/local/bin/k3s"))
+        );
+        let FileFact::Present {
+            kind, mode, group, ..
+        } = &f.files["/d"]
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (*kind, *mode, group.as_str()),
+            (FileKind::Directory, 0o700, "wheel")
+        );
+        assert_eq!(
+            f.services["k3s.service"],
+            ServiceFact {
+                active: "active".into(),
+                enabled: "enabled".into()
+            }
+        );
+        assert_eq!(
+            f.k3s_version.as_deref(),
+            Some("k3s version v1.31.4+k3s1 (a562d090)")
+        );
     }
 
     #[test]
@@ -344,7 +390,10 @@ NAME=\"openEuler\"\nVERSION=\"24.03 (LTS-SP1)\"\nID=openEuler\nPRETTY_NAME='open
 
     #[test]
     fn no_k3s_is_none() {
-        let out = OUT.replace("k3s version v1.31.4+k3s1 (a562d090)\ngo version go1.22.9\n", "");
+        let out = OUT.replace(
+            "k3s version v1.31.4+k3s1 (a562d090)\ngo version go1.22.9\n",
+            "",
+        );
         assert_eq!(parse(&query(), &out).unwrap().k3s_version, None);
     }
 }

@@ -46,7 +46,11 @@ pub struct RemoteFile {
 
 impl RemoteFile {
     pub fn new(path: impl Into<String>, mode: u32) -> RemoteFile {
-        RemoteFile { path: path.into(), mode, owner: None }
+        RemoteFile {
+            path: path.into(),
+            mode,
+            owner: None,
+        }
     }
     pub fn owned_by(mut self, owner: impl Into<String>) -> RemoteFile {
         self.owner = Some(owner.into());
@@ -57,8 +61,13 @@ impl RemoteFile {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UploadOutcome {
     /// The host already had this content (mode and owner were made right).
-    Unchanged { sha256: String },
-    Uploaded { sha256: String, bytes: u64 },
+    Unchanged {
+        sha256: String,
+    },
+    Uploaded {
+        sha256: String,
+        bytes: u64,
+    },
 }
 
 impl UploadOutcome {
@@ -94,7 +103,12 @@ fn temp_suffix() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!("{}.{}.{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed), nanos)
+    format!(
+        "{}.{}.{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos
+    )
 }
 
 /// One host rvcluster can act on.
@@ -108,11 +122,21 @@ pub trait Host: Send {
 
     /// Run `command` with `sh -c` semantics as the login user (no privilege wrapper), feeding
     /// `stdin` until it ends, collecting stdout and stderr. `timeout` bounds the whole command.
-    fn exec_raw(&mut self, command: &str, stdin: &mut dyn Read, timeout: Option<Duration>) -> Result<ExecOutput>;
+    fn exec_raw(
+        &mut self,
+        command: &str,
+        stdin: &mut dyn Read,
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput>;
 
     /// Run `command` with privilege (see [`Host::privilege`]). A non-zero status is not an
     /// error here, except that `sudo -n` asking for a password is.
-    fn exec(&mut self, command: &str, stdin: Option<&[u8]>, timeout: Option<Duration>) -> Result<ExecOutput> {
+    fn exec(
+        &mut self,
+        command: &str,
+        stdin: Option<&[u8]>,
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput> {
         let wrapped = cmd::with_become(&self.privilege(), command);
         let mut input: &[u8] = stdin.unwrap_or(&[]);
         let out = self.exec_raw(&wrapped, &mut input, timeout)?;
@@ -121,7 +145,13 @@ pub trait Host: Send {
     }
 
     /// Like [`Host::exec`] but a non-zero status is [`TransportError::CommandFailed`], named `what`.
-    fn exec_ok(&mut self, what: &str, command: &str, stdin: Option<&[u8]>, timeout: Option<Duration>) -> Result<ExecOutput> {
+    fn exec_ok(
+        &mut self,
+        what: &str,
+        command: &str,
+        stdin: Option<&[u8]>,
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput> {
         let out = self.exec(command, stdin, timeout)?;
         if !out.success() {
             return Err(TransportError::CommandFailed {
@@ -136,7 +166,9 @@ pub trait Host: Send {
 
     #[doc(hidden)]
     fn check_sudo(&self, out: &ExecOutput) -> Result<()> {
-        if self.privilege() == Become::Sudo && cmd::is_sudo_password_error(out.status, &out.stderr_str()) {
+        if self.privilege() == Become::Sudo
+            && cmd::is_sudo_password_error(out.status, &out.stderr_str())
+        {
             return Err(TransportError::SudoPasswordRequired {
                 host: self.name().to_string(),
                 user: self.login_user(),
@@ -155,7 +187,8 @@ pub trait Host: Send {
     /// renamed over the destination. Constant memory.
     fn upload(&mut self, local: &Path, dest: &RemoteFile) -> Result<UploadOutcome> {
         let open = || {
-            std::fs::File::open(local).map_err(|e| TransportError::io(format!("reading {}", local.display()), e))
+            std::fs::File::open(local)
+                .map_err(|e| TransportError::io(format!("reading {}", local.display()), e))
         };
         let (sha, _) = sha256_reader(BufReader::new(open()?))
             .map_err(|e| TransportError::io(format!("reading {}", local.display()), e))?;
@@ -166,7 +199,12 @@ pub trait Host: Send {
     /// Upload a local file whose sha256 the caller already knows (a pinned, content-addressed
     /// artifact): no local hashing pass; the host verifies the bytes it received against
     /// `sha256`, so a corrupted cache entry fails with [`TransportError::ShaMismatch`].
-    fn upload_pinned(&mut self, local: &Path, sha256: &str, dest: &RemoteFile) -> Result<UploadOutcome> {
+    fn upload_pinned(
+        &mut self,
+        local: &Path,
+        sha256: &str,
+        dest: &RemoteFile,
+    ) -> Result<UploadOutcome> {
         let mut file = std::fs::File::open(local)
             .map_err(|e| TransportError::io(format!("reading {}", local.display()), e))?;
         self.upload_verified(&mut file, &sha256.to_ascii_lowercase(), dest)
@@ -181,20 +219,40 @@ pub trait Host: Send {
 
     /// Stream `content`, which must hash to `sha256`, to `dest`. The host checks the hash; on a
     /// mismatch the destination is untouched and [`TransportError::ShaMismatch`] is returned.
-    fn upload_verified(&mut self, content: &mut dyn Read, sha256: &str, dest: &RemoteFile) -> Result<UploadOutcome> {
+    fn upload_verified(
+        &mut self,
+        content: &mut dyn Read,
+        sha256: &str,
+        dest: &RemoteFile,
+    ) -> Result<UploadOutcome> {
         let owner = dest.owner.as_deref();
-        let check = self.exec_ok("checking the existing file", &cmd::upload_check(&dest.path, sha256, dest.mode, owner), None, None)?;
+        let check = self.exec_ok(
+            "checking the existing file",
+            &cmd::upload_check(&dest.path, sha256, dest.mode, owner),
+            None,
+            None,
+        )?;
         if check.stdout_str().trim() == "present" {
-            return Ok(UploadOutcome::Unchanged { sha256: sha256.to_string() });
+            return Ok(UploadOutcome::Unchanged {
+                sha256: sha256.to_string(),
+            });
         }
         let tmp = cmd::temp_path_for(&dest.path, &temp_suffix());
-        let script = cmd::with_become(&self.privilege(), &cmd::upload_stream(&dest.path, &tmp, sha256, dest.mode, owner));
-        let mut counting = CountingReader { inner: content, n: 0 };
+        let script = cmd::with_become(
+            &self.privilege(),
+            &cmd::upload_stream(&dest.path, &tmp, sha256, dest.mode, owner),
+        );
+        let mut counting = CountingReader {
+            inner: content,
+            n: 0,
+        };
         let out = self.exec_raw(&script, &mut counting, None)?;
         self.check_sudo(&out)?;
         let stderr = out.stderr_str();
         if out.status == cmd::SHA_MISMATCH_STATUS
-            && let Some(actual) = stderr.lines().find_map(|l| l.strip_prefix(cmd::SHA_MISMATCH_MARK))
+            && let Some(actual) = stderr
+                .lines()
+                .find_map(|l| l.strip_prefix(cmd::SHA_MISMATCH_MARK))
         {
             return Err(TransportError::ShaMismatch {
                 host: self.name().to_string(),
@@ -211,14 +269,19 @@ pub trait Host: Send {
                 stderr: stderr.trim().to_string(),
             });
         }
-        Ok(UploadOutcome::Uploaded { sha256: sha256.to_string(), bytes: counting.n })
+        Ok(UploadOutcome::Uploaded {
+            sha256: sha256.to_string(),
+            bytes: counting.n,
+        })
     }
 
     /// Gather facts in one round trip (run with privilege, so root-only files are readable).
     fn facts(&mut self, query: &FactsQuery) -> Result<Facts> {
         let out = self.exec_ok("gathering facts", &facts::script(query), None, None)?;
-        facts::parse(query, &out.stdout_str())
-            .map_err(|detail| TransportError::Facts { host: self.name().to_string(), detail })
+        facts::parse(query, &out.stdout_str()).map_err(|detail| TransportError::Facts {
+            host: self.name().to_string(),
+            detail,
+        })
     }
 }
 

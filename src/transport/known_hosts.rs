@@ -29,7 +29,11 @@ pub fn blob_key_type(blob: &[u8]) -> Option<String> {
 
 /// The name known_hosts uses for a host: `host` on port 22, `[host]:port` otherwise.
 pub fn lookup_name(host: &str, port: u16) -> String {
-    if port == 22 { host.to_string() } else { format!("[{host}]:{port}") }
+    if port == 22 {
+        host.to_string()
+    } else {
+        format!("[{host}]:{port}")
+    }
 }
 
 /// Host-key algorithms to offer for a recorded key type (rsa keys sign with sha2 nowadays).
@@ -66,11 +70,17 @@ impl PublicKey {
     pub fn parse(text: &str) -> Result<PublicKey, String> {
         let mut it = text.split_whitespace();
         let key_type = it.next().ok_or("empty host key")?.to_string();
-        let b64 = it.next().ok_or_else(|| format!("host key `{key_type}` has no base64 part"))?;
-        let blob = STANDARD.decode(b64).map_err(|e| format!("host key is not valid base64: {e}"))?;
+        let b64 = it
+            .next()
+            .ok_or_else(|| format!("host key `{key_type}` has no base64 part"))?;
+        let blob = STANDARD
+            .decode(b64)
+            .map_err(|e| format!("host key is not valid base64: {e}"))?;
         match blob_key_type(&blob) {
             Some(t) if t == key_type => Ok(PublicKey { key_type, blob }),
-            Some(t) => Err(format!("host key says `{key_type}` but its data is a `{t}` key")),
+            Some(t) => Err(format!(
+                "host key says `{key_type}` but its data is a `{t}` key"
+            )),
             None => Err("host key data is truncated".into()),
         }
     }
@@ -116,7 +126,9 @@ pub fn parse(text: &str) -> Vec<Entry> {
             continue;
         }
         let mut fields = line.split_whitespace();
-        let Some(mut first) = fields.next() else { continue };
+        let Some(mut first) = fields.next() else {
+            continue;
+        };
         let marker = match first {
             "@revoked" => Marker::Revoked,
             "@cert-authority" => Marker::CertAuthority,
@@ -129,9 +141,18 @@ pub fn parse(text: &str) -> Vec<Entry> {
                 None => continue,
             }
         }
-        let (Some(kt), Some(b64)) = (fields.next(), fields.next()) else { continue };
-        let Ok(key) = PublicKey::parse(&format!("{kt} {b64}")) else { continue };
-        out.push(Entry { line: i + 1, marker, hosts: first.to_string(), key });
+        let (Some(kt), Some(b64)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let Ok(key) = PublicKey::parse(&format!("{kt} {b64}")) else {
+            continue;
+        };
+        out.push(Entry {
+            line: i + 1,
+            marker,
+            hosts: first.to_string(),
+            key,
+        });
     }
     out
 }
@@ -155,9 +176,15 @@ pub fn host_field_matches(field: &str, lookup: &str) -> bool {
 }
 
 fn hashed_matches(hashed: &str, lookup: &str) -> bool {
-    let Some((salt, hash)) = hashed.split_once('|') else { return false };
-    let (Ok(salt), Ok(hash)) = (STANDARD.decode(salt), STANDARD.decode(hash)) else { return false };
-    let Ok(mut mac) = <Hmac<sha1::Sha1> as KeyInit>::new_from_slice(&salt) else { return false };
+    let Some((salt, hash)) = hashed.split_once('|') else {
+        return false;
+    };
+    let (Ok(salt), Ok(hash)) = (STANDARD.decode(salt), STANDARD.decode(hash)) else {
+        return false;
+    };
+    let Ok(mut mac) = <Hmac<sha1::Sha1> as KeyInit>::new_from_slice(&salt) else {
+        return false;
+    };
     mac.update(lookup.as_bytes());
     mac.verify_slice(&hash).is_ok()
 }
@@ -182,7 +209,13 @@ impl Expectation {
         }
         let mut out: Vec<&'static str> = vec![];
         // Keep OpenSSH's order of preference among the recorded types.
-        for kt in ["ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa"] {
+        for kt in [
+            "ssh-ed25519",
+            "ecdsa-sha2-nistp256",
+            "ecdsa-sha2-nistp384",
+            "ecdsa-sha2-nistp521",
+            "ssh-rsa",
+        ] {
             if self.keys.iter().any(|k| k.key_type == kt) {
                 out.extend(algorithms_for(kt));
             }
@@ -196,14 +229,21 @@ impl Expectation {
 pub enum Verdict {
     Trusted,
     Unknown,
-    Changed { recorded_in: String, recorded_fingerprint: String },
-    Revoked { recorded_in: String },
+    Changed {
+        recorded_in: String,
+        recorded_fingerprint: String,
+    },
+    Revoked {
+        recorded_in: String,
+    },
 }
 
 /// Pure decision: compare the presented key with the expectation.
 pub fn judge(exp: &Expectation, presented: &PublicKey) -> Verdict {
     if exp.revoked.iter().any(|k| k.blob == presented.blob) {
-        return Verdict::Revoked { recorded_in: exp.source.clone() };
+        return Verdict::Revoked {
+            recorded_in: exp.source.clone(),
+        };
     }
     if exp.keys.iter().any(|k| k.blob == presented.blob) {
         return Verdict::Trusted;
@@ -238,14 +278,17 @@ impl HostKeyPolicy {
     pub fn new(project_known_hosts: Option<PathBuf>) -> HostKeyPolicy {
         HostKeyPolicy {
             project_known_hosts,
-            user_known_hosts: std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ssh/known_hosts")),
+            user_known_hosts: std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".ssh/known_hosts")),
             accept_new: false,
         }
     }
 
     /// Where accepted keys are written.
     pub fn write_path(&self) -> Option<&Path> {
-        self.project_known_hosts.as_deref().or(self.user_known_hosts.as_deref())
+        self.project_known_hosts
+            .as_deref()
+            .or(self.user_known_hosts.as_deref())
     }
 
     /// Build the expectation for a target (reads the files; missing files are empty).
@@ -253,12 +296,22 @@ impl HostKeyPolicy {
         let lookup = lookup_name(&target.host, target.port);
         let mut revoked = vec![];
         let mut found: Option<(String, Vec<PublicKey>)> = None;
-        for path in [&self.project_known_hosts, &self.user_known_hosts].into_iter().flatten() {
+        for path in [&self.project_known_hosts, &self.user_known_hosts]
+            .into_iter()
+            .flatten()
+        {
             let entries = parse(&read_or_empty(path)?);
             let mine: Vec<&Entry> = entries.iter().filter(|e| e.matches(&lookup)).collect();
-            revoked.extend(mine.iter().filter(|e| e.marker == Marker::Revoked).map(|e| e.key.clone()));
-            let keys: Vec<PublicKey> =
-                mine.iter().filter(|e| e.marker == Marker::None).map(|e| e.key.clone()).collect();
+            revoked.extend(
+                mine.iter()
+                    .filter(|e| e.marker == Marker::Revoked)
+                    .map(|e| e.key.clone()),
+            );
+            let keys: Vec<PublicKey> = mine
+                .iter()
+                .filter(|e| e.marker == Marker::None)
+                .map(|e| e.key.clone())
+                .collect();
             if found.is_none() && !keys.is_empty() {
                 found = Some((path.display().to_string(), keys));
             }
@@ -268,10 +321,18 @@ impl HostKeyPolicy {
                 what: format!("host-key of {}", target.name),
                 detail,
             })?;
-            return Ok(Expectation { source: "pinned host-key".into(), keys: vec![key], revoked });
+            return Ok(Expectation {
+                source: "pinned host-key".into(),
+                keys: vec![key],
+                revoked,
+            });
         }
         let (source, keys) = found.unwrap_or_else(|| (String::new(), vec![]));
-        Ok(Expectation { source, keys, revoked })
+        Ok(Expectation {
+            source,
+            keys,
+            revoked,
+        })
     }
 }
 
@@ -287,14 +348,22 @@ static WRITE_LOCK: Mutex<()> = Mutex::new(());
 
 /// Pure: new file text with `key` recorded for `lookup`. With `replace`, every other plain entry
 /// matching `lookup` is dropped first (hashed entries too). Returns (text, removed keys).
-pub fn record(text: &str, lookup: &str, key: &PublicKey, replace: bool) -> (String, Vec<PublicKey>) {
+pub fn record(
+    text: &str,
+    lookup: &str,
+    key: &PublicKey,
+    replace: bool,
+) -> (String, Vec<PublicKey>) {
     let mut removed = vec![];
     let mut out = String::new();
     let parsed = parse(text);
     for (i, raw) in text.lines().enumerate() {
         let drop = replace
             && parsed.iter().any(|e| {
-                e.line == i + 1 && e.marker == Marker::None && e.matches(lookup) && e.key.blob != key.blob
+                e.line == i + 1
+                    && e.marker == Marker::None
+                    && e.matches(lookup)
+                    && e.key.blob != key.blob
             });
         if drop {
             if let Some(e) = parsed.iter().find(|e| e.line == i + 1) {
@@ -315,22 +384,33 @@ pub fn record(text: &str, lookup: &str, key: &PublicKey, replace: bool) -> (Stri
 }
 
 /// Record a key in a known_hosts file (atomic rewrite). Returns the keys it replaced.
-pub fn write_entry(path: &Path, lookup: &str, key: &PublicKey, replace: bool) -> Result<Vec<PublicKey>, TransportError> {
+pub fn write_entry(
+    path: &Path,
+    lookup: &str,
+    key: &PublicKey,
+    replace: bool,
+) -> Result<Vec<PublicKey>, TransportError> {
     let _guard = WRITE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let old = read_or_empty(path)?;
     let (new, removed) = record(&old, lookup, key, replace);
     if new == old {
         return Ok(removed);
     }
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| TransportError::io(format!("creating {}", dir.display()), e))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .map_err(|e| TransportError::io(format!("creating {}", dir.display()), e))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .map_err(|e| TransportError::io(format!("writing {}", path.display()), e))?;
     std::io::Write::write_all(&mut tmp, new.as_bytes())
         .map_err(|e| TransportError::io(format!("writing {}", path.display()), e))?;
     {
         use std::os::unix::fs::PermissionsExt;
-        let _ = tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644));
+        let _ = tmp
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644));
     }
     tmp.persist(path)
         .map_err(|e| TransportError::io(format!("writing {}", path.display()), e.error))?;
@@ -340,8 +420,20 @@ pub fn write_entry(path: &Path, lookup: &str, key: &PublicKey, replace: bool) ->
 /// What `rvcluster trust NODE` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrustOutcome {
-    Added { name: String, lookup: String, key_type: String, fingerprint: String, path: PathBuf },
-    AlreadyTrusted { name: String, lookup: String, key_type: String, fingerprint: String, path: PathBuf },
+    Added {
+        name: String,
+        lookup: String,
+        key_type: String,
+        fingerprint: String,
+        path: PathBuf,
+    },
+    AlreadyTrusted {
+        name: String,
+        lookup: String,
+        key_type: String,
+        fingerprint: String,
+        path: PathBuf,
+    },
     Replaced {
         name: String,
         lookup: String,
@@ -355,13 +447,40 @@ pub enum TrustOutcome {
 impl std::fmt::Display for TrustOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            TrustOutcome::Added { name, lookup, key_type, fingerprint, path } => {
-                write!(f, "{name} ({lookup}): recorded {key_type} key {fingerprint} in {}", path.display())
+            TrustOutcome::Added {
+                name,
+                lookup,
+                key_type,
+                fingerprint,
+                path,
+            } => {
+                write!(
+                    f,
+                    "{name} ({lookup}): recorded {key_type} key {fingerprint} in {}",
+                    path.display()
+                )
             }
-            TrustOutcome::AlreadyTrusted { name, lookup, key_type, fingerprint, path } => {
-                write!(f, "{name} ({lookup}): {key_type} key {fingerprint} is already in {}", path.display())
+            TrustOutcome::AlreadyTrusted {
+                name,
+                lookup,
+                key_type,
+                fingerprint,
+                path,
+            } => {
+                write!(
+                    f,
+                    "{name} ({lookup}): {key_type} key {fingerprint} is already in {}",
+                    path.display()
+                )
             }
-            TrustOutcome::Replaced { name, lookup, key_type, fingerprint, path, old_fingerprints } => write!(
+            TrustOutcome::Replaced {
+                name,
+                lookup,
+                key_type,
+                fingerprint,
+                path,
+                old_fingerprints,
+            } => write!(
                 f,
                 "{name} ({lookup}): replaced {} with {key_type} key {fingerprint} in {}",
                 old_fingerprints.join(", "),
@@ -374,8 +493,19 @@ impl std::fmt::Display for TrustOutcome {
 /// Fetch the key `target` presents and record it in `known_hosts`. ProxyJump hops are verified
 /// with `policy` and authenticated with `auth`; the target itself is never authenticated to and
 /// no command runs on it. A different recorded key is an error unless `replace`.
-pub fn trust(target: &Target, policy: &HostKeyPolicy, known_hosts: &Path, replace: bool) -> Result<TrustOutcome, TransportError> {
-    trust_with(target, policy, &super::ssh::AuthConfig::from_env(), known_hosts, replace)
+pub fn trust(
+    target: &Target,
+    policy: &HostKeyPolicy,
+    known_hosts: &Path,
+    replace: bool,
+) -> Result<TrustOutcome, TransportError> {
+    trust_with(
+        target,
+        policy,
+        &super::ssh::AuthConfig::from_env(),
+        known_hosts,
+        replace,
+    )
 }
 
 /// [`trust`] with explicit credentials for the ProxyJump hops.
@@ -394,8 +524,16 @@ pub fn trust_with(
         .map(|e| e.key.clone())
         .collect();
     // Ask for a type we already have on record first, so a re-run finds the same key.
-    let exp = Expectation { source: known_hosts.display().to_string(), keys: recorded.clone(), revoked: vec![] };
-    let mut algorithms = if recorded.is_empty() { vec![] } else { exp.algorithms() };
+    let exp = Expectation {
+        source: known_hosts.display().to_string(),
+        keys: recorded.clone(),
+        revoked: vec![],
+    };
+    let mut algorithms = if recorded.is_empty() {
+        vec![]
+    } else {
+        exp.algorithms()
+    };
     for a in DEFAULT_HOST_KEY_ALGORITHMS {
         if !algorithms.contains(a) {
             algorithms.push(a);
@@ -406,24 +544,39 @@ pub fn trust_with(
     let path = known_hosts.to_path_buf();
     let name = target.name.clone();
     if recorded.iter().any(|k| k.blob == key.blob) {
-        return Ok(TrustOutcome::AlreadyTrusted { name, lookup, key_type: key.key_type, fingerprint, path });
+        return Ok(TrustOutcome::AlreadyTrusted {
+            name,
+            lookup,
+            key_type: key.key_type,
+            fingerprint,
+            path,
+        });
     }
     if !recorded.is_empty() && !replace {
-        let Verdict::Changed { recorded_in, recorded_fingerprint } = judge(&exp, &key) else {
+        let Verdict::Changed {
+            recorded_in,
+            recorded_fingerprint,
+        } = judge(&exp, &key)
+        else {
             unreachable!("a key not on record while others are is a change")
         };
         return Err(TransportError::ChangedHostKey {
             host: target.name.clone(),
             address: target.address(),
-            key_type: key.key_type,
-            fingerprint,
+            fingerprint: format!("{} {fingerprint}", key.key_type),
             recorded_in,
             recorded_fingerprint,
         });
     }
     let removed = write_entry(known_hosts, &lookup, &key, replace)?;
     if removed.is_empty() {
-        Ok(TrustOutcome::Added { name, lookup, key_type: key.key_type, fingerprint, path })
+        Ok(TrustOutcome::Added {
+            name,
+            lookup,
+            key_type: key.key_type,
+            fingerprint,
+            path,
+        })
     } else {
         Ok(TrustOutcome::Replaced {
             name,
@@ -442,8 +595,10 @@ mod tests {
 
     // A real ed25519 host key (generated by ssh-keygen for this test) and its fingerprint
     // as printed by `ssh-keygen -lf`.
-    const ED: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAdHS+Penrwey6ljyCWG6NRm3D6zhJbN/mjxQ2kUiXzv";
-    const ED2: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPzI7TVHxOGYVRDR4oNpEVHf0Rsra2wTRU37H5xvRWJa";
+    const ED: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAdHS+Penrwey6ljyCWG6NRm3D6zhJbN/mjxQ2kUiXzv";
+    const ED2: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPzI7TVHxOGYVRDR4oNpEVHf0Rsra2wTRU37H5xvRWJa";
 
     fn key(s: &str) -> PublicKey {
         PublicKey::parse(s).unwrap()
@@ -454,7 +609,12 @@ mod tests {
         let k = key(&format!("{ED} comment here"));
         assert_eq!(k.key_type, "ssh-ed25519");
         assert_eq!(k.to_openssh(), ED);
-        assert!(PublicKey::parse("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C8okWpuHpD1bBEJH").is_err());
+        assert!(
+            PublicKey::parse(
+                "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C8okWpuHpD1bBEJH"
+            )
+            .is_err()
+        );
         assert!(PublicKey::parse("ssh-ed25519 !!!").is_err());
         assert!(PublicKey::parse("").is_err());
     }
@@ -490,7 +650,11 @@ mod tests {
     fn hashed_field_for(host: &str, salt: &[u8]) -> String {
         let mut mac = <Hmac<sha1::Sha1> as KeyInit>::new_from_slice(salt).unwrap();
         mac.update(host.as_bytes());
-        format!("|1|{}|{}", STANDARD.encode(salt), STANDARD.encode(mac.finalize().into_bytes()))
+        format!(
+            "|1|{}|{}",
+            STANDARD.encode(salt),
+            STANDARD.encode(mac.finalize().into_bytes())
+        )
     }
 
     #[test]
@@ -499,25 +663,48 @@ mod tests {
         let e = parse(&text);
         assert_eq!(e.len(), 2);
         assert_eq!((e[0].line, e[0].marker), (3, Marker::Revoked));
-        assert_eq!((e[1].line, e[1].marker, e[1].hosts.as_str()), (4, Marker::None, "host"));
+        assert_eq!(
+            (e[1].line, e[1].marker, e[1].hosts.as_str()),
+            (4, Marker::None, "host")
+        );
     }
 
     #[test]
     fn judge_verdicts() {
-        let exp = Expectation { source: "kh".into(), keys: vec![key(ED)], revoked: vec![] };
+        let exp = Expectation {
+            source: "kh".into(),
+            keys: vec![key(ED)],
+            revoked: vec![],
+        };
         assert_eq!(judge(&exp, &key(ED)), Verdict::Trusted);
         assert!(matches!(judge(&exp, &key(ED2)), Verdict::Changed { .. }));
-        let none = Expectation { source: "".into(), keys: vec![], revoked: vec![] };
+        let none = Expectation {
+            source: "".into(),
+            keys: vec![],
+            revoked: vec![],
+        };
         assert_eq!(judge(&none, &key(ED)), Verdict::Unknown);
-        let rev = Expectation { source: "kh".into(), keys: vec![key(ED)], revoked: vec![key(ED)] };
+        let rev = Expectation {
+            source: "kh".into(),
+            keys: vec![key(ED)],
+            revoked: vec![key(ED)],
+        };
         assert!(matches!(judge(&rev, &key(ED)), Verdict::Revoked { .. }));
     }
 
     #[test]
     fn algorithms_follow_recorded_types() {
-        let exp = Expectation { source: "kh".into(), keys: vec![key(ED)], revoked: vec![] };
+        let exp = Expectation {
+            source: "kh".into(),
+            keys: vec![key(ED)],
+            revoked: vec![],
+        };
         assert_eq!(exp.algorithms(), vec!["ssh-ed25519"]);
-        let none = Expectation { source: "".into(), keys: vec![], revoked: vec![] };
+        let none = Expectation {
+            source: "".into(),
+            keys: vec![],
+            revoked: vec![],
+        };
         assert_eq!(none.algorithms(), DEFAULT_HOST_KEY_ALGORITHMS.to_vec());
     }
 
@@ -540,6 +727,9 @@ mod tests {
     #[test]
     fn fingerprint_format() {
         // `ssh-keygen -lf` on the ED key prints exactly this.
-        assert_eq!(fingerprint_sha256(&key(ED).blob), "SHA256:CMGN3hoqLJG0t2RaMaaenaJUwPTjJrsJTlEx2TUtris");
+        assert_eq!(
+            fingerprint_sha256(&key(ED).blob),
+            "SHA256:CMGN3hoqLJG0t2RaMaaenaJUwPTjJrsJTlEx2TUtris"
+        );
     }
 }

@@ -7,7 +7,6 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-
 use super::error::{Result, TransportError};
 use super::host::{ExecOutput, Host};
 use super::target::Become;
@@ -19,7 +18,10 @@ pub struct LocalHost {
 
 impl LocalHost {
     pub fn new(name: impl Into<String>) -> LocalHost {
-        LocalHost { name: name.into(), privilege: Become::None }
+        LocalHost {
+            name: name.into(),
+            privilege: Become::None,
+        }
     }
     pub fn with_privilege(mut self, privilege: Become) -> LocalHost {
         self.privilege = privilege;
@@ -44,7 +46,12 @@ impl Host for LocalHost {
         std::env::var("USER").unwrap_or_default()
     }
 
-    fn exec_raw(&mut self, command: &str, stdin: &mut dyn Read, timeout: Option<Duration>) -> Result<ExecOutput> {
+    fn exec_raw(
+        &mut self,
+        command: &str,
+        stdin: &mut dyn Read,
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput> {
         let host = self.name.clone();
         let fail = |cause: std::io::Error| TransportError::Session {
             host: host.clone(),
@@ -79,7 +86,10 @@ impl Host for LocalHost {
             });
             let watchdog = s.spawn(move || {
                 let Some(t) = timeout else { return false };
-                if done_rx.recv_timeout(t.saturating_sub(start.elapsed())).is_err() {
+                if done_rx
+                    .recv_timeout(t.saturating_sub(start.elapsed()))
+                    .is_err()
+                {
                     // Kill the whole group: grandchildren would otherwise keep the pipes open.
                     // SAFETY: plain kill(2) on the process group created for this command.
                     unsafe { libc::kill(-pgid, libc::SIGKILL) };
@@ -106,6 +116,10 @@ impl Host for LocalHost {
             });
         }
         let status = status?;
-        Ok(ExecOutput { status: status.code().unwrap_or(-1), stdout, stderr })
+        Ok(ExecOutput {
+            status: status.code().unwrap_or(-1),
+            stdout,
+            stderr,
+        })
     }
 }

@@ -26,7 +26,10 @@ pub use facts::{Facts, FactsQuery, FileFact, ServiceFact};
 pub use host::{ExecOutput, Host, RemoteFile, UploadOutcome};
 pub use known_hosts::{HostKeyPolicy, TrustOutcome, fingerprint_sha256, trust, trust_with};
 pub use local::LocalHost;
-pub use parallel::{Event, EventKind, HostOutcome, Named, ProgressMode, Reporter, Summary, render_progress, run_parallel};
+pub use parallel::{
+    Event, EventKind, HostOutcome, Named, ProgressMode, Reporter, Summary, render_plain,
+    render_progress, run_parallel,
+};
 pub use ssh::{AuthConfig, SshHost};
 pub use ssh_config::SshConfig;
 pub use target::{Become, Target, TargetSpec};

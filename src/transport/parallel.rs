@@ -38,7 +38,10 @@ impl Reporter {
     }
     fn send(&self, kind: EventKind) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(Event { host: self.host.clone(), kind });
+            let _ = tx.send(Event {
+                host: self.host.clone(),
+                kind,
+            });
         }
     }
 }
@@ -69,7 +72,12 @@ pub struct HostOutcome<T> {
 /// Run `job` for every item on at most `parallel` threads (at least 1). Results come back in
 /// the order of `items`. A job that panics is reported as failed; the others carry on.
 /// Events: Started, the job's steps, then Done (with `done_message`) or Failed (with the cause).
-pub fn run_parallel<I, T, F>(items: &[I], parallel: usize, events: Option<Sender<Event>>, job: F) -> Vec<HostOutcome<T>>
+pub fn run_parallel<I, T, F>(
+    items: &[I],
+    parallel: usize,
+    events: Option<Sender<Event>>,
+    job: F,
+) -> Vec<HostOutcome<T>>
 where
     I: Named + Sync,
     T: Send,
@@ -88,27 +96,42 @@ where
                     loop {
                         let i = next.fetch_add(1, Ordering::SeqCst);
                         let Some(item) = items.get(i) else { break };
-                        let reporter = Reporter { host: item.name(), tx: events.clone() };
+                        let reporter = Reporter {
+                            host: item.name(),
+                            tx: events.clone(),
+                        };
                         reporter.send(EventKind::Started);
                         let start = Instant::now();
-                        let result = std::panic::catch_unwind(AssertUnwindSafe(|| job(item, &reporter)))
-                            .unwrap_or_else(|_| {
-                                Err(TransportError::Other { host: item.name(), detail: "internal error (panic)".into() })
-                            });
+                        let result =
+                            std::panic::catch_unwind(AssertUnwindSafe(|| job(item, &reporter)))
+                                .unwrap_or_else(|_| {
+                                    Err(TransportError::Other {
+                                        host: item.name(),
+                                        detail: "internal error (panic)".into(),
+                                    })
+                                });
                         match &result {
                             Ok(_) => reporter.send(EventKind::Done("done".into())),
                             Err(e) => reporter.send(EventKind::Failed(e.to_string())),
                         }
                         mine.push((
                             i,
-                            HostOutcome { name: item.name(), address: item.address(), elapsed: start.elapsed(), result },
+                            HostOutcome {
+                                name: item.name(),
+                                address: item.address(),
+                                elapsed: start.elapsed(),
+                                result,
+                            },
                         ));
                     }
                     mine
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
     });
     for (i, o) in done.into_iter().flatten() {
         slots[i] = Some(o);
@@ -126,11 +149,16 @@ pub struct Summary {
 
 impl Summary {
     pub fn of<T>(outcomes: &[HostOutcome<T>]) -> Summary {
-        let mut s = Summary { ok: vec![], failed: vec![] };
+        let mut s = Summary {
+            ok: vec![],
+            failed: vec![],
+        };
         for o in outcomes {
             match &o.result {
                 Ok(_) => s.ok.push(o.name.clone()),
-                Err(e) => s.failed.push((o.name.clone(), o.address.clone(), e.to_string())),
+                Err(e) => s
+                    .failed
+                    .push((o.name.clone(), o.address.clone(), e.to_string())),
             }
         }
         s
@@ -142,7 +170,12 @@ impl Summary {
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} host(s) ok, {} failed", self.ok.len(), self.failed.len())?;
+        write!(
+            f,
+            "{} host(s) ok, {} failed",
+            self.ok.len(),
+            self.failed.len()
+        )?;
         for (name, address, cause) in &self.failed {
             write!(f, "\n  {name} ({address}): {cause}")?;
         }
@@ -158,54 +191,74 @@ pub enum ProgressMode {
     Quiet,
 }
 
-/// Draw events until every sender is dropped. Returns the drawing thread; join it after the
-/// run (drop your Sender first).
-pub fn render_progress(rx: Receiver<Event>, hosts: Vec<String>, mode: ProgressMode) -> JoinHandle<()> {
+/// Draw events on stderr until every sender is dropped. Returns the drawing thread; join it
+/// after the run (drop your Sender first).
+pub fn render_progress(
+    rx: Receiver<Event>,
+    hosts: Vec<String>,
+    mode: ProgressMode,
+) -> JoinHandle<()> {
     let fancy = mode == ProgressMode::Auto && console::Term::stderr().is_term();
+    if fancy {
+        std::thread::spawn(move || render_fancy(rx, hosts))
+    } else {
+        render_plain(rx, mode, Box::new(std::io::stderr()))
+    }
+}
+
+/// Plain lines (one per event) to any writer; `Quiet` drains the events silently.
+pub fn render_plain(
+    rx: Receiver<Event>,
+    mode: ProgressMode,
+    mut out: Box<dyn std::io::Write + Send>,
+) -> JoinHandle<()> {
     std::thread::spawn(move || {
-        if mode == ProgressMode::Quiet {
-            for _ in rx {}
-            return;
-        }
-        if !fancy {
-            for ev in rx {
-                eprintln!("{}", plain_line(&ev));
-            }
-            return;
-        }
-        let mp = indicatif::MultiProgress::new();
-        let style = indicatif::ProgressStyle::with_template("{spinner} {prefix:.bold} {wide_msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
-        let width = hosts.iter().map(|h| h.len()).max().unwrap_or(0);
-        let bars: std::collections::HashMap<String, indicatif::ProgressBar> = hosts
-            .iter()
-            .map(|h| {
-                let pb = mp.add(indicatif::ProgressBar::new_spinner());
-                pb.set_style(style.clone());
-                pb.set_prefix(format!("{h:width$}"));
-                pb.set_message("waiting");
-                pb.enable_steady_tick(Duration::from_millis(120));
-                (h.clone(), pb)
-            })
-            .collect();
         for ev in rx {
-            let Some(pb) = bars.get(&ev.host) else {
-                let _ = mp.println(plain_line(&ev));
-                continue;
-            };
-            match ev.kind {
-                EventKind::Started => pb.set_message("connecting"),
-                EventKind::Step(m) => pb.set_message(m),
-                EventKind::Done(m) => pb.finish_with_message(format!("{} {m}", console::style("ok").green())),
-                EventKind::Failed(m) => pb.finish_with_message(format!("{} {m}", console::style("FAILED").red())),
+            if mode != ProgressMode::Quiet {
+                let _ = writeln!(out, "{}", plain_line(&ev));
             }
         }
-        for pb in bars.values() {
-            if !pb.is_finished() {
-                pb.finish();
-            }
-        }
+        let _ = out.flush();
     })
+}
+
+fn render_fancy(rx: Receiver<Event>, hosts: Vec<String>) {
+    let mp = indicatif::MultiProgress::new();
+    let style = indicatif::ProgressStyle::with_template("{spinner} {prefix:.bold} {wide_msg}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+    let width = hosts.iter().map(|h| h.len()).max().unwrap_or(0);
+    let bars: std::collections::HashMap<String, indicatif::ProgressBar> = hosts
+        .iter()
+        .map(|h| {
+            let pb = mp.add(indicatif::ProgressBar::new_spinner());
+            pb.set_style(style.clone());
+            pb.set_prefix(format!("{h:width$}"));
+            pb.set_message("waiting");
+            pb.enable_steady_tick(Duration::from_millis(120));
+            (h.clone(), pb)
+        })
+        .collect();
+    for ev in rx {
+        let Some(pb) = bars.get(&ev.host) else {
+            let _ = mp.println(plain_line(&ev));
+            continue;
+        };
+        match ev.kind {
+            EventKind::Started => pb.set_message("connecting"),
+            EventKind::Step(m) => pb.set_message(m),
+            EventKind::Done(m) => {
+                pb.finish_with_message(format!("{} {m}", console::style("ok").green()))
+            }
+            EventKind::Failed(m) => {
+                pb.finish_with_message(format!("{} {m}", console::style("FAILED").red()))
+            }
+        }
+    }
+    for pb in bars.values() {
+        if !pb.is_finished() {
+            pb.finish();
+        }
+    }
 }
 
 /// One event as a plain log line.
@@ -234,7 +287,13 @@ mod tests {
 
     #[test]
     fn bounded_ordered_failures_isolated() {
-        let items = [Item("a", 30), Item("b", 0), Item("c", 10), Item("d", 0), Item("e", 5)];
+        let items = [
+            Item("a", 30),
+            Item("b", 0),
+            Item("c", 10),
+            Item("d", 0),
+            Item("e", 5),
+        ];
         let running = AtomicUsize::new(0);
         let peak = AtomicUsize::new(0);
         let (tx, rx) = std::sync::mpsc::channel();
@@ -245,7 +304,10 @@ mod tests {
             std::thread::sleep(Duration::from_millis(it.1));
             running.fetch_sub(1, Ordering::SeqCst);
             match it.0 {
-                "b" => Err(TransportError::Other { host: "b".into(), detail: "boom".into() }),
+                "b" => Err(TransportError::Other {
+                    host: "b".into(),
+                    detail: "boom".into(),
+                }),
                 "d" => panic!("job bug"),
                 _ => Ok(it.0.len()),
             }
@@ -258,11 +320,23 @@ mod tests {
         let s = Summary::of(&out);
         assert_eq!(s.ok, ["a", "c", "e"]);
         assert_eq!(s.failed[0], ("b".into(), "addr-b".into(), "b: boom".into()));
-        assert!(s.to_string().starts_with("3 host(s) ok, 2 failed\n  b (addr-b): b: boom"));
+        assert!(
+            s.to_string()
+                .starts_with("3 host(s) ok, 2 failed\n  b (addr-b): b: boom")
+        );
         let evs: Vec<Event> = rx.iter().collect();
-        assert_eq!(evs.iter().filter(|e| e.kind == EventKind::Started).count(), 5);
-        assert!(evs.contains(&Event { host: "b".into(), kind: EventKind::Failed("b: boom".into()) }));
-        assert!(evs.contains(&Event { host: "a".into(), kind: EventKind::Done("done".into()) }));
+        assert_eq!(
+            evs.iter().filter(|e| e.kind == EventKind::Started).count(),
+            5
+        );
+        assert!(evs.contains(&Event {
+            host: "b".into(),
+            kind: EventKind::Failed("b: boom".into())
+        }));
+        assert!(evs.contains(&Event {
+            host: "a".into(),
+            kind: EventKind::Done("done".into())
+        }));
     }
 
     #[test]
@@ -273,9 +347,64 @@ mod tests {
         assert!(run_parallel(&none, 4, None, |_, _| Ok(1)).is_empty());
     }
 
+    #[derive(Clone, Default)]
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn plain_renderer_writes_one_line_per_event() {
+        let buf = Shared::default();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = render_plain(rx, ProgressMode::Plain, Box::new(buf.clone()));
+        let items = [Item("a", 0), Item("b", 0)];
+        run_parallel(&items, 1, Some(tx), |it, r| {
+            r.step("gathering facts");
+            if it.0 == "b" {
+                Err(TransportError::Other {
+                    host: "b".into(),
+                    detail: "down".into(),
+                })
+            } else {
+                Ok(())
+            }
+        });
+        t.join().unwrap();
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text,
+            "[a] started\n[a] gathering facts\n[a] ok: done\n[b] started\n[b] gathering facts\n[b] FAILED: b: down\n"
+        );
+    }
+
+    #[test]
+    fn quiet_renderer_prints_nothing() {
+        let buf = Shared::default();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = render_plain(rx, ProgressMode::Quiet, Box::new(buf.clone()));
+        tx.send(Event {
+            host: "a".into(),
+            kind: EventKind::Started,
+        })
+        .unwrap();
+        drop(tx);
+        t.join().unwrap();
+        assert!(buf.0.lock().unwrap().is_empty());
+    }
+
     #[test]
     fn plain_lines() {
-        let ev = Event { host: "b1".into(), kind: EventKind::Failed("x".into()) };
+        let ev = Event {
+            host: "b1".into(),
+            kind: EventKind::Failed("x".into()),
+        };
         assert_eq!(plain_line(&ev), "[b1] FAILED: x");
     }
 }

@@ -49,7 +49,10 @@ pub struct SshHost {
 
 impl std::fmt::Debug for SshHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SshHost").field("name", &self.name).field("address", &self.address).finish()
+        f.debug_struct("SshHost")
+            .field("name", &self.name)
+            .field("address", &self.address)
+            .finish()
     }
 }
 
@@ -72,7 +75,10 @@ impl std::fmt::Debug for AuthConfig {
         f.debug_struct("AuthConfig")
             .field("home", &self.home)
             .field("agent_socket", &self.agent_socket)
-            .field("passphrase", &self.passphrase.as_ref().map(|_| "<redacted>"))
+            .field(
+                "passphrase",
+                &self.passphrase.as_ref().map(|_| "<redacted>"),
+            )
             .field("prompt", &self.prompt)
             .finish()
     }
@@ -82,7 +88,9 @@ impl AuthConfig {
     pub fn from_env() -> AuthConfig {
         AuthConfig {
             home: std::env::var_os("HOME").map(PathBuf::from),
-            agent_socket: std::env::var_os("SSH_AUTH_SOCK").filter(|s| !s.is_empty()).map(PathBuf::from),
+            agent_socket: std::env::var_os("SSH_AUTH_SOCK")
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
             passphrase: std::env::var(PASSPHRASE_ENV).ok(),
             prompt: true,
         }
@@ -97,7 +105,11 @@ impl SshHost {
 
     /// Connect (through ProxyJump hops), verify the host key with `policy` before anything is
     /// sent, then authenticate with `auth`.
-    pub fn connect_with(target: &Target, policy: &HostKeyPolicy, auth: &AuthConfig) -> Result<SshHost> {
+    pub fn connect_with(
+        target: &Target,
+        policy: &HostKeyPolicy,
+        auth: &AuthConfig,
+    ) -> Result<SshHost> {
         let exp = policy.expectation(target)?;
         let algorithms = exp.algorithms();
         let (session, fd, tunnel) = open_transport(target, policy, auth, &algorithms)?;
@@ -106,7 +118,12 @@ impl SshHost {
             Verdict::Trusted => {}
             Verdict::Unknown if policy.accept_new && policy.write_path().is_some() => {
                 let path = policy.write_path().expect("checked");
-                known_hosts::write_entry(path, &known_hosts::lookup_name(&target.host, target.port), &key, false)?;
+                known_hosts::write_entry(
+                    path,
+                    &known_hosts::lookup_name(&target.host, target.port),
+                    &key,
+                    false,
+                )?;
             }
             Verdict::Unknown => {
                 return Err(TransportError::UnknownHostKey {
@@ -116,12 +133,14 @@ impl SshHost {
                     fingerprint: key.fingerprint(),
                 });
             }
-            Verdict::Changed { recorded_in, recorded_fingerprint } => {
+            Verdict::Changed {
+                recorded_in,
+                recorded_fingerprint,
+            } => {
                 return Err(TransportError::ChangedHostKey {
                     host: target.name.clone(),
                     address: target.address(),
-                    key_type: key.key_type.clone(),
-                    fingerprint: key.fingerprint(),
+                    fingerprint: format!("{} {}", key.key_type, key.fingerprint()),
                     recorded_in,
                     recorded_fingerprint,
                 });
@@ -154,7 +173,11 @@ impl SshHost {
     }
 
     fn session_err(&self, what: &str, e: impl std::fmt::Display) -> TransportError {
-        TransportError::Session { host: self.name.clone(), what: what.into(), cause: e.to_string() }
+        TransportError::Session {
+            host: self.name.clone(),
+            what: what.into(),
+            cause: e.to_string(),
+        }
     }
 }
 
@@ -181,22 +204,31 @@ pub fn fetch_host_key(
 }
 
 fn presented_key(session: &Session, target: &Target) -> Result<PublicKey> {
-    let (blob, _) = session.host_key().ok_or_else(|| TransportError::Handshake {
-        host: target.name.clone(),
-        address: target.address(),
-        cause: "the host presented no host key".into(),
-    })?;
+    let (blob, _) = session
+        .host_key()
+        .ok_or_else(|| TransportError::Handshake {
+            host: target.name.clone(),
+            address: target.address(),
+            cause: "the host presented no host key".into(),
+        })?;
     let key_type = known_hosts::blob_key_type(blob).ok_or_else(|| TransportError::Handshake {
         host: target.name.clone(),
         address: target.address(),
         cause: "the host key is malformed".into(),
     })?;
-    Ok(PublicKey { key_type, blob: blob.to_vec() })
+    Ok(PublicKey {
+        key_type,
+        blob: blob.to_vec(),
+    })
 }
 
 fn supported(session: &Session, kind: MethodType, wanted: &[&str]) -> Vec<String> {
     let have = session.supported_algs(kind).unwrap_or_default();
-    wanted.iter().filter(|w| have.contains(w)).map(|w| w.to_string()).collect()
+    wanted
+        .iter()
+        .filter(|w| have.contains(w))
+        .map(|w| w.to_string())
+        .collect()
 }
 
 /// TCP (or tunnel) + SSH handshake offering exactly `host_key_algorithms`.
@@ -214,7 +246,11 @@ fn open_transport(
     let mut session = Session::new().map_err(|e| unreachable(e.to_string()))?;
     let (fd, tunnel) = if let Some(jump) = &target.proxy_jump {
         let jump_host = SshHost::connect_with(jump, policy, auth).map_err(|e| {
-            unreachable(format!("through ProxyJump {} ({}): {e}", jump.name, jump.address()))
+            unreachable(format!(
+                "through ProxyJump {} ({}): {e}",
+                jump.name,
+                jump.address()
+            ))
         })?;
         let (stream, tunnel) = Tunnel::open(jump_host, &target.host, target.port)
             .map_err(|e| unreachable(format!("through ProxyJump {}: {e}", jump.address())))?;
@@ -263,14 +299,19 @@ fn open_transport(
             host_key_algorithms.join(", ")
         )));
     }
-    session.method_pref(MethodType::HostKey, &hk.join(",")).map_err(|e| handshake_err(e.to_string()))?;
+    session
+        .method_pref(MethodType::HostKey, &hk.join(","))
+        .map_err(|e| handshake_err(e.to_string()))?;
     for kind in [MethodType::CryptCs, MethodType::CryptSc] {
         let c = supported(&session, kind, CIPHERS);
         if !c.is_empty() {
             let _ = session.method_pref(kind, &c.join(","));
         }
     }
-    let ms = target.connect_timeout.as_millis().clamp(1, u32::MAX as u128) as u32;
+    let ms = target
+        .connect_timeout
+        .as_millis()
+        .clamp(1, u32::MAX as u128) as u32;
     session.set_timeout(ms);
     session.handshake().map_err(|e| {
         let mut cause = e.to_string();
@@ -305,10 +346,17 @@ pub fn key_is_encrypted(text: &str) -> bool {
         .and_then(|r| r.split("-----END OPENSSH PRIVATE KEY-----").next())
     {
         let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
-        let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64) else { return false };
+        let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64) else {
+            return false;
+        };
         let magic = b"openssh-key-v1\0";
-        let Some(rest) = raw.strip_prefix(&magic[..]) else { return false };
-        let Some(len) = rest.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize) else {
+        let Some(rest) = raw.strip_prefix(&magic[..]) else {
+            return false;
+        };
+        let Some(len) = rest
+            .get(..4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        else {
             return false;
         };
         return rest.get(4..4 + len).is_some_and(|c| c != b"none");
@@ -344,7 +392,11 @@ fn passphrase_for(path: &Path, auth: &AuthConfig) -> Option<String> {
 fn default_identity_files(home: Option<&Path>) -> Vec<PathBuf> {
     let Some(home) = home else { return vec![] };
     let ssh = home.join(".ssh");
-    ["id_ed25519", "id_ecdsa", "id_rsa"].iter().map(|n| ssh.join(n)).filter(|p| p.exists()).collect()
+    ["id_ed25519", "id_ecdsa", "id_rsa"]
+        .iter()
+        .map(|n| ssh.join(n))
+        .filter(|p| p.exists())
+        .collect()
 }
 
 fn authenticate(session: &Session, target: &Target, auth: &AuthConfig) -> Result<()> {
@@ -366,7 +418,11 @@ fn authenticate(session: &Session, target: &Target, auth: &AuthConfig) -> Result
         let _ = agent.disconnect();
         tried.push(format!("ssh-agent ({} keys)", ids.len()));
     }
-    let files = if target.identity_files.is_empty() { default_identity_files(auth.home.as_deref()) } else { target.identity_files.clone() };
+    let files = if target.identity_files.is_empty() {
+        default_identity_files(auth.home.as_deref())
+    } else {
+        target.identity_files.clone()
+    };
     for f in &files {
         let text = match std::fs::read_to_string(f) {
             Ok(t) => t,
@@ -393,7 +449,8 @@ fn authenticate(session: &Session, target: &Target, auth: &AuthConfig) -> Result
         }
     }
     if files.is_empty() && tried.is_empty() {
-        tried.push("no ssh-agent and no identity file (~/.ssh/id_ed25519, id_ecdsa, id_rsa)".into());
+        tried
+            .push("no ssh-agent and no identity file (~/.ssh/id_ed25519, id_ecdsa, id_rsa)".into());
     }
     Err(TransportError::Auth {
         host: target.name.clone(),
@@ -416,9 +473,17 @@ fn wait_socket(session: &Session, fd: RawFd, extra: Option<(RawFd, i16)>, max: D
         BlockDirections::Both => events |= libc::POLLIN | libc::POLLOUT,
         BlockDirections::None => events |= libc::POLLIN,
     }
-    let mut fds = vec![libc::pollfd { fd, events, revents: 0 }];
+    let mut fds = vec![libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }];
     if let Some((xfd, xev)) = extra {
-        fds.push(libc::pollfd { fd: xfd, events: xev, revents: 0 });
+        fds.push(libc::pollfd {
+            fd: xfd,
+            events: xev,
+            revents: 0,
+        });
     }
     let ms = max.as_millis().clamp(1, 1000) as i32;
     // SAFETY: fds is a valid array of pollfd for the duration of the call.
@@ -442,12 +507,21 @@ impl Host for SshHost {
         self.user.clone()
     }
 
-    fn exec_raw(&mut self, command: &str, stdin: &mut dyn Read, timeout: Option<Duration>) -> Result<ExecOutput> {
+    fn exec_raw(
+        &mut self,
+        command: &str,
+        stdin: &mut dyn Read,
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput> {
         let start = Instant::now();
         self.session.set_blocking(true);
         self.session.set_timeout(60_000);
-        let mut ch = self.session.channel_session().map_err(|e| self.session_err("opening a channel", e))?;
-        ch.exec(command).map_err(|e| self.session_err("starting a command", e))?;
+        let mut ch = self
+            .session
+            .channel_session()
+            .map_err(|e| self.session_err("opening a channel", e))?;
+        ch.exec(command)
+            .map_err(|e| self.session_err("starting a command", e))?;
         self.session.set_blocking(false);
         let result = pump_channel(&self.session, self.fd, &mut ch, stdin, timeout, start);
         if matches!(result, Err(PumpError::Timeout)) {
@@ -466,15 +540,23 @@ impl Host for SshHost {
             Ok((stdout, stderr)) => {
                 let _ = ch.wait_close();
                 let status = ch.exit_status().unwrap_or(-1);
-                let status = if status == 0 && ch.exit_signal().ok().and_then(|s| s.exit_signal).is_some() {
-                    -1
-                } else {
-                    status
-                };
-                Ok(ExecOutput { status, stdout, stderr })
+                let status =
+                    if status == 0 && ch.exit_signal().ok().and_then(|s| s.exit_signal).is_some() {
+                        -1
+                    } else {
+                        status
+                    };
+                Ok(ExecOutput {
+                    status,
+                    stdout,
+                    stderr,
+                })
             }
             Err(PumpError::Timeout) => unreachable!("handled above"),
-            Err(PumpError::Stdin(e)) => Err(TransportError::io(format!("{}: reading the data to send", self.name), e)),
+            Err(PumpError::Stdin(e)) => Err(TransportError::io(
+                format!("{}: reading the data to send", self.name),
+                e,
+            )),
             Err(PumpError::Ssh(e)) => Err(self.session_err("running a command", e)),
         }
     }
@@ -599,7 +681,12 @@ impl Tunnel {
         let ch = jump
             .session
             .channel_direct_tcpip(host, port, None)
-            .map_err(|e| std::io::Error::other(format!("direct-tcpip to {host}:{port} refused: {}", e.message())))?;
+            .map_err(|e| {
+                std::io::Error::other(format!(
+                    "direct-tcpip to {host}:{port} refused: {}",
+                    e.message()
+                ))
+            })?;
         let (ours, theirs) = UnixStream::pair()?;
         theirs.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -607,7 +694,13 @@ impl Tunnel {
         let thread = std::thread::Builder::new()
             .name(format!("rvcluster-jump-{}", jump.name))
             .spawn(move || tunnel_pump(jump, ch, theirs, stop2))?;
-        Ok((ours, Tunnel { stop, thread: Some(thread) }))
+        Ok((
+            ours,
+            Tunnel {
+                stop,
+                thread: Some(thread),
+            },
+        ))
     }
 }
 
@@ -709,7 +802,12 @@ fn tunnel_pump(jump: SshHost, mut ch: Channel, mut local: UnixStream, stop: Arc<
             if down_pos < down_len {
                 lev |= libc::POLLOUT;
             }
-            wait_socket(&jump.session, jump.fd, Some((lfd, lev)), Duration::from_millis(200));
+            wait_socket(
+                &jump.session,
+                jump.fd,
+                Some((lfd, lev)),
+                Duration::from_millis(200),
+            );
         }
     }
     jump.session.set_blocking(true);
@@ -737,7 +835,9 @@ mod tests {
         };
         assert!(!key_is_encrypted(&enc("none")));
         assert!(key_is_encrypted(&enc("aes256-ctr")));
-        assert!(key_is_encrypted("-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n"));
+        assert!(key_is_encrypted(
+            "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n"
+        ));
         assert!(!key_is_encrypted("-----BEGIN RSA PRIVATE KEY-----\nMIIE\n"));
     }
 }

@@ -62,12 +62,20 @@ impl SshConfig {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let Some((key, rest)) = split_keyword(line) else { continue };
+            let Some((key, rest)) = split_keyword(line) else {
+                continue;
+            };
             let key = key.to_ascii_lowercase();
             let args = split_args(rest);
             match key.as_str() {
-                "host" => blocks.push(Block { patterns: Some(args), options: vec![] }),
-                "match" => blocks.push(Block { patterns: Some(vec![]), options: vec![] }),
+                "host" => blocks.push(Block {
+                    patterns: Some(args),
+                    options: vec![],
+                }),
+                "match" => blocks.push(Block {
+                    patterns: Some(vec![]),
+                    options: vec![],
+                }),
                 _ => {
                     if let Some(first) = args.into_iter().next()
                         && let Some(block) = blocks.last_mut()
@@ -102,7 +110,9 @@ impl SshConfig {
             }
             for (key, value) in &block.options {
                 match key.as_str() {
-                    "hostname" if hc.hostname.is_none() => hc.hostname = Some(value.replace("%h", alias)),
+                    "hostname" if hc.hostname.is_none() => {
+                        hc.hostname = Some(value.replace("%h", alias))
+                    }
                     "user" if hc.user.is_none() => hc.user = Some(value.clone()),
                     "port" if hc.port.is_none() => hc.port = value.parse().ok(),
                     "identityfile" => hc.identity_files.push(value.clone()),
@@ -111,7 +121,11 @@ impl SshConfig {
                 }
             }
         }
-        if hc.proxy_jump.as_deref().is_some_and(|p| p.eq_ignore_ascii_case("none")) {
+        if hc
+            .proxy_jump
+            .as_deref()
+            .is_some_and(|p| p.eq_ignore_ascii_case("none"))
+        {
             hc.proxy_jump = None;
         }
         hc
@@ -119,7 +133,13 @@ impl SshConfig {
 }
 
 /// Expand `~/`, `%d` (home), `%u` (local user), `%h` (host), `%r` (remote user), `%%`.
-pub fn expand_path(value: &str, home: &Path, local_user: &str, host: &str, remote_user: &str) -> PathBuf {
+pub fn expand_path(
+    value: &str,
+    home: &Path,
+    local_user: &str,
+    host: &str,
+    remote_user: &str,
+) -> PathBuf {
     let home_s = home.to_string_lossy();
     let v = if let Some(rest) = value.strip_prefix("~/") {
         format!("{home_s}/{rest}")
@@ -171,16 +191,23 @@ fn parse_hop(hop: &str) -> Result<JumpHop, String> {
             .split_once(']')
             .ok_or_else(|| format!("unclosed `[` in ProxyJump hop `{hop}`"))?;
         let port = match after.strip_prefix(':') {
-            Some(p) => Some(p.parse::<u16>().map_err(|_| format!("bad port in ProxyJump hop `{hop}`"))?),
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .map_err(|_| format!("bad port in ProxyJump hop `{hop}`"))?,
+            ),
             None if after.is_empty() => None,
             None => return Err(format!("unexpected `{after}` in ProxyJump hop `{hop}`")),
         };
         (h.to_string(), port)
     } else {
         match rest.rsplit_once(':') {
-            Some((h, p)) if !h.contains(':') => {
-                (h.to_string(), Some(p.parse::<u16>().map_err(|_| format!("bad port in ProxyJump hop `{hop}`"))?))
-            }
+            Some((h, p)) if !h.contains(':') => (
+                h.to_string(),
+                Some(
+                    p.parse::<u16>()
+                        .map_err(|_| format!("bad port in ProxyJump hop `{hop}`"))?,
+                ),
+            ),
             _ => (rest.to_string(), None),
         }
     };
@@ -313,7 +340,11 @@ Host *
         assert_eq!(h.user.as_deref(), Some("fallback"));
         assert_eq!(
             h.identity_files,
-            vec!["~/.ssh/boards_ed25519", "/keys/with space", "~/.ssh/id_ed25519"]
+            vec![
+                "~/.ssh/boards_ed25519",
+                "/keys/with space",
+                "~/.ssh/id_ed25519"
+            ]
         );
         assert_eq!(h.proxy_jump, None);
     }
@@ -331,7 +362,11 @@ Host *
         let c = SshConfig::parse(CONFIG);
         let h = c.resolve("visionfive");
         assert_eq!(h.hostname.as_deref(), Some("10.0.0.7"));
-        assert_eq!(h.user.as_deref(), Some("fallback"), "the implicit global block comes first");
+        assert_eq!(
+            h.user.as_deref(),
+            Some("fallback"),
+            "the implicit global block comes first"
+        );
         assert_eq!(h.proxy_jump.as_deref(), Some("admin@bastion:2200"));
         assert_eq!(c.resolve("VF2").hostname.as_deref(), Some("10.0.0.7"));
     }
@@ -354,7 +389,10 @@ Host *
     #[test]
     fn empty_and_comment_only() {
         assert_eq!(SshConfig::parse("").resolve("x"), HostConfig::default());
-        assert_eq!(SshConfig::parse("# nothing\n\n").resolve("x"), HostConfig::default());
+        assert_eq!(
+            SshConfig::parse("# nothing\n\n").resolve("x"),
+            HostConfig::default()
+        );
     }
 
     #[test]
@@ -372,9 +410,21 @@ Host *
         assert_eq!(
             parse_proxy_jump("admin@bastion:2200,[::1]:23,plain").unwrap(),
             vec![
-                JumpHop { user: Some("admin".into()), host: "bastion".into(), port: Some(2200) },
-                JumpHop { user: None, host: "::1".into(), port: Some(23) },
-                JumpHop { user: None, host: "plain".into(), port: None },
+                JumpHop {
+                    user: Some("admin".into()),
+                    host: "bastion".into(),
+                    port: Some(2200)
+                },
+                JumpHop {
+                    user: None,
+                    host: "::1".into(),
+                    port: Some(23)
+                },
+                JumpHop {
+                    user: None,
+                    host: "plain".into(),
+                    port: None
+                },
             ]
         );
         assert_eq!(parse_proxy_jump("none").unwrap(), vec![]);
@@ -384,8 +434,17 @@ Host *
 
     #[test]
     fn path_expansion() {
-        let p = expand_path("~/.ssh/id_%r@%h%%", Path::new("/home/me"), "me", "b1", "root");
+        let p = expand_path(
+            "~/.ssh/id_%r@%h%%",
+            Path::new("/home/me"),
+            "me",
+            "b1",
+            "root",
+        );
         assert_eq!(p, PathBuf::from("/home/me/.ssh/id_root@b1%"));
-        assert_eq!(expand_path("%d/k", Path::new("/h"), "u", "h", "r"), PathBuf::from("/h/k"));
+        assert_eq!(
+            expand_path("%d/k", Path::new("/h"), "u", "h", "r"),
+            PathBuf::from("/h/k")
+        );
     }
 }

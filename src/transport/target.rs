@@ -85,7 +85,11 @@ pub struct TargetSpec {
 
 impl TargetSpec {
     pub fn new(name: impl Into<String>, host: impl Into<String>) -> TargetSpec {
-        TargetSpec { name: name.into(), host: host.into(), ..Default::default() }
+        TargetSpec {
+            name: name.into(),
+            host: host.into(),
+            ..Default::default()
+        }
     }
 
     /// Resolve against an ssh config. `home` expands `~` in IdentityFile.
@@ -93,7 +97,12 @@ impl TargetSpec {
         self.resolve_depth(config, home, 0)
     }
 
-    fn resolve_depth(&self, config: &SshConfig, home: &Path, depth: usize) -> Result<Target, TransportError> {
+    fn resolve_depth(
+        &self,
+        config: &SshConfig,
+        home: &Path,
+        depth: usize,
+    ) -> Result<Target, TransportError> {
         if depth > 8 {
             return Err(TransportError::Config {
                 what: format!("ProxyJump for {}", self.name),
@@ -103,7 +112,11 @@ impl TargetSpec {
         let hc = config.resolve(&self.host);
         let host = hc.hostname.clone().unwrap_or_else(|| self.host.clone());
         let port = self.port.or(hc.port).unwrap_or(22);
-        let user = self.user.clone().or(hc.user.clone()).unwrap_or_else(|| DEFAULT_USER.into());
+        let user = self
+            .user
+            .clone()
+            .or(hc.user.clone())
+            .unwrap_or_else(|| DEFAULT_USER.into());
         let local_user = std::env::var("USER").unwrap_or_default();
         let identity_files = if self.identity_files.is_empty() {
             hc.identity_files
@@ -138,7 +151,11 @@ impl TargetSpec {
                 proxy_jump = Some(Box::new(t));
             }
         }
-        let privilege = self.privilege.unwrap_or(if user == "root" { Become::None } else { Become::Sudo });
+        let privilege = self.privilege.unwrap_or(if user == "root" {
+            Become::None
+        } else {
+            Become::Sudo
+        });
         Ok(Target {
             name: self.name.clone(),
             host,
@@ -165,10 +182,15 @@ mod tests {
 
     #[test]
     fn kdl_values_override_config() {
-        let cfg = SshConfig::parse("Host b1\n HostName 127.0.0.9\n User pi\n Port 2200\n IdentityFile ~/.ssh/k\n");
+        let cfg = SshConfig::parse(
+            "Host b1\n HostName 127.0.0.9\n User pi\n Port 2200\n IdentityFile ~/.ssh/k\n",
+        );
         let mut spec = TargetSpec::new("b1", "b1");
         let t = spec.resolve(&cfg, Path::new("/home/me")).unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.user.as_str()), ("127.0.0.9", 2200, "pi"));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.user.as_str()),
+            ("127.0.0.9", 2200, "pi")
+        );
         assert_eq!(t.identity_files, vec![PathBuf::from("/home/me/.ssh/k")]);
         assert_eq!(t.privilege, Become::Sudo);
         spec.user = Some("root".into());
@@ -182,12 +204,22 @@ mod tests {
 
     #[test]
     fn proxy_jump_chain_resolves_hops_through_config() {
-        let cfg = SshConfig::parse("Host bastion\n HostName 127.0.0.5\n User jump\nHost b2\n ProxyJump a@127.0.0.4:2201,bastion\n");
-        let t = TargetSpec::new("b2", "b2").resolve(&cfg, Path::new("/h")).unwrap();
+        let cfg = SshConfig::parse(
+            "Host bastion\n HostName 127.0.0.5\n User jump\nHost b2\n ProxyJump a@127.0.0.4:2201,bastion\n",
+        );
+        let t = TargetSpec::new("b2", "b2")
+            .resolve(&cfg, Path::new("/h"))
+            .unwrap();
         let hop = t.proxy_jump.as_ref().unwrap();
-        assert_eq!((hop.host.as_str(), hop.port, hop.user.as_str()), ("127.0.0.5", 22, "jump"));
+        assert_eq!(
+            (hop.host.as_str(), hop.port, hop.user.as_str()),
+            ("127.0.0.5", 22, "jump")
+        );
         let first = hop.proxy_jump.as_ref().unwrap();
-        assert_eq!((first.host.as_str(), first.port, first.user.as_str()), ("127.0.0.4", 2201, "a"));
+        assert_eq!(
+            (first.host.as_str(), first.port, first.user.as_str()),
+            ("127.0.0.4", 2201, "a")
+        );
         assert!(first.proxy_jump.is_none());
     }
 

@@ -21,7 +21,10 @@ static START_LOCK: Mutex<()> = Mutex::new(());
 pub fn unique_ip() -> String {
     let pid = std::process::id();
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    assert!(n < 64, "more than 64 loopback addresses in one test process");
+    assert!(
+        n < 64,
+        "more than 64 loopback addresses in one test process"
+    );
     let a = 192 + ((pid >> 10) % 32);
     let b = (pid >> 2) & 0xff;
     let c = ((pid & 3) * 64) + n;
@@ -30,7 +33,11 @@ pub fn unique_ip() -> String {
 
 fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A client key pair made by ssh-keygen (OpenSSH format).
@@ -46,13 +53,30 @@ pub fn client_key(kind: &str, passphrase: Option<&str>) -> ClientKey {
     let dir = tempfile::tempdir().unwrap();
     let private = dir.path().join(format!("id_{kind}"));
     let mut cmd = Command::new("ssh-keygen");
-    cmd.args(["-q", "-t", kind, "-C", "rvcluster-test", "-N", passphrase.unwrap_or(""), "-f"]).arg(&private);
+    cmd.args([
+        "-q",
+        "-t",
+        kind,
+        "-C",
+        "rvcluster-test",
+        "-N",
+        passphrase.unwrap_or(""),
+        "-f",
+    ])
+    .arg(&private);
     if kind == "rsa" {
         cmd.args(["-b", "2048"]);
     }
     run(&mut cmd);
-    let public = std::fs::read_to_string(private.with_extension("pub")).unwrap().trim().to_string();
-    ClientKey { _dir: dir, private, public }
+    let public = std::fs::read_to_string(private.with_extension("pub"))
+        .unwrap()
+        .trim()
+        .to_string();
+    ClientKey {
+        _dir: dir,
+        private,
+        public,
+    }
 }
 
 pub struct SshdOptions {
@@ -64,7 +88,11 @@ pub struct SshdOptions {
 
 impl Default for SshdOptions {
     fn default() -> Self {
-        SshdOptions { host_key_types: vec!["ed25519"], authorized_keys: vec![], extra_config: String::new() }
+        SshdOptions {
+            host_key_types: vec!["ed25519"],
+            authorized_keys: vec![],
+            extra_config: String::new(),
+        }
     }
 }
 
@@ -80,7 +108,10 @@ pub struct Sshd {
 impl Sshd {
     /// An sshd with one ed25519 host key that accepts `key` for root.
     pub fn with_key(key: &ClientKey) -> Sshd {
-        Sshd::start(SshdOptions { authorized_keys: vec![key.public.clone()], ..Default::default() })
+        Sshd::start(SshdOptions {
+            authorized_keys: vec![key.public.clone()],
+            ..Default::default()
+        })
     }
 
     pub fn start(opts: SshdOptions) -> Sshd {
@@ -89,10 +120,20 @@ impl Sshd {
         for t in &opts.host_key_types {
             gen_host_key(dir.path(), t);
         }
-        std::fs::write(dir.path().join("authorized_keys"), opts.authorized_keys.join("\n") + "\n").unwrap();
+        std::fs::write(
+            dir.path().join("authorized_keys"),
+            opts.authorized_keys.join("\n") + "\n",
+        )
+        .unwrap();
         let ip = unique_ip();
-        let mut sshd =
-            Sshd { ip, port: 0, dir, child: None, opts_types: opts.host_key_types.clone(), extra: opts.extra_config };
+        let mut sshd = Sshd {
+            ip,
+            port: 0,
+            dir,
+            child: None,
+            opts_types: opts.host_key_types.clone(),
+            extra: opts.extra_config,
+        };
         let extra = sshd.extra.clone();
         sshd.spawn(&extra, None);
         sshd
@@ -103,7 +144,11 @@ impl Sshd {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let port = fixed_port.unwrap_or_else(|| {
-                TcpListener::bind((self.ip.as_str(), 0)).unwrap().local_addr().unwrap().port()
+                TcpListener::bind((self.ip.as_str(), 0))
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port()
             });
             let d = self.dir.path();
             // sshd keeps the first value of a keyword: the test's extra lines come first.
@@ -141,7 +186,10 @@ impl Sshd {
                 std::thread::sleep(Duration::from_millis(10));
             }
             let log = std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default();
-            assert!(Instant::now() < deadline && fixed_port.is_none(), "sshd did not start: {log}");
+            assert!(
+                Instant::now() < deadline && fixed_port.is_none(),
+                "sshd did not start: {log}"
+            );
         }
     }
 
@@ -166,7 +214,9 @@ impl Sshd {
 
     /// `ssh-ed25519 AAAA...` of one of the host keys.
     pub fn host_key(&self, kind: &str) -> String {
-        let text = std::fs::read_to_string(self.dir.path().join(format!("ssh_host_{kind}_key.pub"))).unwrap();
+        let text =
+            std::fs::read_to_string(self.dir.path().join(format!("ssh_host_{kind}_key.pub")))
+                .unwrap();
         let mut w = text.split_whitespace();
         format!("{} {}", w.next().unwrap(), w.next().unwrap())
     }
@@ -178,7 +228,11 @@ impl Sshd {
             .arg(self.dir.path().join(format!("ssh_host_{kind}_key.pub")))
             .output()
             .unwrap();
-        String::from_utf8_lossy(&out.stdout).split_whitespace().nth(1).unwrap().to_string()
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_string()
     }
 
     /// A known_hosts line for one of the host keys.
@@ -214,7 +268,8 @@ impl Drop for Sshd {
 
 fn gen_host_key(dir: &Path, kind: &str) {
     let mut cmd = Command::new("ssh-keygen");
-    cmd.args(["-q", "-t", kind, "-N", "", "-C", "", "-f"]).arg(dir.join(format!("ssh_host_{kind}_key")));
+    cmd.args(["-q", "-t", kind, "-N", "", "-C", "", "-f"])
+        .arg(dir.join(format!("ssh_host_{kind}_key")));
     if kind == "rsa" {
         cmd.args(["-b", "2048"]);
     }
@@ -223,7 +278,11 @@ fn gen_host_key(dir: &Path, kind: &str) {
 
 /// A policy that only consults the given project file (never the real ~/.ssh/known_hosts).
 pub fn policy_with(known_hosts: &Path) -> HostKeyPolicy {
-    HostKeyPolicy { project_known_hosts: Some(known_hosts.to_path_buf()), user_known_hosts: None, accept_new: false }
+    HostKeyPolicy {
+        project_known_hosts: Some(known_hosts.to_path_buf()),
+        user_known_hosts: None,
+        accept_new: false,
+    }
 }
 
 /// A project known_hosts file in a temp dir that trusts `sshd`'s `kind` key.
@@ -237,5 +296,10 @@ pub fn trusted(sshd: &Sshd, kind: &str) -> (tempfile::TempDir, HostKeyPolicy) {
 
 /// Credentials from nothing but the target's identity files (no agent, no HOME, no prompt).
 pub fn auth_files_only() -> AuthConfig {
-    AuthConfig { home: None, agent_socket: None, passphrase: None, prompt: false }
+    AuthConfig {
+        home: None,
+        agent_socket: None,
+        passphrase: None,
+        prompt: false,
+    }
 }

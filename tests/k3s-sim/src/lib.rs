@@ -2,6 +2,7 @@
 //! image seeding. It behaves as k3s documents (shared/reference/k3s-facts.md), not as rvcluster
 //! expects. Test facility only; never shipped.
 pub mod agent;
+pub mod airgap;
 pub mod api;
 pub mod cli;
 pub mod cluster;

@@ -3,6 +3,7 @@
 //! docker.io, and a registry host board. See README.md for the API.
 
 pub mod addr;
+pub mod artifacts;
 pub mod board;
 pub mod clusterfile;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod systemd;
 pub use board::{Board, Role};
 pub use error::{LabError, Result};
 pub use flavour::Flavour;
-pub use lab::{Lab, LabBuilder};
+pub use artifacts::k3s_sim_binary;
+pub use lab::{Lab, LabBuilder, SeededImage};
 pub use registry::Upstream;
 pub use systemd::{ServiceStart, StartKind};

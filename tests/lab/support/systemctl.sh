@@ -63,8 +63,9 @@ trim() {
     printf '%s' "$s"
 }
 
-# Parse a unit definition file into globals.
+# Parse a unit definition file into globals (SPEC_UNIT: the unit's name, for specifiers).
 parse_def() {
+    SPEC_UNIT=${2:-${1##*/}}
     DESC='' TYPE=simple RESTART=no RESTART_SEC=0.1 KILL_MODE=control-group REMAIN=no WORKDIR=''
     EXEC_START=() PRE=() ENVS=() ENVFILES=() WANTED=() INSTALL=0
     local section='' line buf='' key val
@@ -83,6 +84,13 @@ parse_def() {
         [[ $line == *=* ]] || continue
         key=$(trim "${line%%=*}")
         val=$(trim "${line#*=}")
+        # unit specifiers: %n full name, %N name without suffix, %% a percent sign
+        if [[ $val == *%* ]]; then
+            val=${val//%%/$'\x01'}
+            val=${val//%n/$SPEC_UNIT}
+            val=${val//%N/${SPEC_UNIT%.*}}
+            val=${val//$'\x01'/%}
+        fi
         case $section in
         '[Unit]') [ "$key" = Description ] && DESC=$val ;;
         '[Service]')

@@ -10,7 +10,7 @@ Description=Demo service
 Type=simple
 Environment="GREETING=hello world" SECOND=2
 EnvironmentFile=-/etc/default/demo-missing
-EnvironmentFile=-/etc/systemd/system/demo.service.env
+EnvironmentFile=-/etc/systemd/system/%n.env
 ExecStartPre=-/bin/false
 ExecStartPre=/bin/sh -c 'echo pre-ran > /run/demo-pre'
 ExecStart=/bin/sh -c 'echo "greeting=$GREETING second=$SECOND token=$TOKEN args=$0"; exec sleep 100000' \

@@ -87,13 +87,12 @@ pub fn run(args: &[String]) -> i32 {
                 continue;
             }
         };
-        if let Some(h) = &ca_hash {
-            if &api::ca_hash(&ca) != h {
+        if let Some(h) = &ca_hash
+            && &api::ca_hash(&ca) != h {
                 log("error", &format!("token CA hash does not match the Cluster CA certificate hash: {} != {h}", api::ca_hash(&ca)));
                 std::thread::sleep(retry);
                 continue;
             }
-        }
         let client = match api::Client::new(&base, ca.as_bytes(), authz.clone()) {
             Ok(cl) => cl,
             Err(e) => {

@@ -20,6 +20,137 @@ fn images_listing(paths: &Paths, crictl: bool) -> String {
     out
 }
 
+fn crictl(args: &[String], paths: &Paths) -> i32 {
+    match args.first().map(String::as_str) {
+        Some("images") | Some("img") => {
+            print!("{}", images_listing(paths, true));
+            0
+        }
+        Some("pull") => {
+            let Some(img) = args.iter().skip(1).find(|a| !a.starts_with('-')) else {
+                eprintln!("FATA[0000] image name cannot be empty");
+                return 1;
+            };
+            let r = match crate::image::ImageRef::parse(img) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("FATA[0000] pulling image: {e}");
+                    return 1;
+                }
+            };
+            // what the running containerd was configured with at k3s' start
+            let puller = match crate::pull::Puller::from_runtime(paths) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("FATA[0000] {e}");
+                    return 1;
+                }
+            };
+            match puller.pull(&r) {
+                Ok(p) => {
+                    let id = p.image_id.rsplit('@').next().unwrap_or("").to_string();
+                    if let Err(e) = crate::kubelet::add_to_store(paths, vec![p]) {
+                        eprintln!("FATA[0000] pulling image: {e}");
+                        return 1;
+                    }
+                    println!("Image is up to date for {id}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("FATA[0000] pulling image: {}", e.rpc());
+                    1
+                }
+            }
+        }
+        _ => {
+            eprintln!("crictl: the rvlab simulator implements `crictl images` and `crictl pull IMAGE`");
+            1
+        }
+    }
+}
+
+fn ctr(args: &[String], paths: &Paths) -> i32 {
+    let mut rest: Vec<&str> = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "-n" | "--namespace" | "-a" | "--address" => i += 1,
+            a if a.starts_with("--namespace=") || a.starts_with("--address=") => {}
+            a => rest.push(a),
+        }
+        i += 1;
+    }
+    let (Some(obj), Some(verb)) = (rest.first(), rest.get(1)) else {
+        eprintln!("ctr: the rvlab simulator implements `ctr -n k8s.io images ls|pull|tag`");
+        return 1;
+    };
+    if !matches!(*obj, "images" | "image" | "i") {
+        eprintln!("ctr: the rvlab simulator implements `ctr -n k8s.io images ls|pull|tag`");
+        return 1;
+    }
+    let operands: Vec<&str> = rest[2..].iter().copied().filter(|a| !a.starts_with('-')).collect();
+    match *verb {
+        "ls" | "list" => {
+            print!("{}", images_listing(paths, false));
+            0
+        }
+        "tag" => {
+            let [src, dst] = operands.as_slice() else {
+                eprintln!("ctr: usage: ctr images tag SOURCE TARGET");
+                return 1;
+            };
+            let store = crate::kubelet::load_store(paths);
+            let (Ok(s), Ok(d)) = (crate::image::ImageRef::parse(src), crate::image::ImageRef::parse(dst)) else {
+                eprintln!("ctr: invalid reference");
+                return 1;
+            };
+            let Some(p) = store.get(&s.to_string()).cloned() else {
+                eprintln!("ctr: image \"{s}\": not found");
+                return 1;
+            };
+            let mut q = p;
+            q.image = d.to_string();
+            q.image_id = format!("{}@{}", d.name(), q.image_id.rsplit('@').next().unwrap_or(""));
+            if let Err(e) = crate::kubelet::add_to_store(paths, vec![q]) {
+                eprintln!("ctr: {e}");
+                return 1;
+            }
+            println!("{d}");
+            0
+        }
+        "pull" => {
+            // ctr talks to containerd directly: registries.yaml (CRI hosts config) does not apply
+            let Some(img) = operands.first().and_then(|i| crate::image::ImageRef::parse(i).ok()) else {
+                eprintln!("ctr: usage: ctr images pull REF");
+                return 1;
+            };
+            let mut puller = match crate::pull::Puller::from_runtime(paths) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("ctr: {e}");
+                    return 1;
+                }
+            };
+            puller.registries = Default::default();
+            match puller.pull(&img) {
+                Ok(p) => {
+                    let _ = crate::kubelet::add_to_store(paths, vec![p]);
+                    println!("{img}: done");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("ctr: {}", e.message);
+                    1
+                }
+            }
+        }
+        v => {
+            eprintln!("ctr: images {v} is not simulated by rvlab (ls, pull, tag)");
+            1
+        }
+    }
+}
+
 pub fn main() -> i32 {
     let argv: Vec<String> = std::env::args().collect();
     let prog = argv.first().map(|a| a.rsplit('/').next().unwrap_or(a).to_string()).unwrap_or_default();
@@ -43,24 +174,8 @@ pub fn main() -> i32 {
             eprint!("{}", out.stderr);
             out.code
         }
-        "crictl" => {
-            if args.first().map(String::as_str) == Some("images") {
-                print!("{}", images_listing(&paths, true));
-                0
-            } else {
-                eprintln!("crictl: only `crictl images` is simulated by rvlab");
-                1
-            }
-        }
-        "ctr" => {
-            if args.iter().any(|a| a == "images" || a == "image" || a == "i") && args.iter().any(|a| a == "ls" || a == "list") {
-                print!("{}", images_listing(&paths, false));
-                0
-            } else {
-                eprintln!("ctr: only `ctr -n k8s.io images ls` is simulated by rvlab");
-                1
-            }
-        }
+        "crictl" => crictl(&args, &paths),
+        "ctr" => ctr(&args, &paths),
         "" | "help" | "--help" | "-h" => {
             println!("NAME:\n   k3s - Kubernetes, but small and simple (rvlab simulator)\n\nCOMMANDS:\n   server   Run management server\n   agent    Run node agent\n   kubectl  Run kubectl\n   crictl   Run crictl\n   ctr      Run ctr");
             0

@@ -327,19 +327,17 @@ impl State {
                 "HelmChart" => {
                     let job = self.derived(w, "Job", &format!("helm-install-{}", w.spec.name), vec![("helm".into(), w.spec.job_image.clone().unwrap_or_default())], now);
                     let job_done = self.workloads.get(&job).map(|j| j.done).unwrap_or(false);
-                    if job_done {
-                        if let Some(img) = &w.spec.chart_image {
+                    if job_done
+                        && let Some(img) = &w.spec.chart_image {
                             let d = self.derived(w, "Deployment", &w.spec.name, vec![(w.spec.name.clone(), img.clone())], now);
-                            if !w.spec.lb_ports.is_empty() {
-                                if let Some(dw) = self.workloads.get(&d).cloned() {
+                            if !w.spec.lb_ports.is_empty()
+                                && let Some(dw) = self.workloads.get(&d).cloned() {
                                     let mut svc = dw.clone();
                                     svc.spec.kind = "Service".into();
                                     svc.spec.lb_ports = w.spec.lb_ports.clone();
                                     self.svclb(&svc, &d, now);
                                 }
-                            }
                         }
-                    }
                 }
                 "Service" => self.svclb(w, &w.key(), now),
                 _ => {}
@@ -394,15 +392,14 @@ impl State {
                 }
                 "Pod" => {
                     let pk = format!("{}/{}", w.spec.namespace, w.spec.name);
-                    if !self.pods.contains_key(&pk) && !w.done {
-                        if let Some(node) = self.pick_node(&w.spec) {
+                    if !self.pods.contains_key(&pk) && !w.done
+                        && let Some(node) = self.pick_node(&w.spec) {
                             let pod = self.new_pod(&w, w.spec.name.clone(), node, &hash, now);
                             self.schedule(pod, now);
                             if let Some(wm) = self.workloads.get_mut(&key) {
                                 wm.done = true; // a bare pod is created once; deleting it is final
                             }
                         }
-                    }
                 }
                 _ => {}
             }

@@ -133,11 +133,10 @@ pub fn pod_status_column(p: &Pod) -> String {
         return "Completed".into();
     }
     for c in &p.status.containers {
-        if let CState::Waiting { reason, .. } = &c.state {
-            if !reason.is_empty() {
+        if let CState::Waiting { reason, .. } = &c.state
+            && !reason.is_empty() {
                 return reason.clone();
             }
-        }
         if let CState::Terminated { reason, .. } = &c.state {
             return reason.clone();
         }

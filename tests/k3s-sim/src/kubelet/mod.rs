@@ -43,11 +43,26 @@ pub struct Kubelet {
     pub paths: Paths,
     store: BTreeMap<String, Pulled>,
     backoff: HashMap<String, Backoff>,
+    imported: std::collections::BTreeSet<String>,
+}
+
+/// Read a node's image store file.
+pub fn load_store(paths: &Paths) -> BTreeMap<String, Pulled> {
+    std::fs::read(paths.image_store()).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+/// Add images to a node's image store file (for `crictl pull`, `ctr images tag`).
+pub fn add_to_store(paths: &Paths, items: Vec<Pulled>) -> std::io::Result<()> {
+    let mut store = load_store(paths);
+    for p in items {
+        store.insert(p.image.clone(), p);
+    }
+    crate::util::write_file(&paths.image_store(), &serde_json::to_vec_pretty(&store).unwrap_or_default(), 0o644)
 }
 
 impl Kubelet {
     pub fn new(node: &str, puller: Puller, pause_image: &str, sim: &crate::simconf::SimConf, paths: &Paths) -> Kubelet {
-        let store = std::fs::read(paths.image_store()).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        let store = load_store(paths);
         Kubelet {
             node: node.to_string(),
             puller,
@@ -57,6 +72,45 @@ impl Kubelet {
             paths: paths.clone(),
             store,
             backoff: HashMap::new(),
+            imported: Default::default(),
+        }
+    }
+
+    /// Merge images others added to the store file (crictl pull) and import new tarballs from
+    /// /var/lib/rancher/k3s/agent/images.
+    fn refresh(&mut self) {
+        for (k, v) in load_store(&self.paths) {
+            self.store.entry(k).or_insert(v);
+        }
+        let dir = self.paths.agent_images();
+        let mut changed = false;
+        for (file, fp) in crate::airgap::scan(&dir) {
+            if !self.imported.insert(fp) {
+                continue;
+            }
+            if !crate::airgap::KNOWN.iter().any(|e| file.ends_with(e)) {
+                continue;
+            }
+            if !crate::airgap::SUPPORTED.iter().any(|e| file.ends_with(e)) {
+                crate::util::log("error", &format!("Unable to import {file}: this compression is not supported by the rvlab k3s simulator (use .tar or .tar.gz)"));
+                continue;
+            }
+            let Ok(data) = std::fs::read(dir.join(&file)) else { continue };
+            let shown = format!("/var/lib/rancher/k3s/agent/images/{file}");
+            for (name, res) in crate::airgap::import_archive(&shown, &data, &self.puller.arch) {
+                match res {
+                    Ok(p) => {
+                        crate::util::log("info", &format!("Imported {name} from {shown}"));
+                        self.backoff.remove(&name);
+                        self.store.insert(name, p);
+                        changed = true;
+                    }
+                    Err(e) => crate::util::log("error", &format!("Failed to import {name} from {shown}: {e}")),
+                }
+            }
+        }
+        if changed {
+            self.save_store();
         }
     }
 
@@ -98,11 +152,10 @@ impl Kubelet {
                 Err(e) => Err((false, e.clone())),
             };
         }
-        if let Some(b) = self.backoff.get(&full) {
-            if now < b.next_ms {
+        if let Some(b) = self.backoff.get(&full)
+            && now < b.next_ms {
                 return Err((true, b.err.clone()));
             }
-        }
         match self.puller.pull(&r) {
             Ok(p) => {
                 self.backoff.remove(&full);
@@ -124,6 +177,7 @@ impl Kubelet {
 
     /// One sync over the node's pods: returns their statuses and the events to record.
     pub fn sync(&mut self, pods: &[PodAssignment], now: u64) -> (Vec<PodReport>, Vec<EventReport>) {
+        self.refresh();
         let mut reports = Vec::new();
         let mut events = Vec::new();
         let mut tried = HashMap::new();

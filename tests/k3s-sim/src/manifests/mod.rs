@@ -94,11 +94,10 @@ pub fn scan(dir: &Path) -> Vec<String> {
             let p = e.path();
             if p.is_dir() {
                 walk(base, &p, out);
-            } else if let Some(n) = p.file_name().and_then(|n| n.to_str()) {
-                if (n.ends_with(".yaml") || n.ends_with(".yml") || n.ends_with(".json")) && !skip_file(&p).exists() {
+            } else if let Some(n) = p.file_name().and_then(|n| n.to_str())
+                && (n.ends_with(".yaml") || n.ends_with(".yml") || n.ends_with(".json")) && !skip_file(&p).exists() {
                     out.push(p.strip_prefix(base).unwrap_or(&p).to_string_lossy().to_string());
                 }
-            }
         }
     }
     let mut out = Vec::new();

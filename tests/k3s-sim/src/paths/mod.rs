@@ -67,6 +67,10 @@ impl Paths {
     pub fn image_store(&self) -> PathBuf {
         self.p("/var/lib/rancher/k3s/agent/containerd/rvlab-images.json")
     }
+    /// What the running containerd was configured with (the sim's stand-in for its socket).
+    pub fn containerd_runtime(&self) -> PathBuf {
+        self.p("/run/k3s/containerd/rvlab-runtime.json")
+    }
     pub fn certs_d(&self) -> PathBuf {
         self.p("/var/lib/rancher/k3s/agent/etc/containerd/certs.d")
     }

@@ -152,6 +152,24 @@ struct Session {
 }
 
 impl Puller {
+    /// The puller of the running k3s on this node (what `crictl pull` talks to): registries.yaml
+    /// as read at k3s' start. Errors like crictl when k3s (containerd) is not running.
+    pub fn from_runtime(paths: &Paths) -> Result<Puller, String> {
+        let down = "validate service connection: validate CRI v1 image API for endpoint \"unix:///run/k3s/containerd/containerd.sock\": rpc error: code = Unavailable desc = connection error: desc = \"transport: Error while dialing: dial unix /run/k3s/containerd/containerd.sock: connect: no such file or directory\"".to_string();
+        let v: Value = std::fs::read(paths.containerd_runtime()).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or(down.clone())?;
+        let pid = v["pid"].as_u64().unwrap_or(0);
+        if pid == 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            return Err(down);
+        }
+        Ok(Puller {
+            registries: Registries::parse(v["registries_yaml"].as_str().unwrap_or("")).map_err(|e| format!("registries: {e}"))?,
+            upstream: UpstreamConf::load(paths),
+            disable_default_endpoint: v["disable_default_endpoint"].as_bool().unwrap_or(false),
+            arch: v["arch"].as_str().unwrap_or("riscv64").to_string(),
+            paths: paths.clone(),
+        })
+    }
+
     /// Map an endpoint to where the lab really serves it. Only loopback is ever contacted.
     fn physical_base(&self, scheme: &str, authority: &str, path: &str) -> Result<String, String> {
         if let Some(real) = self.upstream.lookup(authority) {
@@ -297,11 +315,10 @@ impl Puller {
 
     fn fetch_resolved(&self, image: &ImageRef, ep: &Endpoint, s: &mut Session, top: Resp) -> Result<Pulled, Cause> {
         let top_digest = digest_of(&top.body);
-        if let Some(d) = &image.digest {
-            if d != &top_digest {
+        if let Some(d) = &image.digest
+            && d != &top_digest {
                 return Err(Cause::Other(format!("manifest digest mismatch: expected {d}, got {top_digest}")));
             }
-        }
         let v: Value = serde_json::from_slice(&top.body).map_err(|e| Cause::Other(format!("failed to parse manifest: {e}")))?;
         let mt = media_type(&top.content_type, &v);
         let no_match = || Cause::NotFound("no match for platform in manifest: not found".to_string());

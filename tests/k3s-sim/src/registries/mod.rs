@@ -94,11 +94,10 @@ pub fn is_loopback_host(host: &str) -> bool {
 }
 
 fn split_port(authority: &str) -> (&str, Option<&str>) {
-    if let Some(rest) = authority.strip_prefix('[') {
-        if let Some((h, p)) = rest.split_once(']') {
+    if let Some(rest) = authority.strip_prefix('[')
+        && let Some((h, p)) = rest.split_once(']') {
             return (h, p.strip_prefix(':'));
         }
-    }
     match authority.rsplit_once(':') {
         Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => (h, Some(p)),
         _ => (authority, None),

@@ -85,7 +85,7 @@ pub fn read_stamp(exe: &Path) -> Option<String> {
 pub fn stamp_version(src: &Path, dst: &Path, version: &str) -> std::io::Result<()> {
     let mut data = std::fs::read(src)?;
     if let Some(i) = String::from_utf8_lossy(&data[data.len().saturating_sub(128)..]).rfind(STAMP_PREFIX) {
-        let cut = data.len().saturating_sub(128).max(0) + i;
+        let cut = data.len().saturating_sub(128) + i;
         data.truncate(cut);
     }
     data.extend_from_slice(format!("{STAMP_PREFIX}{version}\n").as_bytes());

@@ -88,11 +88,10 @@ pub fn kernel() -> String {
 /// Read or create this node's password (/etc/rancher/node/password, 0600).
 pub fn node_password(paths: &Paths) -> Result<String, String> {
     let p = paths.node_password();
-    if let Ok(s) = std::fs::read_to_string(&p) {
-        if !s.trim().is_empty() {
+    if let Ok(s) = std::fs::read_to_string(&p)
+        && !s.trim().is_empty() {
             return Ok(s.trim().to_string());
         }
-    }
     let pw = crate::util::random_hex(16);
     write_file(&p, format!("{pw}\n").as_bytes(), 0o600).map_err(|e| format!("failed to write {}: {e}", p.display()))?;
     Ok(pw)
@@ -101,12 +100,11 @@ pub fn node_password(paths: &Paths) -> Result<String, String> {
 /// Split a join token: `K10<ca-hash>::<user>:<password>` or a bare password.
 pub fn parse_token(t: &str) -> (Option<String>, String) {
     let t = t.trim();
-    if let Some(rest) = t.strip_prefix("K10") {
-        if let Some((hash, creds)) = rest.split_once("::") {
+    if let Some(rest) = t.strip_prefix("K10")
+        && let Some((hash, creds)) = rest.split_once("::") {
             let pw = creds.split_once(':').map(|(_, p)| p).unwrap_or(creds);
             return (Some(hash.to_string()), pw.to_string());
         }
-    }
     (None, t.to_string())
 }
 
@@ -214,11 +212,10 @@ pub fn apply_sync(st: &mut State, req: &SyncRequest, server: bool, now: u64) {
         upsert_node(st, &req.node, server, now);
     }
     for r in &req.reports {
-        if let Some(p) = st.pods.get_mut(&format!("{}/{}", r.namespace, r.name)) {
-            if p.uid == r.uid && p.node == req.node.name {
+        if let Some(p) = st.pods.get_mut(&format!("{}/{}", r.namespace, r.name))
+            && p.uid == r.uid && p.node == req.node.name {
                 p.status = r.status.clone();
             }
-        }
     }
     for e in &req.events {
         if st.pods.values().any(|p| p.uid == e.pod_uid) {
@@ -402,6 +399,13 @@ pub fn puller(c: &Common) -> Result<Puller, String> {
         Err(_) => Registries::default(),
     };
     write_hosts_toml(&c.paths, &registries);
+    let runtime = json!({
+        "pid": std::process::id(),
+        "registries_yaml": std::fs::read_to_string(&reg_path).unwrap_or_default(),
+        "disable_default_endpoint": c.cfg.flag("disable-default-registry-endpoint"),
+        "arch": c.sim.arch,
+    });
+    let _ = write_file(&c.paths.containerd_runtime(), runtime.to_string().as_bytes(), 0o600);
     Ok(Puller {
         registries,
         upstream: UpstreamConf::load(&c.paths),

@@ -112,7 +112,7 @@ fn ustar(name: &str, data: &[u8]) -> Vec<u8> {
     put(&mut h, 136, 12, "00000000000\0".into());
     h[148..156].copy_from_slice(b"        ");
     h[156] = b'0';
-    put(&mut h, 257, 8, "ustar\000".into());
+    put(&mut h, 257, 8, "ustar\u{0}00".into());
     let sum: u32 = h.iter().map(|b| *b as u32).sum();
     put(&mut h, 148, 8, format!("{sum:06o}\0 "));
     let mut out = h.to_vec();
@@ -253,6 +253,38 @@ pub fn push(endpoint: &str, repository: &str, img: &BuiltImage) -> Result<(), Se
         }
     }
     put_manifest(&img.spec.tag, &img.top.0, &img.top.1)
+}
+
+/// An OCI image layout as an uncompressed tar (what `ctr images export` / `skopeo copy
+/// oci-archive:` produce), naming the image `docker.io/<repository>:<tag>` with the
+/// `io.containerd.image.name` annotation: the format k3s imports from agent/images/.
+pub fn oci_archive(img: &BuiltImage) -> Vec<u8> {
+    let mut entries: Vec<(String, Vec<u8>)> = vec![("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec())];
+    let mut seen = std::collections::BTreeSet::new();
+    let mut add = |d: &str, data: &[u8], entries: &mut Vec<(String, Vec<u8>)>| {
+        if seen.insert(d.to_string()) {
+            entries.push((format!("blobs/sha256/{}", d.trim_start_matches("sha256:")), data.to_vec()));
+        }
+    };
+    for b in &img.blobs {
+        add(&b.digest, &b.data, &mut entries);
+    }
+    for (d, _, m) in &img.manifests {
+        add(d, m, &mut entries);
+    }
+    add(&img.top_digest, &img.top.1, &mut entries);
+    let name = format!("docker.io/{}:{}", img.spec.repository, img.spec.tag);
+    let index = json!({"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": [{
+        "mediaType": img.top.0, "digest": img.top_digest, "size": img.top.1.len(),
+        "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": img.spec.tag},
+    }]});
+    entries.push(("index.json".into(), canonical(&index)));
+    let mut out = Vec::new();
+    for (n, d) in &entries {
+        out.extend(ustar(n, d));
+    }
+    out.extend_from_slice(&[0u8; 1024]);
+    out
 }
 
 /// Seed the whole built-in catalog into the registry at `endpoint_url` (plays docker.io).

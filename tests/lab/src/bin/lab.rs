@@ -108,11 +108,15 @@ fn builder(a: &UpArgs) -> rvlab::LabBuilder {
     if !a.no_registry_host {
         b = b.registry_host("mac");
     }
-    b.upstream(!a.no_upstream)
+    b.upstream(!a.no_upstream).seed_upstream(!a.no_upstream)
 }
 
 fn cluster_file(k3s: Option<&Path>, version: &str) -> Result<ClusterFile, LabError> {
-    let bin = match k3s.map(Path::to_path_buf).or_else(|| sibling("k3s")) {
+    let found = match k3s {
+        Some(p) => Some(p.to_path_buf()),
+        None => rvlab::k3s_sim_binary().ok(),
+    };
+    let bin = match found {
         Some(p) => Some((std::fs::canonicalize(&p).unwrap_or(p.clone()), sha256_of(&p)?)),
         None => None,
     };

@@ -12,6 +12,7 @@ use crate::error::{IoContext, LabError, Result};
 use crate::flavour::Flavour;
 use crate::ns::Lifeline;
 use crate::registry::{DOCKER_REGISTRY, Upstream};
+pub use k3s_sim::upstream::SeededImage;
 
 /// Port of the upstream registry.
 pub const UPSTREAM_PORT: u16 = 5000;
@@ -88,6 +89,7 @@ pub struct LabBuilder {
     sim_extra: Vec<(String, String)>,
     root: PathBuf,
     keep: bool,
+    seed: bool,
 }
 
 impl Default for LabBuilder {
@@ -101,6 +103,7 @@ impl Default for LabBuilder {
             sim_extra: Vec::new(),
             root: default_root(),
             keep: std::env::var_os("RVLAB_KEEP").is_some(),
+            seed: false,
         }
     }
 }
@@ -127,6 +130,15 @@ impl LabBuilder {
     /// Starts the upstream registry playing docker.io.
     pub fn upstream(mut self, on: bool) -> Self {
         self.upstream = on;
+        self
+    }
+    /// Starts the upstream registry and pushes k3s-sim's deterministic images into it
+    /// (fixtures/upstream/images.txt: k3s system images, some without linux/riscv64).
+    pub fn seed_upstream(mut self, on: bool) -> Self {
+        self.seed = on;
+        if on {
+            self.upstream = true;
+        }
         self
     }
     /// The flavour of every board (default openEuler 24.03 riscv64).
@@ -193,6 +205,7 @@ impl LabBuilder {
             client_key: dir.join("client/id_ed25519"),
             known_hosts: dir.join("client/known_hosts"),
             keep: self.keep,
+            seeded: Vec::new(),
             lifeline: Lifeline::new()?,
             block,
         };
@@ -203,7 +216,12 @@ impl LabBuilder {
             std::fs::read_to_string(lab.client_key.with_extension("pub")).ctx(|| "reading client key".into())?;
         if self.upstream {
             let addr = lab.block.addr(UPSTREAM_HOST);
-            lab.upstream = Some(Upstream::start(addr, UPSTREAM_PORT, dir.join("upstream"), &lab.lifeline)?);
+            let up = Upstream::start(addr, UPSTREAM_PORT, dir.join("upstream"), &lab.lifeline)?;
+            if self.seed {
+                lab.seeded = k3s_sim::upstream::seed(&up.url())
+                    .map_err(|e| LabError::Invalid(format!("seeding the upstream registry: {e}")))?;
+            }
+            lab.upstream = Some(up);
         }
         for (i, (name, role)) in self.boards.iter().enumerate() {
             let addr = lab.block.addr(FIRST_BOARD_HOST + i as u8);
@@ -241,6 +259,7 @@ pub struct Lab {
     client_key: PathBuf,
     known_hosts: PathBuf,
     keep: bool,
+    seeded: Vec<SeededImage>,
     lifeline: Lifeline,
     block: AddrBlock,
 }
@@ -278,6 +297,10 @@ impl Lab {
     }
     pub fn upstream(&self) -> Option<&Upstream> {
         self.upstream.as_ref()
+    }
+    /// Images pushed by [`LabBuilder::seed_upstream`] (name, digest, platforms).
+    pub fn seeded(&self) -> &[SeededImage] {
+        &self.seeded
     }
     /// Private key (0600) whose public half is in every board's /root/.ssh/authorized_keys.
     pub fn client_key(&self) -> &Path {
