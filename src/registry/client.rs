@@ -271,6 +271,19 @@ impl RegistryClient {
     }
 
     fn map_err(&self, e: ureq::Error, what: &str) -> RegistryError {
+        let tls = match &e {
+            ureq::Error::Rustls(_) | ureq::Error::Tls(_) | ureq::Error::TlsRequired => true,
+            ureq::Error::Io(io) => io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()),
+            _ => false,
+        };
+        if tls {
+            let hint = if self.opts.ca_file.is_none() {
+                " (is the registry's CA configured? a self-signed registry needs its CA file)"
+            } else {
+                ""
+            };
+            return RegistryError::Tls { url: self.base.clone(), reason: format!("{}{hint}", reason_of(&e)) };
+        }
         if is_connect_failure(&e) {
             RegistryError::Unreachable { url: self.base.clone(), reason: reason_of(&e) }
         } else {
