@@ -81,3 +81,39 @@ fn manifests_are_applied_live_edits_roll_pods_and_deleting_a_file_keeps_objects(
     assert_eq!(p["status"]["containerStatuses"][0]["image"], "docker.io/rancher/local-path-provisioner:v0.0.32");
     assert!(srv.read(&cpath).contains("1.13.1"), "skipped file untouched by the upgrade");
 }
+
+#[test]
+fn init_containers_run_first_and_their_pull_failures_show_as_init_status() {
+    let up = Registry::start();
+    let mirror = Registry::start();
+    k3s_sim::upstream::seed(&up.url()).unwrap();
+    port_to_riscv(&mirror, &["rancher/mirrored-pause:3.6"], "");
+    let mut srv = SimNode::new("srv-init", &up);
+    srv.write("/etc/rancher/k3s/config.yaml", "disable: [traefik, metrics-server, local-storage, coredns]\n");
+    srv.write("/etc/rancher/k3s/registries.yaml", &format!("mirrors:\n  docker.io:\n    endpoint: [\"http://{}\"]\n", mirror.authority()));
+    let with_init = |name: &str, init_image: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  initContainers:\n  - name: prepare\n    image: {init_image}\n  containers:\n  - name: app\n    image: riscv64/redis:latest\n")
+    };
+    srv.write("/var/lib/rancher/k3s/server/manifests/good.yaml", &with_init("good", "busybox:latest"));
+    srv.write("/var/lib/rancher/k3s/server/manifests/bad.yaml", &with_init("bad", "nginx:latest"));
+    srv.start_server(&[]);
+    let pods = wait_until("good Ready and bad stuck in init", WAIT, || {
+        let p = srv.pods();
+        let good = pod_named(&p, "good").is_some_and(is_ready);
+        let bad = pod_named(&p, "bad").and_then(|b| b["status"]["initContainerStatuses"][0]["state"]["waiting"]["reason"].as_str().map(str::to_string));
+        (good && bad.as_deref() == Some("ImagePullBackOff")).then_some(p)
+    });
+    let good = pod_named(&pods, "good").unwrap();
+    assert_eq!(good["status"]["initContainerStatuses"][0]["state"]["terminated"]["reason"], "Completed");
+    assert_eq!(good["spec"]["initContainers"][0]["image"], "busybox:latest");
+    let bad = pod_named(&pods, "bad").unwrap();
+    assert_eq!(bad["status"]["phase"], "Pending");
+    assert_eq!(bad["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "PodInitializing");
+    let msg = bad["status"]["initContainerStatuses"][0]["state"]["waiting"]["message"].as_str().unwrap();
+    assert!(msg.contains("failed to pull and unpack image \"docker.io/library/nginx:latest\": no match for platform in manifest: not found"), "{msg}");
+    let init = bad["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Initialized").unwrap();
+    assert_eq!((init["status"].as_str(), init["reason"].as_str()), (Some("False"), Some("ContainersNotInitialized")));
+    let (_, table, _) = srv.kubectl(&["get", "pods"]);
+    assert!(table.lines().any(|l| l.starts_with("bad ") && l.contains("Init:ImagePullBackOff")), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("good ") && l.contains("1/1") && l.contains("Running")), "{table}");
+}

@@ -134,6 +134,15 @@ pub fn pod_status_column(p: &Pod) -> String {
     if phase == "Succeeded" {
         return "Completed".into();
     }
+    let total = p.init_containers.len();
+    for (i, (name, _)) in p.init_containers.iter().enumerate() {
+        match p.status.init_containers.iter().find(|c| &c.name == name).map(|c| &c.state) {
+            Some(CState::Terminated { exit_code: 0, .. }) => continue,
+            Some(CState::Waiting { reason, .. }) if !reason.is_empty() && reason != "PodInitializing" => return format!("Init:{reason}"),
+            Some(CState::Terminated { reason, .. }) => return format!("Init:{reason}"),
+            _ => return format!("Init:{i}/{total}"),
+        }
+    }
     for c in &p.status.containers {
         if let CState::Waiting { reason, .. } = &c.state
             && !reason.is_empty() {
