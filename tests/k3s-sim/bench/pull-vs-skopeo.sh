@@ -22,11 +22,8 @@ mkdir -p "$R/etc/rancher/k3s"; echo 'disable: [traefik, metrics-server, local-st
 RVLAB_SIM_TEST_ROOT=$R "$BIN/k3s" server --node-name bench >"$W/k3s.log" 2>&1 & SRV=$!
 for _ in $(seq 100); do [ -f "$R/run/k3s/containerd/rvlab-runtime.json" ] && break; sleep 0.1; done
 IMG=rancher/local-path-provisioner:v0.0.32
-hyperfine -N --warmup 3 --runs 30 --export-json "$W/h.json" \
+hyperfine -N --warmup 3 --runs 30 --export-csv "$W/h.csv" \
   -n k3s-sim "env RVLAB_SIM_TEST_ROOT=$R $BIN/k3s crictl pull $IMG" \
   -n skopeo "skopeo copy --src-tls-verify=false --override-arch riscv64 --override-os linux docker://$IP:5000/$IMG dir:$W/skopeo-out" >/dev/null
-python3 - "$W/h.json" <<'PY'
-import json, sys
-r = {x["command"]: x["mean"] for x in json.load(open(sys.argv[1]))["results"]}
-print(f"pull {'rancher/local-path-provisioner:v0.0.32'} (riscv64 from an index): k3s-sim {r['k3s-sim']*1000:.1f} ms, skopeo {r['skopeo']*1000:.1f} ms, ratio k3s-sim/skopeo = {r['k3s-sim']/r['skopeo']:.2f}")
-PY
+# csv: command,mean,stddev,... (seconds)
+awk -F, -v img="$IMG" 'NR>1 {m[$1]=$2} END {printf "pull %s (riscv64 from an index): k3s-sim %.1f ms, skopeo %.1f ms, ratio k3s-sim/skopeo = %.2f\n", img, m["k3s-sim"]*1000, m["skopeo"]*1000, m["k3s-sim"]/m["skopeo"]}' "$W/h.csv"
