@@ -220,3 +220,24 @@ fn locked_digest_is_enforced() {
     let err = push::plan(&client, &[it], &[]).unwrap_err();
     assert!(matches!(err, RegistryError::LockMismatch { .. }), "{err}");
 }
+
+#[test]
+fn generated_images_are_byte_for_byte_deterministic() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    fn multi(w: &Path, o: &Path) {
+        images::oci_archive(w, o, &["amd64", "riscv64"], &layers());
+    }
+    fn legacy(w: &Path, o: &Path) {
+        images::docker_archive_legacy(w, o, "riscv64", &layers());
+    }
+    fn v25(w: &Path, o: &Path) {
+        images::docker_archive_v25(w, o, "riscv64", &[Layer::new("x", 1000, 1)]);
+    }
+    let makers: [(fn(&Path, &Path), &str); 3] = [(multi, "multi.tar"), (legacy, "legacy.tar"), (v25, "v25.tar")];
+    for (make, name) in makers {
+        make(a.path(), &a.path().join(name));
+        make(b.path(), &b.path().join(name));
+        let (x, y) = (std::fs::read(a.path().join(name)).unwrap(), std::fs::read(b.path().join(name)).unwrap());
+        assert_eq!(images::sha256(&x), images::sha256(&y), "{name}");
+    }
+}

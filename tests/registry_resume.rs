@@ -85,3 +85,14 @@ fn connection_cut_mid_chunk_restarts_the_blob_and_still_verifies() {
     assert!(run.report.bytes_sent() < run.layer_size + 8 * MIB + 4096, "sent {}", run.report.bytes_sent());
     verified(&reg, "riscv64/restart", &w, run.layer_size);
 }
+
+#[test]
+fn requests_without_a_streamed_body_are_replayed_after_a_dropped_connection() {
+    let reg = TestRegistry::start(Opts::default());
+    // The very first request (GET /v2/) loses its connection before reaching the registry.
+    let proxy = CutProxy::start(reg.host_port(), CutAt::RequestStartAfter(0));
+    let client = RegistryClient::new(&proxy.endpoint(), ClientOptions::default()).unwrap();
+    client.ping().unwrap();
+    assert_eq!(proxy.cuts.load(Ordering::SeqCst), 1);
+    assert_eq!(client.manifest_digest("nothing/here", "1").unwrap(), None);
+}

@@ -271,6 +271,19 @@ impl RegistryClient {
     }
 
     fn map_err(&self, e: ureq::Error, what: &str) -> RegistryError {
+        let tls = match &e {
+            ureq::Error::Rustls(_) | ureq::Error::Tls(_) | ureq::Error::TlsRequired => true,
+            ureq::Error::Io(io) => io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()),
+            _ => false,
+        };
+        if tls {
+            let hint = if self.opts.ca_file.is_none() {
+                " (is the registry's CA configured? a self-signed registry needs its CA file)"
+            } else {
+                ""
+            };
+            return RegistryError::Tls { url: self.base.clone(), reason: format!("{}{hint}", reason_of(&e)) };
+        }
         if is_connect_failure(&e) {
             RegistryError::Unreachable { url: self.base.clone(), reason: reason_of(&e) }
         } else {
@@ -330,7 +343,7 @@ impl RegistryClient {
     /// Sends a request; on 401 negotiates auth from WWW-Authenticate (basic, or a bearer token)
     /// and replays it when the body allows.
     fn send(&self, method: &str, url: &str, headers: &[(&str, String)], mut payload: Payload<'_>, what: &str) -> Result<Response<Body>> {
-        let resp = self.run(method, url, headers, &mut payload).map_err(|e| self.map_err(e, what))?;
+        let resp = self.run_replaying(method, url, headers, &mut payload, what)?;
         if resp.status().as_u16() != 401 || matches!(payload, Payload::Stream { .. }) {
             return Ok(resp);
         }
@@ -338,7 +351,28 @@ impl RegistryClient {
         let Some(challenge) = challenge else { return Ok(resp) };
         let Some(header) = self.negotiate(&challenge, what)? else { return Ok(resp) };
         *self.auth.lock().unwrap_or_else(|p| p.into_inner()) = Some(header);
-        self.run(method, url, headers, &mut payload).map_err(|e| self.map_err(e, what))
+        self.run_replaying(method, url, headers, &mut payload, what)
+    }
+
+    /// Runs a request; one whose body can be replayed is retried twice after a broken connection
+    /// (not after a refused one: that registry is down, and saying so quickly is better).
+    fn run_replaying(&self, method: &str, url: &str, headers: &[(&str, String)], payload: &mut Payload<'_>, what: &str) -> Result<Response<Body>> {
+        let mut attempt = 0u64;
+        loop {
+            match self.run(method, url, headers, payload) {
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    let err = self.map_err(e, what);
+                    let replayable = !matches!(payload, Payload::Stream { .. });
+                    if attempt < 2 && replayable && matches!(err, RegistryError::Transport { .. }) {
+                        attempt += 1;
+                        std::thread::sleep(Duration::from_millis(100 * attempt));
+                        continue;
+                    }
+                    return Err(err);
+                }
+            }
+        }
     }
 
     /// The Authorization header answering a challenge, None when we have nothing to offer.

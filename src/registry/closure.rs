@@ -5,6 +5,7 @@
 //! Report types are pure; `check` does manifest GETs only.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
 use serde::Serialize;
 
@@ -228,15 +229,46 @@ pub fn probe(client: &RegistryClient, attempt: &Attempt) -> Outcome {
     }
 }
 
-/// Resolves every needed image. `provided` maps normalized references (Display of ImageRef) of
-/// cluster.kdl `image` entries to their source description. Each distinct (endpoint, repository,
-/// reference) is asked once.
-pub fn check(needs: &[Need], provided: &BTreeMap<String, String>, mirrors: &MirrorConfig, options: &EndpointOptions) -> ClosureReport {
+/// Images probed at the same time by `check`.
+const PARALLEL: usize = 8;
+
+/// Walks the attempts for one image as containerd would, stopping at the first place that has it.
+fn resolve_one(image: &ImageRef, mirrors: &MirrorConfig, options: &EndpointOptions, dead: &Mutex<HashMap<String, String>>) -> Status {
+    // One client per endpoint for this image: bearer tokens are per repository scope.
     let mut clients: HashMap<String, Result<RegistryClient, String>> = HashMap::new();
-    let mut cache: HashMap<(String, String, String), Outcome> = HashMap::new();
-    // An endpoint that could not be reached once is not asked again (a black-holed upstream
-    // would otherwise cost a connect timeout per image).
-    let mut dead: HashMap<String, String> = HashMap::new();
+    let mut tried = Vec::new();
+    for a in resolve::attempts(mirrors, image) {
+        let known_dead = dead.lock().unwrap_or_else(|p| p.into_inner()).get(&a.endpoint).cloned();
+        let outcome = if let Some(reason) = known_dead {
+            Outcome::Unreachable { reason }
+        } else {
+            let client = clients.entry(a.endpoint.clone()).or_insert_with(|| {
+                let opts = options.get(&a.endpoint).cloned().unwrap_or_default();
+                RegistryClient::new(&a.endpoint, opts).map_err(|e| e.to_string())
+            });
+            let o = match client {
+                Ok(c) => probe(c, &a),
+                Err(reason) => Outcome::Error { reason: reason.clone() },
+            };
+            if let Outcome::Unreachable { reason } = &o {
+                dead.lock().unwrap_or_else(|p| p.into_inner()).insert(a.endpoint.clone(), reason.clone());
+            }
+            o
+        };
+        let stop = matches!(outcome, Outcome::Found { .. } | Outcome::NoRiscv64 { .. });
+        tried.push(Tried { attempt: a, outcome });
+        if stop {
+            break;
+        }
+    }
+    decide(tried)
+}
+
+/// Resolves every needed image (up to 8 at a time). `provided` maps normalized references
+/// (Display of ImageRef) of cluster.kdl `image` entries to their source description. `options`
+/// is keyed by normalized endpoint URL. An endpoint found unreachable is not asked again (a
+/// black-holed upstream would otherwise cost a connect timeout per image).
+pub fn check(needs: &[Need], provided: &BTreeMap<String, String>, mirrors: &MirrorConfig, options: &EndpointOptions) -> ClosureReport {
     // Merge needs of the same image.
     let mut merged: Vec<(ImageRef, Vec<NeededBy>)> = Vec::new();
     for n in needs {
@@ -251,43 +283,33 @@ pub fn check(needs: &[Need], provided: &BTreeMap<String, String>, mirrors: &Mirr
             None => merged.push((n.image.clone(), n.needed_by.clone())),
         }
     }
+    let dead = Mutex::new(HashMap::new());
     let mut entries = Vec::new();
-    for (image, needed_by) in merged {
-        let name = image.to_string();
-        let status = if let Some(src) = provided.get(&name) {
-            Status::ProvidedByCluster { source: src.clone() }
-        } else {
-            let mut tried = Vec::new();
-            for a in resolve::attempts(mirrors, &image) {
-                let key = (a.endpoint.clone(), a.repository.clone(), a.reference.clone());
-                let outcome = if let Some(o) = cache.get(&key) {
-                    o.clone()
-                } else if let Some(reason) = dead.get(&a.endpoint) {
-                    Outcome::Unreachable { reason: reason.clone() }
-                } else {
-                    let client = clients.entry(a.endpoint.clone()).or_insert_with(|| {
-                        let opts = options.get(&a.endpoint).cloned().unwrap_or_default();
-                        RegistryClient::new(&a.endpoint, opts).map_err(|e| e.to_string())
-                    });
-                    let o = match client {
-                        Ok(c) => probe(c, &a),
-                        Err(reason) => Outcome::Error { reason: reason.clone() },
-                    };
-                    if let Outcome::Unreachable { reason } = &o {
-                        dead.insert(a.endpoint.clone(), reason.clone());
-                    }
-                    cache.insert(key, o.clone());
-                    o
-                };
-                let stop = matches!(outcome, Outcome::Found { .. } | Outcome::NoRiscv64 { .. });
-                tried.push(Tried { attempt: a, outcome });
-                if stop {
-                    break;
-                }
-            }
-            decide(tried)
-        };
-        entries.push(Entry { image: name, needed_by, status });
+    for chunk in merged.chunks(PARALLEL) {
+        let statuses: Vec<Status> = std::thread::scope(|s| {
+            let handles: Vec<_> = chunk
+                .iter()
+                .map(|(image, _)| {
+                    let name = image.to_string();
+                    let dead = &dead;
+                    s.spawn(move || match provided.get(&name) {
+                        Some(src) => Status::ProvidedByCluster { source: src.clone() },
+                        None => resolve_one(image, mirrors, options, dead),
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| Status::Unknown {
+                        tried: vec![],
+                    })
+                })
+                .collect()
+        });
+        for ((image, needed_by), status) in chunk.iter().zip(statuses) {
+            entries.push(Entry { image: image.to_string(), needed_by: needed_by.clone(), status });
+        }
     }
     ClosureReport { entries }
 }

@@ -14,7 +14,6 @@ pub mod client;
 pub mod closure;
 pub mod digest;
 mod error;
-pub mod from_spec;
 pub mod oci;
 pub mod push;
 pub mod resolve;

@@ -81,6 +81,13 @@ fn agent_joins_pulls_with_its_own_registries_and_a_reflashed_board_needs_node_an
     assert!(agent.log()[log_before..].contains("Node agent1 joined"));
     let (code, _, err) = srv.kubectl(&["delete", "node", "nope"]);
     assert_eq!((code, err.as_str()), (1, "Error from server (NotFound): nodes \"nope\" not found\n"));
+    // what rvcluster runs when forgetting a re-flashed board
+    let (code, out, err) = srv.kubectl(&["delete", "node", "nope", "--ignore-not-found"]);
+    assert_eq!((code, out.as_str(), err.as_str()), (0, "", ""));
+    let (code, out, _) = srv.kubectl(&["get", "node", "agent1", "-o", "name"]);
+    assert_eq!((code, out.as_str()), (0, "node/agent1\n"));
+    let (code, out, _) = srv.kubectl(&["-n", "kube-system", "get", "secret", "agent1.node-password.k3s", "-o", "name"]);
+    assert_eq!((code, out.as_str()), (0, "secret/agent1.node-password.k3s\n"));
 }
 
 #[test]

@@ -18,6 +18,9 @@ mount -t overlay rvlab-usr-sbin -o "lowerdir=$S/usr-sbin:/usr/sbin" /usr/sbin
 mount --bind "$B/usr-local" /usr/local
 mount --bind "$B/run" /run
 mount --bind "$B/tmp" /tmp
+# The network namespace is the host's: kernel settings must stay read-only for the board.
+mount --bind /proc/sys /proc/sys
+mount -o remount,bind,ro /proc/sys
 mkdir -p /run/sshd /run/rvlab /var/log/rvlab
 chmod 0755 /run/sshd
 /usr/sbin/sshd -D -e -f /etc/ssh/sshd_config 3<&- </dev/null >>/var/log/rvlab/sshd.log 2>&1 &

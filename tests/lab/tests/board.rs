@@ -65,3 +65,33 @@ fn unknown_host_key_is_refused_by_strict_ssh() {
     assert_eq!(code, 255);
     assert!(err.contains("Host key verification failed"), "{err}");
 }
+
+#[test]
+fn kernel_settings_of_a_board_never_reach_the_host() {
+    let lab = Lab::builder().board("s1", Role::Server).start().unwrap();
+    let host_before = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    let other = if host_before.trim() == "1" { "0" } else { "1" };
+    std::fs::create_dir_all(lab.b("s1").path("/etc/sysctl.d")).unwrap();
+    std::fs::write(
+        lab.b("s1").path("/etc/sysctl.d/90-k3s.conf"),
+        format!("net.ipv4.ip_forward = {other}\n# comment\nnet.bridge.bridge-nf-call-iptables=1\n"),
+    )
+    .unwrap();
+    // Without br_netfilter (in the host kernel or "loaded" by the board's modprobe) the bridge
+    // keys do not exist, as on a real kernel.
+    if !std::path::Path::new("/proc/sys/net/bridge").exists() {
+        let out = ssh(&lab, "s1", "sysctl --system");
+        assert_eq!(out.0, 255);
+        assert!(out.2.contains("cannot stat /proc/sys/net/bridge/bridge-nf-call-iptables"), "{}", out.2);
+    }
+    assert_eq!(ssh(&lab, "s1", "sysctl -n net.nonexistent.key").0, 255);
+    ssh_ok(&lab, "s1", "modprobe br_netfilter");
+    let out = ssh(&lab, "s1", "sysctl --system");
+    assert_eq!(out.0, 0, "{}", out.2);
+    assert!(out.1.contains("net.bridge.bridge-nf-call-iptables = 1\n"), "{}", out.1);
+    assert!(out.1.contains("* Applying /etc/sysctl.d/90-k3s.conf ..."), "{}", out.1);
+    assert!(out.1.contains(&format!("net.ipv4.ip_forward = {other}\n")), "{}", out.1);
+    assert_eq!(ssh_ok(&lab, "s1", "sysctl -n net.ipv4.ip_forward"), format!("{other}\n"));
+    assert_eq!(ssh(&lab, "s1", "echo 1 > /proc/sys/net/ipv4/ip_forward").0, 1, "/proc/sys is read-only on a board");
+    assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(), host_before);
+}

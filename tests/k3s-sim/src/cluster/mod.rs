@@ -46,6 +46,8 @@ pub struct ContainerStatus {
 pub struct PodStatus {
     pub sandbox_ready: bool,
     pub containers: Vec<ContainerStatus>,
+    #[serde(default)]
+    pub init_containers: Vec<ContainerStatus>,
     pub start_ms: Option<u64>,
     /// last time each condition flipped: (ready, containers_ready) transition times
     pub ready_since_ms: Option<u64>,
@@ -63,6 +65,8 @@ pub struct Pod {
     pub ip: String,
     pub created_ms: u64,
     pub containers: Vec<(String, String)>,
+    #[serde(default)]
+    pub init_containers: Vec<(String, String)>,
     pub labels: BTreeMap<String, String>,
     pub restart_policy: String,
     pub template_hash: String,
@@ -295,6 +299,7 @@ impl State {
             ip,
             created_ms: now,
             containers: w.spec.containers.clone(),
+            init_containers: w.spec.init_containers.clone(),
             labels,
             restart_policy: w.spec.restart_policy.clone(),
             template_hash: hash.to_string(),
@@ -347,7 +352,7 @@ impl State {
         let snapshot: Vec<Workload> = self.workloads.values().cloned().collect();
         for w in snapshot {
             let key = w.key();
-            let hash = hash_suffix(&serde_json::to_string(&w.spec.containers).unwrap_or_default(), 10);
+            let hash = hash_suffix(&serde_json::to_string(&(&w.spec.containers, &w.spec.init_containers)).unwrap_or_default(), 10);
             match w.spec.kind.as_str() {
                 "Deployment" => {
                     // replace pods of an older template (rolling update collapsed to one step)
@@ -416,6 +421,7 @@ impl State {
             namespace: parent.spec.namespace.clone(),
             name: name.into(),
             containers,
+            init_containers: vec![],
             replicas: 1,
             labels: BTreeMap::from([("app".to_string(), name.to_string())]),
             node_name: None,
@@ -544,7 +550,9 @@ pub fn pod_json(p: &Pod) -> Value {
         };
         m["ownerReferences"] = json!([{"apiVersion": api, "kind": p.owner_kind, "name": p.owner_name, "uid": crate::util::sha256_hex(p.workload.as_bytes())[..36].to_string(), "controller": true, "blockOwnerDeletion": true}]);
     }
-    let containers: Vec<Value> = p.containers.iter().map(|(n, i)| json!({"name": n, "image": i, "imagePullPolicy": if i.ends_with(":latest") || !i.rsplit('/').next().unwrap_or("").contains(':') {"Always"} else {"IfNotPresent"}, "resources": {}, "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"})).collect();
+    let spec_c = |list: &Vec<(String, String)>| -> Vec<Value> { list.iter().map(|(n, i)| json!({"name": n, "image": i, "imagePullPolicy": if i.ends_with(":latest") || !i.rsplit('/').next().unwrap_or("").contains(':') {"Always"} else {"IfNotPresent"}, "resources": {}, "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"})).collect() };
+    let containers = spec_c(&p.containers);
+    let init_spec = spec_c(&p.init_containers);
     let phase = p.phase();
     let scheduled = rfc3339(p.created_ms);
     let tr = |ms: Option<u64>| rfc3339(ms.unwrap_or(p.created_ms));
@@ -560,9 +568,20 @@ pub fn pod_json(p: &Pod) -> Value {
             json!({"type": t, "status": "False", "lastProbeTime": null, "lastTransitionTime": scheduled, "reason": "ContainersNotReady", "message": unready_list})
         }
     };
+    let init_incomplete: Vec<&str> = p
+        .init_containers
+        .iter()
+        .filter(|(n, _)| !p.status.init_containers.iter().any(|c| &c.name == n && matches!(c.state, CState::Terminated { exit_code: 0, .. })))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let initialized = if init_incomplete.is_empty() {
+        json!({"type": "Initialized", "status": "True", "lastProbeTime": null, "lastTransitionTime": scheduled})
+    } else {
+        json!({"type": "Initialized", "status": "False", "lastProbeTime": null, "lastTransitionTime": scheduled, "reason": "ContainersNotInitialized", "message": format!("containers with incomplete status: [{}]", init_incomplete.join(" "))})
+    };
     let mut conditions = vec![
         json!({"type": "PodReadyToStartContainers", "status": if p.status.sandbox_ready && phase != "Succeeded" {"True"} else {"False"}, "lastProbeTime": null, "lastTransitionTime": tr(p.status.start_ms)}),
-        json!({"type": "Initialized", "status": "True", "lastProbeTime": null, "lastTransitionTime": scheduled}),
+        initialized,
         ready_cond("Ready"),
         ready_cond("ContainersReady"),
         json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": scheduled}),
@@ -570,23 +589,22 @@ pub fn pod_json(p: &Pod) -> Value {
     if p.status.start_ms.is_none() && !p.status.sandbox_ready {
         conditions[0]["status"] = json!("False");
     }
-    let statuses: Vec<Value> = p
-        .containers
-        .iter()
-        .map(|(name, image)| {
-            let cs = p.status.containers.iter().find(|c| &c.name == name);
-            match cs {
+    let status_list = |spec: &Vec<(String, String)>, have: &Vec<ContainerStatus>, default_reason: &str| -> Vec<Value> {
+        spec.iter()
+            .map(|(name, image)| match have.iter().find(|c| &c.name == name) {
                 Some(c) => {
                     let mut v = json!({"name": c.name, "image": c.image, "imageID": c.image_id, "ready": c.ready, "restartCount": c.restart_count, "started": matches!(c.state, CState::Running{..}), "state": cstate_json(&c.state), "lastState": {}});
-                    if let CState::Running { started_ms } = c.state {
+                    if let CState::Running { started_ms } | CState::Terminated { started_ms, .. } = c.state {
                         v["containerID"] = json!(format!("containerd://{}", crate::util::sha256_hex(format!("{}{}{started_ms}", p.uid, c.name).as_bytes())));
                     }
                     v
                 }
-                None => json!({"name": name, "image": image, "imageID": "", "ready": false, "restartCount": 0, "started": false, "state": {"waiting": {"reason": "ContainerCreating"}}, "lastState": {}}),
-            }
-        })
-        .collect();
+                None => json!({"name": name, "image": image, "imageID": "", "ready": false, "restartCount": 0, "started": false, "state": {"waiting": {"reason": default_reason}}, "lastState": {}}),
+            })
+            .collect()
+    };
+    let statuses = status_list(&p.containers, &p.status.containers, "ContainerCreating");
+    let init_statuses = status_list(&p.init_containers, &p.status.init_containers, "PodInitializing");
     let mut status = json!({
         "phase": phase,
         "conditions": conditions,
@@ -595,6 +613,9 @@ pub fn pod_json(p: &Pod) -> Value {
         "qosClass": "BestEffort",
         "containerStatuses": statuses,
     });
+    if !p.init_containers.is_empty() {
+        status["initContainerStatuses"] = json!(init_statuses);
+    }
     if let Some(s) = p.status.start_ms {
         status["startTime"] = json!(rfc3339(s));
     } else {
@@ -604,13 +625,17 @@ pub fn pod_json(p: &Pod) -> Value {
         status["podIP"] = json!(p.ip);
         status["podIPs"] = json!([{"ip": p.ip}]);
     }
-    json!({
+    let mut v = json!({
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": m,
         "spec": {"containers": containers, "nodeName": p.node, "restartPolicy": p.restart_policy, "schedulerName": "default-scheduler", "dnsPolicy": "ClusterFirst", "serviceAccountName": "default", "terminationGracePeriodSeconds": 30, "enableServiceLinks": true, "preemptionPolicy": "PreemptLowerPriority", "priority": 0},
         "status": status,
-    })
+    });
+    if !init_spec.is_empty() {
+        v["spec"]["initContainers"] = json!(init_spec);
+    }
+    v
 }
 
 pub fn pod_json_with_host(p: &Pod, st: &State) -> Value {

@@ -19,6 +19,7 @@ struct Args {
     selector: Option<String>,
     container: Option<String>,
     kubeconfig: Option<String>,
+    ignore_not_found: bool,
 }
 
 fn parse_args(args: &[String]) -> Result<Args, String> {
@@ -44,7 +45,8 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "-l" | "--selector" => a.selector = Some(val(&mut i)?),
             "-c" | "--container" => a.container = Some(val(&mut i)?),
             "--kubeconfig" => a.kubeconfig = Some(val(&mut i)?),
-            "--no-headers" | "--wait" | "--ignore-not-found" | "--force" => {}
+            "--ignore-not-found" => a.ignore_not_found = inline.as_deref() != Some("false"),
+            "--no-headers" | "--wait" | "--force" => {}
             "--grace-period" | "--timeout" | "--tail" | "--request-timeout" => {
                 val(&mut i)?;
             }
@@ -131,6 +133,15 @@ pub fn pod_status_column(p: &Pod) -> String {
     let phase = p.phase();
     if phase == "Succeeded" {
         return "Completed".into();
+    }
+    let total = p.init_containers.len();
+    for (i, (name, _)) in p.init_containers.iter().enumerate() {
+        match p.status.init_containers.iter().find(|c| &c.name == name).map(|c| &c.state) {
+            Some(CState::Terminated { exit_code: 0, .. }) => continue,
+            Some(CState::Waiting { reason, .. }) if !reason.is_empty() && reason != "PodInitializing" => return format!("Init:{reason}"),
+            Some(CState::Terminated { reason, .. }) => return format!("Init:{reason}"),
+            _ => return format!("Init:{i}/{total}"),
+        }
     }
     for c in &p.status.containers {
         if let CState::Waiting { reason, .. } = &c.state
@@ -292,6 +303,7 @@ fn delete(a: &Args, conn: &Conn) -> Out {
             let body = serde_json::json!({"kind": api_kind, "namespace": ns, "name": n});
             match conn.client.call("POST", "/v1-k3s/rvlab/delete", Some(&body)) {
                 Ok((200, _)) => out.push_str(&format!("{singular} \"{n}\" deleted\n")),
+                Ok((404, _)) if a.ignore_not_found => {}
                 Ok((404, _)) => {
                     errs.push_str(&format!("Error from server (NotFound): {kind} \"{n}\" not found\n"));
                     code = 1;
@@ -355,7 +367,7 @@ fn get(a: &Args, snap: &Snapshot) -> Out {
                     values.push(j);
                 }
                 for n in &a.names {
-                    if !st.nodes.contains_key(n) {
+                    if !st.nodes.contains_key(n) && !a.ignore_not_found {
                         return err(format!("Error from server (NotFound): nodes \"{n}\" not found"));
                     }
                 }
@@ -391,7 +403,7 @@ fn get(a: &Args, snap: &Snapshot) -> Out {
                     values.push(cluster::pod_json_with_host(p, st));
                 }
                 for n in &a.names {
-                    if !st.pods.values().any(|p| &p.name == n && ns.as_ref().is_none_or(|x| x == &p.namespace)) {
+                    if !a.ignore_not_found && !st.pods.values().any(|p| &p.name == n && ns.as_ref().is_none_or(|x| x == &p.namespace)) {
                         return err(format!("Error from server (NotFound): pods \"{n}\" not found"));
                     }
                 }
@@ -439,7 +451,7 @@ fn get(a: &Args, snap: &Snapshot) -> Out {
                     values.push(cluster::secret_json(s));
                 }
                 for n in &a.names {
-                    if !st.secrets.values().any(|s| &s.name == n && ns.as_ref().is_none_or(|x| x == &s.namespace)) {
+                    if !a.ignore_not_found && !st.secrets.values().any(|s| &s.name == n && ns.as_ref().is_none_or(|x| x == &s.namespace)) {
                         return err(format!("Error from server (NotFound): secrets \"{n}\" not found"));
                     }
                 }

@@ -16,6 +16,8 @@ pub struct PodAssignment {
     pub name: String,
     pub uid: String,
     pub containers: Vec<(String, String)>,
+    #[serde(default)]
+    pub init_containers: Vec<(String, String)>,
     pub is_job: bool,
     pub prev: PodStatus,
 }
@@ -198,79 +200,39 @@ impl Kubelet {
                             format!("Failed to create pod sandbox: rpc error: code = Unknown desc = failed to get sandbox image \"{pause}\": failed to pull image \"{pause}\": {}", e.message),
                             true,
                         ));
-                        st.containers = a.containers.iter().map(|(n, i)| ContainerStatus {
-                            name: n.clone(),
-                            image: i.clone(),
-                            image_id: String::new(),
-                            state: CState::Waiting { reason: "ContainerCreating".into(), message: None },
-                            ready: false,
-                            restart_count: 0,
-                        }).collect();
+                        let init_reason = "PodInitializing";
+                        st.init_containers = a.init_containers.iter().map(|(n, i)| waiting(n, i, init_reason)).collect();
+                        let main_reason = if a.init_containers.is_empty() { "ContainerCreating" } else { "PodInitializing" };
+                        st.containers = a.containers.iter().map(|(n, i)| waiting(n, i, main_reason)).collect();
                         reports.push(PodReport { namespace: a.namespace.clone(), name: a.name.clone(), uid: a.uid.clone(), status: st });
                         continue;
                     }
                 }
             }
+            // init containers one after the other, each to completion; then the containers
+            let mut init_out = Vec::new();
+            let mut init_done = true;
+            for (cname, image) in &a.init_containers {
+                if !init_done {
+                    init_out.push(waiting(cname, image, "PodInitializing"));
+                    continue;
+                }
+                let prev = st.init_containers.iter().find(|c| &c.name == cname).cloned();
+                let cs = self.step(a, cname, image, prev, true, now, &mut tried, &mut events);
+                if !matches!(cs.state, CState::Terminated { exit_code: 0, .. }) {
+                    init_done = false;
+                }
+                init_out.push(cs);
+            }
+            st.init_containers = init_out;
             let mut out = Vec::new();
             for (cname, image) in &a.containers {
-                let prev = st.containers.iter().find(|c| &c.name == cname).cloned();
-                let mut cs = prev.clone().unwrap_or(ContainerStatus {
-                    name: cname.clone(),
-                    image: image.clone(),
-                    image_id: String::new(),
-                    state: CState::Waiting { reason: "ContainerCreating".into(), message: None },
-                    ready: false,
-                    restart_count: 0,
-                });
-                match cs.state.clone() {
-                    CState::Running { started_ms } => {
-                        if a.is_job && now >= started_ms + self.ready_delay_ms {
-                            cs.state = CState::Terminated { reason: "Completed".into(), exit_code: 0, started_ms, finished_ms: now };
-                            cs.ready = false;
-                        } else {
-                            cs.ready = !a.is_job && now >= started_ms + self.ready_delay_ms;
-                        }
-                    }
-                    CState::Terminated { .. } => {}
-                    CState::Waiting { .. } => {
-                        let full = ImageRef::parse(image).map(|r| r.to_string()).unwrap_or(image.clone());
-                        let was_present = self.store.contains_key(&full);
-                        if !was_present && !matches!(self.backoff.get(&full), Some(b) if now < b.next_ms) && !tried.contains_key(&full) {
-                            events.push(self.ev(a, "Pulling", format!("Pulling image \"{image}\""), false));
-                        }
-                        match self.ensure(image, now, &mut tried) {
-                            Ok(pulled_now) => {
-                                let p = self.store.get(&full).cloned();
-                                if pulled_now {
-                                    let size = p.as_ref().map(|p| p.size).unwrap_or(0);
-                                    events.push(self.ev(a, "Pulled", format!("Successfully pulled image \"{image}\" in 12ms (12ms including waiting). Image size: {size} bytes."), false));
-                                } else {
-                                    events.push(self.ev(a, "Pulled", format!("Container image \"{image}\" already present on machine"), false));
-                                }
-                                events.push(self.ev(a, "Created", format!("Created container: {cname}"), false));
-                                events.push(self.ev(a, "Started", format!("Started container {cname}"), false));
-                                cs.image = full.clone();
-                                cs.image_id = p.map(|p| p.image_id).unwrap_or_default();
-                                cs.state = CState::Running { started_ms: now };
-                                cs.ready = false;
-                            }
-                            Err((true, e)) => {
-                                events.push(self.ev(a, "BackOff", format!("Back-off pulling image \"{image}\""), false));
-                                events.push(self.ev(a, "Failed", "Error: ImagePullBackOff".into(), true));
-                                cs.state = CState::Waiting {
-                                    reason: "ImagePullBackOff".into(),
-                                    message: Some(format!("Back-off pulling image \"{image}\": ErrImagePull: {}", e.rpc())),
-                                };
-                            }
-                            Err((false, e)) => {
-                                events.push(self.ev(a, "Failed", format!("Failed to pull image \"{image}\": {}", e.rpc()), true));
-                                events.push(self.ev(a, "Failed", "Error: ErrImagePull".into(), true));
-                                cs.state = CState::Waiting { reason: "ErrImagePull".into(), message: Some(e.rpc()) };
-                            }
-                        }
-                    }
+                if !init_done {
+                    out.push(waiting(cname, image, "PodInitializing"));
+                    continue;
                 }
-                out.push(cs);
+                let prev = st.containers.iter().find(|c| &c.name == cname).cloned();
+                out.push(self.step(a, cname, image, prev, a.is_job, now, &mut tried, &mut events));
             }
             st.containers = out;
             let ready = !st.containers.is_empty() && st.containers.iter().all(|c| c.ready);
@@ -285,5 +247,82 @@ impl Kubelet {
             reports.push(PodReport { namespace: a.namespace.clone(), name: a.name.clone(), uid: a.uid.clone(), status: st });
         }
         (reports, events)
+    }
+
+    /// Advance one container: pull its image (with back-off), start it, make it Ready after the
+    /// delay, or complete it when it runs to completion (Job and init containers).
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        a: &PodAssignment,
+        cname: &str,
+        image: &str,
+        prev: Option<ContainerStatus>,
+        runs_to_completion: bool,
+        now: u64,
+        tried: &mut HashMap<String, Result<(), PullError>>,
+        events: &mut Vec<EventReport>,
+    ) -> ContainerStatus {
+        let mut cs = prev.unwrap_or_else(|| waiting(cname, image, "ContainerCreating"));
+        match cs.state.clone() {
+            CState::Running { started_ms } => {
+                if runs_to_completion && now >= started_ms + self.ready_delay_ms {
+                    cs.state = CState::Terminated { reason: "Completed".into(), exit_code: 0, started_ms, finished_ms: now };
+                    cs.ready = false;
+                } else {
+                    cs.ready = !runs_to_completion && now >= started_ms + self.ready_delay_ms;
+                }
+            }
+            CState::Terminated { .. } => {}
+            CState::Waiting { .. } => {
+                let full = ImageRef::parse(image).map(|r| r.to_string()).unwrap_or(image.to_string());
+                let was_present = self.store.contains_key(&full);
+                if !was_present && !matches!(self.backoff.get(&full), Some(b) if now < b.next_ms) && !tried.contains_key(&full) {
+                    events.push(self.ev(a, "Pulling", format!("Pulling image \"{image}\""), false));
+                }
+                match self.ensure(image, now, tried) {
+                    Ok(pulled_now) => {
+                        let p = self.store.get(&full).cloned();
+                        if pulled_now {
+                            let size = p.as_ref().map(|p| p.size).unwrap_or(0);
+                            events.push(self.ev(a, "Pulled", format!("Successfully pulled image \"{image}\" in 12ms (12ms including waiting). Image size: {size} bytes."), false));
+                        } else {
+                            events.push(self.ev(a, "Pulled", format!("Container image \"{image}\" already present on machine"), false));
+                        }
+                        events.push(self.ev(a, "Created", format!("Created container: {cname}"), false));
+                        events.push(self.ev(a, "Started", format!("Started container {cname}"), false));
+                        cs.image = full.clone();
+                        cs.image_id = p.map(|p| p.image_id).unwrap_or_default();
+                        cs.state = CState::Running { started_ms: now };
+                        cs.ready = false;
+                    }
+                    Err((true, e)) => {
+                        events.push(self.ev(a, "BackOff", format!("Back-off pulling image \"{image}\""), false));
+                        events.push(self.ev(a, "Failed", "Error: ImagePullBackOff".into(), true));
+                        cs.state = CState::Waiting {
+                            reason: "ImagePullBackOff".into(),
+                            message: Some(format!("Back-off pulling image \"{image}\": ErrImagePull: {}", e.rpc())),
+                        };
+                    }
+                    Err((false, e)) => {
+                        events.push(self.ev(a, "Failed", format!("Failed to pull image \"{image}\": {}", e.rpc()), true));
+                        events.push(self.ev(a, "Failed", "Error: ErrImagePull".into(), true));
+                        cs.state = CState::Waiting { reason: "ErrImagePull".into(), message: Some(e.rpc()) };
+                    }
+                }
+            }
+        }
+        cs
+    }
+}
+
+fn waiting(name: &str, image: &str, reason: &str) -> ContainerStatus {
+    ContainerStatus {
+        name: name.to_string(),
+        image: image.to_string(),
+        image_id: String::new(),
+        state: CState::Waiting { reason: reason.into(), message: None },
+        ready: false,
+        restart_count: 0,
     }
 }

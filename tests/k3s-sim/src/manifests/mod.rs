@@ -14,6 +14,8 @@ pub struct WorkloadSpec {
     pub namespace: String,
     pub name: String,
     pub containers: Vec<(String, String)>,
+    #[serde(default)]
+    pub init_containers: Vec<(String, String)>,
     pub replicas: u32,
     pub labels: BTreeMap<String, String>,
     pub node_name: Option<String>,
@@ -112,8 +114,8 @@ fn str_map(v: &Value) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-fn containers(pod_spec: &Value) -> Vec<(String, String)> {
-    pod_spec["containers"]
+fn containers(pod_spec: &Value, key: &str) -> Vec<(String, String)> {
+    pod_spec[key]
         .as_array()
         .into_iter()
         .flatten()
@@ -149,6 +151,7 @@ pub fn parse(text: &str, origin: &str, helm_image: &str) -> Result<Vec<WorkloadS
             namespace,
             name,
             containers: vec![],
+            init_containers: vec![],
             replicas: 1,
             labels: BTreeMap::new(),
             node_name: None,
@@ -195,11 +198,12 @@ pub fn parse(text: &str, origin: &str, helm_image: &str) -> Result<Vec<WorkloadS
         if kind == "StatefulSet" || kind == "ReplicaSet" {
             w.kind = "Deployment".into(); // same pod behaviour for the sim
         }
-        w.containers = containers(&pod_spec);
+        w.containers = containers(&pod_spec, "containers");
+        w.init_containers = containers(&pod_spec, "initContainers");
         w.node_name = pod_spec["nodeName"].as_str().map(str::to_string);
         w.node_selector_host = pod_spec["nodeSelector"]["kubernetes.io/hostname"].as_str().map(str::to_string);
         w.restart_policy = pod_spec["restartPolicy"].as_str().unwrap_or(if kind == "Job" { "OnFailure" } else { "Always" }).to_string();
-        if w.containers.iter().any(|(_, i)| i.is_empty()) {
+        if w.containers.iter().chain(&w.init_containers).any(|(_, i)| i.is_empty()) {
             return Err(format!("{origin}: {kind} {}: container without image", w.name));
         }
         out.push(w);

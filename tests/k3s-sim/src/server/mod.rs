@@ -197,6 +197,7 @@ pub fn assignments_for(st: &State, node: &str) -> Vec<PodAssignment> {
             name: p.name.clone(),
             uid: p.uid.clone(),
             containers: p.containers.clone(),
+            init_containers: p.init_containers.clone(),
             is_job: p.owner_kind == "Job",
             prev: p.status.clone(),
         })

@@ -293,17 +293,25 @@ pub fn seed(endpoint_url: &str) -> Result<Vec<SeededImage>, SeedError> {
 }
 
 pub fn seed_catalog(endpoint_url: &str, specs: &[ImageSpec]) -> Result<Vec<SeededImage>, SeedError> {
-    let mut out = Vec::new();
-    for spec in specs {
-        let img = build(spec);
-        push(endpoint_url, &spec.repository, &img)?;
-        out.push(SeededImage {
-            name: format!("{}:{}", spec.repository, spec.tag),
-            digest: img.top_digest.clone(),
-            platforms: spec.platforms.iter().map(Platform::label).collect(),
-        });
-    }
-    Ok(out)
+    // a few pushes in parallel: the registry's upload path is latency-bound
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Result<SeededImage, SeedError>>>> = specs.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..6 {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(spec) = specs.get(i) else { break };
+                let img = build(spec);
+                let r = push(endpoint_url, &spec.repository, &img).map(|_| SeededImage {
+                    name: format!("{}:{}", spec.repository, spec.tag),
+                    digest: img.top_digest.clone(),
+                    platforms: spec.platforms.iter().map(Platform::label).collect(),
+                });
+                *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+            });
+        }
+    });
+    results.into_iter().map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()).expect("every image was pushed")).collect()
 }
 
 /// The sha256 (hex) of everything the seed would push, to prove determinism cheaply.

@@ -9,15 +9,19 @@ use std::time::{Duration, Instant};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// A unique loopback address for this test process: 127.77.<pid-derived>.<counter>.
+/// A loopback address no other test process uses (k3s-sim's block is 127.100-163):
+/// 127.(100 + (pid>>10)%64).(pid>>2 & 255).((pid&3)*64 + n + 1), injective for pid mod 65536.
 pub fn unique_ip() -> String {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    assert!(n < 63, "more than 63 loopback addresses in one test process");
     let pid = std::process::id();
-    format!("127.{}.{}.{}", 100 + (pid / 62500) % 100, (pid / 250) % 250, 1 + (pid % 250 + n * 7) % 250)
+    format!("127.{}.{}.{}", 100 + ((pid >> 10) % 64), (pid >> 2) & 0xff, (pid & 3) * 64 + n + 1)
 }
 
+static DIRS: AtomicU32 = AtomicU32::new(0);
+
 pub fn temp_dir(tag: &str) -> PathBuf {
-    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let n = DIRS.fetch_add(1, Ordering::SeqCst);
     let d = std::env::temp_dir().join(format!("k3s-sim-{tag}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();

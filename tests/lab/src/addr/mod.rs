@@ -1,5 +1,6 @@
-//! Loopback address blocks: each lab owns one 127.A.B.0/24 with A in 10..=41 (the workspace's
-//! other test helpers use 127.100-167 and 127.192-254), chosen from the process id and a counter and held by an flock on a lock file, so parallel tests and parallel
+//! Loopback address blocks: each lab owns one 127.A.B.0/24 with A in 10..=31 (the workspace's
+//! other test helpers and benches use 127.32-63, 127.100-167 and 127.192-254), chosen from the
+//! process id and a counter and held by an flock on a lock file, so parallel tests and parallel
 //! test processes never collide. Owns the lock files under `<root>/locks`; touches no network
 //! state other than probing whether port 22 of the block is free.
 
@@ -12,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use crate::error::{IoContext, LabError, Result};
 
 const FIRST_A: u32 = 10;
-const BLOCKS: u32 = 32 * 256;
+const BLOCKS: u32 = 22 * 256;
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// One /24 of loopback addresses owned by a lab for its lifetime.
@@ -81,7 +82,7 @@ mod tests {
         for pid in [1u32, 4242, 4_194_303] {
             for c in 0..50 {
                 let (a, _) = candidate(pid, c, 0);
-                assert!((10..=41).contains(&a));
+                assert!((10..=31).contains(&a));
             }
             assert_ne!(candidate(pid, 0, 0), candidate(pid, 1, 0));
             assert_ne!(candidate(pid, 0, 0), candidate(pid, 0, 1));

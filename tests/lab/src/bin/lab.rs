@@ -254,6 +254,32 @@ fn down(state: &Path) -> Result<(), LabError> {
     Ok(())
 }
 
+/// The images the demo cluster ports by hand (as the blog posts did) for k3s v1.33.4+k3s1 with
+/// traefik, metrics-server and servicelb disabled; busybox has linux/riscv64 upstream.
+const DEMO_PORTS: &[&str] = &[
+    "rancher/mirrored-pause:3.6",
+    "rancher/mirrored-coredns-coredns:1.12.3",
+    "rancher/local-path-provisioner:v0.0.31",
+];
+
+/// The blog's cluster on the lab: registry host "mac" with Debian's docker-registry, a docker.io
+/// mirror rewriting rancher/* to riscv64/*, the hand ports as `image` lines.
+fn demo_cluster_file(k3s: Option<&Path>, version: &str) -> Result<ClusterFile, LabError> {
+    let mut cf = cluster_file(k3s, version)?;
+    cf.name = "demo".into();
+    cf.disable = vec!["traefik".into(), "metrics-server".into(), "servicelb".into()];
+    let reg = Path::new(rvlab::registry::DOCKER_REGISTRY);
+    cf.registry_binary = Some((reg.to_path_buf(), sha256_of(reg)?));
+    cf.images = DEMO_PORTS
+        .iter()
+        .map(|r| {
+            let name = r.trim_start_matches("rancher/");
+            (format!("docker.io/{r}"), format!("docker://docker.io/riscv64/{name}"))
+        })
+        .collect();
+    Ok(cf)
+}
+
 fn demo(rvcluster: Option<PathBuf>, k3s: Option<PathBuf>) -> Result<(), LabError> {
     check_prerequisites(true)?;
     let args = UpArgs {
@@ -264,7 +290,7 @@ fn demo(rvcluster: Option<PathBuf>, k3s: Option<PathBuf>) -> Result<(), LabError
         k3s_version: "v1.33.4+k3s1".into(),
         state: PathBuf::new(),
     };
-    println!("== starting lab: server1, agent1, agent2, registry host mac, upstream docker.io");
+    println!("== starting lab: server1, agent1, agent2, registry host mac, upstream playing docker.io");
     let t = Instant::now();
     let lab = builder(&args).start()?;
     println!("   up in {:.1}s", t.elapsed().as_secs_f64());
@@ -274,19 +300,35 @@ fn demo(rvcluster: Option<PathBuf>, k3s: Option<PathBuf>) -> Result<(), LabError
         let out = lab.ssh(b.name(), "echo $(hostname) $(uname -m) $(. /etc/os-release; echo $ID $VERSION_ID)")?;
         print!("   {}", String::from_utf8_lossy(&out.stdout));
     }
+    let ports: Vec<String> = DEMO_PORTS.iter().map(|r| format!("riscv64/{}", r.trim_start_matches("rancher/"))).collect();
+    let port_refs: Vec<&str> = ports.iter().map(String::as_str).collect();
+    lab.push_riscv64_ports(&port_refs)?;
+    println!("== hand-ported riscv64 images on docker.io: {}", ports.join(", "));
     let kdl_path = lab.dir().join("cluster.kdl");
-    let kdl = lab.cluster_kdl(&cluster_file(k3s.as_deref(), &args.k3s_version)?);
+    let kdl = lab.cluster_kdl(&demo_cluster_file(k3s.as_deref(), &args.k3s_version)?);
     std::fs::write(&kdl_path, &kdl).map_err(|e| LabError::Io { context: "writing cluster.kdl".into(), source: e })?;
     println!("== cluster.kdl ({})\n{kdl}", kdl_path.display());
     let rv = rvcluster.or_else(|| sibling("rvcluster")).or_else(|| which("rvcluster"));
+    let mut result = Ok(());
     match rv {
         Some(rv) => {
             for verb in ["plan", "apply"] {
-                println!("== rvcluster {verb}");
-                let st = Command::new(&rv).arg(verb).arg(&kdl_path).status().map_err(|e| LabError::Io { context: format!("running {}", rv.display()), source: e })?;
+                println!("== rvcluster {verb} {}", kdl_path.display());
+                let st = Command::new(&rv)
+                    .arg(verb)
+                    .arg(&kdl_path)
+                    .current_dir(lab.dir())
+                    .status()
+                    .map_err(|e| LabError::Io { context: format!("running {}", rv.display()), source: e })?;
                 if !st.success() {
-                    return Err(LabError::Command { command: format!("rvcluster {verb}"), status: st.to_string(), stderr: String::new() });
+                    result = Err(LabError::Command { command: format!("rvcluster {verb}"), status: st.to_string(), stderr: String::new() });
+                    break;
                 }
+            }
+            if result.is_ok() {
+                println!("== pods");
+                let out = lab.ssh("server1", "k3s kubectl get pods -A -o wide")?;
+                print!("{}", String::from_utf8_lossy(&out.stdout));
             }
         }
         None => println!("== rvcluster not found (build it with `cargo build --bin rvcluster`); skipped plan/apply"),
@@ -294,7 +336,7 @@ fn demo(rvcluster: Option<PathBuf>, k3s: Option<PathBuf>) -> Result<(), LabError
     println!("== tearing down");
     drop(lab);
     println!("   done");
-    Ok(())
+    result
 }
 
 fn which(name: &str) -> Option<PathBuf> {

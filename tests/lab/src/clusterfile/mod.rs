@@ -17,6 +17,12 @@ pub struct ClusterFile {
     pub registry_port: u16,
     /// (pattern, replacement) rewrites of the docker.io mirror on the registry host.
     pub rewrites: Vec<(String, String)>,
+    /// (path, sha256 hex) of the registry binary rvcluster uploads to the registry host
+    /// (in the lab: Debian's /usr/bin/docker-registry).
+    pub registry_binary: Option<(PathBuf, String)>,
+    /// `image` lines: (reference pods ask for, source), e.g.
+    /// ("docker.io/rancher/mirrored-pause:3.6", "docker://docker.io/riscv64/mirrored-pause:3.6").
+    pub images: Vec<(String, String)>,
 }
 
 impl Default for ClusterFile {
@@ -29,6 +35,8 @@ impl Default for ClusterFile {
             manifests: Vec::new(),
             registry_port: 5000,
             rewrites: vec![("^rancher/(.*)".into(), "riscv64/$1".into())],
+            registry_binary: None,
+            images: Vec::new(),
         }
     }
 }
@@ -86,6 +94,9 @@ pub fn render(cf: &ClusterFile, hosts: &[Host], identity: &str, upstream_url: Op
         s.push_str(&format!("\nregistry {} address={} port={} {{\n", q(&h.name), q(&h.address), cf.registry_port));
         s.push_str(&format!("    {}\n", ssh_line(h, identity)));
         s.push_str("    tls #false\n");
+        if let Some((p, sha)) = &cf.registry_binary {
+            s.push_str(&format!("    binary {} sha256={}\n", q(&p.display().to_string()), q(sha)));
+        }
         s.push_str("    mirror \"docker.io\" {\n");
         for (p, r) in &cf.rewrites {
             s.push_str(&format!("        rewrite {} {}\n", q(p), q(r)));
@@ -97,6 +108,12 @@ pub fn render(cf: &ClusterFile, hosts: &[Host], identity: &str, upstream_url: Op
         s.push_str(&format!("node {} address={} role={} {{\n", q(&h.name), q(&h.address), q(&h.role)));
         s.push_str(&format!("    {}\n", ssh_line(h, identity)));
         s.push_str("}\n");
+    }
+    if !cf.images.is_empty() {
+        s.push('\n');
+    }
+    for (r, from) in &cf.images {
+        s.push_str(&format!("image {} from={}\n", q(r), q(from)));
     }
     if let Some(u) = upstream_url {
         s.push_str(&format!("\nupstream \"docker.io\" endpoint={}\n", q(u)));
@@ -119,7 +136,12 @@ mod tests {
             Host { name: "server1".into(), address: "127.170.1.10".into(), port: 22, role: "server".into(), host_key: "ssh-ed25519 AAAAS".into() },
             Host { name: "mac".into(), address: "127.170.1.11".into(), port: 22, role: "registry".into(), host_key: "ssh-ed25519 AAAAM".into() },
         ];
-        let cf = ClusterFile { k3s_binary: Some(("/t/k3s".into(), "ab".repeat(32))), ..Default::default() };
+        let cf = ClusterFile {
+            k3s_binary: Some(("/t/k3s".into(), "ab".repeat(32))),
+            registry_binary: Some(("/usr/bin/docker-registry".into(), "cd".repeat(32))),
+            images: vec![("docker.io/rancher/mirrored-pause:3.6".into(), "docker://docker.io/riscv64/mirrored-pause:3.6".into())],
+            ..Default::default()
+        };
         let out = render(&cf, &hosts, "/L/client/id_ed25519", Some("http://127.170.1.2:5000"));
         assert!(out.contains("cluster \"lab\"\n"));
         assert!(out.contains(&format!("    binary \"/t/k3s\" sha256=\"{}\"\n", "ab".repeat(32))));
@@ -129,6 +151,8 @@ mod tests {
             "node \"server1\" address=\"127.170.1.10\" role=\"server\" {\n    ssh user=\"root\" port=22 host-key=\"ssh-ed25519 AAAAS\" identity=\"/L/client/id_ed25519\"\n}\n"
         ));
         assert!(!out.contains("node \"mac\""));
+        assert!(out.contains(&format!("    tls #false\n    binary \"/usr/bin/docker-registry\" sha256=\"{}\"\n", "cd".repeat(32))));
+        assert!(out.contains("image \"docker.io/rancher/mirrored-pause:3.6\" from=\"docker://docker.io/riscv64/mirrored-pause:3.6\"\n"));
         assert!(out.ends_with("upstream \"docker.io\" endpoint=\"http://127.170.1.2:5000\"\n"));
     }
 }

@@ -298,6 +298,26 @@ impl Lab {
     pub fn upstream(&self) -> Option<&Upstream> {
         self.upstream.as_ref()
     }
+    /// Pushes tiny linux/riscv64-only images into the upstream registry under `refs`
+    /// (`repository:tag`, e.g. `riscv64/mirrored-pause:3.6`): the hand ports of the blog posts.
+    pub fn push_riscv64_ports(&self, refs: &[&str]) -> Result<Vec<SeededImage>> {
+        use k3s_sim::upstream::{Format, ImageSpec, Platform};
+        let up = self.upstream.as_ref().ok_or_else(|| LabError::Invalid("the lab has no upstream registry".into()))?;
+        let specs = refs
+            .iter()
+            .map(|r| {
+                let (repo, tag) = r.rsplit_once(':').ok_or_else(|| LabError::Invalid(format!("`{r}` has no tag")))?;
+                Ok(ImageSpec {
+                    repository: repo.into(),
+                    tag: tag.into(),
+                    format: Format::OciIndex,
+                    platforms: vec![Platform { os: "linux".into(), arch: "riscv64".into(), variant: None }],
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        k3s_sim::upstream::seed_catalog(&up.url(), &specs).map_err(|e| LabError::Invalid(format!("pushing riscv64 ports: {e}")))
+    }
+
     /// Images pushed by [`LabBuilder::seed_upstream`] (name, digest, platforms).
     pub fn seeded(&self) -> &[SeededImage] {
         &self.seeded

@@ -12,17 +12,19 @@ pub const SYSTEMCTL: &str = include_str!("../../support/systemctl.sh");
 pub const UNAME: &str = include_str!("../../support/uname.sh");
 pub const ARCH: &str = include_str!("../../support/arch.sh");
 pub const MODPROBE: &str = include_str!("../../support/modprobe.sh");
+pub const SYSCTL: &str = include_str!("../../support/sysctl.sh");
 pub const BOARD_INIT: &str = include_str!("../../support/board-init.sh");
 
 /// Writes the support tree: `usr-bin/` and `usr-sbin/` are overlaid over the board's /usr/bin and
 /// /usr/sbin, `board-init.sh` is each board's pid 1.
 pub fn install_support(dir: &Path) -> Result<()> {
-    let files: [(&str, &str); 6] = [
+    let files: [(&str, &str); 7] = [
         ("usr-bin/systemctl", SYSTEMCTL),
         ("usr-bin/journalctl", SYSTEMCTL),
         ("usr-bin/uname", UNAME),
         ("usr-bin/arch", ARCH),
         ("usr-sbin/modprobe", MODPROBE),
+        ("usr-sbin/sysctl", SYSCTL),
         ("board-init.sh", BOARD_INIT),
     ];
     for (rel, text) in files {
