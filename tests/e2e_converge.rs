@@ -192,6 +192,20 @@ fn fresh_cluster_converges_then_reapply_is_a_noop_and_a_reflashed_agent_rejoins(
     let out = env.rv(&["plan", "cluster.kdl", "--detailed-exitcode", "--skip-closure-check"]);
     assert_eq!(out.status.code(), Some(0), "plan is empty after apply");
 
+    // A manifest dropped from cluster.kdl is removed from the server (k3s keeps its objects), and
+    // since k3s watches that directory, nothing restarts.
+    let kdl = std::fs::read_to_string(env.dir.path().join("cluster.kdl")).unwrap();
+    std::fs::write(env.dir.path().join("cluster.kdl"), kdl.replace("    manifest \"manifests/hello.yaml\"\n", "")).unwrap();
+    let out = env.rv(&["apply", "cluster.kdl", "--no-wait", "--skip-closure-check"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("- remove /var/lib/rancher/k3s/server/manifests/hello.yaml"));
+    assert!(!env.lab.board("server1").unwrap().path("/var/lib/rancher/k3s/server/manifests/hello.yaml").exists());
+    assert_eq!(env.lab.board("server1").unwrap().service_starts("k3s.service").len(), starts_s, "no restart for a manifest");
+    std::fs::write(env.dir.path().join("cluster.kdl"), &kdl).unwrap();
+    let out = env.rv(&["apply", "cluster.kdl", "--no-wait", "--skip-closure-check"]);
+    assert_eq!(out.status.code(), Some(0));
+    let before_s = stamps(&env.lab, "server1", SERVER_FILES);
+
     // cluster.lock pins the k3s binary: a different binary is refused by --locked, nothing touched.
     let lock = std::fs::read_to_string(env.dir.path().join("cluster.lock")).unwrap();
     let k3s = k3s_binary();

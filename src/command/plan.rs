@@ -320,13 +320,13 @@ fn wait_ready(c: &Cluster, profiles: &Profiles, pw: Option<&str>, a: &ApplyArgs,
             Ok(h)
         }
         WaitResult::Stuck(h) => {
-            print_diagnosis(c, profiles, pw, &h, out);
+            print_diagnosis(c, profiles, pw, &h, Some(&mut host), out);
             Err((Some(h), EXIT_FAILED))
         }
         WaitResult::TimedOut(h) => {
             out.error(&format!("timed out after {}s", a.timeout));
             if let Some(h) = &h {
-                print_diagnosis(c, profiles, pw, h, out);
+                print_diagnosis(c, profiles, pw, h, Some(&mut host), out);
             }
             Err((h, EXIT_FAILED))
         }
@@ -334,7 +334,14 @@ fn wait_ready(c: &Cluster, profiles: &Profiles, pw: Option<&str>, a: &ApplyArgs,
 }
 
 /// Per failing pod: namespace/name, node, the cause, and for images where containerd looked.
-pub fn print_diagnosis(c: &Cluster, profiles: &Profiles, pw: Option<&str>, h: &Health, out: &Output) {
+pub fn print_diagnosis(
+    c: &Cluster,
+    profiles: &Profiles,
+    pw: Option<&str>,
+    h: &Health,
+    mut server: Option<&mut crate::transport::SshHost>,
+    out: &Output,
+) {
     for n in &h.not_ready_nodes {
         out.error(&format!(
             "node {} is NotReady: {}{}",
@@ -352,6 +359,12 @@ pub fn print_diagnosis(c: &Cluster, profiles: &Profiles, pw: Option<&str>, h: &H
             p.node.clone().unwrap_or_else(|| "(no node)".into()),
             p.cause.summary()
         );
+        if let (verify::Cause::CrashLoop { container, .. }, Some(host)) = (&p.cause, server.as_deref_mut()) {
+            let (ns, name) = p.pod.split_once('/').unwrap_or(("default", &p.pod));
+            for l in verify::last_logs(host, ns, name, container, 5) {
+                eprintln!("    | {l}");
+            }
+        }
         if let Some(img) = p.cause.image() {
             if explained.iter().any(|e| e == img) {
                 eprintln!("    (same image as above)");

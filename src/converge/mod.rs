@@ -33,6 +33,8 @@ pub enum Change {
     Enable { unit: String },
     Start { unit: String },
     Restart { unit: String, because: Vec<String> },
+    /// A file rvcluster wrote on an earlier apply that cluster.kdl no longer asks for.
+    RemoveFile { path: String },
     /// A fresh agent whose old node object must go before it can rejoin (k3s-facts: re-joining).
     ForgetNode { node: String },
 }
@@ -49,6 +51,7 @@ impl Change {
             Change::Enable { unit } => format!("+ enable {unit}"),
             Change::Start { unit } => format!("+ start {unit}"),
             Change::Restart { unit, because } => format!("~ restart {unit} (changed: {})", because.join(", ")),
+            Change::RemoveFile { path } => format!("- remove {path} (managed by rvcluster, no longer wanted)"),
             Change::ForgetNode { node } => {
                 format!("- delete node {node} and its node-password secret on the server (re-flashed board rejoins)")
             }
@@ -247,6 +250,26 @@ fn converge_locked(
             };
         }
     }
+    // Files an earlier apply wrote that are no longer wanted (a removed manifest, registries.yaml
+    // after the registry block went away): removed, and k3s restarted if it read them.
+    let record = format!("{STATE_DIR}/managed-{}.list", st.service.unit);
+    let wanted: Vec<&str> = st.files.iter().map(|f| f.path.as_str()).chain(st.symlinks.iter().map(|l| l.path.as_str())).collect();
+    let previous = host.exec(&format!("cat {} 2>/dev/null", quote(&record)), None, None).map(|o| o.stdout_str()).unwrap_or_default();
+    for old in previous.lines().map(str::trim).filter(|l| l.starts_with('/') && !wanted.contains(l)) {
+        changes.push(Change::RemoveFile { path: old.to_string() });
+        if !old.starts_with(render::MANIFESTS) {
+            restart_because.push(old.to_string());
+        }
+        if wet {
+            host.exec_ok("removing a file no longer managed", &format!("rm -f {}", quote(old)), None, None).map_err(e)?;
+        }
+    }
+    let mut listed: Vec<&str> = wanted.clone();
+    listed.sort();
+    let list = listed.iter().map(|p| format!("{p}\n")).collect::<String>();
+    if wet && list != previous {
+        host.write(list.as_bytes(), &RemoteFile::new(record.clone(), 0o600).owned_by("root:root")).map_err(e)?;
+    }
     for l in &st.symlinks {
         let ok = matches!(facts.files.get(&l.path), Some(FileFact::Present { link_target: Some(t), .. }) if *t == l.target);
         if !ok {
@@ -424,6 +447,16 @@ pub fn run_nodes(
     password: Option<String>,
 ) -> Vec<HostPlan> {
     let mut results = Vec::new();
+    if let crate::spec::BinarySource::Url(url) = &c.k3s.binary.source
+        && let Err(e) = crate::artifact::fetch(url, &c.k3s.binary.sha256)
+    {
+        return c
+            .nodes
+            .iter()
+            .filter(|n| selected(n))
+            .map(|n| HostPlan { node: n.name.clone(), address: n.address.clone(), role: n.role.as_str(), changes: vec![], error: Some(e.clone()) })
+            .collect();
+    }
     let mut token: Option<String> = None;
     let server = c.servers().next();
     let mut server_host: Option<SshHost> = None;

@@ -232,3 +232,23 @@ pub fn wait(
         std::thread::sleep(interval);
     }
 }
+
+/// The last lines a crashing container printed (`kubectl logs --previous`, else the current run).
+pub fn last_logs(server: &mut dyn crate::transport::Host, ns: &str, pod: &str, container: &str, lines: usize) -> Vec<String> {
+    use crate::transport::cmd::quote;
+    let base = format!(
+        "/usr/local/bin/k3s kubectl -n {} logs {} -c {} --tail {lines}",
+        quote(ns),
+        quote(pod),
+        quote(container)
+    );
+    for cmd in [format!("{base} --previous"), base] {
+        if let Ok(o) = server.exec(&cmd, None, Some(std::time::Duration::from_secs(30)))
+            && o.success()
+            && !o.stdout_str().trim().is_empty()
+        {
+            return o.stdout_str().lines().map(str::to_string).collect();
+        }
+    }
+    Vec::new()
+}

@@ -1,0 +1,84 @@
+//! Local content-addressed cache for downloaded artifacts (a k3s binary given by `url=`): each is
+//! fetched once, streamed to a temp file while hashed, checked against the sha256 from
+//! cluster.kdl, then renamed to `<cache>/sha256/<digest>`. Never touches a board.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::Digest;
+
+use crate::render::cache_path;
+
+/// The cached file for `sha256`, downloading `url` first when it is not cached yet.
+pub fn fetch(url: &str, sha256: &str) -> Result<PathBuf, String> {
+    let dest = cache_path(sha256);
+    if dest.is_file() && file_sha256(&dest).ok().as_deref() == Some(sha256) {
+        return Ok(dest);
+    }
+    let dir = dest.parent().expect("cache paths have a parent");
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| format!("temp file in {}: {e}", dir.display()))?;
+    let mut reader: Box<dyn Read> = if let Some(p) = url.strip_prefix("file://") {
+        Box::new(std::fs::File::open(p).map_err(|e| format!("{url}: {e}"))?)
+    } else {
+        let resp = ureq::get(url).call().map_err(|e| format!("downloading {url}: {e}"))?;
+        Box::new(resp.into_body().into_reader())
+    };
+    let mut hasher = sha2::Sha256::new();
+    let mut out = std::io::BufWriter::new(tmp.as_file());
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = reader.read(&mut buf).map_err(|e| format!("downloading {url}: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(|e| format!("writing the cache: {e}"))?;
+    }
+    out.flush().map_err(|e| format!("writing the cache: {e}"))?;
+    drop(out);
+    let got = hex::encode(hasher.finalize());
+    if got != sha256 {
+        return Err(format!("{url}: sha256 is {got}, cluster.kdl says {sha256}; nothing was cached"));
+    }
+    tmp.persist(&dest).map_err(|e| format!("caching {}: {e}", dest.display()))?;
+    Ok(dest)
+}
+
+pub fn file_sha256(p: &Path) -> std::io::Result<String> {
+    crate::transport::host::sha256_reader(std::io::BufReader::new(std::fs::File::open(p)?)).map(|(h, _)| h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downloads_once_verifies_and_refuses_a_wrong_digest() {
+        let home = tempfile::tempdir().unwrap();
+        // SAFETY: tests in this module are the only ones touching XDG_CACHE_HOME.
+        unsafe { std::env::set_var("XDG_CACHE_HOME", home.path()) };
+        let src = home.path().join("k3s");
+        std::fs::write(&src, b"k3s-binary-bytes").unwrap();
+        let sha = file_sha256(&src).unwrap();
+        // A one-shot HTTP server on loopback.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut req = [0u8; 1024];
+            let _ = s.read(&mut req);
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 16\r\nConnection: close\r\n\r\nk3s-binary-bytes").unwrap();
+        });
+        let url = format!("http://127.0.0.1:{port}/k3s");
+        let p = fetch(&url, &sha).unwrap();
+        server.join().unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"k3s-binary-bytes");
+        // Cached: no server is listening any more, yet it succeeds.
+        assert_eq!(fetch(&url, &sha).unwrap(), p);
+        let wrong = "0".repeat(64);
+        let err = fetch(&format!("file://{}", src.display()), &wrong).unwrap_err();
+        assert!(err.contains("cluster.kdl says"), "{err}");
+        assert!(!cache_path(&wrong).exists(), "a wrong download is never cached");
+    }
+}
