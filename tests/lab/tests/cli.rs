@@ -54,3 +54,21 @@ fn without_root_lab_says_what_to_run() {
     assert!(err.contains("the lab needs root"), "{err}");
     assert!(err.contains("run as root"), "{err}");
 }
+
+#[test]
+fn lab_demo_brings_the_blog_cluster_to_every_pod_ready_and_tears_down() {
+    // The demo finds rvcluster and k3s next to `lab` (built here when missing).
+    rvlab::rvcluster_binary().unwrap();
+    rvlab::k3s_sim_binary().unwrap();
+    let out = Command::new(LAB).arg("demo").output().unwrap();
+    // rvcluster reports progress on stderr, the lab on stdout: read both.
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("server1 riscv64 openEuler 24.03"), "{text}");
+    assert!(text.contains("registry \"mac\""), "{text}");
+    assert!(text.contains("every node and pod is Ready (3 nodes"), "{text}");
+    assert!(text.contains("coredns-"), "{text}");
+    let dir = text.lines().find_map(|l| l.strip_prefix("== cluster.kdl (")).unwrap().trim_end_matches(')');
+    let lab_dir = std::path::Path::new(dir).parent().unwrap();
+    assert!(!lab_dir.exists(), "{} left behind", lab_dir.display());
+}

@@ -87,13 +87,6 @@ fn check_prerequisites(need_registry: bool) -> Result<(), LabError> {
     Err(LabError::Missing { what: format!("this machine cannot run the lab yet:\n{}", text.join("\n")), fix: "see above".into() })
 }
 
-/// A binary built next to this one (same target dir), if present.
-fn sibling(name: &str) -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let p = exe.parent()?.join(name);
-    p.exists().then_some(p)
-}
-
 fn sha256_of(p: &Path) -> Result<String, LabError> {
     let out = Command::new("sha256sum").arg(p).output().map_err(|e| LabError::Io { context: "sha256sum".into(), source: e })?;
     let s = String::from_utf8_lossy(&out.stdout);
@@ -308,7 +301,7 @@ fn demo(rvcluster: Option<PathBuf>, k3s: Option<PathBuf>) -> Result<(), LabError
     let kdl = lab.cluster_kdl(&demo_cluster_file(k3s.as_deref(), &args.k3s_version)?);
     std::fs::write(&kdl_path, &kdl).map_err(|e| LabError::Io { context: "writing cluster.kdl".into(), source: e })?;
     println!("== cluster.kdl ({})\n{kdl}", kdl_path.display());
-    let rv = rvcluster.or_else(|| sibling("rvcluster")).or_else(|| which("rvcluster"));
+    let rv = rvcluster.or_else(|| rvlab::rvcluster_binary().ok()).or_else(|| which("rvcluster"));
     let mut result = Ok(());
     match rv {
         Some(rv) => {
@@ -331,7 +324,9 @@ fn demo(rvcluster: Option<PathBuf>, k3s: Option<PathBuf>) -> Result<(), LabError
                 print!("{}", String::from_utf8_lossy(&out.stdout));
             }
         }
-        None => println!("== rvcluster not found (build it with `cargo build --bin rvcluster`); skipped plan/apply"),
+        None => {
+            result = Err(LabError::Missing { what: "rvcluster not found".into(), fix: "cargo build --bin rvcluster".into() });
+        }
     }
     println!("== tearing down");
     drop(lab);
