@@ -26,7 +26,9 @@ pub struct AddrBlock {
 
 /// The `attempt`-th candidate block for a process and counter: (A, B) of 127.A.B.0/24.
 pub fn candidate(pid: u32, counter: u32, attempt: u32) -> (u8, u8) {
-    let start = pid.wrapping_mul(97).wrapping_add(counter.wrapping_mul(7919));
+    let start = pid
+        .wrapping_mul(97)
+        .wrapping_add(counter.wrapping_mul(7919));
     let idx = start.wrapping_add(attempt.wrapping_mul(4099)) % BLOCKS;
     ((FIRST_A + idx / 256) as u8, (idx % 256) as u8)
 }
@@ -43,7 +45,8 @@ impl AddrBlock {
             let path = locks.join(format!("127.{a}.{b}.lock"));
             let file = File::create(&path).ctx(|| format!("creating {}", path.display()))?;
             // SAFETY: flock on a valid, owned file descriptor.
-            let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+            let locked =
+                unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
             if !locked {
                 continue;
             }

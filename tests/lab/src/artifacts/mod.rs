@@ -13,12 +13,32 @@ use crate::error::{LabError, Result};
 fn target_profile_dir() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
-    if dir.file_name().is_some_and(|n| n == "deps") { dir.parent().map(Path::to_path_buf) } else { Some(dir.to_path_buf()) }
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().map(Path::to_path_buf)
+    } else {
+        Some(dir.to_path_buf())
+    }
 }
 
 /// `cargo build` arguments for one binary of the workspace into `target`.
-pub fn build_args(package: &str, bin: &str, manifest: &Path, target: &Path, release: bool) -> Vec<String> {
-    let mut v: Vec<String> = ["build", "--quiet", "-p", package, "--bin", bin, "--manifest-path"].map(String::from).into();
+pub fn build_args(
+    package: &str,
+    bin: &str,
+    manifest: &Path,
+    target: &Path,
+    release: bool,
+) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "build",
+        "--quiet",
+        "-p",
+        package,
+        "--bin",
+        bin,
+        "--manifest-path",
+    ]
+    .map(String::from)
+    .into();
     v.push(manifest.display().to_string());
     v.push("--target-dir".into());
     v.push(target.display().to_string());
@@ -31,7 +51,8 @@ pub fn build_args(package: &str, bin: &str, manifest: &Path, target: &Path, rele
 /// Binary `bin` of workspace package `package`: `$env_var` if set, else next to the running
 /// executable, else built there with cargo (once per process).
 pub fn workspace_binary(package: &str, bin: &str, env_var: &str) -> Result<PathBuf> {
-    static BUILT: Mutex<BTreeMap<String, std::result::Result<PathBuf, String>>> = Mutex::new(BTreeMap::new());
+    static BUILT: Mutex<BTreeMap<String, std::result::Result<PathBuf, String>>> =
+        Mutex::new(BTreeMap::new());
     if let Some(p) = std::env::var_os(env_var) {
         return Ok(PathBuf::from(p));
     }
@@ -53,7 +74,9 @@ pub fn workspace_binary(package: &str, bin: &str, env_var: &str) -> Result<PathB
                 .status()
                 .map_err(|e| format!("running cargo: {e}"))?;
             if !st.success() || !path.exists() {
-                return Err(format!("`cargo build -p {package} --bin {bin}` failed ({st})"));
+                return Err(format!(
+                    "`cargo build -p {package} --bin {bin}` failed ({st})"
+                ));
             }
             Ok(path)
         })
@@ -80,8 +103,26 @@ mod tests {
 
     #[test]
     fn build_args_name_package_bin_and_target() {
-        let a = build_args("k3s-sim", "k3s", Path::new("/w/Cargo.toml"), Path::new("/t"), false);
-        assert_eq!(a.join(" "), "build --quiet -p k3s-sim --bin k3s --manifest-path /w/Cargo.toml --target-dir /t");
-        assert!(build_args("rvcluster", "rvcluster", Path::new("/w/Cargo.toml"), Path::new("/t"), true).ends_with(&["--release".to_string()]));
+        let a = build_args(
+            "k3s-sim",
+            "k3s",
+            Path::new("/w/Cargo.toml"),
+            Path::new("/t"),
+            false,
+        );
+        assert_eq!(
+            a.join(" "),
+            "build --quiet -p k3s-sim --bin k3s --manifest-path /w/Cargo.toml --target-dir /t"
+        );
+        assert!(
+            build_args(
+                "rvcluster",
+                "rvcluster",
+                Path::new("/w/Cargo.toml"),
+                Path::new("/t"),
+                true
+            )
+            .ends_with(&["--release".to_string()])
+        );
     }
 }

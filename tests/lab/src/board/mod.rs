@@ -91,16 +91,24 @@ pub fn sshd_config(addr: Ipv4Addr, port: u16) -> String {
 pub fn host_path(dir: &Path, p: &str) -> PathBuf {
     let rel = p.trim_start_matches('/');
     let (first, rest) = rel.split_once('/').unwrap_or((rel, ""));
-    let join = |base: PathBuf, rest: &str| if rest.is_empty() { base } else { base.join(rest) };
-    match first {
-        "var" if rest == "run" || rest.starts_with("run/") => {
-            join(dir.join("run"), rest.trim_start_matches("run").trim_start_matches('/'))
+    let join = |base: PathBuf, rest: &str| {
+        if rest.is_empty() {
+            base
+        } else {
+            base.join(rest)
         }
+    };
+    match first {
+        "var" if rest == "run" || rest.starts_with("run/") => join(
+            dir.join("run"),
+            rest.trim_start_matches("run").trim_start_matches('/'),
+        ),
         "run" => join(dir.join("run"), rest),
         "tmp" => join(dir.join("tmp"), rest),
-        "usr" if rest == "local" || rest.starts_with("local/") => {
-            join(dir.join("usr-local"), rest.trim_start_matches("local").trim_start_matches('/'))
-        }
+        "usr" if rest == "local" || rest.starts_with("local/") => join(
+            dir.join("usr-local"),
+            rest.trim_start_matches("local").trim_start_matches('/'),
+        ),
         f if OVERLAYS.contains(&f) || FRESH.contains(&f) => join(dir.join("upper").join(f), rest),
         _ => PathBuf::from("/").join(rel),
     }
@@ -111,21 +119,29 @@ fn write_file(path: &Path, content: &str, mode: u32) -> Result<()> {
         std::fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
     }
     std::fs::write(path, content).ctx(|| format!("writing {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).ctx(|| format!("chmod {}", path.display()))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .ctx(|| format!("chmod {}", path.display()))
 }
 
 fn mkdir_mode(path: &Path, mode: u32) -> Result<()> {
     std::fs::create_dir_all(path).ctx(|| format!("creating {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).ctx(|| format!("chmod {}", path.display()))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .ctx(|| format!("chmod {}", path.display()))
 }
 
 pub(crate) fn run(cmd: &mut Command) -> Result<Output> {
     let shown = format!("{cmd:?}");
     let out = cmd.output().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            LabError::Missing { what: format!("{shown}: program not found"), fix: "apt-get install openssh-client openssh-server util-linux".into() }
+            LabError::Missing {
+                what: format!("{shown}: program not found"),
+                fix: "apt-get install openssh-client openssh-server util-linux".into(),
+            }
         } else {
-            LabError::Io { context: shown.clone(), source: e }
+            LabError::Io {
+                context: shown.clone(),
+                source: e,
+            }
         }
     })?;
     if !out.status.success() {
@@ -140,7 +156,12 @@ pub(crate) fn run(cmd: &mut Command) -> Result<Output> {
 
 impl Board {
     pub(crate) fn start(setup: BoardSetup, lifeline: &Lifeline) -> Result<Self> {
-        let mut b = Board { setup, proc: None, host_key: String::new(), generation: 0 };
+        let mut b = Board {
+            setup,
+            proc: None,
+            host_key: String::new(),
+            generation: 0,
+        };
         b.flash()?;
         b.boot(lifeline)?;
         Ok(b)
@@ -184,22 +205,43 @@ impl Board {
             .arg(format!("root@{}", s.name))
             .arg("-f")
             .arg(&key))?;
-        let pubkey = std::fs::read_to_string(key.with_extension("pub")).ctx(|| "reading host key".into())?;
-        self.host_key = pubkey.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
-        write_file(&up("/etc/ssh/sshd_config"), &sshd_config(s.addr, s.port), 0o644)?;
+        let pubkey =
+            std::fs::read_to_string(key.with_extension("pub")).ctx(|| "reading host key".into())?;
+        self.host_key = pubkey
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        write_file(
+            &up("/etc/ssh/sshd_config"),
+            &sshd_config(s.addr, s.port),
+            0o644,
+        )?;
         write_file(&up("/etc/os-release"), &s.flavour.os_release, 0o644)?;
         for (p, c) in &s.flavour.extra_files {
             write_file(&up(p), c, 0o644)?;
         }
         write_file(&up("/etc/hostname"), &format!("{}\n", s.name), 0o644)?;
         let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-        write_file(&up("/etc/hosts"), &format!("{hosts}{} {}\n", s.addr, s.name), 0o644)?;
-        write_file(&up("/etc/rvlab/arch"), &format!("{}\n", s.flavour.arch), 0o644)?;
+        write_file(
+            &up("/etc/hosts"),
+            &format!("{hosts}{} {}\n", s.addr, s.name),
+            0o644,
+        )?;
+        write_file(
+            &up("/etc/rvlab/arch"),
+            &format!("{}\n", s.flavour.arch),
+            0o644,
+        )?;
         for (p, c) in &s.lab_files {
             write_file(&up(p), c, 0o644)?;
         }
         mkdir_mode(&up("/root/.ssh"), 0o700)?;
-        write_file(&up("/root/.ssh/authorized_keys"), &format!("{}\n", s.client_pubkey.trim()), 0o600)?;
+        write_file(
+            &up("/root/.ssh/authorized_keys"),
+            &format!("{}\n", s.client_pubkey.trim()),
+            0o600,
+        )?;
         mkdir_mode(&up("/etc/systemd/system"), 0o755)?;
         self.generation += 1;
         Ok(())
@@ -211,12 +253,21 @@ impl Board {
         let init = init.to_string_lossy().into_owned();
         let envs = [
             ("RVLAB_BOARD_DIR", s.dir.to_string_lossy().into_owned()),
-            ("RVLAB_SUPPORT_DIR", s.support.to_string_lossy().into_owned()),
+            (
+                "RVLAB_SUPPORT_DIR",
+                s.support.to_string_lossy().into_owned(),
+            ),
             ("RVLAB_HOSTNAME", s.name.clone()),
             ("RVLAB_OVERLAYS", OVERLAYS.join(" ")),
             ("RVLAB_FRESH", FRESH.join(" ")),
         ];
-        let proc = NsProcess::spawn(&unshare_args(true), &["/bin/bash", &init], &envs, lifeline, &s.dir.join("console.log"))?;
+        let proc = NsProcess::spawn(
+            &unshare_args(true),
+            &["/bin/bash", &init],
+            &envs,
+            lifeline,
+            &s.dir.join("console.log"),
+        )?;
         self.proc = Some(proc);
         self.wait_ssh()
     }
@@ -234,11 +285,16 @@ impl Board {
             }
             let alive = self.proc.as_mut().is_some_and(|p| p.alive());
             if !alive || Instant::now() > deadline {
-                let console = std::fs::read_to_string(self.setup.dir.join("console.log")).unwrap_or_default();
-                let sshd = std::fs::read_to_string(self.path("/var/log/rvlab/sshd.log")).unwrap_or_default();
+                let console =
+                    std::fs::read_to_string(self.setup.dir.join("console.log")).unwrap_or_default();
+                let sshd = std::fs::read_to_string(self.path("/var/log/rvlab/sshd.log"))
+                    .unwrap_or_default();
                 return Err(LabError::NotReady {
                     what: format!("board {} (sshd on {addr})", self.setup.name),
-                    detail: format!("{}\nconsole:\n{console}\nsshd:\n{sshd}", if alive { "timed out" } else { "board exited" }),
+                    detail: format!(
+                        "{}\nconsole:\n{console}\nsshd:\n{sshd}",
+                        if alive { "timed out" } else { "board exited" }
+                    ),
                 });
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -295,7 +351,11 @@ impl Board {
         let pid = self.pid1().unwrap_or(0).to_string();
         let mut c = Command::new("nsenter");
         c.args(["-t", &pid, "-m", "-u", "-p", "--", "/usr/bin/env", "-i"])
-            .args(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"])
+            .args([
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "HOME=/root",
+                "LANG=C.UTF-8",
+            ])
             .args(["/bin/sh", "-c", cmd])
             .current_dir("/")
             .stdin(Stdio::null());
@@ -304,7 +364,9 @@ impl Board {
 
     /// Runs `sh -c cmd` inside the board and returns its output whatever the exit status.
     pub fn exec_inside(&self, cmd: &str) -> Result<Output> {
-        self.command_inside(cmd).output().ctx(|| format!("nsenter into {}", self.setup.name))
+        self.command_inside(cmd)
+            .output()
+            .ctx(|| format!("nsenter into {}", self.setup.name))
     }
 
     /// Runs `sh -c cmd` inside the board; its stdout, or an error when it exits non-zero.
@@ -316,14 +378,16 @@ impl Board {
     /// Every start of `unit`'s main process recorded by the board's systemctl.
     pub fn service_starts(&self, unit: &str) -> Vec<ServiceStart> {
         let unit = crate::systemd::unit_name(unit);
-        let text = std::fs::read_to_string(self.path(&format!("/run/rvlab/systemd/starts/{unit}"))).unwrap_or_default();
+        let text = std::fs::read_to_string(self.path(&format!("/run/rvlab/systemd/starts/{unit}")))
+            .unwrap_or_default();
         crate::systemd::parse_starts(&text)
     }
 
     /// The journal of `unit` as `journalctl -u unit` shows it.
     pub fn journal(&self, unit: &str) -> String {
         let unit = crate::systemd::unit_name(unit);
-        std::fs::read_to_string(self.path(&format!("/var/log/rvlab-journal/{unit}.log"))).unwrap_or_default()
+        std::fs::read_to_string(self.path(&format!("/var/log/rvlab-journal/{unit}.log")))
+            .unwrap_or_default()
     }
 
     /// Re-flash: kills everything on the board, wipes its state, new host key; same address and
@@ -355,15 +419,27 @@ mod tests {
     #[test]
     fn host_paths_map_into_the_board_dir() {
         let d = Path::new("/L/b");
-        assert_eq!(host_path(d, "/etc/rancher/k3s/config.yaml"), Path::new("/L/b/upper/etc/rancher/k3s/config.yaml"));
-        assert_eq!(host_path(d, "/var/lib/rancher"), Path::new("/L/b/upper/var/lib/rancher"));
+        assert_eq!(
+            host_path(d, "/etc/rancher/k3s/config.yaml"),
+            Path::new("/L/b/upper/etc/rancher/k3s/config.yaml")
+        );
+        assert_eq!(
+            host_path(d, "/var/lib/rancher"),
+            Path::new("/L/b/upper/var/lib/rancher")
+        );
         assert_eq!(host_path(d, "/var/run/x"), Path::new("/L/b/run/x"));
         assert_eq!(host_path(d, "/run/k3s"), Path::new("/L/b/run/k3s"));
-        assert_eq!(host_path(d, "/usr/local/bin/k3s"), Path::new("/L/b/usr-local/bin/k3s"));
+        assert_eq!(
+            host_path(d, "/usr/local/bin/k3s"),
+            Path::new("/L/b/usr-local/bin/k3s")
+        );
         assert_eq!(host_path(d, "/usr/local"), Path::new("/L/b/usr-local"));
         assert_eq!(host_path(d, "/usr/bin/ls"), Path::new("/usr/bin/ls"));
         assert_eq!(host_path(d, "/tmp"), Path::new("/L/b/tmp"));
-        assert_eq!(host_path(d, "/root/.ssh/authorized_keys"), Path::new("/L/b/upper/root/.ssh/authorized_keys"));
+        assert_eq!(
+            host_path(d, "/root/.ssh/authorized_keys"),
+            Path::new("/L/b/upper/root/.ssh/authorized_keys")
+        );
     }
 
     #[test]
