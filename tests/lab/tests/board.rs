@@ -146,3 +146,31 @@ fn kernel_settings_of_a_board_never_reach_the_host() {
         host_before
     );
 }
+
+#[test]
+fn non_root_user_logs_in_and_has_passwordless_sudo() {
+    let lab = Lab::builder()
+        .board("s1", Role::Server)
+        .sudo_user("euler")
+        .start()
+        .unwrap();
+    assert_eq!(lab.b("s1").sudo_user(), Some("euler"));
+    let out = lab
+        .ssh_command_as("s1", "euler")
+        .unwrap()
+        .arg("id -un; sudo -n id -u; sudo -n cat /etc/rvlab/arch")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "euler\n0\nriscv64\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The user exists only on the board.
+    assert!(
+        !std::fs::read_to_string("/etc/passwd")
+            .unwrap()
+            .contains("euler:")
+    );
+}

@@ -52,6 +52,8 @@ pub(crate) struct BoardSetup {
     pub client_pubkey: String,
     /// Files written into the board at every (re)flash: (absolute board path, content).
     pub lab_files: Vec<(String, String)>,
+    /// A non-root login user with passwordless `sudo -n`, if any.
+    pub sudo_user: Option<String>,
 }
 
 /// A running emulated board.
@@ -127,6 +129,79 @@ fn mkdir_mode(path: &Path, mode: u32) -> Result<()> {
     std::fs::create_dir_all(path).ctx(|| format!("creating {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .ctx(|| format!("chmod {}", path.display()))
+}
+
+/// The first uid >= 1000 that the host's /etc/passwd does not use.
+pub fn free_uid(passwd: &str) -> u32 {
+    let used: Vec<u32> = passwd
+        .lines()
+        .filter_map(|l| l.split(':').nth(2)?.parse().ok())
+        .collect();
+    (1000..60000).find(|u| !used.contains(u)).unwrap_or(60000)
+}
+
+/// The lines that add login user `user` (uid = gid = `uid`): (passwd, group, shadow, sudoers).
+pub fn user_lines(user: &str, uid: u32) -> [String; 4] {
+    [
+        format!("{user}:x:{uid}:{uid}:rvlab user:/home/{user}:/bin/bash\n"),
+        format!("{user}:x:{uid}:\n"),
+        // `*`: no password, but not locked (sshd refuses `!` accounts for key logins too).
+        format!("{user}:*:19000:0:99999:7:::\n"),
+        format!("{user} ALL=(ALL) NOPASSWD: ALL\n"),
+    ]
+}
+
+/// Copies a host file of /etc into the board's upper dir with the same mode and owner, plus `extra`.
+fn extend_etc_file(d: &Path, name: &str, extra: &str, mode: Option<u32>) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let host = Path::new("/etc").join(name);
+    let text = std::fs::read_to_string(&host).unwrap_or_default();
+    let meta = std::fs::metadata(&host).ok();
+    let dst = d.join("upper/etc").join(name);
+    let m = mode
+        .or(meta.as_ref().map(|m| m.mode() & 0o7777))
+        .unwrap_or(0o644);
+    write_file(&dst, &format!("{text}{extra}"), m)?;
+    if let Some(meta) = meta {
+        std::os::unix::fs::chown(&dst, Some(meta.uid()), Some(meta.gid()))
+            .ctx(|| format!("chown {}", dst.display()))?;
+    }
+    Ok(())
+}
+
+fn add_sudo_user(d: &Path, user: &str, pubkey: &str) -> Result<()> {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let uid = free_uid(&passwd);
+    let [p, g, sh, su] = user_lines(user, uid);
+    extend_etc_file(d, "passwd", &p, None)?;
+    extend_etc_file(d, "group", &g, None)?;
+    extend_etc_file(d, "shadow", &sh, None)?;
+    write_file(&d.join("upper/etc/sudoers.d/90-rvlab-user"), &su, 0o440)?;
+    let home = d.join("upper/home").join(user);
+    mkdir_mode(&home.join(".ssh"), 0o700)?;
+    write_file(
+        &home.join(".ssh/authorized_keys"),
+        &format!("{}\n", pubkey.trim()),
+        0o600,
+    )?;
+    for f in [".bashrc", ".profile"] {
+        if let Ok(t) = std::fs::read_to_string(Path::new("/etc/skel").join(f)) {
+            write_file(&home.join(f), &t, 0o644)?;
+        }
+    }
+    for p in [
+        home.clone(),
+        home.join(".ssh"),
+        home.join(".ssh/authorized_keys"),
+        home.join(".bashrc"),
+        home.join(".profile"),
+    ] {
+        if p.exists() {
+            std::os::unix::fs::chown(&p, Some(uid), Some(uid))
+                .ctx(|| format!("chown {}", p.display()))?;
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn run(cmd: &mut Command) -> Result<Output> {
@@ -243,6 +318,9 @@ impl Board {
             0o600,
         )?;
         mkdir_mode(&up("/etc/systemd/system"), 0o755)?;
+        if let Some(u) = &s.sudo_user {
+            add_sudo_user(d, u, &s.client_pubkey)?;
+        }
         self.generation += 1;
         Ok(())
     }
@@ -328,6 +406,10 @@ impl Board {
             format!("[{}]:{}", self.setup.addr, self.setup.port)
         };
         format!("{host} {}", self.host_key)
+    }
+    /// The non-root login user with passwordless `sudo -n`, if the lab made one.
+    pub fn sudo_user(&self) -> Option<&str> {
+        self.setup.sudo_user.as_deref()
     }
     /// How many times the board was flashed (1 after start, +1 per reflash).
     pub fn generation(&self) -> u32 {
@@ -440,6 +522,19 @@ mod tests {
             host_path(d, "/root/.ssh/authorized_keys"),
             Path::new("/L/b/upper/root/.ssh/authorized_keys")
         );
+    }
+
+    #[test]
+    fn sudo_user_lines_and_free_uid() {
+        assert_eq!(
+            free_uid("root:x:0:0::/root:/bin/bash\na:x:1000:1000::/h:/bin/sh\n"),
+            1001
+        );
+        let [p, g, s, su] = user_lines("euler", 1001);
+        assert_eq!(p, "euler:x:1001:1001:rvlab user:/home/euler:/bin/bash\n");
+        assert_eq!(g, "euler:x:1001:\n");
+        assert!(s.starts_with("euler:*:"));
+        assert_eq!(su, "euler ALL=(ALL) NOPASSWD: ALL\n");
     }
 
     #[test]

@@ -106,6 +106,7 @@ pub struct LabBuilder {
     root: PathBuf,
     keep: bool,
     seed: bool,
+    sudo_user: Option<String>,
 }
 
 impl Default for LabBuilder {
@@ -120,6 +121,7 @@ impl Default for LabBuilder {
             root: default_root(),
             keep: std::env::var_os("RVLAB_KEEP").is_some(),
             seed: false,
+            sudo_user: None,
         }
     }
 }
@@ -156,6 +158,11 @@ impl LabBuilder {
         if on {
             self.upstream = true;
         }
+        self
+    }
+    /// Also create login user `name` on every board, with the lab key and passwordless `sudo -n`.
+    pub fn sudo_user(mut self, name: impl Into<String>) -> Self {
+        self.sudo_user = Some(name.into());
         self
     }
     /// The flavour of every board (default openEuler 24.03 riscv64).
@@ -204,6 +211,19 @@ impl LabBuilder {
             }
             if !seen.insert(n.clone()) {
                 return Err(LabError::Invalid(format!("board `{n}` given twice")));
+            }
+        }
+        if let Some(u) = &self.sudo_user {
+            if !valid_board_name(u) || u == "root" {
+                return Err(LabError::Invalid(format!(
+                    "user name `{u}` must be a-z, 0-9, - and not root"
+                )));
+            }
+            if !Path::new("/usr/bin/sudo").exists() {
+                return Err(LabError::Missing {
+                    what: "/usr/bin/sudo not found (needed for the sudo user)".into(),
+                    fix: "apt-get install sudo".into(),
+                });
             }
         }
         if self.boards.len() > 200 {
@@ -272,6 +292,7 @@ impl LabBuilder {
                 support: dir.join("support"),
                 client_pubkey: client_pubkey.clone(),
                 lab_files,
+                sudo_user: self.sudo_user.clone(),
             };
             lab.boards.push(Board::start(setup, &lab.lifeline)?);
         }
@@ -400,6 +421,11 @@ impl Lab {
     /// Real `ssh` to the board as root, host key checked against the lab's known_hosts, no
     /// prompts; append the remote command with `.arg(...)`.
     pub fn ssh_command(&self, name: &str) -> Result<Command> {
+        self.ssh_command_as(name, "root")
+    }
+
+    /// [`Lab::ssh_command`] as login user `user` (root or the lab's sudo user).
+    pub fn ssh_command_as(&self, name: &str, user: &str) -> Result<Command> {
         let b = self
             .board(name)
             .ok_or_else(|| LabError::UnknownBoard(name.into()))?;
@@ -428,7 +454,7 @@ impl Lab {
             ])
             .arg("-p")
             .arg(b.ssh_port().to_string())
-            .arg(format!("root@{}", b.address()))
+            .arg(format!("{user}@{}", b.address()))
             .stdin(Stdio::null());
         Ok(c)
     }
