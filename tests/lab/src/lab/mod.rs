@@ -230,6 +230,7 @@ impl LabBuilder {
             return Err(LabError::Invalid("at most 200 boards per lab".into()));
         }
         std::fs::create_dir_all(&self.root).ctx(|| format!("creating {}", self.root.display()))?;
+        crate::addr::sweep_stale(&self.root);
         let block = AddrBlock::claim(&self.root)?;
         let dir = self.root.join(block.prefix());
         if dir.exists() {
