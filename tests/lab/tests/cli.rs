@@ -10,9 +10,18 @@ fn state_dir(tag: &str) -> std::path::PathBuf {
     d
 }
 
+/// Runs `lab down` on drop, so a failing assertion does not leave the background lab running.
+struct Down(std::path::PathBuf);
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = Command::new(LAB).args(["down", "--state"]).arg(&self.0).output();
+    }
+}
+
 #[test]
 fn lab_up_writes_cluster_kdl_and_lab_down_removes_everything() {
     let state = state_dir("up");
+    let _guard = Down(state.clone());
     let out = Command::new(LAB)
         .args(["up", "--boards", "2", "--no-upstream", "--state"])
         .arg(&state)
