@@ -14,7 +14,10 @@ fn state_dir(tag: &str) -> std::path::PathBuf {
 struct Down(std::path::PathBuf);
 impl Drop for Down {
     fn drop(&mut self) {
-        let _ = Command::new(LAB).args(["down", "--state"]).arg(&self.0).output();
+        let _ = Command::new(LAB)
+            .args(["down", "--state"])
+            .arg(&self.0)
+            .output();
     }
 }
 

@@ -245,3 +245,39 @@ fn registry_host_board_runs_debian_docker_registry_as_a_service() {
     lab.reflash("mac").unwrap();
     assert!(refused(sa), "the re-flashed board's registry must be gone");
 }
+
+#[test]
+fn reboot_keeps_state_and_starts_enabled_units() {
+    let mut lab = Lab::builder().board("s1", Role::Server).start().unwrap();
+    for name in ["on", "off"] {
+        std::fs::write(
+            lab.b("s1")
+                .path(&format!("/etc/systemd/system/{name}.service")),
+            "[Service]\nExecStart=/bin/sleep 100000\n[Install]\nWantedBy=multi-user.target\n",
+        )
+        .unwrap();
+    }
+    ssh_ok(
+        &lab,
+        "s1",
+        "systemctl enable --now on && systemctl start off && echo x > /etc/kept && echo y > /run/gone",
+    );
+    let key = lab.b("s1").host_public_key().to_string();
+    lab.reboot("s1").unwrap();
+    assert_eq!(lab.b("s1").host_public_key(), key);
+    assert_eq!(lab.b("s1").generation(), 1);
+    // The lab's known_hosts is still valid: same host key.
+    assert_eq!(
+        ssh_ok(
+            &lab,
+            "s1",
+            "cat /etc/kept; test -e /run/gone || echo no-run"
+        ),
+        "x\nno-run\n"
+    );
+    wait_for("the enabled unit to start at boot", || {
+        lab.b("s1").service_starts("on").len() == 1
+    });
+    assert_eq!(ssh(&lab, "s1", "systemctl is-active on").1, "active\n");
+    assert_eq!(ssh(&lab, "s1", "systemctl is-active off").1, "inactive\n");
+}

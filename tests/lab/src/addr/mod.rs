@@ -73,14 +73,18 @@ impl AddrBlock {
 /// processes already died with the owner (lifeline). Returns the removed directories.
 pub fn sweep_stale(root: &Path) -> Vec<std::path::PathBuf> {
     let mut removed = Vec::new();
-    let Ok(entries) = std::fs::read_dir(root) else { return removed };
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return removed;
+    };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if !name.starts_with("127.") || !e.path().is_dir() {
             continue;
         }
         let lock = root.join("locks").join(format!("{name}.lock"));
-        let Ok(file) = File::create(&lock) else { continue };
+        let Ok(file) = File::create(&lock) else {
+            continue;
+        };
         // SAFETY: flock on a valid, owned file descriptor.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0
             && std::fs::remove_dir_all(e.path()).is_ok()

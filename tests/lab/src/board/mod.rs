@@ -480,6 +480,18 @@ impl Board {
         self.boot(lifeline)
     }
 
+    /// Reboot: kills every process, empties /run and /tmp, keeps everything else (and the host
+    /// key), boots again; units enabled for multi-user.target start as at boot.
+    pub fn reboot(&mut self, lifeline: &Lifeline) -> Result<()> {
+        self.shutdown();
+        for (sub, mode) in [("run", 0o755), ("tmp", 0o1777)] {
+            let p = self.setup.dir.join(sub);
+            std::fs::remove_dir_all(&p).ctx(|| format!("wiping {}", p.display()))?;
+            mkdir_mode(&p, mode)?;
+        }
+        self.boot(lifeline)
+    }
+
     /// Kills every process of the board (mounts go with its namespace).
     pub fn shutdown(&mut self) {
         if let Some(mut p) = self.proc.take() {

@@ -419,6 +419,17 @@ impl Lab {
         b.reflash(lifeline)
     }
 
+    /// Reboots board `name` (state kept, /run and /tmp emptied, enabled units started at boot).
+    pub fn reboot(&mut self, name: &str) -> Result<()> {
+        let lifeline = &self.lifeline;
+        let b = self
+            .boards
+            .iter_mut()
+            .find(|b| b.name() == name)
+            .ok_or_else(|| LabError::UnknownBoard(name.into()))?;
+        b.reboot(lifeline)
+    }
+
     /// Real `ssh` to the board as root, host key checked against the lab's known_hosts, no
     /// prompts; append the remote command with `.arg(...)`.
     pub fn ssh_command(&self, name: &str) -> Result<Command> {
