@@ -20,7 +20,7 @@ chmod +x "$peer"
 "$peer"
 "$DRIVER" facts "$WORK/known_hosts" "$WORK/id_ed25519" "${HOSTS[@]}"
 
-hyperfine --style basic --warmup 3 --runs "$RUNS" --export-json "$WORK/facts.json" \
-    -n "openssh-8x-true" "$peer" \
-    -n "rvcluster-8x-facts" "$DRIVER facts $WORK/known_hosts $WORK/id_ed25519 ${HOSTS[*]}" >&2
-ratio "$WORK/facts.json" rvcluster-8x-facts openssh-8x-true
+# Interleaved runs (the machine is shared; see ssh_interleave.py), medians compared.
+python3 "$(dirname "$0")/ssh_interleave.py" "$RUNS" 3 "" \
+    "rvcluster-8x-facts=$DRIVER facts $WORK/known_hosts $WORK/id_ed25519 ${HOSTS[*]}" \
+    "openssh-8x-true=$peer"

@@ -15,7 +15,6 @@ cleanup() {
 trap cleanup EXIT
 
 need() { command -v "$1" >/dev/null || { echo "missing: $1 (apt-get install $2)" >&2; exit 2; }; }
-need hyperfine hyperfine
 need ssh openssh-client
 need python3 python3
 [ -x /usr/sbin/sshd ] || { echo "missing /usr/sbin/sshd (apt-get install openssh-server)" >&2; exit 2; }
@@ -75,14 +74,3 @@ build_driver() {
     DRIVER="$dir/release/examples/ssh_bench"
 }
 
-# ratio JSON NAME_OURS NAME_PEER: prints the means and ours/peer
-ratio() {
-    python3 - "$1" "$2" "$3" <<'PY'
-import json, sys
-data = {r["command"]: r for r in json.load(open(sys.argv[1]))["results"]}
-ours, peer = data[sys.argv[2]], data[sys.argv[3]]
-print(f"{sys.argv[2]}: mean {ours['mean']*1000:.1f} ms (sd {ours['stddev']*1000:.1f})")
-print(f"{sys.argv[3]}: mean {peer['mean']*1000:.1f} ms (sd {peer['stddev']*1000:.1f})")
-print(f"ratio {sys.argv[2]}/{sys.argv[3]} = {ours['mean']/peer['mean']:.2f}x")
-PY
-}

@@ -24,10 +24,10 @@ scp "${SSH_OPTS[@]}" -q -P "$port" "$WORK/payload" "root@$ip:$D/scp" && cmp "$WO
 "$DRIVER" upload "$WORK/known_hosts" "$WORK/id_ed25519" "$hp" "$WORK/payload" "$D/rv" && cmp "$WORK/payload" "$D/rv"
 "$DRIVER" upload "$WORK/known_hosts" "$WORK/id_ed25519" "$hp" "$WORK/payload" "$D/pin" "$sha" && cmp "$WORK/payload" "$D/pin"
 
-hyperfine --style basic --warmup 1 --runs "$RUNS" --export-json "$WORK/upload.json" \
-    --prepare "rm -f $D/scp $D/rv $D/pin" \
-    -n "scp-100MiB" "scp ${SSH_OPTS[*]} -q -P $port $WORK/payload root@$ip:$D/scp" \
-    -n "rvcluster-upload-100MiB" "$DRIVER upload $WORK/known_hosts $WORK/id_ed25519 $hp $WORK/payload $D/rv" \
-    -n "rvcluster-upload-pinned-100MiB" "$DRIVER upload $WORK/known_hosts $WORK/id_ed25519 $hp $WORK/payload $D/pin $sha" >&2
-ratio "$WORK/upload.json" rvcluster-upload-100MiB scp-100MiB
-ratio "$WORK/upload.json" rvcluster-upload-pinned-100MiB scp-100MiB | tail -1
+# Interleaved runs (the machine is shared; see ssh_interleave.py), medians compared.
+python3 "$(dirname "$0")/ssh_interleave.py" "$RUNS" 1 "rm -f $D/scp $D/rv $D/pin" \
+    "rvcluster-upload=$DRIVER upload $WORK/known_hosts $WORK/id_ed25519 $hp $WORK/payload $D/rv" \
+    "scp=scp ${SSH_OPTS[*]} -q -P $port $WORK/payload root@$ip:$D/scp"
+python3 "$(dirname "$0")/ssh_interleave.py" "$RUNS" 1 "rm -f $D/scp $D/rv $D/pin" \
+    "rvcluster-upload-pinned=$DRIVER upload $WORK/known_hosts $WORK/id_ed25519 $hp $WORK/payload $D/pin $sha" \
+    "scp=scp ${SSH_OPTS[*]} -q -P $port $WORK/payload root@$ip:$D/scp"

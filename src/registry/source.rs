@@ -193,7 +193,7 @@ impl TarIndex {
         let mut ar = tar::Archive::new(f);
         let mut files = HashMap::new();
         let mut links: HashMap<String, String> = HashMap::new();
-        for entry in ar.entries().map_err(|e| bad(source, format!("not a tar archive: {e}")))? {
+        for entry in ar.entries_with_seek().map_err(|e| bad(source, format!("not a tar archive: {e}")))? {
             let entry = entry.map_err(|e| bad(source, format!("broken tar archive: {e}")))?;
             let name = norm(&entry.path().map_err(|e| bad(source, e.to_string()))?.to_string_lossy());
             let et = entry.header().entry_type();

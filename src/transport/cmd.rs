@@ -73,16 +73,25 @@ fn chmod_chown(target_var: &str, mode: u32, owner: Option<&str>) -> String {
     s
 }
 
-/// Check before an upload: prints `present` when `dest` is a regular file with that sha256
-/// (and then makes its mode/owner right), otherwise `absent`. The hasher reads stdin so that
-/// hostile file names never appear in its output.
-pub fn upload_check(dest: &str, sha256: &str, mode: u32, owner: Option<&str>) -> String {
+/// `present`-check shared by [`upload_check`] and [`upload_stream`]: when `$d` is a regular
+/// file with that sha256, fix its mode/owner, print `present` and exit 0. The hasher reads
+/// stdin so that hostile file names never appear in its output.
+fn present_check(sha256: &str, mode: u32, owner: Option<&str>) -> String {
     format!(
-        "{SHA_FN}d={d}; if [ -f \"$d\" ] && [ ! -L \"$d\" ]; then h=$(rv_sha < \"$d\") || exit 1; \
-         h=${{h%% *}}; if [ \"$h\" = {sha} ]; then {fix} || exit 1; echo present; exit 0; fi; fi; echo absent",
-        d = quote(dest),
+        "if [ -f \"$d\" ] && [ ! -L \"$d\" ]; then h=$(rv_sha < \"$d\") || exit 1; h=${{h%% *}}; \
+         if [ \"$h\" = {sha} ]; then {fix} || exit 1; echo present; exit 0; fi; fi; ",
         sha = quote(sha256),
         fix = chmod_chown("d", mode, owner),
+    )
+}
+
+/// Check only: prints `present` (and makes mode/owner right) when `dest` is a regular file with
+/// that sha256, otherwise `absent`.
+pub fn upload_check(dest: &str, sha256: &str, mode: u32, owner: Option<&str>) -> String {
+    format!(
+        "{SHA_FN}d={}; {}echo absent",
+        quote(dest),
+        present_check(sha256, mode, owner)
     )
 }
 
@@ -91,11 +100,12 @@ pub const SHA_MISMATCH_STATUS: i32 = 86;
 /// Prefix of the stderr line [`upload_stream`] prints on a mismatch, followed by the actual hash.
 pub const SHA_MISMATCH_MARK: &str = "rvcluster-sha-mismatch ";
 
-/// Receive stdin into a temp file beside `dest` (mode 0600 while in flight) while hashing it
-/// in the same pass (`tee` into `rv_sha`, so hashing overlaps the transfer on a multi-core
-/// host), verify the sha256, set mode/owner, then rename it over `dest` atomically. A failing
-/// `tee` (disk full) leaves a `.err` marker and fails. On any failure the temp file is removed
-/// and `dest` is untouched.
+/// The whole upload in one round trip. When `dest` already has that sha256: fix mode/owner,
+/// print `present`, exit without reading stdin. Otherwise receive stdin into a temp file beside
+/// `dest` (mode 0600 while in flight) while hashing it in the same pass (`tee` into `rv_sha`,
+/// so hashing overlaps the transfer on a multi-core host), verify the sha256, set mode/owner,
+/// then rename it over `dest` atomically. A failing `tee` (disk full) leaves a `.err` marker
+/// and fails. On any failure the temp file is removed and `dest` is untouched.
 pub fn upload_stream(
     dest: &str,
     tmp: &str,
@@ -108,12 +118,13 @@ pub fn upload_stream(
         None => String::new(),
     };
     format!(
-        "{SHA_FN}umask 077; d={d}; t={t}; trap 'rm -f \"$t\" \"$t.err\"' EXIT; {mkdir}\
+        "{SHA_FN}umask 077; d={d}; t={t}; {check}trap 'rm -f \"$t\" \"$t.err\"' EXIT; {mkdir}\
          h=$( {{ tee \"$t\" || : > \"$t.err\"; }} | rv_sha ) || exit 1; [ ! -e \"$t.err\" ] || exit 1; \
          h=${{h%% *}}; if [ \"$h\" != {sha} ]; then echo \"{mark}$h\" >&2; exit {status}; fi; \
          {fix} && mv -f \"$t\" \"$d\" || exit 1; trap - EXIT",
         d = quote(dest),
         t = quote(tmp),
+        check = present_check(sha256, mode, owner),
         sha = quote(sha256),
         mark = SHA_MISMATCH_MARK,
         status = SHA_MISMATCH_STATUS,
@@ -206,8 +217,8 @@ mod tests {
             upload_check("/etc/a b", "abc", 0o644, Some("root:root")),
             SHA_FN.to_string()
                 + "d='/etc/a b'; if [ -f \"$d\" ] && [ ! -L \"$d\" ]; then h=$(rv_sha < \"$d\") || exit 1; \
-             h=${h%% *}; if [ \"$h\" = abc ]; then chmod 0644 \"$d\" && chown root:root \"$d\" || exit 1; \
-             echo present; exit 0; fi; fi; echo absent"
+                   h=${h%% *}; if [ \"$h\" = abc ]; then chmod 0644 \"$d\" && chown root:root \"$d\" || exit 1; \
+                   echo present; exit 0; fi; fi; echo absent"
         );
     }
 
@@ -216,11 +227,14 @@ mod tests {
         assert_eq!(
             upload_stream("/opt/x", "/opt/.x.rvcluster-tmp.1", "abc", 0o755, None),
             SHA_FN.to_string()
-                + "umask 077; d=/opt/x; t=/opt/.x.rvcluster-tmp.1; trap 'rm -f \"$t\" \"$t.err\"' EXIT; \
-             mkdir -p /opt || exit 1; h=$( { tee \"$t\" || : > \"$t.err\"; } | rv_sha ) || exit 1; \
-             [ ! -e \"$t.err\" ] || exit 1; h=${h%% *}; \
-             if [ \"$h\" != abc ]; then echo \"rvcluster-sha-mismatch $h\" >&2; exit 86; fi; \
-             chmod 0755 \"$t\" && mv -f \"$t\" \"$d\" || exit 1; trap - EXIT"
+                + "umask 077; d=/opt/x; t=/opt/.x.rvcluster-tmp.1; \
+                   if [ -f \"$d\" ] && [ ! -L \"$d\" ]; then h=$(rv_sha < \"$d\") || exit 1; h=${h%% *}; \
+                   if [ \"$h\" = abc ]; then chmod 0755 \"$d\" || exit 1; echo present; exit 0; fi; fi; \
+                   trap 'rm -f \"$t\" \"$t.err\"' EXIT; \
+                   mkdir -p /opt || exit 1; h=$( { tee \"$t\" || : > \"$t.err\"; } | rv_sha ) || exit 1; \
+                   [ ! -e \"$t.err\" ] || exit 1; h=${h%% *}; \
+                   if [ \"$h\" != abc ]; then echo \"rvcluster-sha-mismatch $h\" >&2; exit 86; fi; \
+                   chmod 0755 \"$t\" && mv -f \"$t\" \"$d\" || exit 1; trap - EXIT"
         );
     }
 

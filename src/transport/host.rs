@@ -226,17 +226,6 @@ pub trait Host: Send {
         dest: &RemoteFile,
     ) -> Result<UploadOutcome> {
         let owner = dest.owner.as_deref();
-        let check = self.exec_ok(
-            "checking the existing file",
-            &cmd::upload_check(&dest.path, sha256, dest.mode, owner),
-            None,
-            None,
-        )?;
-        if check.stdout_str().trim() == "present" {
-            return Ok(UploadOutcome::Unchanged {
-                sha256: sha256.to_string(),
-            });
-        }
         let tmp = cmd::temp_path_for(&dest.path, &temp_suffix());
         let script = cmd::with_become(
             &self.privilege(),
@@ -267,6 +256,12 @@ pub trait Host: Send {
                 what: format!("uploading {}", dest.path),
                 status: out.status,
                 stderr: stderr.trim().to_string(),
+            });
+        }
+        if out.stdout_str().trim() == "present" {
+            // The host had it already and never read stdin (at most a window of data was sent).
+            return Ok(UploadOutcome::Unchanged {
+                sha256: sha256.to_string(),
             });
         }
         Ok(UploadOutcome::Uploaded {

@@ -1,4 +1,4 @@
-//! A pure parser for the subset of ~/.ssh/config users already rely on: `Host` blocks with
+//! A pure parser for the subset of ~/.ssh/config users already rely on: `Include`, `Host` blocks with
 //! patterns (`*`, `?`, `!negation`), `HostName`, `User`, `Port`, `IdentityFile`, `ProxyJump`.
 //! As in OpenSSH, the first value found for a keyword wins (IdentityFile accumulates), keywords
 //! are case-insensitive, `Keyword=value` and quoted values are accepted. `Match` blocks and
@@ -39,12 +39,32 @@ pub struct JumpHop {
 
 impl SshConfig {
     /// Load a config file; a missing file is an empty config.
+    /// `Include` arguments are expanded (`~/`, relative to the file's directory, `*`/`?` in the
+    /// last component, sorted); missing included files are skipped as OpenSSH does.
     pub fn load(path: &Path) -> std::io::Result<SshConfig> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Ok(SshConfig::parse(&text)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SshConfig::default()),
-            Err(e) => Err(e),
-        }
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SshConfig::default()),
+            Err(e) => return Err(e),
+        };
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        Ok(SshConfig::parse_with_includes(&text, &|arg| {
+            include_files(arg, &base, &home)
+                .iter()
+                .filter_map(|p| std::fs::read_to_string(p).ok())
+                .collect()
+        }))
+    }
+
+    /// Parse with `Include` support: `include` maps one Include argument to the texts of the
+    /// files it names (in order). Included lines are spliced in place (depth limit 16).
+    pub fn parse_with_includes(text: &str, include: &dyn Fn(&str) -> Vec<String>) -> SshConfig {
+        let mut lines = vec![];
+        splice(text, include, 0, &mut lines);
+        SshConfig::parse(&lines.join("\n"))
     }
 
     /// `$HOME/.ssh/config`, or empty when HOME is unset or the file is missing.
@@ -130,6 +150,54 @@ impl SshConfig {
         }
         hc
     }
+}
+
+fn splice(text: &str, include: &dyn Fn(&str) -> Vec<String>, depth: usize, out: &mut Vec<String>) {
+    for raw in text.lines() {
+        let line = raw.trim();
+        if let Some((key, rest)) = split_keyword(line)
+            && key.eq_ignore_ascii_case("include")
+        {
+            if depth < 16 {
+                for arg in split_args(rest) {
+                    for t in include(&arg) {
+                        splice(&t, include, depth + 1, out);
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(raw.to_string());
+    }
+}
+
+/// Files named by one Include argument (pure apart from listing a directory for globs).
+fn include_files(arg: &str, base: &Path, home: &Path) -> Vec<PathBuf> {
+    let p = if let Some(rest) = arg.strip_prefix("~/") {
+        home.join(rest)
+    } else if arg.starts_with('/') {
+        PathBuf::from(arg)
+    } else {
+        base.join(arg)
+    };
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if !name.contains(['*', '?']) {
+        return vec![p];
+    }
+    let dir = p.parent().unwrap_or(Path::new("/"));
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| glob(name.as_bytes(), e.file_name().to_string_lossy().as_bytes()))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
 }
 
 /// Expand `~/`, `%d` (home), `%u` (local user), `%h` (host), `%r` (remote user), `%%`.
@@ -392,6 +460,57 @@ Host *
         assert_eq!(
             SshConfig::parse("# nothing\n\n").resolve("x"),
             HostConfig::default()
+        );
+    }
+
+    #[test]
+    fn include_splices_files_in_place() {
+        let main = "Include boards.conf\nHost *\n  User fallback\n";
+        let c = SshConfig::parse_with_includes(main, &|arg| match arg {
+            "boards.conf" => vec!["Host b1\n  HostName 10.0.0.1\n  Include nested\n".into()],
+            "nested" => vec!["  Port 2201\n".into()],
+            _ => vec![],
+        });
+        let h = c.resolve("b1");
+        assert_eq!(h.hostname.as_deref(), Some("10.0.0.1"));
+        assert_eq!(h.port, Some(2201));
+        assert_eq!(h.user.as_deref(), Some("fallback"));
+    }
+
+    #[test]
+    fn include_recursion_is_bounded() {
+        let c = SshConfig::parse_with_includes("Include self\nHost x\n User u\n", &|_| {
+            vec!["Include self\n".into()]
+        });
+        assert_eq!(c.resolve("x").user.as_deref(), Some("u"));
+    }
+
+    #[test]
+    fn load_follows_include_globs() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("config.d")).unwrap();
+        std::fs::write(
+            d.path().join("config.d/10-a.conf"),
+            "Host a\n HostName 10.0.0.10\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.path().join("config.d/20-b.conf"),
+            "Host b\n HostName 10.0.0.20\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.path().join("config.d/ignored.txt"),
+            "Host a\n HostName wrong\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("config"), "Include config.d/*.conf\n").unwrap();
+        let c = SshConfig::load(&d.path().join("config")).unwrap();
+        assert_eq!(c.resolve("a").hostname.as_deref(), Some("10.0.0.10"));
+        assert_eq!(c.resolve("b").hostname.as_deref(), Some("10.0.0.20"));
+        assert_eq!(
+            SshConfig::load(&d.path().join("missing")).unwrap(),
+            SshConfig::default()
         );
     }
 

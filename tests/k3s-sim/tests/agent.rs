@@ -113,4 +113,14 @@ fn wrong_token_is_refused_and_a_bare_token_works() {
     });
     let (_, out, _) = srv.kubectl(&["get", "nodes"]);
     assert!(!out.contains("agent-bad") && !out.contains("agent-pin"), "{out}");
+    // an agent that stops posting status turns NotReady after the grace period (5 s in tests)
+    good.stop();
+    let node = wait_until("agent-good NotReady", WAIT, || {
+        let (_, out, _) = srv.kubectl(&["get", "nodes"]);
+        out.lines().find(|l| l.starts_with("agent-good ") && l.contains("NotReady")).map(str::to_string)
+    });
+    assert!(node.contains("<none>"), "{node}");
+    let nodes = srv.json(&["get", "nodes", "agent-good"]);
+    let ready = nodes["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap().clone();
+    assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("Unknown"), Some("NodeStatusUnknown")));
 }

@@ -68,3 +68,30 @@ fn cmd(n: &SimNode, args: &[&str]) -> (i32, String, String) {
     let o = std::process::Command::new(K3S).args(args).env("RVLAB_SIM_TEST_ROOT", &n.root).output().unwrap();
     (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
 }
+
+#[test]
+fn imported_latest_images_are_still_pulled_with_the_default_always_policy() {
+    let up = Registry::start();
+    upstream::seed(&up.url()).unwrap();
+    let mut srv = SimNode::new("srv-policy", &up);
+    srv.write("/etc/rancher/k3s/config.yaml", "disable: [traefik, metrics-server, local-storage, coredns]\n");
+    let img = |dir: &str, repo: &str, tag: &str| std::fs::write(srv.path(&format!("/var/lib/rancher/k3s/agent/images/{dir}")), upstream::oci_archive(&riscv_only(repo, tag))).unwrap();
+    std::fs::create_dir_all(srv.path("/var/lib/rancher/k3s/agent/images")).unwrap();
+    img("pause.tar", "rancher/mirrored-pause", "3.6");
+    img("redis.tar", "library/redis", "latest");
+    let pod = |name: &str, policy: &str| format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  containers:\n  - name: redis\n    image: redis\n{policy}");
+    srv.write("/var/lib/rancher/k3s/server/manifests/always.yaml", &pod("always", ""));
+    srv.write("/var/lib/rancher/k3s/server/manifests/ifnotpresent.yaml", &pod("ifnotpresent", "    imagePullPolicy: IfNotPresent\n"));
+    srv.start_server(&[]);
+    let pods = wait_until("IfNotPresent Ready, Always failing to pull", WAIT, || {
+        let p = srv.pods();
+        let ok = pod_named(&p, "ifnotpresent").is_some_and(is_ready);
+        let bad = pod_named(&p, "always").and_then(waiting_reason).is_some_and(|r| r == "ImagePullBackOff" || r == "ErrImagePull");
+        (ok && bad).then_some(p)
+    });
+    let always = pod_named(&pods, "always").unwrap();
+    assert_eq!(always["spec"]["containers"][0]["imagePullPolicy"], "Always");
+    let msg = always["status"]["containerStatuses"][0]["state"]["waiting"]["message"].as_str().unwrap();
+    assert!(msg.contains("\"docker.io/library/redis:latest\": no match for platform in manifest: not found"), "{msg}");
+    assert_eq!(pod_named(&pods, "ifnotpresent").unwrap()["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
+}

@@ -109,7 +109,8 @@ fn blog_fixture_shapes_match_live_output_and_registries_changes_need_a_restart()
     let (code, table, _) = srv.kubectl(&["get", "pods", "-A", "-o", "wide"]);
     assert_eq!(code, 0);
     assert!(table.lines().next().unwrap().starts_with("NAMESPACE"), "{table}");
-    assert!(table.contains("ImagePullBackOff") && table.contains("1/1"), "{table}");
+    // (a retry in progress shows ErrImagePull for a moment)
+    assert!((table.contains("ImagePullBackOff") || table.contains("ErrImagePull")) && table.contains("1/1"), "{table}");
 
     // add the rewrite: nothing changes until k3s restarts (registries.yaml is read at start)
     srv.write(
@@ -151,11 +152,11 @@ fn version_and_argv0_dispatch() {
     // a stamped copy reports the stamped version; sim.conf overrides it
     let stamped = dir.join("k3s-v1.34.3");
     k3s_sim::release::stamp_version(std::path::Path::new(K3S), &stamped, "v1.34.3+k3s1").unwrap();
-    let o = std::process::Command::new(&stamped).arg("--version").env("RVLAB_SIM_TEST_ROOT", &dir).output().unwrap();
+    let o = output_retrying_busy(std::process::Command::new(&stamped).arg("--version").env("RVLAB_SIM_TEST_ROOT", &dir));
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("k3s version v1.34.3+k3s1 "));
     std::fs::create_dir_all(dir.join("etc/rvlab")).unwrap();
     std::fs::write(dir.join("etc/rvlab/sim.conf"), "k3s-version v1.35.0+k3s1\n").unwrap();
-    let o = std::process::Command::new(&stamped).arg("--version").env("RVLAB_SIM_TEST_ROOT", &dir).output().unwrap();
+    let o = output_retrying_busy(std::process::Command::new(&stamped).arg("--version").env("RVLAB_SIM_TEST_ROOT", &dir));
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("k3s version v1.35.0+k3s1 "));
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -186,4 +187,20 @@ fn key_paths(v: &serde_json::Value) -> std::collections::BTreeSet<String> {
     let mut out = std::collections::BTreeSet::new();
     walk(v, String::new(), &mut out);
     out
+}
+
+/// Run a freshly written executable. Another test thread forking while the file was open for
+/// writing holds a (close-on-exec) copy of that descriptor until its child execs, and exec then
+/// fails with ETXTBSY: wait for that window to pass.
+fn output_retrying_busy(cmd: &mut std::process::Command) -> std::process::Output {
+    let mut tries = 0;
+    loop {
+        match cmd.output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 200 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => return r.unwrap(),
+        }
+    }
 }

@@ -13,10 +13,10 @@ pub mod ns;
 pub mod registry;
 pub mod systemd;
 
+pub use artifacts::{k3s_sim_binary, rvcluster_binary};
 pub use board::{Board, Role};
 pub use error::{LabError, Result};
 pub use flavour::Flavour;
-pub use artifacts::k3s_sim_binary;
 pub use lab::{Lab, LabBuilder, SeededImage};
 pub use registry::Upstream;
 pub use systemd::{ServiceStart, StartKind};

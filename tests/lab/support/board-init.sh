@@ -25,5 +25,9 @@ mkdir -p /run/sshd /run/rvlab /var/log/rvlab
 chmod 0755 /run/sshd
 /usr/sbin/sshd -D -e -f /etc/ssh/sshd_config 3<&- </dev/null >>/var/log/rvlab/sshd.log 2>&1 &
 echo "$!" >/run/rvlab/sshd.pid
+# Boot: start the units enabled for multi-user.target, as systemd would.
+for u in /etc/systemd/system/multi-user.target.wants/*; do
+    [ -e "$u" ] && (systemctl start "${u##*/}" 3<&- </dev/null >>/var/log/rvlab/boot.log 2>&1 &)
+done
 : >/run/rvlab/booted
 read -r -u 3 _ || true

@@ -6,7 +6,10 @@ use rvlab::{Lab, Role};
 
 #[test]
 fn ssh_into_board_sees_openeuler_riscv64_with_own_hostname() {
-    let lab = Lab::builder().boards([("server1", Role::Server), ("agent1", Role::Agent)]).start().unwrap();
+    let lab = Lab::builder()
+        .boards([("server1", Role::Server), ("agent1", Role::Agent)])
+        .start()
+        .unwrap();
     assert_eq!(ssh_ok(&lab, "server1", "uname -m"), "riscv64\n");
     assert_eq!(ssh_ok(&lab, "server1", "arch"), "riscv64\n");
     assert_eq!(ssh_ok(&lab, "agent1", "hostname"), "agent1\n");
@@ -15,17 +18,30 @@ fn ssh_into_board_sees_openeuler_riscv64_with_own_hostname() {
     assert!(osr.contains("ID=\"openEuler\""), "{osr}");
     assert!(osr.contains("VERSION_ID=\"24.03\""), "{osr}");
     let all = ssh_ok(&lab, "server1", "uname -a");
-    assert!(all.starts_with("Linux server1 ") && all.trim_end().ends_with("riscv64 riscv64 riscv64 GNU/Linux"), "{all}");
+    assert!(
+        all.starts_with("Linux server1 ")
+            && all
+                .trim_end()
+                .ends_with("riscv64 riscv64 riscv64 GNU/Linux"),
+        "{all}"
+    );
     assert_eq!(ssh_ok(&lab, "server1", "uname -s"), "Linux\n");
     assert_eq!(ssh_ok(&lab, "server1", "whoami"), "root\n");
     // The host's own view is untouched.
-    let host_m = std::process::Command::new("uname").arg("-m").output().unwrap().stdout;
+    let host_m = std::process::Command::new("uname")
+        .arg("-m")
+        .output()
+        .unwrap()
+        .stdout;
     assert_ne!(String::from_utf8_lossy(&host_m), "riscv64\n");
 }
 
 #[test]
 fn board_state_dirs_are_private_and_readable_from_the_host() {
-    let lab = Lab::builder().boards([("s1", Role::Server), ("a1", Role::Agent)]).start().unwrap();
+    let lab = Lab::builder()
+        .boards([("s1", Role::Server), ("a1", Role::Agent)])
+        .start()
+        .unwrap();
     // A fresh board has an empty /usr/local/bin, whatever the host has there.
     assert_eq!(ssh_ok(&lab, "s1", "ls -A /usr/local/bin"), "");
     ssh_ok(
@@ -51,7 +67,15 @@ fn board_state_dirs_are_private_and_readable_from_the_host() {
     assert!(!std::path::Path::new("/etc/rancher/k3s/config.yaml").exists());
     assert!(!std::path::Path::new("/usr/local/bin/k3s").exists());
     // /usr is the host's.
-    assert_eq!(ssh(&lab, "a1", "test -x /usr/sbin/sshd && test -x /usr/bin/docker-registry").0, 0);
+    assert_eq!(
+        ssh(
+            &lab,
+            "a1",
+            "test -x /usr/sbin/sshd && test -x /usr/bin/docker-registry"
+        )
+        .0,
+        0
+    );
     // exec_inside runs in the board's namespaces.
     let out = lab.b("s1").sh("hostname; cat /run/marker").unwrap();
     assert_eq!(out, "s1\nx\n");
@@ -82,16 +106,81 @@ fn kernel_settings_of_a_board_never_reach_the_host() {
     if !std::path::Path::new("/proc/sys/net/bridge").exists() {
         let out = ssh(&lab, "s1", "sysctl --system");
         assert_eq!(out.0, 255);
-        assert!(out.2.contains("cannot stat /proc/sys/net/bridge/bridge-nf-call-iptables"), "{}", out.2);
+        assert!(
+            out.2
+                .contains("cannot stat /proc/sys/net/bridge/bridge-nf-call-iptables"),
+            "{}",
+            out.2
+        );
     }
     assert_eq!(ssh(&lab, "s1", "sysctl -n net.nonexistent.key").0, 255);
     ssh_ok(&lab, "s1", "modprobe br_netfilter");
     let out = ssh(&lab, "s1", "sysctl --system");
     assert_eq!(out.0, 0, "{}", out.2);
-    assert!(out.1.contains("net.bridge.bridge-nf-call-iptables = 1\n"), "{}", out.1);
-    assert!(out.1.contains("* Applying /etc/sysctl.d/90-k3s.conf ..."), "{}", out.1);
-    assert!(out.1.contains(&format!("net.ipv4.ip_forward = {other}\n")), "{}", out.1);
-    assert_eq!(ssh_ok(&lab, "s1", "sysctl -n net.ipv4.ip_forward"), format!("{other}\n"));
-    assert_eq!(ssh(&lab, "s1", "echo 1 > /proc/sys/net/ipv4/ip_forward").0, 1, "/proc/sys is read-only on a board");
-    assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(), host_before);
+    assert!(
+        out.1.contains("net.bridge.bridge-nf-call-iptables = 1\n"),
+        "{}",
+        out.1
+    );
+    assert!(
+        out.1.contains("* Applying /etc/sysctl.d/90-k3s.conf ..."),
+        "{}",
+        out.1
+    );
+    assert!(
+        out.1.contains(&format!("net.ipv4.ip_forward = {other}\n")),
+        "{}",
+        out.1
+    );
+    assert_eq!(
+        ssh_ok(&lab, "s1", "sysctl -n net.ipv4.ip_forward"),
+        format!("{other}\n")
+    );
+    assert_eq!(
+        ssh(&lab, "s1", "echo 1 > /proc/sys/net/ipv4/ip_forward").0,
+        1,
+        "/proc/sys is read-only on a board"
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        host_before
+    );
+}
+
+#[test]
+fn non_root_user_logs_in_and_has_passwordless_sudo() {
+    let lab = Lab::builder()
+        .board("s1", Role::Server)
+        .sudo_user("euler")
+        .start()
+        .unwrap();
+    assert_eq!(lab.b("s1").sudo_user(), Some("euler"));
+    let out = lab
+        .ssh_command_as("s1", "euler")
+        .unwrap()
+        .arg("id -un; sudo -n id -u; sudo -n cat /etc/rvlab/arch")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "euler\n0\nriscv64\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The user exists only on the board.
+    assert!(
+        !std::fs::read_to_string("/etc/passwd")
+            .unwrap()
+            .contains("euler:")
+    );
+}
+
+#[test]
+fn flavour_is_data_a_debian_riscv64_board_is_just_another_value() {
+    let lab = Lab::builder().board("d1", Role::Agent).flavour(rvlab::Flavour::debian_13_riscv64()).start().unwrap();
+    assert_eq!(ssh_ok(&lab, "d1", ". /etc/os-release; echo $ID $VERSION_ID; uname -m"), "debian 13\nriscv64\n");
+    assert!(lab.b("d1").path("/etc/debian_version").exists());
+    assert!(!lab.b("d1").path("/etc/openEuler-release").exists());
+    let sim = std::fs::read_to_string(lab.b("d1").path("/etc/rvlab/sim.conf")).unwrap();
+    assert!(sim.contains("arch riscv64\n"), "{sim}");
 }

@@ -33,23 +33,57 @@ fn k3s_server_and_agent_run_as_services_on_boards() {
         .ready_delay_ms(100)
         .start()
         .unwrap();
-    assert!(lab.seeded().iter().any(|i| i.name.starts_with("rancher/mirrored-pause:")));
+    assert!(
+        lab.seeded()
+            .iter()
+            .any(|i| i.name.starts_with("rancher/mirrored-pause:"))
+    );
     install_k3s(&lab, "server1");
     install_k3s(&lab, "agent1");
-    std::fs::write(lab.b("server1").path("/etc/systemd/system/k3s.service"), unit("server")).unwrap();
-    ssh_ok(&lab, "server1", "systemctl daemon-reload && systemctl enable --now k3s");
+    std::fs::write(
+        lab.b("server1").path("/etc/systemd/system/k3s.service"),
+        unit("server"),
+    )
+    .unwrap();
+    ssh_ok(
+        &lab,
+        "server1",
+        "systemctl daemon-reload && systemctl enable --now k3s",
+    );
     // Type=notify: when start returns, the server has written its token and kubeconfig.
-    assert!(lab.b("server1").path("/var/lib/rancher/k3s/server/token").exists());
+    assert!(
+        lab.b("server1")
+            .path("/var/lib/rancher/k3s/server/token")
+            .exists()
+    );
     assert!(lab.b("server1").path("/etc/rancher/k3s/k3s.yaml").exists());
-    assert_eq!(ssh_ok(&lab, "server1", "systemctl is-active k3s"), "active\n");
+    assert_eq!(
+        ssh_ok(&lab, "server1", "systemctl is-active k3s"),
+        "active\n"
+    );
     assert!(ssh_ok(&lab, "server1", "cat /run/rvlab/modprobe.log").contains("br_netfilter"));
     let v = ssh_ok(&lab, "server1", "k3s --version");
     assert!(v.starts_with("k3s version v1."), "{v}");
 
-    let token = std::fs::read_to_string(lab.b("server1").path("/var/lib/rancher/k3s/server/token")).unwrap();
-    let env = format!("K3S_URL=https://{}:6443\nK3S_TOKEN={}\n", lab.b("server1").address(), token.trim());
-    std::fs::write(lab.b("agent1").path("/etc/systemd/system/k3s-agent.service.env"), env).unwrap();
-    std::fs::write(lab.b("agent1").path("/etc/systemd/system/k3s-agent.service"), unit("agent")).unwrap();
+    let token = std::fs::read_to_string(lab.b("server1").path("/var/lib/rancher/k3s/server/token"))
+        .unwrap();
+    let env = format!(
+        "K3S_URL=https://{}:6443\nK3S_TOKEN={}\n",
+        lab.b("server1").address(),
+        token.trim()
+    );
+    std::fs::write(
+        lab.b("agent1")
+            .path("/etc/systemd/system/k3s-agent.service.env"),
+        env,
+    )
+    .unwrap();
+    std::fs::write(
+        lab.b("agent1")
+            .path("/etc/systemd/system/k3s-agent.service"),
+        unit("agent"),
+    )
+    .unwrap();
     ssh_ok(&lab, "agent1", "systemctl enable --now k3s-agent");
     wait_for("both nodes in `kubectl get nodes`", || {
         let (code, out, _) = ssh(&lab, "server1", "k3s kubectl get nodes");

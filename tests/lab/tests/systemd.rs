@@ -32,7 +32,11 @@ fn write_unit(lab: &Lab, board: &str, name: &str, text: &str) {
 fn lifecycle_enable_now_restart_stop_disable() {
     let lab = Lab::builder().board("s1", Role::Server).start().unwrap();
     write_unit(&lab, "s1", "demo.service", DEMO_UNIT);
-    ssh_ok(&lab, "s1", "umask 077; echo 'TOKEN=\"s3cret\"' > /etc/systemd/system/demo.service.env");
+    ssh_ok(
+        &lab,
+        "s1",
+        "umask 077; echo 'TOKEN=\"s3cret\"' > /etc/systemd/system/demo.service.env",
+    );
 
     let (code, out, err) = ssh(&lab, "s1", "systemctl is-enabled demo");
     assert_eq!((code, out.as_str()), (1, "disabled\n"), "{err}");
@@ -40,8 +44,15 @@ fn lifecycle_enable_now_restart_stop_disable() {
 
     let (code, _, err) = ssh(&lab, "s1", "systemctl enable --now demo.service");
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("Created symlink /etc/systemd/system/multi-user.target.wants/demo.service"), "{err}");
-    assert!(lab.b("s1").path("/etc/systemd/system/multi-user.target.wants/demo.service").is_symlink());
+    assert!(
+        err.contains("Created symlink /etc/systemd/system/multi-user.target.wants/demo.service"),
+        "{err}"
+    );
+    assert!(
+        lab.b("s1")
+            .path("/etc/systemd/system/multi-user.target.wants/demo.service")
+            .is_symlink()
+    );
     assert_eq!(ssh_ok(&lab, "s1", "systemctl is-enabled demo"), "enabled\n");
     assert_eq!(ssh_ok(&lab, "s1", "systemctl is-active demo"), "active\n");
     assert_eq!(ssh_ok(&lab, "s1", "cat /run/demo-pre"), "pre-ran\n");
@@ -51,11 +62,21 @@ fn lifecycle_enable_now_restart_stop_disable() {
     assert_eq!(starts[0].kind, StartKind::Start);
     let pid1 = starts[0].pid;
     let log = ssh_ok(&lab, "s1", "journalctl -u demo --no-pager");
-    assert!(log.contains("greeting=hello world second=2 token=s3cret args=2"), "{log}");
-    assert!(log.contains("Started demo.service - Demo service."), "{log}");
+    assert!(
+        log.contains("greeting=hello world second=2 token=s3cret args=2"),
+        "{log}"
+    );
+    assert!(
+        log.contains("Started demo.service - Demo service."),
+        "{log}"
+    );
     let status = ssh(&lab, "s1", "systemctl status demo");
     assert_eq!(status.0, 0);
-    assert!(status.1.contains("Active: active (running)"), "{}", status.1);
+    assert!(
+        status.1.contains("Active: active (running)"),
+        "{}",
+        status.1
+    );
     assert!(status.1.contains("; enabled; "), "{}", status.1);
 
     // start on an active unit starts nothing.
@@ -68,14 +89,35 @@ fn lifecycle_enable_now_restart_stop_disable() {
     assert_eq!(starts[1].kind, StartKind::Restart);
     assert_ne!(starts[1].pid, pid1);
     assert!(starts[1].at >= starts[0].at);
-    assert_eq!(lab.b("s1").exec_inside(&format!("kill -0 {pid1}")).unwrap().status.code(), Some(1));
+    assert_eq!(
+        lab.b("s1")
+            .exec_inside(&format!("kill -0 {pid1}"))
+            .unwrap()
+            .status
+            .code(),
+        Some(1)
+    );
     let pid2 = starts[1].pid;
-    assert_eq!(lab.b("s1").exec_inside(&format!("kill -0 {pid2}")).unwrap().status.code(), Some(0));
+    assert_eq!(
+        lab.b("s1")
+            .exec_inside(&format!("kill -0 {pid2}"))
+            .unwrap()
+            .status
+            .code(),
+        Some(0)
+    );
 
     ssh_ok(&lab, "s1", "systemctl stop demo");
     let (code, out, _) = ssh(&lab, "s1", "systemctl is-active demo");
     assert_eq!((code, out.as_str()), (3, "inactive\n"));
-    assert_eq!(lab.b("s1").exec_inside(&format!("kill -0 {pid2}")).unwrap().status.code(), Some(1));
+    assert_eq!(
+        lab.b("s1")
+            .exec_inside(&format!("kill -0 {pid2}"))
+            .unwrap()
+            .status
+            .code(),
+        Some(1)
+    );
     // Stopping is not a crash: Restart=always does not bring it back.
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(lab.b("s1").service_starts("demo").len(), 2);
@@ -84,7 +126,14 @@ fn lifecycle_enable_now_restart_stop_disable() {
     assert_eq!(code, 0);
     assert!(err.contains("Removed"), "{err}");
     assert_eq!(ssh(&lab, "s1", "systemctl is-enabled demo").1, "disabled\n");
-    assert_eq!(ssh_ok(&lab, "s1", "systemctl show demo -p ActiveState,UnitFileState"), "ActiveState=inactive\nUnitFileState=disabled\n");
+    assert_eq!(
+        ssh_ok(
+            &lab,
+            "s1",
+            "systemctl show demo -p ActiveState,UnitFileState"
+        ),
+        "ActiveState=inactive\nUnitFileState=disabled\n"
+    );
 }
 
 #[test]
@@ -93,24 +142,51 @@ fn unknown_units_and_failing_prestart_or_envfile() {
     let (code, out, err) = ssh(&lab, "s1", "systemctl is-enabled nosuch");
     assert_ne!(code, 0);
     assert_eq!(out, "");
-    assert!(err.contains("Failed to get unit file state for nosuch.service: No such file or directory"), "{err}");
+    assert!(
+        err.contains("Failed to get unit file state for nosuch.service: No such file or directory"),
+        "{err}"
+    );
     let (code, _, err) = ssh(&lab, "s1", "systemctl start nosuch");
     assert_eq!(code, 5);
     assert!(err.contains("Unit nosuch.service not found."), "{err}");
-    assert_eq!(ssh(&lab, "s1", "systemctl is-active nosuch").1, "inactive\n");
+    assert_eq!(
+        ssh(&lab, "s1", "systemctl is-active nosuch").1,
+        "inactive\n"
+    );
 
-    write_unit(&lab, "s1", "pre.service", "[Service]\nExecStartPre=/bin/false\nExecStart=/bin/sleep 1000\n");
+    write_unit(
+        &lab,
+        "s1",
+        "pre.service",
+        "[Service]\nExecStartPre=/bin/false\nExecStart=/bin/sleep 1000\n",
+    );
     let (code, _, err) = ssh(&lab, "s1", "systemctl start pre");
     assert_eq!(code, 1);
-    assert!(err.contains("Job for pre.service failed because the control process exited with error code."), "{err}");
+    assert!(
+        err.contains(
+            "Job for pre.service failed because the control process exited with error code."
+        ),
+        "{err}"
+    );
     let (code, out, _) = ssh(&lab, "s1", "systemctl is-active pre");
     assert_eq!((code, out.as_str()), (3, "failed\n"));
     assert!(lab.b("s1").service_starts("pre").is_empty());
-    assert!(ssh_ok(&lab, "s1", "journalctl -u pre").contains("Control process exited, code=exited, status=1/FAILURE"));
+    assert!(
+        ssh_ok(&lab, "s1", "journalctl -u pre")
+            .contains("Control process exited, code=exited, status=1/FAILURE")
+    );
 
-    write_unit(&lab, "s1", "envf.service", "[Service]\nEnvironmentFile=/etc/nope.env\nExecStart=/bin/sleep 1000\n");
+    write_unit(
+        &lab,
+        "s1",
+        "envf.service",
+        "[Service]\nEnvironmentFile=/etc/nope.env\nExecStart=/bin/sleep 1000\n",
+    );
     assert_eq!(ssh(&lab, "s1", "systemctl start envf").0, 1);
-    assert!(ssh_ok(&lab, "s1", "journalctl -u envf -o cat").contains("Failed to load environment files"));
+    assert!(
+        ssh_ok(&lab, "s1", "journalctl -u envf -o cat")
+            .contains("Failed to load environment files")
+    );
 
     // A unit without [Install] is static.
     assert_eq!(ssh_ok(&lab, "s1", "systemctl is-enabled pre"), "static\n");
@@ -119,17 +195,25 @@ fn unknown_units_and_failing_prestart_or_envfile() {
 #[test]
 fn changed_unit_needs_daemon_reload() {
     let lab = Lab::builder().board("s1", Role::Server).start().unwrap();
-    let unit = |v: &str| format!("[Service]\nExecStart=/bin/sh -c 'echo version={v}; exec sleep 100000'\n");
+    let unit = |v: &str| {
+        format!("[Service]\nExecStart=/bin/sh -c 'echo version={v}; exec sleep 100000'\n")
+    };
     write_unit(&lab, "s1", "app.service", &unit("one"));
     ssh_ok(&lab, "s1", "systemctl daemon-reload && systemctl start app");
     write_unit(&lab, "s1", "app.service", &unit("two"));
 
     let (code, _, err) = ssh(&lab, "s1", "systemctl restart app");
     assert_eq!(code, 0);
-    assert!(err.contains("changed on disk. Run 'systemctl daemon-reload' to reload units."), "{err}");
+    assert!(
+        err.contains("changed on disk. Run 'systemctl daemon-reload' to reload units."),
+        "{err}"
+    );
     let (_, status, _) = ssh(&lab, "s1", "systemctl status app");
     assert!(status.contains("changed on disk"), "{status}");
-    assert_eq!(ssh_ok(&lab, "s1", "systemctl show app -p NeedDaemonReload --value"), "yes\n");
+    assert_eq!(
+        ssh_ok(&lab, "s1", "systemctl show app -p NeedDaemonReload --value"),
+        "yes\n"
+    );
     // The OLD definition ran again.
     let log = ssh_ok(&lab, "s1", "journalctl -u app -o cat");
     assert_eq!(log.matches("version=one").count(), 2, "{log}");
@@ -154,16 +238,31 @@ fn restart_always_brings_a_crashed_service_back() {
     );
     ssh_ok(&lab, "s1", "systemctl start crashy");
     wait_for("two automatic restarts", || {
-        lab.b("s1").service_starts("crashy").iter().filter(|s| s.kind == StartKind::AutoRestart).count() >= 2
+        lab.b("s1")
+            .service_starts("crashy")
+            .iter()
+            .filter(|s| s.kind == StartKind::AutoRestart)
+            .count()
+            >= 2
     });
-    let n: u32 = ssh_ok(&lab, "s1", "systemctl show crashy -p NRestarts --value").trim().parse().unwrap();
+    let n: u32 = ssh_ok(&lab, "s1", "systemctl show crashy -p NRestarts --value")
+        .trim()
+        .parse()
+        .unwrap();
     assert!(n >= 2);
-    assert!(lab.b("s1").journal("crashy").contains("Scheduled restart job, restart counter is at"));
+    assert!(
+        lab.b("s1")
+            .journal("crashy")
+            .contains("Scheduled restart job, restart counter is at")
+    );
     ssh_ok(&lab, "s1", "systemctl stop crashy");
     let after = lab.b("s1").service_starts("crashy").len();
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(lab.b("s1").service_starts("crashy").len(), after);
-    assert_eq!(ssh(&lab, "s1", "systemctl is-active crashy").1, "inactive\n");
+    assert_eq!(
+        ssh(&lab, "s1", "systemctl is-active crashy").1,
+        "inactive\n"
+    );
 }
 
 #[test]
@@ -176,11 +275,20 @@ fn type_notify_start_waits_for_ready() {
         "[Service]\nType=notify\nExecStart=/bin/sh -c 'sleep 0.4; echo ok > /run/ready-marker; echo READY=1 | socat -u - UNIX-SENDTO:$NOTIFY_SOCKET; exec sleep 100000'\n",
     );
     let t = std::time::Instant::now();
-    ssh_ok(&lab, "s1", "systemctl start ready && cat /run/ready-marker && systemctl is-active ready");
+    ssh_ok(
+        &lab,
+        "s1",
+        "systemctl start ready && cat /run/ready-marker && systemctl is-active ready",
+    );
     assert!(t.elapsed() >= std::time::Duration::from_millis(400));
     assert!(lab.b("s1").path("/run/ready-marker").exists());
 
-    write_unit(&lab, "s1", "never.service", "[Service]\nType=notify\nExecStart=/bin/sh -c 'exit 4'\n");
+    write_unit(
+        &lab,
+        "s1",
+        "never.service",
+        "[Service]\nType=notify\nExecStart=/bin/sh -c 'exit 4'\n",
+    );
     let (code, _, err) = ssh(&lab, "s1", "systemctl start never");
     assert_eq!(code, 1, "{err}");
     assert_eq!(ssh(&lab, "s1", "systemctl is-active never").1, "failed\n");

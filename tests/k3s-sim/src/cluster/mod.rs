@@ -67,6 +67,8 @@ pub struct Pod {
     pub containers: Vec<(String, String)>,
     #[serde(default)]
     pub init_containers: Vec<(String, String)>,
+    #[serde(default)]
+    pub pull_policy: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
     pub restart_policy: String,
     pub template_hash: String,
@@ -86,6 +88,9 @@ impl Pod {
             return "Running";
         }
         "Pending"
+    }
+    pub fn pull_policy_of(&self, container: &str, image: &str) -> String {
+        crate::manifests::effective_pull_policy(image, self.pull_policy.get(container).map(String::as_str))
     }
     pub fn ready(&self) -> bool {
         !self.status.containers.is_empty() && self.status.containers.iter().all(|c| c.ready)
@@ -300,6 +305,7 @@ impl State {
             created_ms: now,
             containers: w.spec.containers.clone(),
             init_containers: w.spec.init_containers.clone(),
+            pull_policy: w.spec.pull_policy.clone(),
             labels,
             restart_policy: w.spec.restart_policy.clone(),
             template_hash: hash.to_string(),
@@ -352,7 +358,7 @@ impl State {
         let snapshot: Vec<Workload> = self.workloads.values().cloned().collect();
         for w in snapshot {
             let key = w.key();
-            let hash = hash_suffix(&serde_json::to_string(&(&w.spec.containers, &w.spec.init_containers)).unwrap_or_default(), 10);
+            let hash = hash_suffix(&serde_json::to_string(&(&w.spec.containers, &w.spec.init_containers, &w.spec.pull_policy)).unwrap_or_default(), 10);
             match w.spec.kind.as_str() {
                 "Deployment" => {
                     // replace pods of an older template (rolling update collapsed to one step)
@@ -422,6 +428,7 @@ impl State {
             name: name.into(),
             containers,
             init_containers: vec![],
+            pull_policy: BTreeMap::new(),
             replicas: 1,
             labels: BTreeMap::from([("app".to_string(), name.to_string())]),
             node_name: None,
@@ -550,7 +557,7 @@ pub fn pod_json(p: &Pod) -> Value {
         };
         m["ownerReferences"] = json!([{"apiVersion": api, "kind": p.owner_kind, "name": p.owner_name, "uid": crate::util::sha256_hex(p.workload.as_bytes())[..36].to_string(), "controller": true, "blockOwnerDeletion": true}]);
     }
-    let spec_c = |list: &Vec<(String, String)>| -> Vec<Value> { list.iter().map(|(n, i)| json!({"name": n, "image": i, "imagePullPolicy": if i.ends_with(":latest") || !i.rsplit('/').next().unwrap_or("").contains(':') {"Always"} else {"IfNotPresent"}, "resources": {}, "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"})).collect() };
+    let spec_c = |list: &Vec<(String, String)>| -> Vec<Value> { list.iter().map(|(n, i)| json!({"name": n, "image": i, "imagePullPolicy": p.pull_policy_of(n, i), "resources": {}, "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"})).collect() };
     let containers = spec_c(&p.containers);
     let init_spec = spec_c(&p.init_containers);
     let phase = p.phase();

@@ -18,6 +18,11 @@ pub struct PodAssignment {
     pub containers: Vec<(String, String)>,
     #[serde(default)]
     pub init_containers: Vec<(String, String)>,
+    /// containers whose imagePullPolicy is Always (pulled even when present) / Never
+    #[serde(default)]
+    pub pull_always: Vec<String>,
+    #[serde(default)]
+    pub pull_never: Vec<String>,
     pub is_job: bool,
     pub prev: PodStatus,
 }
@@ -142,10 +147,10 @@ impl Kubelet {
 
     /// Ensure an image is present. Ok(true) if it was pulled now, Ok(false) if already present.
     /// Err((in_backoff, error)).
-    fn ensure(&mut self, image: &str, now: u64, tried: &mut HashMap<String, Result<(), PullError>>) -> Result<bool, (bool, PullError)> {
+    fn ensure(&mut self, image: &str, now: u64, tried: &mut HashMap<String, Result<(), PullError>>, always: bool) -> Result<bool, (bool, PullError)> {
         let r = ImageRef::parse(image).map_err(|e| (false, PullError { message: e, code: "InvalidArgument" }))?;
         let full = r.to_string();
-        if self.store.contains_key(&full) {
+        if self.store.contains_key(&full) && !always {
             return Ok(false);
         }
         if let Some(prev) = tried.get(&full) {
@@ -187,7 +192,7 @@ impl Kubelet {
             let mut st = a.prev.clone();
             // sandbox
             if !st.sandbox_ready {
-                match self.ensure(&self.pause_image.clone(), now, &mut tried) {
+                match self.ensure(&self.pause_image.clone(), now, &mut tried, false) {
                     Ok(_) => {
                         st.sandbox_ready = true;
                         st.start_ms.get_or_insert(now);
@@ -277,10 +282,19 @@ impl Kubelet {
             CState::Waiting { .. } => {
                 let full = ImageRef::parse(image).map(|r| r.to_string()).unwrap_or(image.to_string());
                 let was_present = self.store.contains_key(&full);
-                if !was_present && !matches!(self.backoff.get(&full), Some(b) if now < b.next_ms) && !tried.contains_key(&full) {
+                let always = a.pull_always.iter().any(|c| c == cname);
+                if a.pull_never.iter().any(|c| c == cname) && !was_present {
+                    events.push(self.ev(a, "ErrImageNeverPull", format!("Container image \"{image}\" is not present with pull policy of Never"), true));
+                    cs.state = CState::Waiting {
+                        reason: "ErrImageNeverPull".into(),
+                        message: Some(format!("Container image \"{image}\" is not present with pull policy of Never")),
+                    };
+                    return cs;
+                }
+                if (!was_present || always) && !matches!(self.backoff.get(&full), Some(b) if now < b.next_ms) && !tried.contains_key(&full) {
                     events.push(self.ev(a, "Pulling", format!("Pulling image \"{image}\""), false));
                 }
-                match self.ensure(image, now, tried) {
+                match self.ensure(image, now, tried, always && !a.pull_never.iter().any(|c| c == cname)) {
                     Ok(pulled_now) => {
                         let p = self.store.get(&full).cloned();
                         if pulled_now {

@@ -16,6 +16,9 @@ pub struct WorkloadSpec {
     pub containers: Vec<(String, String)>,
     #[serde(default)]
     pub init_containers: Vec<(String, String)>,
+    /// explicit imagePullPolicy per container name
+    #[serde(default)]
+    pub pull_policy: BTreeMap<String, String>,
     pub replicas: u32,
     pub labels: BTreeMap<String, String>,
     pub node_name: Option<String>,
@@ -123,6 +126,22 @@ fn containers(pod_spec: &Value, key: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Kubernetes' effective imagePullPolicy: the explicit one, else Always for `:latest` or no tag
+/// (and no digest), else IfNotPresent.
+pub fn effective_pull_policy(image: &str, explicit: Option<&str>) -> String {
+    if let Some(p) = explicit {
+        return p.to_string();
+    }
+    if image.contains('@') {
+        return "IfNotPresent".into();
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.rsplit_once(':') {
+        Some((_, "latest")) | None => "Always".into(),
+        Some(_) => "IfNotPresent".into(),
+    }
+}
+
 /// Parse all objects of a manifest file into workloads. Unknown kinds are accepted and ignored.
 pub fn parse(text: &str, origin: &str, helm_image: &str) -> Result<Vec<WorkloadSpec>, String> {
     let docs: Vec<Value> = if origin.ends_with(".json") {
@@ -152,6 +171,7 @@ pub fn parse(text: &str, origin: &str, helm_image: &str) -> Result<Vec<WorkloadS
             name,
             containers: vec![],
             init_containers: vec![],
+            pull_policy: BTreeMap::new(),
             replicas: 1,
             labels: BTreeMap::new(),
             node_name: None,
@@ -200,6 +220,13 @@ pub fn parse(text: &str, origin: &str, helm_image: &str) -> Result<Vec<WorkloadS
         }
         w.containers = containers(&pod_spec, "containers");
         w.init_containers = containers(&pod_spec, "initContainers");
+        for key in ["containers", "initContainers"] {
+            for c in pod_spec[key].as_array().into_iter().flatten() {
+                if let (Some(n), Some(p)) = (c["name"].as_str(), c["imagePullPolicy"].as_str()) {
+                    w.pull_policy.insert(n.to_string(), p.to_string());
+                }
+            }
+        }
         w.node_name = pod_spec["nodeName"].as_str().map(str::to_string);
         w.node_selector_host = pod_spec["nodeSelector"]["kubernetes.io/hostname"].as_str().map(str::to_string);
         w.restart_policy = pod_spec["restartPolicy"].as_str().unwrap_or(if kind == "Job" { "OnFailure" } else { "Always" }).to_string();
@@ -239,5 +266,11 @@ mod tests {
         assert_eq!(w[1].lb_ports, vec![8080]);
         assert_eq!(w[2].restart_policy, "Never");
         assert_eq!(addon_name("metrics-server/metrics-server-deployment.yaml"), "metrics-server-deployment");
+        assert_eq!(effective_pull_policy("redis", None), "Always");
+        assert_eq!(effective_pull_policy("127.0.0.1:5000/redis", None), "Always");
+        assert_eq!(effective_pull_policy("riscv64/redis:latest", None), "Always");
+        assert_eq!(effective_pull_policy("riscv64/redis:1.1", None), "IfNotPresent");
+        assert_eq!(effective_pull_policy("redis@sha256:00", None), "IfNotPresent");
+        assert_eq!(effective_pull_policy("redis", Some("Never")), "Never");
     }
 }

@@ -198,6 +198,8 @@ pub fn assignments_for(st: &State, node: &str) -> Vec<PodAssignment> {
             uid: p.uid.clone(),
             containers: p.containers.clone(),
             init_containers: p.init_containers.clone(),
+            pull_always: p.containers.iter().chain(&p.init_containers).filter(|(n, i)| p.pull_policy_of(n, i) == "Always").map(|(n, _)| n.clone()).collect(),
+            pull_never: p.containers.iter().chain(&p.init_containers).filter(|(n, i)| p.pull_policy_of(n, i) == "Never").map(|(n, _)| n.clone()).collect(),
             is_job: p.owner_kind == "Job",
             prev: p.status.clone(),
         })

@@ -355,5 +355,13 @@ mod tests {
         assert!(has("rancher/local-path-provisioner:v0.0.32"));
         assert!(has("riscv64/redis:latest"));
         assert!(!has("library/redis:latest"));
+        assert!(has("library/busybox:1.37.0"));
+        // every system image of every known release has a riscv64 community port
+        for r in crate::release::all() {
+            for k in ["pause", "coredns", "local-storage", "local-storage-helper", "metrics-server", "helm", "traefik", "servicelb"] {
+                let port = r.get(k).replacen("rancher/", "rvlabports/", 1);
+                assert!(has(&port), "{port}");
+            }
+        }
     }
 }

@@ -26,7 +26,9 @@ pub struct AddrBlock {
 
 /// The `attempt`-th candidate block for a process and counter: (A, B) of 127.A.B.0/24.
 pub fn candidate(pid: u32, counter: u32, attempt: u32) -> (u8, u8) {
-    let start = pid.wrapping_mul(97).wrapping_add(counter.wrapping_mul(7919));
+    let start = pid
+        .wrapping_mul(97)
+        .wrapping_add(counter.wrapping_mul(7919));
     let idx = start.wrapping_add(attempt.wrapping_mul(4099)) % BLOCKS;
     ((FIRST_A + idx / 256) as u8, (idx % 256) as u8)
 }
@@ -43,7 +45,8 @@ impl AddrBlock {
             let path = locks.join(format!("127.{a}.{b}.lock"));
             let file = File::create(&path).ctx(|| format!("creating {}", path.display()))?;
             // SAFETY: flock on a valid, owned file descriptor.
-            let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+            let locked =
+                unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
             if !locked {
                 continue;
             }
@@ -64,6 +67,32 @@ impl AddrBlock {
     pub fn prefix(&self) -> String {
         format!("127.{}.{}", self.a, self.b)
     }
+}
+
+/// Removes the directories of labs whose owner process is gone (its lock is free again); their
+/// processes already died with the owner (lifeline). Returns the removed directories.
+pub fn sweep_stale(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return removed;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("127.") || !e.path().is_dir() {
+            continue;
+        }
+        let lock = root.join("locks").join(format!("{name}.lock"));
+        let Ok(file) = File::create(&lock) else {
+            continue;
+        };
+        // SAFETY: flock on a valid, owned file descriptor.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0
+            && std::fs::remove_dir_all(e.path()).is_ok()
+        {
+            removed.push(e.path());
+        }
+    }
+    removed
 }
 
 /// Whether someone outside our locking scheme already listens in the block.
@@ -87,6 +116,19 @@ mod tests {
             assert_ne!(candidate(pid, 0, 0), candidate(pid, 1, 0));
             assert_ne!(candidate(pid, 0, 0), candidate(pid, 0, 1));
         }
+    }
+
+    #[test]
+    fn stale_lab_dirs_are_swept_but_locked_ones_stay() {
+        let dir = std::env::temp_dir().join(format!("rvlab-sweep-test-{}", std::process::id()));
+        let held = AddrBlock::claim(&dir).unwrap();
+        std::fs::create_dir_all(dir.join(held.prefix()).join("boards")).unwrap();
+        std::fs::create_dir_all(dir.join("127.250.1").join("boards")).unwrap();
+        let removed = sweep_stale(&dir);
+        assert_eq!(removed, vec![dir.join("127.250.1")]);
+        assert!(dir.join(held.prefix()).exists());
+        drop(held);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -1,48 +1,128 @@
-//! Locating (and if needed building) the simulated k3s binary from tests/k3s-sim, which
-//! rvcluster installs on the boards as "the k3s binary". Owns no files; may run `cargo build`.
+//! Locating (and if needed building) workspace binaries the lab runs: the simulated k3s from
+//! tests/k3s-sim (which rvcluster installs on the boards as "the k3s binary") and rvcluster
+//! itself (for `lab demo`). Owns no files; may run `cargo build`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use crate::error::{LabError, Result};
 
-/// The cargo target directory of the running executable (`<target>/debug/deps/x` or `<target>/debug/x`).
+/// The profile directory of the running executable (`<target>/debug` for `<target>/debug/deps/x`).
 fn target_profile_dir() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
-    if dir.file_name().is_some_and(|n| n == "deps") { dir.parent().map(Path::to_path_buf) } else { Some(dir.to_path_buf()) }
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().map(Path::to_path_buf)
+    } else {
+        Some(dir.to_path_buf())
+    }
 }
 
-/// Path of the simulated `k3s` binary: `$RVLAB_K3S_BIN`, else `k3s` in the running executable's
-/// target directory, else built there with `cargo build -p k3s-sim --bin k3s` (once per process).
-pub fn k3s_sim_binary() -> Result<PathBuf> {
-    static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    if let Some(p) = std::env::var_os("RVLAB_K3S_BIN") {
+/// `cargo build` arguments for one binary of the workspace into `target`.
+pub fn build_args(
+    package: &str,
+    bin: &str,
+    manifest: &Path,
+    target: &Path,
+    release: bool,
+) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "build",
+        "--quiet",
+        "-p",
+        package,
+        "--bin",
+        bin,
+        "--manifest-path",
+    ]
+    .map(String::from)
+    .into();
+    v.push(manifest.display().to_string());
+    v.push("--target-dir".into());
+    v.push(target.display().to_string());
+    if release {
+        v.push("--release".into());
+    }
+    v
+}
+
+/// Binary `bin` of workspace package `package`: `$env_var` if set, else next to the running
+/// executable, else built there with cargo (once per process).
+pub fn workspace_binary(package: &str, bin: &str, env_var: &str) -> Result<PathBuf> {
+    static BUILT: Mutex<BTreeMap<String, std::result::Result<PathBuf, String>>> =
+        Mutex::new(BTreeMap::new());
+    if let Some(p) = std::env::var_os(env_var) {
         return Ok(PathBuf::from(p));
     }
-    BUILT
-        .get_or_init(|| {
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let r = built
+        .entry(bin.to_string())
+        .or_insert_with(|| {
             let dir = target_profile_dir().ok_or("cannot locate the target directory")?;
-            let bin = dir.join("k3s");
-            if bin.exists() {
-                return Ok(bin);
+            let path = dir.join(bin);
+            if path.exists() {
+                return Ok(path);
             }
             let target = dir.parent().ok_or("cannot locate the target directory")?;
             let release = dir.file_name().is_some_and(|n| n == "release");
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../k3s-sim/Cargo.toml");
-            let mut c = Command::new(cargo);
-            c.args(["build", "--quiet", "--bin", "k3s", "--manifest-path"]).arg(&manifest).arg("--target-dir").arg(target);
-            if release {
-                c.arg("--release");
+            let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
+            let st = Command::new(cargo)
+                .args(build_args(package, bin, &manifest, target, release))
+                .status()
+                .map_err(|e| format!("running cargo: {e}"))?;
+            if !st.success() || !path.exists() {
+                return Err(format!(
+                    "`cargo build -p {package} --bin {bin}` failed ({st})"
+                ));
             }
-            let st = c.status().map_err(|e| format!("running cargo: {e}"))?;
-            if !st.success() || !bin.exists() {
-                return Err(format!("`cargo build -p k3s-sim --bin k3s` failed ({st})"));
-            }
-            Ok(bin)
+            Ok(path)
         })
-        .clone()
-        .map_err(|e| LabError::Missing { what: format!("the simulated k3s binary: {e}"), fix: "cargo build -p k3s-sim --bin k3s, or set RVLAB_K3S_BIN".into() })
+        .clone();
+    r.map_err(|e| LabError::Missing {
+        what: format!("the `{bin}` binary: {e}"),
+        fix: format!("cargo build -p {package} --bin {bin}, or set {env_var}"),
+    })
+}
+
+/// The simulated `k3s` (`$RVLAB_K3S_BIN` overrides).
+pub fn k3s_sim_binary() -> Result<PathBuf> {
+    workspace_binary("k3s-sim", "k3s", "RVLAB_K3S_BIN")
+}
+
+/// `rvcluster` (`$RVLAB_RVCLUSTER_BIN` overrides).
+pub fn rvcluster_binary() -> Result<PathBuf> {
+    workspace_binary("rvcluster", "rvcluster", "RVLAB_RVCLUSTER_BIN")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_args_name_package_bin_and_target() {
+        let a = build_args(
+            "k3s-sim",
+            "k3s",
+            Path::new("/w/Cargo.toml"),
+            Path::new("/t"),
+            false,
+        );
+        assert_eq!(
+            a.join(" "),
+            "build --quiet -p k3s-sim --bin k3s --manifest-path /w/Cargo.toml --target-dir /t"
+        );
+        assert!(
+            build_args(
+                "rvcluster",
+                "rvcluster",
+                Path::new("/w/Cargo.toml"),
+                Path::new("/t"),
+                true
+            )
+            .ends_with(&["--release".to_string()])
+        );
+    }
 }

@@ -52,6 +52,8 @@ pub(crate) struct BoardSetup {
     pub client_pubkey: String,
     /// Files written into the board at every (re)flash: (absolute board path, content).
     pub lab_files: Vec<(String, String)>,
+    /// A non-root login user with passwordless `sudo -n`, if any.
+    pub sudo_user: Option<String>,
 }
 
 /// A running emulated board.
@@ -91,16 +93,24 @@ pub fn sshd_config(addr: Ipv4Addr, port: u16) -> String {
 pub fn host_path(dir: &Path, p: &str) -> PathBuf {
     let rel = p.trim_start_matches('/');
     let (first, rest) = rel.split_once('/').unwrap_or((rel, ""));
-    let join = |base: PathBuf, rest: &str| if rest.is_empty() { base } else { base.join(rest) };
-    match first {
-        "var" if rest == "run" || rest.starts_with("run/") => {
-            join(dir.join("run"), rest.trim_start_matches("run").trim_start_matches('/'))
+    let join = |base: PathBuf, rest: &str| {
+        if rest.is_empty() {
+            base
+        } else {
+            base.join(rest)
         }
+    };
+    match first {
+        "var" if rest == "run" || rest.starts_with("run/") => join(
+            dir.join("run"),
+            rest.trim_start_matches("run").trim_start_matches('/'),
+        ),
         "run" => join(dir.join("run"), rest),
         "tmp" => join(dir.join("tmp"), rest),
-        "usr" if rest == "local" || rest.starts_with("local/") => {
-            join(dir.join("usr-local"), rest.trim_start_matches("local").trim_start_matches('/'))
-        }
+        "usr" if rest == "local" || rest.starts_with("local/") => join(
+            dir.join("usr-local"),
+            rest.trim_start_matches("local").trim_start_matches('/'),
+        ),
         f if OVERLAYS.contains(&f) || FRESH.contains(&f) => join(dir.join("upper").join(f), rest),
         _ => PathBuf::from("/").join(rel),
     }
@@ -111,21 +121,102 @@ fn write_file(path: &Path, content: &str, mode: u32) -> Result<()> {
         std::fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
     }
     std::fs::write(path, content).ctx(|| format!("writing {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).ctx(|| format!("chmod {}", path.display()))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .ctx(|| format!("chmod {}", path.display()))
 }
 
 fn mkdir_mode(path: &Path, mode: u32) -> Result<()> {
     std::fs::create_dir_all(path).ctx(|| format!("creating {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).ctx(|| format!("chmod {}", path.display()))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .ctx(|| format!("chmod {}", path.display()))
+}
+
+/// The first uid >= 1000 that the host's /etc/passwd does not use.
+pub fn free_uid(passwd: &str) -> u32 {
+    let used: Vec<u32> = passwd
+        .lines()
+        .filter_map(|l| l.split(':').nth(2)?.parse().ok())
+        .collect();
+    (1000..60000).find(|u| !used.contains(u)).unwrap_or(60000)
+}
+
+/// The lines that add login user `user` (uid = gid = `uid`): (passwd, group, shadow, sudoers).
+pub fn user_lines(user: &str, uid: u32) -> [String; 4] {
+    [
+        format!("{user}:x:{uid}:{uid}:rvlab user:/home/{user}:/bin/bash\n"),
+        format!("{user}:x:{uid}:\n"),
+        // `*`: no password, but not locked (sshd refuses `!` accounts for key logins too).
+        format!("{user}:*:19000:0:99999:7:::\n"),
+        format!("{user} ALL=(ALL) NOPASSWD: ALL\n"),
+    ]
+}
+
+/// Copies a host file of /etc into the board's upper dir with the same mode and owner, plus `extra`.
+fn extend_etc_file(d: &Path, name: &str, extra: &str, mode: Option<u32>) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let host = Path::new("/etc").join(name);
+    let text = std::fs::read_to_string(&host).unwrap_or_default();
+    let meta = std::fs::metadata(&host).ok();
+    let dst = d.join("upper/etc").join(name);
+    let m = mode
+        .or(meta.as_ref().map(|m| m.mode() & 0o7777))
+        .unwrap_or(0o644);
+    write_file(&dst, &format!("{text}{extra}"), m)?;
+    if let Some(meta) = meta {
+        std::os::unix::fs::chown(&dst, Some(meta.uid()), Some(meta.gid()))
+            .ctx(|| format!("chown {}", dst.display()))?;
+    }
+    Ok(())
+}
+
+fn add_sudo_user(d: &Path, user: &str, pubkey: &str) -> Result<()> {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let uid = free_uid(&passwd);
+    let [p, g, sh, su] = user_lines(user, uid);
+    extend_etc_file(d, "passwd", &p, None)?;
+    extend_etc_file(d, "group", &g, None)?;
+    extend_etc_file(d, "shadow", &sh, None)?;
+    write_file(&d.join("upper/etc/sudoers.d/90-rvlab-user"), &su, 0o440)?;
+    let home = d.join("upper/home").join(user);
+    mkdir_mode(&home.join(".ssh"), 0o700)?;
+    write_file(
+        &home.join(".ssh/authorized_keys"),
+        &format!("{}\n", pubkey.trim()),
+        0o600,
+    )?;
+    for f in [".bashrc", ".profile"] {
+        if let Ok(t) = std::fs::read_to_string(Path::new("/etc/skel").join(f)) {
+            write_file(&home.join(f), &t, 0o644)?;
+        }
+    }
+    for p in [
+        home.clone(),
+        home.join(".ssh"),
+        home.join(".ssh/authorized_keys"),
+        home.join(".bashrc"),
+        home.join(".profile"),
+    ] {
+        if p.exists() {
+            std::os::unix::fs::chown(&p, Some(uid), Some(uid))
+                .ctx(|| format!("chown {}", p.display()))?;
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn run(cmd: &mut Command) -> Result<Output> {
     let shown = format!("{cmd:?}");
     let out = cmd.output().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            LabError::Missing { what: format!("{shown}: program not found"), fix: "apt-get install openssh-client openssh-server util-linux".into() }
+            LabError::Missing {
+                what: format!("{shown}: program not found"),
+                fix: "apt-get install openssh-client openssh-server util-linux".into(),
+            }
         } else {
-            LabError::Io { context: shown.clone(), source: e }
+            LabError::Io {
+                context: shown.clone(),
+                source: e,
+            }
         }
     })?;
     if !out.status.success() {
@@ -140,7 +231,12 @@ pub(crate) fn run(cmd: &mut Command) -> Result<Output> {
 
 impl Board {
     pub(crate) fn start(setup: BoardSetup, lifeline: &Lifeline) -> Result<Self> {
-        let mut b = Board { setup, proc: None, host_key: String::new(), generation: 0 };
+        let mut b = Board {
+            setup,
+            proc: None,
+            host_key: String::new(),
+            generation: 0,
+        };
         b.flash()?;
         b.boot(lifeline)?;
         Ok(b)
@@ -184,23 +280,47 @@ impl Board {
             .arg(format!("root@{}", s.name))
             .arg("-f")
             .arg(&key))?;
-        let pubkey = std::fs::read_to_string(key.with_extension("pub")).ctx(|| "reading host key".into())?;
-        self.host_key = pubkey.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
-        write_file(&up("/etc/ssh/sshd_config"), &sshd_config(s.addr, s.port), 0o644)?;
+        let pubkey =
+            std::fs::read_to_string(key.with_extension("pub")).ctx(|| "reading host key".into())?;
+        self.host_key = pubkey
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        write_file(
+            &up("/etc/ssh/sshd_config"),
+            &sshd_config(s.addr, s.port),
+            0o644,
+        )?;
         write_file(&up("/etc/os-release"), &s.flavour.os_release, 0o644)?;
         for (p, c) in &s.flavour.extra_files {
             write_file(&up(p), c, 0o644)?;
         }
         write_file(&up("/etc/hostname"), &format!("{}\n", s.name), 0o644)?;
         let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-        write_file(&up("/etc/hosts"), &format!("{hosts}{} {}\n", s.addr, s.name), 0o644)?;
-        write_file(&up("/etc/rvlab/arch"), &format!("{}\n", s.flavour.arch), 0o644)?;
+        write_file(
+            &up("/etc/hosts"),
+            &format!("{hosts}{} {}\n", s.addr, s.name),
+            0o644,
+        )?;
+        write_file(
+            &up("/etc/rvlab/arch"),
+            &format!("{}\n", s.flavour.arch),
+            0o644,
+        )?;
         for (p, c) in &s.lab_files {
             write_file(&up(p), c, 0o644)?;
         }
         mkdir_mode(&up("/root/.ssh"), 0o700)?;
-        write_file(&up("/root/.ssh/authorized_keys"), &format!("{}\n", s.client_pubkey.trim()), 0o600)?;
+        write_file(
+            &up("/root/.ssh/authorized_keys"),
+            &format!("{}\n", s.client_pubkey.trim()),
+            0o600,
+        )?;
         mkdir_mode(&up("/etc/systemd/system"), 0o755)?;
+        if let Some(u) = &s.sudo_user {
+            add_sudo_user(d, u, &s.client_pubkey)?;
+        }
         self.generation += 1;
         Ok(())
     }
@@ -211,12 +331,21 @@ impl Board {
         let init = init.to_string_lossy().into_owned();
         let envs = [
             ("RVLAB_BOARD_DIR", s.dir.to_string_lossy().into_owned()),
-            ("RVLAB_SUPPORT_DIR", s.support.to_string_lossy().into_owned()),
+            (
+                "RVLAB_SUPPORT_DIR",
+                s.support.to_string_lossy().into_owned(),
+            ),
             ("RVLAB_HOSTNAME", s.name.clone()),
             ("RVLAB_OVERLAYS", OVERLAYS.join(" ")),
             ("RVLAB_FRESH", FRESH.join(" ")),
         ];
-        let proc = NsProcess::spawn(&unshare_args(true), &["/bin/bash", &init], &envs, lifeline, &s.dir.join("console.log"))?;
+        let proc = NsProcess::spawn(
+            &unshare_args(true),
+            &["/bin/bash", &init],
+            &envs,
+            lifeline,
+            &s.dir.join("console.log"),
+        )?;
         self.proc = Some(proc);
         self.wait_ssh()
     }
@@ -234,11 +363,16 @@ impl Board {
             }
             let alive = self.proc.as_mut().is_some_and(|p| p.alive());
             if !alive || Instant::now() > deadline {
-                let console = std::fs::read_to_string(self.setup.dir.join("console.log")).unwrap_or_default();
-                let sshd = std::fs::read_to_string(self.path("/var/log/rvlab/sshd.log")).unwrap_or_default();
+                let console =
+                    std::fs::read_to_string(self.setup.dir.join("console.log")).unwrap_or_default();
+                let sshd = std::fs::read_to_string(self.path("/var/log/rvlab/sshd.log"))
+                    .unwrap_or_default();
                 return Err(LabError::NotReady {
                     what: format!("board {} (sshd on {addr})", self.setup.name),
-                    detail: format!("{}\nconsole:\n{console}\nsshd:\n{sshd}", if alive { "timed out" } else { "board exited" }),
+                    detail: format!(
+                        "{}\nconsole:\n{console}\nsshd:\n{sshd}",
+                        if alive { "timed out" } else { "board exited" }
+                    ),
                 });
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -273,6 +407,10 @@ impl Board {
         };
         format!("{host} {}", self.host_key)
     }
+    /// The non-root login user with passwordless `sudo -n`, if the lab made one.
+    pub fn sudo_user(&self) -> Option<&str> {
+        self.setup.sudo_user.as_deref()
+    }
     /// How many times the board was flashed (1 after start, +1 per reflash).
     pub fn generation(&self) -> u32 {
         self.generation
@@ -295,7 +433,11 @@ impl Board {
         let pid = self.pid1().unwrap_or(0).to_string();
         let mut c = Command::new("nsenter");
         c.args(["-t", &pid, "-m", "-u", "-p", "--", "/usr/bin/env", "-i"])
-            .args(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"])
+            .args([
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "HOME=/root",
+                "LANG=C.UTF-8",
+            ])
             .args(["/bin/sh", "-c", cmd])
             .current_dir("/")
             .stdin(Stdio::null());
@@ -304,7 +446,9 @@ impl Board {
 
     /// Runs `sh -c cmd` inside the board and returns its output whatever the exit status.
     pub fn exec_inside(&self, cmd: &str) -> Result<Output> {
-        self.command_inside(cmd).output().ctx(|| format!("nsenter into {}", self.setup.name))
+        self.command_inside(cmd)
+            .output()
+            .ctx(|| format!("nsenter into {}", self.setup.name))
     }
 
     /// Runs `sh -c cmd` inside the board; its stdout, or an error when it exits non-zero.
@@ -316,14 +460,16 @@ impl Board {
     /// Every start of `unit`'s main process recorded by the board's systemctl.
     pub fn service_starts(&self, unit: &str) -> Vec<ServiceStart> {
         let unit = crate::systemd::unit_name(unit);
-        let text = std::fs::read_to_string(self.path(&format!("/run/rvlab/systemd/starts/{unit}"))).unwrap_or_default();
+        let text = std::fs::read_to_string(self.path(&format!("/run/rvlab/systemd/starts/{unit}")))
+            .unwrap_or_default();
         crate::systemd::parse_starts(&text)
     }
 
     /// The journal of `unit` as `journalctl -u unit` shows it.
     pub fn journal(&self, unit: &str) -> String {
         let unit = crate::systemd::unit_name(unit);
-        std::fs::read_to_string(self.path(&format!("/var/log/rvlab-journal/{unit}.log"))).unwrap_or_default()
+        std::fs::read_to_string(self.path(&format!("/var/log/rvlab-journal/{unit}.log")))
+            .unwrap_or_default()
     }
 
     /// Re-flash: kills everything on the board, wipes its state, new host key; same address and
@@ -331,6 +477,18 @@ impl Board {
     pub fn reflash(&mut self, lifeline: &Lifeline) -> Result<()> {
         self.shutdown();
         self.flash()?;
+        self.boot(lifeline)
+    }
+
+    /// Reboot: kills every process, empties /run and /tmp, keeps everything else (and the host
+    /// key), boots again; units enabled for multi-user.target start as at boot.
+    pub fn reboot(&mut self, lifeline: &Lifeline) -> Result<()> {
+        self.shutdown();
+        for (sub, mode) in [("run", 0o755), ("tmp", 0o1777)] {
+            let p = self.setup.dir.join(sub);
+            std::fs::remove_dir_all(&p).ctx(|| format!("wiping {}", p.display()))?;
+            mkdir_mode(&p, mode)?;
+        }
         self.boot(lifeline)
     }
 
@@ -355,15 +513,40 @@ mod tests {
     #[test]
     fn host_paths_map_into_the_board_dir() {
         let d = Path::new("/L/b");
-        assert_eq!(host_path(d, "/etc/rancher/k3s/config.yaml"), Path::new("/L/b/upper/etc/rancher/k3s/config.yaml"));
-        assert_eq!(host_path(d, "/var/lib/rancher"), Path::new("/L/b/upper/var/lib/rancher"));
+        assert_eq!(
+            host_path(d, "/etc/rancher/k3s/config.yaml"),
+            Path::new("/L/b/upper/etc/rancher/k3s/config.yaml")
+        );
+        assert_eq!(
+            host_path(d, "/var/lib/rancher"),
+            Path::new("/L/b/upper/var/lib/rancher")
+        );
         assert_eq!(host_path(d, "/var/run/x"), Path::new("/L/b/run/x"));
         assert_eq!(host_path(d, "/run/k3s"), Path::new("/L/b/run/k3s"));
-        assert_eq!(host_path(d, "/usr/local/bin/k3s"), Path::new("/L/b/usr-local/bin/k3s"));
+        assert_eq!(
+            host_path(d, "/usr/local/bin/k3s"),
+            Path::new("/L/b/usr-local/bin/k3s")
+        );
         assert_eq!(host_path(d, "/usr/local"), Path::new("/L/b/usr-local"));
         assert_eq!(host_path(d, "/usr/bin/ls"), Path::new("/usr/bin/ls"));
         assert_eq!(host_path(d, "/tmp"), Path::new("/L/b/tmp"));
-        assert_eq!(host_path(d, "/root/.ssh/authorized_keys"), Path::new("/L/b/upper/root/.ssh/authorized_keys"));
+        assert_eq!(
+            host_path(d, "/root/.ssh/authorized_keys"),
+            Path::new("/L/b/upper/root/.ssh/authorized_keys")
+        );
+    }
+
+    #[test]
+    fn sudo_user_lines_and_free_uid() {
+        assert_eq!(
+            free_uid("root:x:0:0::/root:/bin/bash\na:x:1000:1000::/h:/bin/sh\n"),
+            1001
+        );
+        let [p, g, s, su] = user_lines("euler", 1001);
+        assert_eq!(p, "euler:x:1001:1001:rvlab user:/home/euler:/bin/bash\n");
+        assert_eq!(g, "euler:x:1001:\n");
+        assert!(s.starts_with("euler:*:"));
+        assert_eq!(su, "euler ALL=(ALL) NOPASSWD: ALL\n");
     }
 
     #[test]

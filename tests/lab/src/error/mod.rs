@@ -14,7 +14,11 @@ pub enum LabError {
         source: std::io::Error,
     },
     #[error("`{command}` failed ({status}): {stderr}")]
-    Command { command: String, status: String, stderr: String },
+    Command {
+        command: String,
+        status: String,
+        stderr: String,
+    },
     #[error("{what} did not become ready: {detail}")]
     NotReady { what: String, detail: String },
     #[error("no free loopback block for a lab (all candidates locked or in use)")]
@@ -36,6 +40,9 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| LabError::Io { context: context(), source })
+        self.map_err(|source| LabError::Io {
+            context: context(),
+            source,
+        })
     }
 }

@@ -23,7 +23,9 @@ pub const FIRST_BOARD_HOST: u8 = 10;
 
 /// Root of all labs' directories: `$RVLAB_ROOT` or /tmp/rvlab.
 pub fn default_root() -> PathBuf {
-    std::env::var_os("RVLAB_ROOT").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp/rvlab"))
+    std::env::var_os("RVLAB_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/rvlab"))
 }
 
 /// Lines of /etc/rvlab/upstream.conf: `<registry-host> <endpoint-url>`.
@@ -32,7 +34,12 @@ pub fn upstream_conf(hosts: &[String], url: &str) -> String {
 }
 
 /// /etc/rvlab/sim.conf for a board (k3s-sim's knobs, see tests/k3s-sim/src/simconf).
-pub fn sim_conf(ready_delay_ms: u64, node_ip: Ipv4Addr, arch: &str, extra: &[(String, String)]) -> String {
+pub fn sim_conf(
+    ready_delay_ms: u64,
+    node_ip: Ipv4Addr,
+    arch: &str,
+    extra: &[(String, String)],
+) -> String {
     let mut s = format!("ready-delay-ms {ready_delay_ms}\nnode-ip {node_ip}\narch {arch}\n");
     for (k, v) in extra {
         s.push_str(&format!("{k} {v}\n"));
@@ -44,7 +51,8 @@ pub fn sim_conf(ready_delay_ms: u64, node_ip: Ipv4Addr, arch: &str, extra: &[(St
 pub fn valid_board_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 63
-        && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && n.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !n.starts_with('-')
         && !n.ends_with('-')
 }
@@ -55,8 +63,10 @@ pub fn preflight(need_registry: bool) -> Vec<LabError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         v.push(LabError::Missing {
-            what: "the lab needs root (it creates mount, pid and uts namespaces and runs sshd)".into(),
-            fix: "run as root, e.g. `sudo -E env PATH=$PATH cargo test -p rvlab` (CI runs as root)".into(),
+            what: "the lab needs root (it creates mount, pid and uts namespaces and runs sshd)"
+                .into(),
+            fix: "run as root, e.g. `sudo -E env PATH=$PATH cargo test -p rvlab` (CI runs as root)"
+                .into(),
         });
     }
     let tools = [
@@ -69,11 +79,17 @@ pub fn preflight(need_registry: bool) -> Vec<LabError> {
     ];
     for (p, fix) in tools {
         if !Path::new(p).exists() {
-            v.push(LabError::Missing { what: format!("{p} not found"), fix: fix.into() });
+            v.push(LabError::Missing {
+                what: format!("{p} not found"),
+                fix: fix.into(),
+            });
         }
     }
     if need_registry && !Path::new(DOCKER_REGISTRY).exists() {
-        v.push(LabError::Missing { what: format!("{DOCKER_REGISTRY} not found"), fix: "apt-get install docker-registry".into() });
+        v.push(LabError::Missing {
+            what: format!("{DOCKER_REGISTRY} not found"),
+            fix: "apt-get install docker-registry".into(),
+        });
     }
     v
 }
@@ -90,6 +106,7 @@ pub struct LabBuilder {
     root: PathBuf,
     keep: bool,
     seed: bool,
+    sudo_user: Option<String>,
 }
 
 impl Default for LabBuilder {
@@ -104,6 +121,7 @@ impl Default for LabBuilder {
             root: default_root(),
             keep: std::env::var_os("RVLAB_KEEP").is_some(),
             seed: false,
+            sudo_user: None,
         }
     }
 }
@@ -115,7 +133,8 @@ impl LabBuilder {
         I: IntoIterator<Item = (S, Role)>,
         S: Into<String>,
     {
-        self.boards.extend(boards.into_iter().map(|(n, r)| (n.into(), r)));
+        self.boards
+            .extend(boards.into_iter().map(|(n, r)| (n.into(), r)));
         self
     }
     /// Adds one board.
@@ -139,6 +158,11 @@ impl LabBuilder {
         if on {
             self.upstream = true;
         }
+        self
+    }
+    /// Also create login user `name` on every board, with the lab key and passwordless `sudo -n`.
+    pub fn sudo_user(mut self, name: impl Into<String>) -> Self {
+        self.sudo_user = Some(name.into());
         self
     }
     /// The flavour of every board (default openEuler 24.03 riscv64).
@@ -181,16 +205,32 @@ impl LabBuilder {
         let mut seen = std::collections::BTreeSet::new();
         for (n, _) in &self.boards {
             if !valid_board_name(n) {
-                return Err(LabError::Invalid(format!("board name `{n}` is not a hostname (a-z, 0-9, -)")));
+                return Err(LabError::Invalid(format!(
+                    "board name `{n}` is not a hostname (a-z, 0-9, -)"
+                )));
             }
             if !seen.insert(n.clone()) {
                 return Err(LabError::Invalid(format!("board `{n}` given twice")));
+            }
+        }
+        if let Some(u) = &self.sudo_user {
+            if !valid_board_name(u) || u == "root" {
+                return Err(LabError::Invalid(format!(
+                    "user name `{u}` must be a-z, 0-9, - and not root"
+                )));
+            }
+            if !Path::new("/usr/bin/sudo").exists() {
+                return Err(LabError::Missing {
+                    what: "/usr/bin/sudo not found (needed for the sudo user)".into(),
+                    fix: "apt-get install sudo".into(),
+                });
             }
         }
         if self.boards.len() > 200 {
             return Err(LabError::Invalid("at most 200 boards per lab".into()));
         }
         std::fs::create_dir_all(&self.root).ctx(|| format!("creating {}", self.root.display()))?;
+        crate::addr::sweep_stale(&self.root);
         let block = AddrBlock::claim(&self.root)?;
         let dir = self.root.join(block.prefix());
         if dir.exists() {
@@ -211,15 +251,18 @@ impl LabBuilder {
         };
         crate::systemd::install_support(&dir.join("support"))?;
         std::fs::create_dir_all(dir.join("client")).ctx(|| "creating client dir".into())?;
-        run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "rvlab-client", "-f"]).arg(&lab.client_key))?;
-        let client_pubkey =
-            std::fs::read_to_string(lab.client_key.with_extension("pub")).ctx(|| "reading client key".into())?;
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "rvlab-client", "-f"])
+            .arg(&lab.client_key))?;
+        let client_pubkey = std::fs::read_to_string(lab.client_key.with_extension("pub"))
+            .ctx(|| "reading client key".into())?;
         if self.upstream {
             let addr = lab.block.addr(UPSTREAM_HOST);
             let up = Upstream::start(addr, UPSTREAM_PORT, dir.join("upstream"), &lab.lifeline)?;
             if self.seed {
-                lab.seeded = k3s_sim::upstream::seed(&up.url())
-                    .map_err(|e| LabError::Invalid(format!("seeding the upstream registry: {e}")))?;
+                lab.seeded = k3s_sim::upstream::seed(&up.url()).map_err(|e| {
+                    LabError::Invalid(format!("seeding the upstream registry: {e}"))
+                })?;
             }
             lab.upstream = Some(up);
         }
@@ -227,10 +270,18 @@ impl LabBuilder {
             let addr = lab.block.addr(FIRST_BOARD_HOST + i as u8);
             let mut lab_files = vec![(
                 "/etc/rvlab/sim.conf".to_string(),
-                sim_conf(self.ready_delay_ms, addr, &self.flavour.arch, &self.sim_extra),
+                sim_conf(
+                    self.ready_delay_ms,
+                    addr,
+                    &self.flavour.arch,
+                    &self.sim_extra,
+                ),
             )];
             if let Some(up) = &lab.upstream {
-                lab_files.push(("/etc/rvlab/upstream.conf".into(), upstream_conf(&self.upstream_hosts, &up.url())));
+                lab_files.push((
+                    "/etc/rvlab/upstream.conf".into(),
+                    upstream_conf(&self.upstream_hosts, &up.url()),
+                ));
             }
             let setup = BoardSetup {
                 name: name.clone(),
@@ -242,6 +293,7 @@ impl LabBuilder {
                 support: dir.join("support"),
                 client_pubkey: client_pubkey.clone(),
                 lab_files,
+                sudo_user: self.sudo_user.clone(),
             };
             lab.boards.push(Board::start(setup, &lab.lifeline)?);
         }
@@ -286,7 +338,10 @@ impl Lab {
     /// The board named `name`; panics with the known names when there is none (for tests).
     pub fn b(&self, name: &str) -> &Board {
         self.board(name).unwrap_or_else(|| {
-            panic!("no board `{name}` in lab (have {:?})", self.boards.iter().map(|b| b.name()).collect::<Vec<_>>())
+            panic!(
+                "no board `{name}` in lab (have {:?})",
+                self.boards.iter().map(|b| b.name()).collect::<Vec<_>>()
+            )
         })
     }
     pub fn boards_with(&self, role: Role) -> impl Iterator<Item = &Board> {
@@ -302,20 +357,30 @@ impl Lab {
     /// (`repository:tag`, e.g. `riscv64/mirrored-pause:3.6`): the hand ports of the blog posts.
     pub fn push_riscv64_ports(&self, refs: &[&str]) -> Result<Vec<SeededImage>> {
         use k3s_sim::upstream::{Format, ImageSpec, Platform};
-        let up = self.upstream.as_ref().ok_or_else(|| LabError::Invalid("the lab has no upstream registry".into()))?;
+        let up = self
+            .upstream
+            .as_ref()
+            .ok_or_else(|| LabError::Invalid("the lab has no upstream registry".into()))?;
         let specs = refs
             .iter()
             .map(|r| {
-                let (repo, tag) = r.rsplit_once(':').ok_or_else(|| LabError::Invalid(format!("`{r}` has no tag")))?;
+                let (repo, tag) = r
+                    .rsplit_once(':')
+                    .ok_or_else(|| LabError::Invalid(format!("`{r}` has no tag")))?;
                 Ok(ImageSpec {
                     repository: repo.into(),
                     tag: tag.into(),
                     format: Format::OciIndex,
-                    platforms: vec![Platform { os: "linux".into(), arch: "riscv64".into(), variant: None }],
+                    platforms: vec![Platform {
+                        os: "linux".into(),
+                        arch: "riscv64".into(),
+                        variant: None,
+                    }],
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        k3s_sim::upstream::seed_catalog(&up.url(), &specs).map_err(|e| LabError::Invalid(format!("pushing riscv64 ports: {e}")))
+        k3s_sim::upstream::seed_catalog(&up.url(), &specs)
+            .map_err(|e| LabError::Invalid(format!("pushing riscv64 ports: {e}")))
     }
 
     /// Images pushed by [`LabBuilder::seed_upstream`] (name, digest, platforms).
@@ -334,29 +399,74 @@ impl Lab {
     /// Rewrites the lab's known_hosts with the boards' current host keys (after a re-flash, this
     /// is the user accepting the new key on purpose).
     pub fn trust_current_host_keys(&self) -> Result<()> {
-        let text: String = self.boards.iter().map(|b| b.known_hosts_line() + "\n").collect();
-        std::fs::write(&self.known_hosts, text).ctx(|| format!("writing {}", self.known_hosts.display()))
+        let text: String = self
+            .boards
+            .iter()
+            .map(|b| b.known_hosts_line() + "\n")
+            .collect();
+        std::fs::write(&self.known_hosts, text)
+            .ctx(|| format!("writing {}", self.known_hosts.display()))
     }
 
     /// Re-flashes board `name` (wipe, new host key, same address and hostname).
     pub fn reflash(&mut self, name: &str) -> Result<()> {
         let lifeline = &self.lifeline;
-        let b = self.boards.iter_mut().find(|b| b.name() == name).ok_or_else(|| LabError::UnknownBoard(name.into()))?;
+        let b = self
+            .boards
+            .iter_mut()
+            .find(|b| b.name() == name)
+            .ok_or_else(|| LabError::UnknownBoard(name.into()))?;
         b.reflash(lifeline)
+    }
+
+    /// Reboots board `name` (state kept, /run and /tmp emptied, enabled units started at boot).
+    pub fn reboot(&mut self, name: &str) -> Result<()> {
+        let lifeline = &self.lifeline;
+        let b = self
+            .boards
+            .iter_mut()
+            .find(|b| b.name() == name)
+            .ok_or_else(|| LabError::UnknownBoard(name.into()))?;
+        b.reboot(lifeline)
     }
 
     /// Real `ssh` to the board as root, host key checked against the lab's known_hosts, no
     /// prompts; append the remote command with `.arg(...)`.
     pub fn ssh_command(&self, name: &str) -> Result<Command> {
-        let b = self.board(name).ok_or_else(|| LabError::UnknownBoard(name.into()))?;
+        self.ssh_command_as(name, "root")
+    }
+
+    /// [`Lab::ssh_command`] as login user `user` (root or the lab's sudo user).
+    pub fn ssh_command_as(&self, name: &str, user: &str) -> Result<Command> {
+        let b = self
+            .board(name)
+            .ok_or_else(|| LabError::UnknownBoard(name.into()))?;
         let mut c = Command::new("ssh");
-        c.arg("-F").arg("/dev/null")
-            .arg("-i").arg(&self.client_key)
-            .arg("-o").arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
-            .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
-            .args(["-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=30", "-o", "LogLevel=ERROR"])
-            .arg("-p").arg(b.ssh_port().to_string())
-            .arg(format!("root@{}", b.address()))
+        c.arg("-F")
+            .arg("/dev/null")
+            .arg("-i")
+            .arg(&self.client_key)
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
+            .args([
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+            ])
+            .args([
+                "-o",
+                "GlobalKnownHostsFile=/dev/null",
+                "-o",
+                "ConnectTimeout=30",
+                "-o",
+                "LogLevel=ERROR",
+            ])
+            .arg("-p")
+            .arg(b.ssh_port().to_string())
+            .arg(format!("{user}@{}", b.address()))
             .stdin(Stdio::null());
         Ok(c)
     }
@@ -376,12 +486,20 @@ impl Lab {
             })
             .collect();
         let up = self.upstream.as_ref().map(|u| u.url());
-        crate::clusterfile::render(cf, &hosts, &self.client_key.display().to_string(), up.as_deref())
+        crate::clusterfile::render(
+            cf,
+            &hosts,
+            &self.client_key.display().to_string(),
+            up.as_deref(),
+        )
     }
 
     /// Runs `cmd` on the board over real ssh; output whatever the exit status.
     pub fn ssh(&self, name: &str, cmd: &str) -> Result<Output> {
-        self.ssh_command(name)?.arg(cmd).output().ctx(|| format!("ssh to {name}"))
+        self.ssh_command(name)?
+            .arg(cmd)
+            .output()
+            .ctx(|| format!("ssh to {name}"))
     }
 }
 
@@ -412,8 +530,16 @@ mod tests {
 
     #[test]
     fn sim_conf_has_delay_node_ip_and_arch() {
-        let s = sim_conf(250, Ipv4Addr::new(127, 170, 3, 10), "riscv64", &[("sync-ms".into(), "100".into())]);
-        assert_eq!(s, "ready-delay-ms 250\nnode-ip 127.170.3.10\narch riscv64\nsync-ms 100\n");
+        let s = sim_conf(
+            250,
+            Ipv4Addr::new(127, 170, 3, 10),
+            "riscv64",
+            &[("sync-ms".into(), "100".into())],
+        );
+        assert_eq!(
+            s,
+            "ready-delay-ms 250\nnode-ip 127.170.3.10\narch riscv64\nsync-ms 100\n"
+        );
     }
 
     #[test]

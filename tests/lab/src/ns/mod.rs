@@ -25,11 +25,17 @@ impl Lifeline {
         // SAFETY: pipe2 writes two descriptors into the array on success.
         let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
         if rc != 0 {
-            return Err(LabError::Io { context: "creating lifeline pipe".into(), source: std::io::Error::last_os_error() });
+            return Err(LabError::Io {
+                context: "creating lifeline pipe".into(),
+                source: std::io::Error::last_os_error(),
+            });
         }
         // SAFETY: both descriptors were just created and are owned by nobody else.
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        Ok(Lifeline { read, _write: write })
+        Ok(Lifeline {
+            read,
+            _write: write,
+        })
     }
 }
 
@@ -42,7 +48,15 @@ pub struct NsProcess {
 
 /// unshare's arguments for a board (mount, pid and uts namespaces, private mounts, fresh /proc).
 pub fn unshare_args(uts: bool) -> Vec<&'static str> {
-    let mut v = vec!["--mount", "--pid", "--fork", "--mount-proc", "--kill-child", "--propagation", "private"];
+    let mut v = vec![
+        "--mount",
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "--kill-child",
+        "--propagation",
+        "private",
+    ];
     if uts {
         v.insert(2, "--uts");
     }
@@ -61,9 +75,17 @@ impl NsProcess {
         let out = File::create(log).ctx(|| format!("creating {}", log.display()))?;
         let err = out.try_clone().ctx(|| "duplicating log".into())?;
         let mut cmd = Command::new("unshare");
-        cmd.args(unshare).arg("--").args(program).stdin(Stdio::null()).stdout(out).stderr(err);
+        cmd.args(unshare)
+            .arg("--")
+            .args(program)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
         cmd.env_clear()
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
             .env("LANG", "C.UTF-8");
         for (k, v) in envs {
             cmd.env(k, v);
@@ -83,9 +105,15 @@ impl NsProcess {
         }
         let child = cmd.spawn().map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                LabError::Missing { what: "`unshare` not found".into(), fix: "apt-get install util-linux".into() }
+                LabError::Missing {
+                    what: "`unshare` not found".into(),
+                    fix: "apt-get install util-linux".into(),
+                }
             } else {
-                LabError::Io { context: "spawning unshare".into(), source: e }
+                LabError::Io {
+                    context: "spawning unshare".into(),
+                    source: e,
+                }
             }
         })?;
         let mut p = NsProcess { child, pid1: 0 };
@@ -104,7 +132,10 @@ impl NsProcess {
                 });
             }
             if Instant::now() > deadline {
-                return Err(LabError::NotReady { what: "namespace".into(), detail: "unshare started no child".into() });
+                return Err(LabError::NotReady {
+                    what: "namespace".into(),
+                    detail: "unshare started no child".into(),
+                });
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -157,15 +188,18 @@ fn stat_field(stat: &str, n: usize) -> Option<&str> {
 /// The first child process of `parent`.
 fn child_of(parent: u32) -> Option<u32> {
     let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")).ok();
-    if let Some(c) = children.and_then(|c| c.split_whitespace().next().and_then(|p| p.parse().ok())) {
+    if let Some(c) = children.and_then(|c| c.split_whitespace().next().and_then(|p| p.parse().ok()))
+    {
         return Some(c);
     }
     for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            if stat_field(&s, 1) == Some(parent.to_string().as_str()) {
-                return Some(pid);
-            }
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            && stat_field(&s, 1) == Some(parent.to_string().as_str())
+        {
+            return Some(pid);
         }
     }
     None
@@ -186,7 +220,16 @@ mod tests {
     fn unshare_args_for_boards_include_uts() {
         assert_eq!(
             unshare_args(true),
-            ["--mount", "--pid", "--uts", "--fork", "--mount-proc", "--kill-child", "--propagation", "private"]
+            [
+                "--mount",
+                "--pid",
+                "--uts",
+                "--fork",
+                "--mount-proc",
+                "--kill-child",
+                "--propagation",
+                "private"
+            ]
         );
     }
 }

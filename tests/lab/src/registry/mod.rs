@@ -43,18 +43,27 @@ pub fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
 }
 
 impl Upstream {
-    pub(crate) fn start(addr: Ipv4Addr, port: u16, dir: PathBuf, lifeline: &Lifeline) -> Result<Self> {
+    pub(crate) fn start(
+        addr: Ipv4Addr,
+        port: u16,
+        dir: PathBuf,
+        lifeline: &Lifeline,
+    ) -> Result<Self> {
         if !Path::new(DOCKER_REGISTRY).exists() {
             return Err(LabError::Missing {
-                what: format!("{DOCKER_REGISTRY} not found (the upstream registry and the registry host need it)"),
+                what: format!(
+                    "{DOCKER_REGISTRY} not found (the upstream registry and the registry host need it)"
+                ),
                 fix: "apt-get install docker-registry".into(),
             });
         }
         let data = dir.join("data");
         std::fs::create_dir_all(&data).ctx(|| format!("creating {}", data.display()))?;
         let cfg = dir.join("config.yml");
-        std::fs::write(&cfg, registry_config(addr, port, &data)).ctx(|| format!("writing {}", cfg.display()))?;
-        let script = format!("{DOCKER_REGISTRY} serve \"$1\" 3<&- </dev/null & read -r -u 3 _ || true");
+        std::fs::write(&cfg, registry_config(addr, port, &data))
+            .ctx(|| format!("writing {}", cfg.display()))?;
+        let script =
+            format!("{DOCKER_REGISTRY} serve \"$1\" 3<&- </dev/null & read -r -u 3 _ || true");
         let cfg_s = cfg.to_string_lossy().into_owned();
         let proc = NsProcess::spawn(
             &["--mount", "--pid", "--fork", "--mount-proc", "--kill-child"],
@@ -63,7 +72,12 @@ impl Upstream {
             lifeline,
             &dir.join("registry.log"),
         )?;
-        let mut up = Upstream { addr, port, dir, proc };
+        let mut up = Upstream {
+            addr,
+            port,
+            dir,
+            proc,
+        };
         let sa = SocketAddr::from((addr, port));
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -72,7 +86,10 @@ impl Upstream {
             }
             if !up.proc.alive() || Instant::now() > deadline {
                 let log = std::fs::read_to_string(up.dir.join("registry.log")).unwrap_or_default();
-                return Err(LabError::NotReady { what: format!("upstream registry on {sa}"), detail: log });
+                return Err(LabError::NotReady {
+                    what: format!("upstream registry on {sa}"),
+                    detail: log,
+                });
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -29,17 +29,25 @@ pub fn install_support(dir: &Path) -> Result<()> {
     ];
     for (rel, text) in files {
         let p = dir.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).ctx(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(p.parent().unwrap())
+            .ctx(|| format!("creating {}", dir.display()))?;
         std::fs::write(&p, text).ctx(|| format!("writing {}", p.display()))?;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).ctx(|| format!("chmod {}", p.display()))?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))
+            .ctx(|| format!("chmod {}", p.display()))?;
     }
     Ok(())
 }
 
 /// `k3s` -> `k3s.service`; names with a unit suffix stay.
 pub fn unit_name(u: &str) -> String {
-    const SUFFIXES: [&str; 7] = [".service", ".target", ".socket", ".timer", ".mount", ".path", ".slice"];
-    if SUFFIXES.iter().any(|s| u.ends_with(s)) { u.to_string() } else { format!("{u}.service") }
+    const SUFFIXES: [&str; 7] = [
+        ".service", ".target", ".socket", ".timer", ".mount", ".path", ".slice",
+    ];
+    if SUFFIXES.iter().any(|s| u.ends_with(s)) {
+        u.to_string()
+    } else {
+        format!("{u}.service")
+    }
 }
 
 /// Why a service's main process was started.
@@ -78,7 +86,12 @@ pub fn parse_starts(text: &str) -> Vec<ServiceStart> {
                 _ => return None,
             };
             let pid = it.next()?.parse().ok()?;
-            Some(ServiceStart { seq, at: SystemTime::UNIX_EPOCH + Duration::from_nanos(ns), kind, pid })
+            Some(ServiceStart {
+                seq,
+                at: SystemTime::UNIX_EPOCH + Duration::from_nanos(ns),
+                kind,
+                pid,
+            })
         })
         .collect()
 }
@@ -96,11 +109,16 @@ mod tests {
 
     #[test]
     fn start_records_parse() {
-        let v = parse_starts("1 1700000000000000000 start 12\n2 1700000001000000000 auto-restart 19\nbad line\n");
+        let v = parse_starts(
+            "1 1700000000000000000 start 12\n2 1700000001000000000 auto-restart 19\nbad line\n",
+        );
         assert_eq!(v.len(), 2);
         assert_eq!(v[0].kind, StartKind::Start);
         assert_eq!(v[1].kind, StartKind::AutoRestart);
         assert_eq!(v[1].pid, 19);
-        assert_eq!(v[1].at.duration_since(v[0].at).unwrap(), Duration::from_secs(1));
+        assert_eq!(
+            v[1].at.duration_since(v[0].at).unwrap(),
+            Duration::from_secs(1)
+        );
     }
 }

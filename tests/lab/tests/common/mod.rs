@@ -24,7 +24,10 @@ pub fn ssh_ok(lab: &Lab, board: &str, cmd: &str) -> String {
 pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !f() {
-        assert!(std::time::Instant::now() < deadline, "gave up waiting for {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
