@@ -8,6 +8,7 @@ pub mod command;
 pub mod converge;
 pub mod images;
 pub mod lock;
+pub mod pki;
 pub mod output;
 pub mod profile;
 pub mod registry;

@@ -164,9 +164,15 @@ pub fn load_cluster(global: &Global, target: &Target, out: &Output) -> Result<(P
             }
         },
     };
-    let unmatched = filter.unmatched(&cluster.nodes);
+    let registry = cluster.registry.as_ref().map(|r| r.name.as_str());
+    let unmatched: Vec<&str> = filter
+        .unmatched(&cluster.nodes)
+        .into_iter()
+        .filter(|i| !registry.is_some_and(|r| NodeFilter::parse(i).is_ok_and(|f| f.matches_name(r))))
+        .collect();
     if !unmatched.is_empty() {
-        let names: Vec<&str> = cluster.nodes.iter().map(|n| n.name.as_str()).collect();
+        let mut names: Vec<&str> = cluster.nodes.iter().map(|n| n.name.as_str()).collect();
+        names.extend(registry);
         out.error(&format!(
             "--on: {} matched no node in {} (nodes: {})",
             unmatched.join(", "),

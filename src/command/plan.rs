@@ -109,6 +109,12 @@ pub fn run_plan(global: &Global, a: &PlanArgs, out: &Output) -> i32 {
         Ok(x) => x,
         Err(code) => return code,
     };
+    let mut cluster = cluster;
+    if let Err(e) = crate::pki::ensure_registry_tls(&mut cluster) {
+        out.error(&e);
+        return EXIT_FAILED;
+    }
+    let cluster = cluster;
     let pw = match password(&cluster, out) {
         Ok(p) => p,
         Err(code) => return code,
@@ -179,11 +185,18 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
         Ok(x) => x,
         Err(code) => return code,
     };
+    let mut cluster = cluster;
+    if let Err(e) = crate::pki::ensure_registry_tls(&mut cluster) {
+        out.error(&e);
+        return EXIT_FAILED;
+    }
+    let cluster = cluster;
     let pw = match password(&cluster, out) {
         Ok(p) => p,
         Err(code) => return code,
     };
     let opts = Options { wet: true, accept_new: a.accept_new, parallel: a.parallel };
+    out.detail("resolving image sources");
     // What cluster.kdl resolves to now, compared with cluster.lock before anything is touched.
     let lock_path = crate::lock::path_for(&cluster);
     let now = match crate::images::resolved(&cluster) {
@@ -223,6 +236,7 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
         && filter.matches_name(&r.name)
     {
         out.info(&format!("registry host {} ({})", r.name, r.address));
+        out.detail("converging the registry host");
         let p = converge::converge_registry(&cluster, &profiles, &opts, pw.as_deref());
         registry_ok = p.as_ref().is_none_or(|p| p.error.is_none());
         plans.extend(p);
@@ -230,6 +244,7 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
     let mut pushed = None;
     if registry_ok && !cluster.images.is_empty() && cluster.registry.is_some() {
         out.info(&format!("pushing {} image(s)", cluster.images.len()));
+        out.detail("pushing");
         match crate::images::push_images(&cluster, pw.as_deref(), true, &locked_digests) {
             Ok((_, report)) => pushed = report,
             Err(e) => {
@@ -239,6 +254,7 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
             }
         }
     }
+    out.detail("closure check");
     if !a.skip_closure_check {
         let closure = crate::images::closure(&cluster, &profiles, pw.as_deref());
         if !closure.is_ok() {
@@ -252,6 +268,7 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
         }
     }
     out.info("nodes");
+    out.detail("converging nodes");
     plans.extend(converge::run_nodes(&cluster, &profiles, &|n| filter.matches(n), &opts, pw.clone()));
     if !a.json {
         print_hosts(&plans, true, out);

@@ -399,7 +399,7 @@ pub fn converge_registry(c: &Cluster, profiles: &Profiles, opts: &Options, passw
         let st = render::registry::host_state(r, os, password, existing.as_deref())?;
         let changes = converge_host(&mut host, &st, Role::Server, opts.wet, None)?;
         if opts.wet {
-            wait_registry_healthy(r)?;
+            wait_registry_healthy(c, password)?;
         }
         Ok(changes)
     })();
@@ -410,24 +410,18 @@ pub fn converge_registry(c: &Cluster, profiles: &Profiles, opts: &Options, passw
     Some(plan)
 }
 
-/// GET /v2/ until the registry answers (200, or 401 when auth is on).
-pub fn wait_registry_healthy(r: &crate::spec::Registry) -> Result<(), String> {
-    let url = format!("{}/v2/", r.endpoint());
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
+/// GET /v2/ (authenticated, trusting the registry's CA) until the registry answers.
+pub fn wait_registry_healthy(c: &Cluster, password: Option<&str>) -> Result<(), String> {
+    let client = crate::images::client(c, password)?.ok_or("no registry block")?;
     let mut last = String::new();
     for _ in 0..60 {
-        match agent.get(&url).call() {
-            Ok(resp) if resp.status() == 200 || (resp.status() == 401 && r.auth.is_some()) => return Ok(()),
-            Ok(resp) => last = format!("HTTP {}", resp.status()),
+        match client.ping() {
+            Ok(()) => return Ok(()),
             Err(e) => last = e.to_string(),
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    Err(format!("the registry at {url} did not become healthy: {last}"))
+    Err(format!("the registry at {} did not become healthy: {last}", client.endpoint()))
 }
 
 /// The registry password from its file or environment variable (never printed).
@@ -459,49 +453,53 @@ pub fn run_nodes(
     }
     let mut token: Option<String> = None;
     let server = c.servers().next();
+    let agents: Vec<&Node> = c.agents().filter(|n| selected(n)).collect();
     let mut server_host: Option<SshHost> = None;
     if let Some(s) = server {
         let plan = converge_node(c, profiles, s, opts, None, password.as_deref(), None, selected(s));
-        match connect(c, s, opts.accept_new) {
-            Ok(mut h) => {
-                token = h
-                    .exec(&format!("cat {}", quote(render::SERVER_TOKEN)), None, None)
-                    .ok()
-                    .filter(|o| o.success())
-                    .map(|o| o.stdout_str().trim().to_string())
-                    .filter(|t| !t.is_empty());
-                if opts.wet && token.is_none() {
-                    token = wait_for_token(&mut h);
+        let server_failed = plan.as_ref().is_some_and(|p| p.error.is_some());
+        // The token (and the server, to forget re-flashed agents) is only needed for agents.
+        if !agents.is_empty() && !server_failed {
+            match connect(c, s, opts.accept_new) {
+                Ok(mut h) => {
+                    token = h
+                        .exec(&format!("cat {}", quote(render::SERVER_TOKEN)), None, None)
+                        .ok()
+                        .filter(|o| o.success())
+                        .map(|o| o.stdout_str().trim().to_string())
+                        .filter(|t| !t.is_empty());
+                    // A server started by this apply writes its token a moment later.
+                    if opts.wet && token.is_none() && selected(s) {
+                        token = wait_for_token(&mut h);
+                    }
+                    server_host = Some(h);
                 }
-                server_host = Some(h);
-            }
-            Err(err) => {
-                if plan.is_none() {
-                    results.push(HostPlan { node: s.name.clone(), address: s.address.clone(), role: "server", changes: vec![], error: Some(err) });
+                Err(err) => {
+                    if plan.is_none() {
+                        results.push(HostPlan { node: s.name.clone(), address: s.address.clone(), role: "server", changes: vec![], error: Some(err) });
+                    }
                 }
             }
         }
         results.extend(plan);
     }
-    let agents: Vec<&Node> = c.agents().filter(|n| selected(n)).collect();
+    // Agents in parallel, at most `parallel` at a time; a failed agent never stops the others.
     let server_lock = std::sync::Mutex::new(server_host);
-    let out: Vec<HostPlan> = std::thread::scope(|scope| {
-        let handles: Vec<_> = agents
-            .chunks(opts.parallel.max(1))
-            .flat_map(|chunk| {
-                chunk.iter().map(|a| {
-                    let token = token.clone();
-                    let password = password.clone();
-                    let server_lock = &server_lock;
-                    scope.spawn(move || {
-                        converge_node(c, profiles, a, opts, token.as_deref(), password.as_deref(), Some(server_lock), true)
-                            .expect("agents always give a plan")
-                    })
-                }).collect::<Vec<_>>()
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("agent thread")).collect()
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Option<HostPlan>>> = agents.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..opts.parallel.max(1).min(agents.len()) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(a) = agents.get(i) else { break };
+                    let plan = converge_node(c, profiles, a, opts, token.as_deref(), password.as_deref(), Some(&server_lock), true);
+                    *slots[i].lock().expect("slot") = plan;
+                }
+            });
+        }
     });
+    let out: Vec<HostPlan> = slots.into_iter().filter_map(|m| m.into_inner().expect("slot")).collect();
     results.extend(out);
     results
 }

@@ -60,6 +60,15 @@ impl Output {
         }
     }
 
+    /// A detail line shown with -v, stamped with the time since start.
+    pub fn detail(&self, msg: &str) {
+        if self.verbose > 0 {
+            static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+            let t = START.get_or_init(std::time::Instant::now).elapsed();
+            eprintln!("{} {msg}", console::style(format!("[{:>7.2}s]", t.as_secs_f64())).dim());
+        }
+    }
+
     pub fn bold(&self, s: &str) -> String {
         console::style(s).bold().to_string()
     }
