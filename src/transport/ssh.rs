@@ -45,6 +45,7 @@ pub struct SshHost {
     session: Session,
     fd: RawFd,
     _tunnel: Option<Tunnel>,
+    become_password: Option<String>,
 }
 
 impl std::fmt::Debug for SshHost {
@@ -164,7 +165,38 @@ impl SshHost {
             session,
             fd,
             _tunnel: tunnel,
+            become_password: None,
         })
+    }
+
+    /// `--ask-become-pass`: when this host's privilege is sudo and `sudo -n` is refused, check
+    /// `password` with sudo once and use it for every later command (fed on stdin, never on a
+    /// command line). Returns whether the password is in use (false: root login or NOPASSWD).
+    pub fn set_become_password(&mut self, password: &str) -> Result<bool> {
+        self.become_password = None;
+        if self.privilege != Become::Sudo {
+            return Ok(false);
+        }
+        let mut none: &[u8] = &[];
+        let probe = self.exec_raw("sudo -n true", &mut none, Some(Duration::from_secs(60)))?;
+        if probe.success() {
+            return Ok(false);
+        }
+        let mut line = format!("{password}\n").into_bytes();
+        let check = self.exec_raw(
+            &super::cmd::sudo_password_check(),
+            &mut &line[..],
+            Some(Duration::from_secs(60)),
+        )?;
+        line.iter_mut().for_each(|b| *b = 0);
+        if !check.success() {
+            return Err(TransportError::BecomePasswordRejected {
+                host: self.name.clone(),
+                user: self.user.clone(),
+            });
+        }
+        self.become_password = Some(password.to_string());
+        Ok(true)
     }
 
     /// The underlying session (for callers needing SFTP or port forwarding).
@@ -505,6 +537,10 @@ impl Host for SshHost {
 
     fn login_user(&self) -> String {
         self.user.clone()
+    }
+
+    fn become_password(&self) -> Option<&str> {
+        self.become_password.as_deref()
     }
 
     fn exec_raw(
