@@ -98,6 +98,9 @@ fn mirror_with_rewrite_first_then_fallback_to_upstream_without_rewrite() {
     let e = p3.pull(&ImageRef::parse("rancher/mirrored-pause:3.6").unwrap()).unwrap_err();
     // the mirror without rewrite has no rancher/mirrored-pause; upstream has no riscv64
     assert!(e.message.ends_with("no match for platform in manifest: not found"), "{}", e.message);
+    // nowhere to be found: containerd reports the first non-404 error (the dead mirror)
+    let e = p3.pull(&ImageRef::parse("rancher/nothing-here:1").unwrap()).unwrap_err();
+    assert!(e.message.contains("failed to do request: Head \"http://127.0.0.2:9/v2/rancher/nothing-here/manifests/1\""), "{}", e.message);
 }
 
 #[test]

@@ -268,15 +268,16 @@ impl Puller {
         let eps = registries::endpoints_for(&self.registries, image, self.disable_default_endpoint)
             .map_err(|e| fail(Cause::Other(e)))?;
         let reference = image.reference().to_string();
-        let mut last_err: Option<String> = None;
+        // containerd keeps the first non-404 error (docker resolver: firstErr)
+        let mut first_err: Option<String> = None;
         for ep in &eps {
             let mut s = match self.session(ep) {
                 Ok(s) => s,
                 Err(e) => {
-                    last_err = Some(format!(
+                    first_err = first_err.or(Some(format!(
                         "failed to do request: Head \"{}/{}/manifests/{}\": {e}",
                         ep.base, ep.repository, reference
-                    ));
+                    )));
                     continue;
                 }
             };
@@ -285,7 +286,7 @@ impl Puller {
             let r = match self.get(&mut s, &rel, ACCEPT) {
                 Ok(r) => r,
                 Err(e) => {
-                    last_err = Some(format!("failed to do request: Head \"{logical_url}\": {e}"));
+                    first_err = first_err.or(Some(format!("failed to do request: Head \"{logical_url}\": {e}")));
                     continue;
                 }
             };
@@ -293,20 +294,20 @@ impl Puller {
                 200 => {}
                 404 => continue,
                 401 => {
-                    last_err = Some(format!(
+                    first_err = first_err.or(Some(format!(
                         "pull access denied, repository does not exist or may require authorization: server message: unauthorized: authentication required (HEAD {logical_url}: 401 Unauthorized)"
-                    ));
+                    )));
                     continue;
                 }
                 st => {
-                    last_err = Some(format!("unexpected status from HEAD request to {logical_url}: {st}"));
+                    first_err = first_err.or(Some(format!("unexpected status from HEAD request to {logical_url}: {st}")));
                     continue;
                 }
             }
             // Resolved at this endpoint: containerd does not fall back after this point.
             return self.fetch_resolved(image, ep, &mut s, r).map_err(fail);
         }
-        let cause = match last_err {
+        let cause = match first_err {
             Some(e) => Cause::Other(format!("failed to resolve reference \"{name}\": {e}")),
             None => Cause::NotFound(format!("failed to resolve reference \"{name}\": {name}: not found")),
         };
