@@ -168,6 +168,8 @@ fn https_mirror_is_verified_with_ca_file_from_configs() {
     port_nginx(&mirror);
     let ok = puller(&with_ca, &up).pull(&ImageRef::parse("nginx").unwrap()).unwrap();
     assert_eq!(ok.endpoint, format!("https://{}/v2", mirror.authority()));
+    let skip = format!("{base}configs:\n  \"{}\":\n    tls:\n      insecure_skip_verify: true\n", mirror.authority());
+    assert!(puller(&skip, &up).pull(&ImageRef::parse("nginx").unwrap()).is_ok(), "insecure_skip_verify accepts the unknown CA");
     let _ = std::fs::remove_dir_all(dir);
 }
 
