@@ -196,6 +196,33 @@ pub enum PushEvent {
     Verified { image: String, digest: String },
 }
 
+fn short(d: &str) -> &str {
+    d.strip_prefix("sha256:").map(|h| &h[..h.len().min(12)]).unwrap_or(d)
+}
+
+/// One line per event, for plain (non-interactive) progress output.
+impl std::fmt::Display for PushEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PushEvent::Blob { image, digest, size, state } => {
+                let d = short(digest);
+                match state {
+                    BlobState::Present => write!(f, "{image}: blob {d} already present"),
+                    BlobState::Mounted { from } => write!(f, "{image}: blob {d} mounted from {from}"),
+                    BlobState::Progress { done } => write!(f, "{image}: blob {d} {} / {}", human(*done), human(*size)),
+                    BlobState::Retrying { attempt, reason, resume_at } => {
+                        write!(f, "{image}: blob {d} connection lost ({reason}), retry {attempt} from {}", human(*resume_at))
+                    }
+                    BlobState::Uploaded { sent } => write!(f, "{image}: blob {d} uploaded ({})", human(*sent)),
+                }
+            }
+            PushEvent::ManifestPushed { image, digest } => write!(f, "{image}: manifest {digest} pushed"),
+            PushEvent::ManifestPresent { image, digest } => write!(f, "{image}: manifest {digest} already tagged"),
+            PushEvent::Verified { image, digest } => write!(f, "{image}: verified {digest}"),
+        }
+    }
+}
+
 /// What a push did, per image; the digests are what the lock file records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PushedImage {
@@ -353,6 +380,13 @@ mod tests {
             p.render(),
             "docker.io/library/redis:7 <- oci-archive:redis.tar\n  127.0.0.1:5000/riscv64/redis:7 sha256:m (push)\n  blobs: 1 to upload (2.0 KiB), 1 to mount, 1 present\ntotal to send: 2.0 KiB\n"
         );
+        let e = PushEvent::Blob {
+            image: "redis".into(),
+            digest: format!("sha256:{}", "ab".repeat(32)),
+            size: 3 * 1024 * 1024,
+            state: BlobState::Retrying { attempt: 1, reason: "Peer disconnected".into(), resume_at: 1024 * 1024 },
+        };
+        assert_eq!(e.to_string(), "redis: blob abababababab connection lost (Peer disconnected), retry 1 from 1.0 MiB");
         let j = serde_json::to_value(&p).unwrap();
         assert_eq!(j["images"][0]["blobs"][2]["action"], "mount");
         assert_eq!(j["images"][0]["blobs"][2]["from"], "x/y");
