@@ -36,6 +36,8 @@ pub struct Opts {
     /// Token auth instead: the registry answers `WWW-Authenticate: Bearer` and trusts JWTs (RS256,
     /// x5c) from a small token server of this fixture that checks the same basic credentials.
     pub token: bool,
+    /// With `token`: like Docker Hub, anonymous callers get pull-only tokens.
+    pub anonymous_pull: bool,
 }
 
 pub struct TestRegistry {
@@ -117,7 +119,7 @@ impl TestRegistry {
         if opts.token {
             assert!(!opts.auth, "token and htpasswd auth are exclusive");
             let (u, p) = ("rvc".to_string(), format!("tok-{}-{}", std::process::id(), COUNTER.load(Ordering::SeqCst)));
-            let ts = TokenServer::start(dir.path(), u.clone(), p.clone());
+            let ts = TokenServer::start(dir.path(), u.clone(), p.clone(), opts.anonymous_pull);
             cfg.push_str(&format!(
                 "auth:\n  token:\n    realm: {}\n    service: rvcluster-test\n    issuer: rvcluster-test-issuer\n    rootcertbundle: {}\n",
                 ts.realm(),
@@ -285,7 +287,7 @@ fn pct_decode(s: &str) -> String {
 }
 
 impl TokenServer {
-    fn start(dir: &Path, user: String, password: String) -> TokenServer {
+    fn start(dir: &Path, user: String, password: String, anonymous_pull: bool) -> TokenServer {
         use base64::Engine as _;
         let key = dir.join("token.key");
         let cert = dir.join("token.crt");
@@ -318,7 +320,7 @@ impl TokenServer {
                 let authorized = text.lines().any(|l| {
                     l.split_once(':').is_some_and(|(k, v)| k.eq_ignore_ascii_case("authorization") && v.trim() == expected)
                 });
-                let response = if !authorized {
+                let response = if !authorized && !anonymous_pull {
                     "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
                 } else {
                     let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
@@ -331,7 +333,11 @@ impl TokenServer {
                                 let actions = parts.pop().unwrap();
                                 let name = parts.pop().unwrap();
                                 let typ = parts.pop().unwrap();
-                                let acts: Vec<String> = actions.split(',').map(|a| format!("\"{a}\"")).collect();
+                                let acts: Vec<String> = actions
+                                    .split(',')
+                                    .filter(|a| authorized || *a == "pull")
+                                    .map(|a| format!("\"{a}\""))
+                                    .collect();
                                 access.push(format!(r#"{{"type":"{typ}","name":"{name}","actions":[{}]}}"#, acts.join(",")));
                             }
                         }
