@@ -117,6 +117,16 @@ impl PushPlan {
                 i.manifest_digest,
                 human(i.bytes_to_send())
             ));
+            if !i.is_noop() {
+                for b in &i.blobs {
+                    let what = match &b.action {
+                        BlobAction::Upload => "upload".to_string(),
+                        BlobAction::Present => "present".to_string(),
+                        BlobAction::Mount { from } => format!("mount from {from}"),
+                    };
+                    out.push_str(&format!("    {:<12} {:>10}  {what}\n", short(&b.digest), human(b.size)));
+                }
+            }
         }
         out.push_str(&format!("total to send: {}\n", human(self.bytes_to_send())));
         out
@@ -378,7 +388,7 @@ mod tests {
         assert!(!p.is_noop());
         assert_eq!(
             p.render(),
-            "docker.io/library/redis:7 <- oci-archive:redis.tar\n  127.0.0.1:5000/riscv64/redis:7 sha256:m (push)\n  blobs: 1 to upload (2.0 KiB), 1 to mount, 1 present\ntotal to send: 2.0 KiB\n"
+            "docker.io/library/redis:7 <- oci-archive:redis.tar\n  127.0.0.1:5000/riscv64/redis:7 sha256:m (push)\n  blobs: 1 to upload (2.0 KiB), 1 to mount, 1 present\n    a               2.0 KiB  upload\n    b                  10 B  present\n    c                  10 B  mount from x/y\ntotal to send: 2.0 KiB\n"
         );
         let e = PushEvent::Blob {
             image: "redis".into(),
