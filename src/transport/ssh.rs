@@ -758,9 +758,14 @@ fn tunnel_pump(jump: SshHost, mut ch: Channel, mut local: UnixStream, stop: Arc<
     let (mut local_eof, mut remote_eof, mut eof_sent) = (false, false, false);
     let lfd = local.as_raw_fd();
     let mut last_keepalive = Instant::now();
+    let mut stopping: Option<Instant> = None;
     loop {
-        if stop.load(Ordering::SeqCst) && (local_eof || remote_eof) {
-            break;
+        if stop.load(Ordering::SeqCst) {
+            // The inner session is gone: finish forwarding what it wrote, but never hang.
+            let since = *stopping.get_or_insert_with(Instant::now);
+            if local_eof || remote_eof || since.elapsed() > Duration::from_secs(2) {
+                break;
+            }
         }
         let mut progressed = false;
         // local -> remote
