@@ -427,6 +427,8 @@ start_unit() { # unit kind
     rm -f "$ST/$u.stopping" "$ST/$u.sup"
     set_status "$u" activating
     setsid -f /bin/bash "$SELF" __supervise "$u" "$kind" </dev/null >/dev/null 2>&1 9>&-
+    # --no-block: the job is queued, systemctl returns at once (the unit is "activating").
+    ((${NOBLOCK:-0})) && return 0
     while :; do
         st=$(cat "$ST/$u.status" 2>/dev/null)
         case $st in activating | '') ;; *) break ;; esac
@@ -640,7 +642,8 @@ systemctl_main() {
         -p) props+=("${1//,/ }"); shift ;;
         --property=*) props+=("${a#--property=}") ;;
         -p*) props+=("${a#-p}") ;;
-        --no-pager | --no-block | --no-ask-password | --system | -l | --full | --no-legend | --plain | --no-reload) ;;
+        --no-block) NOBLOCK=1 ;;
+        --no-pager | --no-ask-password | --system | -l | --full | --no-legend | --plain | --no-reload) ;;
         --version) echo "systemd 255 (255-rvlab)"; return 0 ;;
         -*) ;;
         *) if [ -z "$verb" ]; then verb=$a; else units+=("$(norm "$a")"); fi ;;

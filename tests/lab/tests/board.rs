@@ -177,8 +177,19 @@ fn non_root_user_logs_in_and_has_passwordless_sudo() {
 
 #[test]
 fn flavour_is_data_a_debian_riscv64_board_is_just_another_value() {
-    let lab = Lab::builder().board("d1", Role::Agent).flavour(rvlab::Flavour::debian_13_riscv64()).start().unwrap();
-    assert_eq!(ssh_ok(&lab, "d1", ". /etc/os-release; echo $ID $VERSION_ID; uname -m"), "debian 13\nriscv64\n");
+    let lab = Lab::builder()
+        .board("d1", Role::Agent)
+        .flavour(rvlab::Flavour::debian_13_riscv64())
+        .start()
+        .unwrap();
+    assert_eq!(
+        ssh_ok(
+            &lab,
+            "d1",
+            ". /etc/os-release; echo $ID $VERSION_ID; uname -m"
+        ),
+        "debian 13\nriscv64\n"
+    );
     assert!(lab.b("d1").path("/etc/debian_version").exists());
     assert!(!lab.b("d1").path("/etc/openEuler-release").exists());
     let sim = std::fs::read_to_string(lab.b("d1").path("/etc/rvlab/sim.conf")).unwrap();
