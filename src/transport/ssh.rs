@@ -46,6 +46,7 @@ pub struct SshHost {
     fd: RawFd,
     _tunnel: Option<Tunnel>,
     become_password: Option<String>,
+    accepted_new_key: Option<String>,
 }
 
 impl std::fmt::Debug for SshHost {
@@ -115,10 +116,17 @@ impl SshHost {
         let algorithms = exp.algorithms();
         let (session, fd, tunnel) = open_transport(target, policy, auth, &algorithms)?;
         let key = presented_key(&session, target)?;
+        let mut accepted = None;
         match known_hosts::judge(&exp, &key) {
             Verdict::Trusted => {}
             Verdict::Unknown if policy.accept_new && policy.write_path().is_some() => {
                 let path = policy.write_path().expect("checked");
+                accepted = Some(format!(
+                    "{} {} (recorded in {})",
+                    key.key_type,
+                    key.fingerprint(),
+                    path.display()
+                ));
                 known_hosts::write_entry(
                     path,
                     &known_hosts::lookup_name(&target.host, target.port),
@@ -166,6 +174,7 @@ impl SshHost {
             fd,
             _tunnel: tunnel,
             become_password: None,
+            accepted_new_key: accepted,
         })
     }
 
@@ -197,6 +206,12 @@ impl SshHost {
         }
         self.become_password = Some(password.to_string());
         Ok(true)
+    }
+
+    /// With `accept_new`: the key that was unknown and got recorded by this connection
+    /// (`type SHA256:... (recorded in PATH)`), for the caller to show.
+    pub fn accepted_new_key(&self) -> Option<&str> {
+        self.accepted_new_key.as_deref()
     }
 
     /// The underlying session (for callers needing SFTP or port forwarding).
