@@ -188,6 +188,12 @@ fn unknown_units_and_failing_prestart_or_envfile() {
             .contains("Failed to load environment files")
     );
 
+    // A unit written from the host after the board looked for it is seen (state dirs are plain
+    // bind mounts, no overlay caching), and the host's own units are not on the board.
+    write_unit(&lab, "s1", "nosuch.service", "[Service]\nExecStart=/bin/sleep 1000\n");
+    ssh_ok(&lab, "s1", "systemctl start nosuch && systemctl is-active nosuch");
+    assert_eq!(ssh_ok(&lab, "s1", "ls /etc/systemd/system | grep -c wants || true"), "0\n");
+
     // A unit without [Install] is static.
     assert_eq!(ssh_ok(&lab, "s1", "systemctl is-enabled pre"), "static\n");
 }
