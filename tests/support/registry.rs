@@ -398,10 +398,26 @@ pub enum CutAt {
     /// At the start of the first request (nothing of it forwarded) after this many bytes:
     /// an idle keep-alive connection dropped between two requests.
     RequestStartAfter(u64),
+    /// As `RequestStartAfter`, but only at a PATCH carrying at least 1 MiB (a chunk of a layer,
+    /// not a small request of another upload thread).
+    BigUploadStartAfter(u64),
+}
+
+/// A request head for `PATCH` with `Content-Length` >= 1 MiB.
+fn is_big_patch(head: &[u8]) -> bool {
+    if !head.starts_with(b"PATCH ") {
+        return false;
+    }
+    let text = String::from_utf8_lossy(&head[..head.len().min(8192)]).to_ascii_lowercase();
+    text.lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|len| len >= 1 << 20)
 }
 
 /// A TCP proxy on its own loopback address in front of a registry that cuts one client
-/// connection (both directions) at the point given by `CutAt`.
+/// connection (both directions) at the point given by `CutAt`, counting client bytes over all
+/// connections.
 pub struct CutProxy {
     pub ip: String,
     pub port: u16,
@@ -417,6 +433,8 @@ impl CutProxy {
         let cuts = Arc::new(AtomicU32::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let armed = Arc::new(AtomicBool::new(true));
+        // Client bytes forwarded over all connections (the client may spread requests over several).
+        let forwarded = Arc::new(AtomicU64::new(0));
         let (c2, s2) = (cuts.clone(), stop.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -425,7 +443,7 @@ impl CutProxy {
                 }
                 let Ok(client) = conn else { continue };
                 let Ok(server) = TcpStream::connect(&upstream) else { continue };
-                let (armed, cuts) = (armed.clone(), c2.clone());
+                let (armed, cuts, forwarded) = (armed.clone(), c2.clone(), forwarded.clone());
                 std::thread::spawn(move || {
                     let (mut cr, mut sw) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                     let (mut sr, mut cw) = (server, client);
@@ -433,19 +451,22 @@ impl CutProxy {
                         let _ = std::io::copy(&mut sr, &mut cw);
                         let _ = cw.shutdown(Shutdown::Both);
                     });
-                    let forwarded = AtomicU64::new(0);
                     let mut buf = vec![0u8; 64 * 1024];
+                    let mut mine = 0u64;
                     loop {
                         let n = match cr.read(&mut buf) {
                             Ok(0) | Err(_) => break,
                             Ok(n) => n,
                         };
                         let before = forwarded.fetch_add(n as u64, Ordering::SeqCst);
+                        mine += n as u64;
                         let hit = match cut {
-                            CutAt::Bytes(k) => before + n as u64 >= k,
+                            // Only a bulk connection is cut (not a small request racing alongside).
+                            CutAt::Bytes(k) => before + n as u64 >= k && mine >= 1 << 20,
                             CutAt::RequestStartAfter(k) => {
                                 before >= k && [&b"PATCH "[..], b"PUT ", b"POST ", b"GET ", b"HEAD "].iter().any(|m| buf[..n].starts_with(m))
                             }
+                            CutAt::BigUploadStartAfter(k) => before >= k && is_big_patch(&buf[..n]),
                         };
                         if hit && armed.swap(false, Ordering::SeqCst) {
                             cuts.fetch_add(1, Ordering::SeqCst);
