@@ -321,6 +321,14 @@ impl Board {
             write_file(&up(p), c, 0o644)?;
         }
         write_file(&up("/etc/hostname"), &format!("{}\n", s.name), 0o644)?;
+        // Every flash gets its own machine id, as a freshly installed system does.
+        let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+            .ctx(|| "reading a random uuid".into())?;
+        write_file(
+            &up("/etc/machine-id"),
+            &format!("{}\n", uuid.trim().replace('-', "")),
+            0o444,
+        )?;
         let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
         write_file(
             &up("/etc/hosts"),
