@@ -84,6 +84,48 @@ fn times_out(h: &mut dyn Host) {
     );
 }
 
+/// After a timeout the command does not linger on the host: it is gone long before it would
+/// have ended by itself.
+fn timed_out_command_is_killed_on_the_host(h: &mut dyn Host) {
+    let token = format!("rvcluster-timeout-{}-{}", std::process::id(), h.name());
+    let cmd = format!("sleep 40; echo {token}");
+    let err = h
+        .exec(&cmd, None, Some(Duration::from_millis(300)))
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Timeout { .. }), "{err}");
+    let start = Instant::now();
+    loop {
+        let out = h
+            // `[r]` keeps pgrep from matching the shell that runs it.
+            .exec(
+                &format!("pgrep -f '[r]{}' || true", &token[1..]),
+                None,
+                None,
+            )
+            .unwrap();
+        if out.stdout.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "still running: {}",
+            out.stdout_str()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn ssh_timed_out_command_is_killed_on_the_host() {
+    let (_s, mut h, _d) = connect();
+    timed_out_command_is_killed_on_the_host(&mut h);
+}
+
+#[test]
+fn local_timed_out_command_is_killed() {
+    timed_out_command_is_killed_on_the_host(&mut LocalHost::new("local"));
+}
+
 #[test]
 fn ssh_exec_timeout() {
     let (_s, mut h, _d) = connect();

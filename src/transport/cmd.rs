@@ -31,6 +31,18 @@ pub fn with_become(become_: &Become, command: &str) -> String {
     }
 }
 
+/// Make the host itself stop a command a little after the caller's deadline (which reports the
+/// timeout first): `timeout -s KILL` kills the command's whole process group, so a timed-out
+/// command does not linger on the board. Hosts without `timeout` run the command as is.
+pub fn with_host_timeout(command: &str, timeout: std::time::Duration) -> String {
+    let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0) + 2;
+    let q = quote(command);
+    format!(
+        "if command -v timeout >/dev/null 2>&1; then exec timeout -s KILL {secs} sh -c {q}; \
+         else exec sh -c {q}; fi"
+    )
+}
+
 /// First stdin line after the password when a become password is used.
 pub const BECOME_MARK: &str = "RVCLUSTER-BECOME";
 /// Exit status of the [`with_sudo_password`] wrapper when sudo did not consume the password.
@@ -205,6 +217,15 @@ mod tests {
             with_become(&Become::Sudo, "echo 'x'"),
             r"sudo -n -- sh -c 'echo '\''x'\'''"
         );
+    }
+
+    #[test]
+    fn host_timeout_wrapper() {
+        assert_eq!(
+            with_host_timeout("sleep 9; echo 'x'", std::time::Duration::from_millis(1500)),
+            r#"if command -v timeout >/dev/null 2>&1; then exec timeout -s KILL 4 sh -c 'sleep 9; echo '\''x'\'''; else exec sh -c 'sleep 9; echo '\''x'\'''; fi"#
+        );
+        assert!(with_host_timeout("true", std::time::Duration::from_secs(3)).contains("KILL 5 sh"));
     }
 
     #[test]

@@ -141,7 +141,8 @@ pub trait Host: Send {
         self.exec_become(command, &mut input, timeout)
     }
 
-    /// [`Host::exec`] with streamed stdin. With a become password, `sudo -S` reads it (and a
+    /// [`Host::exec`] with streamed stdin. With a `timeout`, the host also kills the command
+    /// shortly after the deadline ([`cmd::with_host_timeout`]). With a become password, `sudo -S` reads it (and a
     /// marker line) ahead of `stdin`; the marker guarantees the password never reaches the
     /// command even if sudo did not ask for it.
     fn exec_become(
@@ -150,6 +151,14 @@ pub trait Host: Send {
         stdin: &mut dyn Read,
         timeout: Option<Duration>,
     ) -> Result<ExecOutput> {
+        let limited;
+        let command = match timeout {
+            Some(t) => {
+                limited = cmd::with_host_timeout(command, t);
+                limited.as_str()
+            }
+            None => command,
+        };
         let out = match (self.privilege(), self.become_password()) {
             (Become::Sudo, Some(pw)) => {
                 let prefix = format!("{pw}\n{}\n", cmd::BECOME_MARK).into_bytes();
