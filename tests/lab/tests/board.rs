@@ -27,6 +27,18 @@ fn ssh_into_board_sees_openeuler_riscv64_with_own_hostname() {
     );
     assert_eq!(ssh_ok(&lab, "server1", "uname -s"), "Linux\n");
     assert_eq!(ssh_ok(&lab, "server1", "whoami"), "root\n");
+    // openEuler's own tools that Debian lacks.
+    ssh_ok(
+        &lab,
+        "server1",
+        "printf 'X' > /etc/pki/ca-trust/source/anchors/lab.crt && update-ca-trust extract",
+    );
+    let bundle = ssh_ok(
+        &lab,
+        "server1",
+        "tail -c 2 /etc/pki/tls/certs/ca-bundle.crt",
+    );
+    assert_eq!(bundle, "X\n");
     // The host's own view is untouched.
     let host_m = std::process::Command::new("uname")
         .arg("-m")

@@ -249,7 +249,7 @@ impl LabBuilder {
             lifeline: Lifeline::new()?,
             block,
         };
-        crate::systemd::install_support(&dir.join("support"))?;
+        crate::systemd::install_support(&dir.join("support"), &self.flavour)?;
         std::fs::create_dir_all(dir.join("client")).ctx(|| "creating client dir".into())?;
         run(Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", "", "-C", "rvlab-client", "-f"])
