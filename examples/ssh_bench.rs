@@ -1,5 +1,7 @@
 //! Driver for bench/ssh_*.sh (not part of the product).
 //!   ssh_bench facts  KNOWN_HOSTS KEY IP:PORT...        facts from every host in parallel
+//!   ssh_bench lab-facts BOARDS RUNS  start a lab of emulated boards (rvlab) and time facts from
+//!       all of them against as many parallel `ssh -o BatchMode=yes board true`, interleaved
 //!   ssh_bench upload KNOWN_HOSTS KEY IP:PORT LOCAL DEST [SHA256]
 //!       upload one file (with SHA256: as a pinned artifact, no local hashing pass)
 use std::path::PathBuf;
@@ -17,8 +19,115 @@ fn target(i: usize, hp: &str, key: &str) -> Target {
     t
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Facts on lab boards vs OpenSSH's floor, each run as fresh processes, interleaved.
+fn lab_facts(boards: usize, runs: usize) -> ExitCode {
+    let mut b = rvlab::Lab::builder().board("server1", rvlab::Role::Server);
+    for i in 1..boards {
+        b = b.board(format!("agent{i}"), rvlab::Role::Agent);
+    }
+    let lab = match b.start() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("lab: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (kh, key) = (
+        lab.known_hosts().display().to_string(),
+        lab.client_key().display().to_string(),
+    );
+    let hosts: Vec<String> = lab
+        .boards()
+        .iter()
+        .map(|b| format!("{}:{}", b.address(), b.ssh_port()))
+        .collect();
+    let me = std::env::current_exe().expect("own path");
+    let ours = || {
+        let st = std::process::Command::new(&me)
+            .args(["facts", &kh, &key])
+            .args(&hosts)
+            .status();
+        assert!(
+            st.map(|s| s.success()).unwrap_or(false),
+            "rvcluster facts failed"
+        );
+    };
+    let peer = || {
+        let children: Vec<_> = lab
+            .boards()
+            .iter()
+            .map(|b| {
+                std::process::Command::new("ssh")
+                    .args([
+                        "-F",
+                        "/dev/null",
+                        "-o",
+                        "BatchMode=yes",
+                        "-o",
+                        "StrictHostKeyChecking=yes",
+                    ])
+                    .arg("-o")
+                    .arg(format!("UserKnownHostsFile={kh}"))
+                    .args([
+                        "-o",
+                        "IdentitiesOnly=yes",
+                        "-i",
+                        &key,
+                        "-p",
+                        &b.ssh_port().to_string(),
+                    ])
+                    .arg(format!("root@{}", b.address()))
+                    .arg("true")
+                    .spawn()
+                    .expect("ssh")
+            })
+            .collect();
+        for mut c in children {
+            assert!(c.wait().map(|s| s.success()).unwrap_or(false), "ssh failed");
+        }
+    };
+    let (mut t_ours, mut t_peer) = (vec![], vec![]);
+    for i in 0..runs + 3 {
+        let t = std::time::Instant::now();
+        ours();
+        let a = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
+        peer();
+        let p = t.elapsed().as_secs_f64();
+        if i >= 3 {
+            t_ours.push(a);
+            t_peer.push(p);
+        }
+    }
+    let (mo, mp) = (median(t_ours), median(t_peer));
+    println!(
+        "rvcluster-{boards}x-facts (lab boards): median {:.1} ms",
+        mo * 1000.0
+    );
+    println!(
+        "openssh-{boards}x-true (lab boards): median {:.1} ms",
+        mp * 1000.0
+    );
+    println!(
+        "ratio rvcluster-{boards}x-facts/openssh-{boards}x-true = {:.2}x (medians, {runs} runs)",
+        mo / mp
+    );
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("lab-facts") {
+        return lab_facts(
+            args[1].parse().expect("BOARDS"),
+            args[2].parse().expect("RUNS"),
+        );
+    }
     let (mode, kh, key) = (&args[0], &args[1], &args[2]);
     let policy = HostKeyPolicy {
         project_known_hosts: Some(kh.into()),

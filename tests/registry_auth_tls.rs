@@ -102,3 +102,32 @@ fn bearer_token_flow_against_a_token_auth_registry() {
     let v = reg.skopeo_inspect("riscv64/token2", "1").unwrap();
     assert_eq!(v["Digest"], digest.as_str());
 }
+
+#[test]
+fn one_client_shared_by_threads_under_token_auth() {
+    let reg = TestRegistry::start(Opts { token: true, ..Default::default() });
+    let client = RegistryClient::new(&reg.endpoint(), reg.client_options()).unwrap();
+    let works: Vec<(tempfile::TempDir, String)> = (0..3).map(|i| (tempfile::tempdir().unwrap(), format!("riscv64/shared{i}"))).collect();
+    let results: Vec<(String, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = works
+            .iter()
+            .enumerate()
+            .map(|(i, (dir, repo))| {
+                let client = &client;
+                s.spawn(move || {
+                    let tar = dir.path().join("img.tar");
+                    images::oci_archive(dir.path(), &tar, &["riscv64"], &[Layer::new("l", 40_000, 50 + i as u64)]);
+                    let image = load(&Source::OciArchive(tar), &RemoteSources::default()).unwrap();
+                    let items = [PushItem { name: repo.clone(), image, repository: repo.clone(), tag: Some("1".into()), locked_manifest_digest: None }];
+                    let (tx, _rx) = mpsc::channel();
+                    let (_, rep) = push::plan_and_push(client, &items, &[], &tx).unwrap_or_else(|e| panic!("{repo}: {e}"));
+                    (repo.clone(), rep.images[0].manifest_digest.clone())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (repo, digest) in results {
+        assert_eq!(reg.skopeo_inspect(&repo, "1").unwrap()["Digest"], digest.as_str());
+    }
+}

@@ -191,3 +191,47 @@ fn docker_source_copies_the_riscv64_image_from_another_registry() {
     let err = load(&Source::Docker(r("rancher/klipper-lb:v0.4.13")), &remote).unwrap_err();
     assert!(matches!(&err, RegistryError::NoRiscv64 { platforms, .. } if platforms == &["linux/amd64", "linux/arm64"]), "{err}");
 }
+
+#[test]
+fn anonymous_bearer_upstream_like_docker_hub() {
+    // Upstream with token auth that hands anonymous callers pull-only tokens (Docker Hub's model).
+    let upstream = TestRegistry::start(Opts { token: true, anonymous_pull: true, ..Default::default() });
+    let private = TestRegistry::start(Opts::default());
+    let work = tempfile::tempdir().unwrap();
+    let lp = work.path().join("lp");
+    let w = images::oci_layout(&lp, &["arm64", "riscv64"], &[Layer::new("lp", 10_000, 8)]);
+    upstream.skopeo_copy_all(&format!("oci:{}", lp.display()), "rancher/local-path-provisioner", "v0.0.32");
+
+    let mut overrides = BTreeMap::new();
+    overrides.insert("docker.io".to_string(), upstream.endpoint());
+    let cfg = MirrorConfig {
+        mirrors: vec![MirrorEntry { registry: "docker.io".into(), endpoints: vec![private.endpoint()], rewrites: vec![] }],
+        upstream_overrides: overrides.clone(),
+        disable_default_endpoint: false,
+    };
+    let needs = [Need { image: r("rancher/local-path-provisioner:v0.0.32"), needed_by: vec![NeededBy::Addon("local-storage".into())] }];
+    let report = closure::check(&needs, &BTreeMap::new(), &cfg, &BTreeMap::new());
+    match &report.entries[0].status {
+        Status::AvailableUpstream { digest, .. } => assert_eq!(*digest, w.manifest("riscv64")),
+        s => panic!("{s:?}"),
+    }
+    // docker:// from it, anonymously, then pushed to the private registry.
+    let remote = RemoteSources { upstream_overrides: overrides, options: BTreeMap::new() };
+    let image = load(&Source::Docker(r("rancher/local-path-provisioner:v0.0.32")), &remote).unwrap();
+    assert_eq!(image.manifest_digest, w.manifest("riscv64"));
+    let d = push_one_loaded(&private, image, "rancher/local-path-provisioner", "v0.0.32");
+    assert_eq!(d, w.manifest("riscv64"));
+    // Anonymous push to the token registry is refused (pull-only token).
+    let anon = RegistryClient::new(&upstream.endpoint(), ClientOptions::default()).unwrap();
+    let err = anon.start_upload("rancher/other").unwrap_err();
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
+}
+
+fn push_one_loaded(reg: &TestRegistry, image: rvcluster::registry::LoadedImage, repo: &str, tag: &str) -> String {
+    let items = [PushItem { name: repo.into(), image, repository: repo.into(), tag: Some(tag.into()), locked_manifest_digest: None }];
+    let client = RegistryClient::new(&reg.endpoint(), reg.client_options()).unwrap();
+    let (tx, _rx) = mpsc::channel();
+    let (_, rep) = push::plan_and_push(&client, &items, &[], &tx).unwrap();
+    assert_eq!(reg.skopeo_inspect(repo, tag).unwrap()["Digest"], rep.images[0].manifest_digest.as_str());
+    rep.images[0].manifest_digest.clone()
+}

@@ -233,7 +233,8 @@ fn generated_images_are_byte_for_byte_deterministic() {
     fn v25(w: &Path, o: &Path) {
         images::docker_archive_v25(w, o, "riscv64", &[Layer::new("x", 1000, 1)]);
     }
-    let makers: [(fn(&Path, &Path), &str); 3] = [(multi, "multi.tar"), (legacy, "legacy.tar"), (v25, "v25.tar")];
+    type Make = fn(&Path, &Path);
+    let makers: [(Make, &str); 3] = [(multi, "multi.tar"), (legacy, "legacy.tar"), (v25, "v25.tar")];
     for (make, name) in makers {
         make(a.path(), &a.path().join(name));
         make(b.path(), &b.path().join(name));

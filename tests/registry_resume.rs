@@ -63,8 +63,8 @@ fn verified(reg: &TestRegistry, repo: &str, w: &images::Written, layer_size: u64
 #[test]
 fn connection_dropped_between_chunks_resumes_at_the_reported_range() {
     let reg = TestRegistry::start(Opts::default());
-    // Cut at the start of the first request after 5 MiB: the PATCH of the second 4 MiB chunk.
-    let (run, w) = push_through_proxy(&reg, CutAt::RequestStartAfter(5 * MIB), "riscv64/resume", 5);
+    // Cut at the start of the first chunk PATCH after 5 MiB: the third 4 MiB chunk.
+    let (run, w) = push_through_proxy(&reg, CutAt::BigUploadStartAfter(5 * MIB), "riscv64/resume", 5);
     assert_eq!(run.cuts, 1);
     assert_eq!(retries(&run.events), vec![8 * MIB], "resumed after two accepted chunks: {:?}", run.events);
     // Only the chunk in flight when the connection died (up to 4 MiB, depending on how much the

@@ -68,11 +68,12 @@ fn local_exec_exit_codes_stdout_stderr_stdin() {
 fn times_out(h: &mut dyn Host) {
     let start = Instant::now();
     let err = h
-        .exec("sleep 30", None, Some(Duration::from_millis(500)))
+        .exec("sleep 60", None, Some(Duration::from_millis(500)))
         .unwrap_err();
     assert!(matches!(err, TransportError::Timeout { .. }), "{err}");
+    // It gave up instead of waiting for the command to end.
     assert!(
-        start.elapsed() < Duration::from_secs(10),
+        start.elapsed() < Duration::from_secs(60),
         "took {:?}",
         start.elapsed()
     );
@@ -81,6 +82,48 @@ fn times_out(h: &mut dyn Host) {
         h.exec("echo still here", None, None).unwrap().stdout_str(),
         "still here\n"
     );
+}
+
+/// After a timeout the command does not linger on the host: it is gone long before it would
+/// have ended by itself.
+fn timed_out_command_is_killed_on_the_host(h: &mut dyn Host) {
+    let token = format!("rvcluster-timeout-{}-{}", std::process::id(), h.name());
+    let cmd = format!("sleep 40; echo {token}");
+    let err = h
+        .exec(&cmd, None, Some(Duration::from_millis(300)))
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Timeout { .. }), "{err}");
+    let start = Instant::now();
+    loop {
+        let out = h
+            // `[r]` keeps pgrep from matching the shell that runs it.
+            .exec(
+                &format!("pgrep -f '[r]{}' || true", &token[1..]),
+                None,
+                None,
+            )
+            .unwrap();
+        if out.stdout.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "still running: {}",
+            out.stdout_str()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn ssh_timed_out_command_is_killed_on_the_host() {
+    let (_s, mut h, _d) = connect();
+    timed_out_command_is_killed_on_the_host(&mut h);
+}
+
+#[test]
+fn local_timed_out_command_is_killed() {
+    timed_out_command_is_killed_on_the_host(&mut LocalHost::new("local"));
 }
 
 #[test]
@@ -182,31 +225,34 @@ fn ssh_sudo_wrapper_runs_as_root() {
     assert_eq!(out.stdout_str(), "0\nsh\n");
 }
 
+/// A real user whose sudo wants a password, logging in by key.
+fn sudo_user_host() -> (
+    Sshd,
+    rvcluster::transport::Target,
+    tempfile::TempDir,
+    rvcluster::transport::HostKeyPolicy,
+    sshd::ClientKey,
+) {
+    sshd::ensure_sudo_user();
+    let key = client_key("ed25519", None);
+    let sshd = Sshd::with_key(&key);
+    let (d, policy) = trusted(&sshd, "ed25519");
+    let mut t = sshd.target("b1", &key);
+    t.user = sshd::SUDO_USER.into();
+    t.privilege = Become::Sudo;
+    (sshd, t, d, policy, key)
+}
+
 #[test]
 fn ssh_sudo_password_prompt_is_a_clear_error() {
-    // A `sudo` first on the session's PATH that answers like `sudo -n` does when the user's
-    // sudoers entry wants a password.
-    let fake_dir = tempfile::tempdir().unwrap();
-    let fake = fake_dir.path().join("sudo");
-    std::fs::write(
-        &fake,
-        "#!/bin/sh\necho 'sudo: a password is required' >&2\nexit 1\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let key = client_key("ed25519", None);
-    let sshd = Sshd::start(sshd::SshdOptions {
-        authorized_keys: vec![key.public.clone()],
-        extra_config: format!(
-            "SetEnv PATH={}:/usr/sbin:/usr/bin:/sbin:/bin\n",
-            fake_dir.path().display()
-        ),
-        ..Default::default()
-    });
-    let (_d, policy) = trusted(&sshd, "ed25519");
-    let mut t = sshd.target("b1", &key);
-    t.privilege = Become::Sudo;
+    let (_s, t, _d, policy, _k) = sudo_user_host();
     let mut h = SshHost::connect_with(&t, &policy, &auth_files_only()).unwrap();
+    assert_eq!(
+        h.exec_raw("id -un", &mut &b""[..], None)
+            .unwrap()
+            .stdout_str(),
+        "rvcluster-sudo\n"
+    );
     let err = h.exec("true", None, None).unwrap_err();
     assert!(
         matches!(err, TransportError::SudoPasswordRequired { .. }),
@@ -214,8 +260,67 @@ fn ssh_sudo_password_prompt_is_a_clear_error() {
     );
     assert_eq!(
         err.to_string(),
-        "b1: sudo on the host asks for a password (user root)"
+        "b1: sudo on the host asks for a password (user rvcluster-sudo)"
     );
+}
+
+#[test]
+fn ssh_ask_become_pass_runs_as_root_and_keeps_stdin_intact() {
+    let (_s, t, _d, policy, _k) = sudo_user_host();
+    let mut h = SshHost::connect_with(&t, &policy, &auth_files_only()).unwrap();
+    assert!(h.set_become_password(sshd::SUDO_USER_PASSWORD).unwrap());
+    assert_eq!(h.exec("id -u", None, None).unwrap().stdout_str(), "0\n");
+    // stdin reaches the command byte for byte, without the password line.
+    let data: Vec<u8> = (0..3u32 << 20).map(|i| (i % 253) as u8).collect();
+    assert!(h.exec("cat", Some(&data), None).unwrap().stdout == data);
+    let out = h.exec("head -c 100", Some(b"line\n"), None).unwrap();
+    assert_eq!(out.stdout_str(), "line\n");
+    // Uploads go through the same path: a root-owned file written by a non-root login.
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("sub/registries.yaml");
+    let f = rvcluster::transport::RemoteFile::new(dest.display().to_string(), 0o600)
+        .owned_by("root:root");
+    assert!(h.write(b"mirrors: {}\n", &f).unwrap().changed());
+    assert_eq!(std::fs::read(&dest).unwrap(), b"mirrors: {}\n");
+    let q = FactsQuery {
+        paths: vec![dest.display().to_string()],
+        ..Default::default()
+    };
+    let FileFact::Present { owner, mode, .. } =
+        &h.facts(&q).unwrap().files[&dest.display().to_string()]
+    else {
+        panic!()
+    };
+    assert_eq!((owner.as_str(), *mode), ("root", 0o600));
+    // The password appears in no output.
+    let out = h.exec("cat /proc/self/cmdline; env", None, None).unwrap();
+    assert!(
+        !out.stdout_str().contains("rv-become-Pa55"),
+        "{}",
+        out.stdout_str()
+    );
+}
+
+#[test]
+fn ssh_ask_become_pass_wrong_password_and_not_needed() {
+    let (sshd, t, _d, policy, _k) = sudo_user_host();
+    let mut h = SshHost::connect_with(&t, &policy, &auth_files_only()).unwrap();
+    let err = h.set_become_password("wrong").unwrap_err();
+    assert!(
+        matches!(err, TransportError::BecomePasswordRejected { .. }),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("wrong"));
+    // root with sudo never needs it: the password is not used.
+    let key = client_key("ed25519", None);
+    let root = Sshd::with_key(&key);
+    let (_d2, policy2) = trusted(&root, "ed25519");
+    let mut t2 = root.target("r", &key);
+    t2.privilege = Become::Sudo;
+    let mut h2 = SshHost::connect_with(&t2, &policy2, &auth_files_only()).unwrap();
+    assert!(!h2.set_become_password("anything").unwrap());
+    assert_eq!(h2.exec("id -u", None, None).unwrap().stdout_str(), "0\n");
+    drop(sshd);
 }
 
 fn facts_of(h: &mut dyn Host) {

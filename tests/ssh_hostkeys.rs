@@ -264,13 +264,24 @@ fn ssh_accept_new_records_unknown_key() {
     let (_d, kh) = kh_dir();
     let mut policy = policy_with(&kh);
     policy.accept_new = true;
-    connect(&sshd, &key, &policy).unwrap();
+    let h = connect(&sshd, &key, &policy).unwrap();
+    let shown = h
+        .accepted_new_key()
+        .expect("the accepted key is reported")
+        .to_string();
+    assert!(
+        shown.starts_with(&format!("ssh-ed25519 {}", sshd.fingerprint("ed25519"))),
+        "{shown}"
+    );
     assert_eq!(
         std::fs::read_to_string(&kh).unwrap(),
         sshd.known_hosts_line("ed25519")
     );
     policy.accept_new = false;
-    connect(&sshd, &key, &policy).unwrap();
+    assert_eq!(
+        connect(&sshd, &key, &policy).unwrap().accepted_new_key(),
+        None
+    );
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! upload), manifests (HEAD, GET, PUT of the original bytes), basic auth and the bearer token flow,
 //! http or https with a custom CA file.
 
+use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -92,8 +93,9 @@ pub struct RegistryClient {
     agent: ureq::Agent,
     base: String,
     creds: Option<Credentials>,
-    /// Authorization header value that worked last (basic or bearer).
-    auth: Mutex<Option<String>>,
+    /// Authorization header values that worked: bearer tokens per repository (their scope),
+    /// a basic header under `*` for every request.
+    auth: Mutex<HashMap<String, String>>,
     opts: ClientOptions,
 }
 
@@ -197,6 +199,21 @@ impl Read for Counting<'_> {
     }
 }
 
+/// The repository a request URL is about (`/v2/<repo>/blobs/...`), the key for cached bearer
+/// tokens; empty for `/v2/` itself and for URLs of other hosts.
+fn auth_key(url: &str) -> String {
+    let path = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let path = path.split_once('/').map(|(_, p)| p).unwrap_or("");
+    let path = path.split('?').next().unwrap_or("");
+    let Some(rest) = path.strip_prefix("v2/") else { return String::new() };
+    for marker in ["/blobs/", "/manifests/", "/tags/"] {
+        if let Some(i) = rest.find(marker) {
+            return rest[..i].to_string();
+        }
+    }
+    String::new()
+}
+
 /// Parses the end of a `Range: 0-N` header into the next offset (N+1).
 fn next_offset(resp: &Response<Body>) -> Option<u64> {
     let r = resp.headers().get("range")?.to_str().ok()?;
@@ -237,7 +254,7 @@ impl RegistryClient {
         }
         let agent: ureq::Agent = cfg.build().into();
         let creds = opts.credentials.clone();
-        Ok(RegistryClient { agent, base, creds, auth: Mutex::new(None), opts })
+        Ok(RegistryClient { agent, base, creds, auth: Mutex::new(HashMap::new()), opts })
     }
 
     pub fn endpoint(&self) -> &str {
@@ -318,7 +335,11 @@ impl RegistryClient {
         for (k, v) in headers {
             b = b.header(*k, v.as_str());
         }
-        if let Some(a) = self.auth.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+        let cached = {
+            let auth = self.auth.lock().unwrap_or_else(|p| p.into_inner());
+            auth.get(&auth_key(url)).or_else(|| auth.get("*")).cloned()
+        };
+        if let Some(a) = cached {
             b = b.header("authorization", a);
         }
         match payload {
@@ -350,7 +371,8 @@ impl RegistryClient {
         let challenge = resp.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).map(String::from);
         let Some(challenge) = challenge else { return Ok(resp) };
         let Some(header) = self.negotiate(&challenge, what)? else { return Ok(resp) };
-        *self.auth.lock().unwrap_or_else(|p| p.into_inner()) = Some(header);
+        let key = if header.starts_with("Basic ") { "*".to_string() } else { auth_key(url) };
+        self.auth.lock().unwrap_or_else(|p| p.into_inner()).insert(key, header);
         self.run_replaying(method, url, headers, &mut payload, what)
     }
 
@@ -726,6 +748,13 @@ mod tests {
     fn credentials_debug_hides_password() {
         let c = Credentials { username: "u".into(), password: "hunter2".into() };
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn auth_key_is_the_repository() {
+        assert_eq!(auth_key("http://h:5000/v2/riscv64/pause/blobs/uploads/?mount=x&from=y"), "riscv64/pause");
+        assert_eq!(auth_key("https://h/v2/a/b/c/manifests/1"), "a/b/c");
+        assert_eq!(auth_key("http://h:5000/v2/"), "");
     }
 
     #[test]

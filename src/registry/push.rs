@@ -9,6 +9,7 @@ use std::sync::mpsc::Sender;
 use serde::Serialize;
 
 use super::client::{Mount, RegistryClient, UploadProgress};
+use super::oci::Descriptor;
 use super::error::{RegistryError, Result};
 use super::source::LoadedImage;
 
@@ -117,6 +118,16 @@ impl PushPlan {
                 i.manifest_digest,
                 human(i.bytes_to_send())
             ));
+            if !i.is_noop() {
+                for b in &i.blobs {
+                    let what = match &b.action {
+                        BlobAction::Upload => "upload".to_string(),
+                        BlobAction::Present => "present".to_string(),
+                        BlobAction::Mount { from } => format!("mount from {from}"),
+                    };
+                    out.push_str(&format!("    {:<12} {:>10}  {what}\n", short(&b.digest), human(b.size)));
+                }
+            }
         }
         out.push_str(&format!("total to send: {}\n", human(self.bytes_to_send())));
         out
@@ -196,6 +207,33 @@ pub enum PushEvent {
     Verified { image: String, digest: String },
 }
 
+fn short(d: &str) -> &str {
+    d.strip_prefix("sha256:").map(|h| &h[..h.len().min(12)]).unwrap_or(d)
+}
+
+/// One line per event, for plain (non-interactive) progress output.
+impl std::fmt::Display for PushEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PushEvent::Blob { image, digest, size, state } => {
+                let d = short(digest);
+                match state {
+                    BlobState::Present => write!(f, "{image}: blob {d} already present"),
+                    BlobState::Mounted { from } => write!(f, "{image}: blob {d} mounted from {from}"),
+                    BlobState::Progress { done } => write!(f, "{image}: blob {d} {} / {}", human(*done), human(*size)),
+                    BlobState::Retrying { attempt, reason, resume_at } => {
+                        write!(f, "{image}: blob {d} connection lost ({reason}), retry {attempt} from {}", human(*resume_at))
+                    }
+                    BlobState::Uploaded { sent } => write!(f, "{image}: blob {d} uploaded ({})", human(*sent)),
+                }
+            }
+            PushEvent::ManifestPushed { image, digest } => write!(f, "{image}: manifest {digest} pushed"),
+            PushEvent::ManifestPresent { image, digest } => write!(f, "{image}: manifest {digest} already tagged"),
+            PushEvent::Verified { image, digest } => write!(f, "{image}: verified {digest}"),
+        }
+    }
+}
+
 /// What a push did, per image; the digests are what the lock file records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PushedImage {
@@ -221,6 +259,55 @@ impl PushReport {
     }
 }
 
+/// Blobs of one image uploaded at the same time.
+const PARALLEL_BLOBS: usize = 3;
+
+enum BlobDone {
+    Present,
+    Mounted,
+    Uploaded(u64),
+}
+
+/// One blob of a plan: skip, mount (falling back to an upload) or upload.
+fn push_blob(client: &RegistryClient, item: &PushItem, bp: &BlobPlan, desc: &Descriptor, events: &Sender<PushEvent>) -> Result<BlobDone> {
+    let blob_event = |state: BlobState| {
+        let _ = events.send(PushEvent::Blob { image: item.name.clone(), digest: desc.digest.clone(), size: desc.size, state });
+    };
+    let mut session = None;
+    match &bp.action {
+        BlobAction::Present => {
+            blob_event(BlobState::Present);
+            return Ok(BlobDone::Present);
+        }
+        BlobAction::Mount { from } => match client.mount_blob(&item.repository, &desc.digest, from)? {
+            Mount::Mounted => {
+                blob_event(BlobState::Mounted { from: from.clone() });
+                return Ok(BlobDone::Mounted);
+            }
+            Mount::Upload(s) => session = Some(s),
+        },
+        BlobAction::Upload => {
+            // An earlier image of this push may have uploaded it in the meantime.
+            if client.blob_size(&item.repository, &desc.digest)?.is_some() {
+                blob_event(BlobState::Present);
+                return Ok(BlobDone::Present);
+            }
+        }
+    }
+    let mut progress = |p: UploadProgress| match p {
+        UploadProgress::Offset(done) => blob_event(BlobState::Progress { done }),
+        UploadProgress::Retrying { attempt, reason, resume_at } => blob_event(BlobState::Retrying { attempt, reason, resume_at }),
+    };
+    let sent = client.upload_blob(&item.repository, desc, &item.image, session, &mut progress).map_err(|e| match e {
+        RegistryError::BlobRejected { digest, .. } => {
+            RegistryError::BlobRejected { image: format!("{} ({})", item.name, item.image.source), digest }
+        }
+        e => e,
+    })?;
+    blob_event(BlobState::Uploaded { sent });
+    Ok(BlobDone::Uploaded(sent))
+}
+
 /// Executes a plan made by `plan` for the same items (in the same order).
 pub fn push(client: &RegistryClient, items: &[PushItem], plan: &PushPlan, events: &Sender<PushEvent>) -> Result<PushReport> {
     let mut report = Vec::new();
@@ -241,51 +328,32 @@ pub fn push(client: &RegistryClient, items: &[PushItem], plan: &PushPlan, events
             present: 0,
         };
         let descs = item.image.blobs();
-        for bp in &ip.blobs {
-            let Some(desc) = descs.iter().find(|d| d.digest == bp.digest) else { continue };
-            let blob_event = |state: BlobState| {
-                emit(PushEvent::Blob { image: name.clone(), digest: desc.digest.clone(), size: desc.size, state })
-            };
-            let mut session = None;
-            match &bp.action {
-                BlobAction::Present => {
-                    done.present += 1;
-                    blob_event(BlobState::Present);
-                    continue;
-                }
-                BlobAction::Mount { from } => match client.mount_blob(&item.repository, &desc.digest, from)? {
-                    Mount::Mounted => {
-                        done.mounted += 1;
-                        blob_event(BlobState::Mounted { from: from.clone() });
-                        continue;
-                    }
-                    Mount::Upload(s) => session = Some(s),
-                },
-                BlobAction::Upload => {
-                    // An earlier image of this push may have uploaded it in the meantime.
-                    if client.blob_size(&item.repository, &desc.digest)?.is_some() {
-                        done.present += 1;
-                        blob_event(BlobState::Present);
-                        continue;
+        let work: Vec<(&BlobPlan, &Descriptor)> =
+            ip.blobs.iter().filter_map(|bp| descs.iter().find(|d| d.digest == bp.digest).map(|d| (bp, d))).collect();
+        // Blobs of one image go up a few at a time: the registry hashes and stores each in parallel.
+        for batch in work.chunks(PARALLEL_BLOBS) {
+            let results: Vec<Result<BlobDone>> = std::thread::scope(|s| {
+                let handles: Vec<_> =
+                    batch.iter().map(|(bp, desc)| s.spawn(move || push_blob(client, item, bp, desc, events))).collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(RegistryError::BadSource { source_desc: item.image.source.clone(), reason: "upload thread panicked".into() })
+                        })
+                    })
+                    .collect()
+            });
+            for r in results {
+                match r? {
+                    BlobDone::Present => done.present += 1,
+                    BlobDone::Mounted => done.mounted += 1,
+                    BlobDone::Uploaded(sent) => {
+                        done.uploaded += 1;
+                        done.bytes_sent += sent;
                     }
                 }
             }
-            let mut progress = |p: UploadProgress| match p {
-                UploadProgress::Offset(done) => blob_event(BlobState::Progress { done }),
-                UploadProgress::Retrying { attempt, reason, resume_at } => {
-                    blob_event(BlobState::Retrying { attempt, reason, resume_at })
-                }
-            };
-            let sent = client.upload_blob(&item.repository, desc, &item.image, session, &mut progress).map_err(|e| match e {
-                RegistryError::BlobRejected { digest, .. } => RegistryError::BlobRejected {
-                    image: format!("{} ({})", name, item.image.source),
-                    digest,
-                },
-                e => e,
-            })?;
-            done.bytes_sent += sent;
-            done.uploaded += 1;
-            blob_event(BlobState::Uploaded { sent });
         }
         let reference = ip.reference.clone();
         let registry_has = client.manifest_digest(&item.repository, &reference)?;
@@ -351,8 +419,15 @@ mod tests {
         assert!(!p.is_noop());
         assert_eq!(
             p.render(),
-            "docker.io/library/redis:7 <- oci-archive:redis.tar\n  127.0.0.1:5000/riscv64/redis:7 sha256:m (push)\n  blobs: 1 to upload (2.0 KiB), 1 to mount, 1 present\ntotal to send: 2.0 KiB\n"
+            "docker.io/library/redis:7 <- oci-archive:redis.tar\n  127.0.0.1:5000/riscv64/redis:7 sha256:m (push)\n  blobs: 1 to upload (2.0 KiB), 1 to mount, 1 present\n    a               2.0 KiB  upload\n    b                  10 B  present\n    c                  10 B  mount from x/y\ntotal to send: 2.0 KiB\n"
         );
+        let e = PushEvent::Blob {
+            image: "redis".into(),
+            digest: format!("sha256:{}", "ab".repeat(32)),
+            size: 3 * 1024 * 1024,
+            state: BlobState::Retrying { attempt: 1, reason: "Peer disconnected".into(), resume_at: 1024 * 1024 },
+        };
+        assert_eq!(e.to_string(), "redis: blob abababababab connection lost (Peer disconnected), retry 1 from 1.0 MiB");
         let j = serde_json::to_value(&p).unwrap();
         assert_eq!(j["images"][0]["blobs"][2]["action"], "mount");
         assert_eq!(j["images"][0]["blobs"][2]["from"], "x/y");

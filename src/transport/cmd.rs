@@ -31,6 +31,42 @@ pub fn with_become(become_: &Become, command: &str) -> String {
     }
 }
 
+/// Make the host itself stop a command a little after the caller's deadline (which reports the
+/// timeout first): `timeout -s KILL` kills the command's whole process group, so a timed-out
+/// command does not linger on the board. Hosts without `timeout` run the command as is.
+pub fn with_host_timeout(command: &str, timeout: std::time::Duration) -> String {
+    let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0) + 2;
+    let q = quote(command);
+    format!(
+        "if command -v timeout >/dev/null 2>&1; then exec timeout -s KILL {secs} sh -c {q}; \
+         else exec sh -c {q}; fi"
+    )
+}
+
+/// First stdin line after the password when a become password is used.
+pub const BECOME_MARK: &str = "RVCLUSTER-BECOME";
+/// Exit status of the [`with_sudo_password`] wrapper when sudo did not consume the password.
+pub const BECOME_NOT_ASKED_STATUS: i32 = 97;
+
+/// `sudo -S` wrapper for a become password. stdin must start with the password line, then
+/// [`BECOME_MARK`]; `-k` makes sudo always ask. If sudo did not read the password, the wrapper
+/// finds it instead of the marker and exits [`BECOME_NOT_ASKED_STATUS`] without running
+/// the command, so the password never reaches it.
+pub fn with_sudo_password(command: &str) -> String {
+    format!(
+        "sudo -S -k -p '' -- sh -c {} rvcluster-become {}",
+        quote(&format!(
+            "IFS= read -r l; [ \"$l\" = {BECOME_MARK} ] || exit {BECOME_NOT_ASKED_STATUS}; exec sh -c \"$1\""
+        )),
+        quote(command)
+    )
+}
+
+/// Checks a become password: stdin is the password line only.
+pub fn sudo_password_check() -> String {
+    "sudo -S -k -p '' -- true".to_string()
+}
+
 /// Does this stderr (with exit status) say that `sudo -n` needed a password?
 pub fn is_sudo_password_error(status: i32, stderr: &str) -> bool {
     status == 1
@@ -181,6 +217,24 @@ mod tests {
             with_become(&Become::Sudo, "echo 'x'"),
             r"sudo -n -- sh -c 'echo '\''x'\'''"
         );
+    }
+
+    #[test]
+    fn host_timeout_wrapper() {
+        assert_eq!(
+            with_host_timeout("sleep 9; echo 'x'", std::time::Duration::from_millis(1500)),
+            r#"if command -v timeout >/dev/null 2>&1; then exec timeout -s KILL 4 sh -c 'sleep 9; echo '\''x'\'''; else exec sh -c 'sleep 9; echo '\''x'\'''; fi"#
+        );
+        assert!(with_host_timeout("true", std::time::Duration::from_secs(3)).contains("KILL 5 sh"));
+    }
+
+    #[test]
+    fn sudo_password_wrapper() {
+        assert_eq!(
+            with_sudo_password("cat > '/a b'"),
+            r#"sudo -S -k -p '' -- sh -c 'IFS= read -r l; [ "$l" = RVCLUSTER-BECOME ] || exit 97; exec sh -c "$1"' rvcluster-become 'cat > '\''/a b'\'''"#
+        );
+        assert_eq!(sudo_password_check(), "sudo -S -k -p '' -- true");
     }
 
     #[test]

@@ -83,10 +83,14 @@ pub enum TransportError {
     #[diagnostic(
         code(rvcluster::ssh::sudo_password),
         help(
-            "log in as root, or allow the user `NOPASSWD` sudo (e.g. `{user} ALL=(ALL) NOPASSWD: ALL` in /etc/sudoers.d/)"
+            "log in as root, allow the user `NOPASSWD` sudo (e.g. `{user} ALL=(ALL) NOPASSWD: ALL` in /etc/sudoers.d/), or pass --ask-become-pass"
         )
     )]
     SudoPasswordRequired { host: String, user: String },
+
+    #[error("{host}: sudo rejected the become password for {user}")]
+    #[diagnostic(code(rvcluster::ssh::sudo_password_rejected))]
+    BecomePasswordRejected { host: String, user: String },
 
     #[error("{host}: {what} timed out after {after:?}")]
     #[diagnostic(code(rvcluster::ssh::timeout))]

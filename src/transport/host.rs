@@ -137,11 +137,54 @@ pub trait Host: Send {
         stdin: Option<&[u8]>,
         timeout: Option<Duration>,
     ) -> Result<ExecOutput> {
-        let wrapped = cmd::with_become(&self.privilege(), command);
         let mut input: &[u8] = stdin.unwrap_or(&[]);
-        let out = self.exec_raw(&wrapped, &mut input, timeout)?;
+        self.exec_become(command, &mut input, timeout)
+    }
+
+    /// [`Host::exec`] with streamed stdin. With a `timeout`, the host also kills the command
+    /// shortly after the deadline ([`cmd::with_host_timeout`]). With a become password, `sudo -S` reads it (and a
+    /// marker line) ahead of `stdin`; the marker guarantees the password never reaches the
+    /// command even if sudo did not ask for it.
+    fn exec_become(
+        &mut self,
+        command: &str,
+        stdin: &mut dyn Read,
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput> {
+        let limited;
+        let command = match timeout {
+            Some(t) => {
+                limited = cmd::with_host_timeout(command, t);
+                limited.as_str()
+            }
+            None => command,
+        };
+        let out = match (self.privilege(), self.become_password()) {
+            (Become::Sudo, Some(pw)) => {
+                let prefix = format!("{pw}\n{}\n", cmd::BECOME_MARK).into_bytes();
+                let mut input = std::io::Read::chain(&prefix[..], stdin);
+                let out = self.exec_raw(&cmd::with_sudo_password(command), &mut input, timeout)?;
+                if out.status == cmd::BECOME_NOT_ASKED_STATUS && out.stdout.is_empty() {
+                    return Err(TransportError::Other {
+                        host: self.name().to_string(),
+                        detail: "sudo did not ask for the become password (sudoers changed?); \
+                                 run again without --ask-become-pass"
+                            .into(),
+                    });
+                }
+                out
+            }
+            (privilege, _) => {
+                self.exec_raw(&cmd::with_become(&privilege, command), stdin, timeout)?
+            }
+        };
         self.check_sudo(&out)?;
         Ok(out)
+    }
+
+    /// The sudo password set with `--ask-become-pass` (see `SshHost::set_become_password`).
+    fn become_password(&self) -> Option<&str> {
+        None
     }
 
     /// Like [`Host::exec`] but a non-zero status is [`TransportError::CommandFailed`], named `what`.
@@ -227,16 +270,12 @@ pub trait Host: Send {
     ) -> Result<UploadOutcome> {
         let owner = dest.owner.as_deref();
         let tmp = cmd::temp_path_for(&dest.path, &temp_suffix());
-        let script = cmd::with_become(
-            &self.privilege(),
-            &cmd::upload_stream(&dest.path, &tmp, sha256, dest.mode, owner),
-        );
+        let script = cmd::upload_stream(&dest.path, &tmp, sha256, dest.mode, owner);
         let mut counting = CountingReader {
             inner: content,
             n: 0,
         };
-        let out = self.exec_raw(&script, &mut counting, None)?;
-        self.check_sudo(&out)?;
+        let out = self.exec_become(&script, &mut counting, None)?;
         let stderr = out.stderr_str();
         if out.status == cmd::SHA_MISMATCH_STATUS
             && let Some(actual) = stderr

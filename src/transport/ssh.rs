@@ -45,6 +45,8 @@ pub struct SshHost {
     session: Session,
     fd: RawFd,
     _tunnel: Option<Tunnel>,
+    become_password: Option<String>,
+    accepted_new_key: Option<String>,
 }
 
 impl std::fmt::Debug for SshHost {
@@ -114,10 +116,17 @@ impl SshHost {
         let algorithms = exp.algorithms();
         let (session, fd, tunnel) = open_transport(target, policy, auth, &algorithms)?;
         let key = presented_key(&session, target)?;
+        let mut accepted = None;
         match known_hosts::judge(&exp, &key) {
             Verdict::Trusted => {}
             Verdict::Unknown if policy.accept_new && policy.write_path().is_some() => {
                 let path = policy.write_path().expect("checked");
+                accepted = Some(format!(
+                    "{} {} (recorded in {})",
+                    key.key_type,
+                    key.fingerprint(),
+                    path.display()
+                ));
                 known_hosts::write_entry(
                     path,
                     &known_hosts::lookup_name(&target.host, target.port),
@@ -164,7 +173,45 @@ impl SshHost {
             session,
             fd,
             _tunnel: tunnel,
+            become_password: None,
+            accepted_new_key: accepted,
         })
+    }
+
+    /// `--ask-become-pass`: when this host's privilege is sudo and `sudo -n` is refused, check
+    /// `password` with sudo once and use it for every later command (fed on stdin, never on a
+    /// command line). Returns whether the password is in use (false: root login or NOPASSWD).
+    pub fn set_become_password(&mut self, password: &str) -> Result<bool> {
+        self.become_password = None;
+        if self.privilege != Become::Sudo {
+            return Ok(false);
+        }
+        let mut none: &[u8] = &[];
+        let probe = self.exec_raw("sudo -n true", &mut none, Some(Duration::from_secs(60)))?;
+        if probe.success() {
+            return Ok(false);
+        }
+        let mut line = format!("{password}\n").into_bytes();
+        let check = self.exec_raw(
+            &super::cmd::sudo_password_check(),
+            &mut &line[..],
+            Some(Duration::from_secs(60)),
+        )?;
+        line.iter_mut().for_each(|b| *b = 0);
+        if !check.success() {
+            return Err(TransportError::BecomePasswordRejected {
+                host: self.name.clone(),
+                user: self.user.clone(),
+            });
+        }
+        self.become_password = Some(password.to_string());
+        Ok(true)
+    }
+
+    /// With `accept_new`: the key that was unknown and got recorded by this connection
+    /// (`type SHA256:... (recorded in PATH)`), for the caller to show.
+    pub fn accepted_new_key(&self) -> Option<&str> {
+        self.accepted_new_key.as_deref()
     }
 
     /// The underlying session (for callers needing SFTP or port forwarding).
@@ -507,6 +554,10 @@ impl Host for SshHost {
         self.user.clone()
     }
 
+    fn become_password(&self) -> Option<&str> {
+        self.become_password.as_deref()
+    }
+
     fn exec_raw(
         &mut self,
         command: &str,
@@ -722,9 +773,14 @@ fn tunnel_pump(jump: SshHost, mut ch: Channel, mut local: UnixStream, stop: Arc<
     let (mut local_eof, mut remote_eof, mut eof_sent) = (false, false, false);
     let lfd = local.as_raw_fd();
     let mut last_keepalive = Instant::now();
+    let mut stopping: Option<Instant> = None;
     loop {
-        if stop.load(Ordering::SeqCst) && (local_eof || remote_eof) {
-            break;
+        if stop.load(Ordering::SeqCst) {
+            // The inner session is gone: finish forwarding what it wrote, but never hang.
+            let since = *stopping.get_or_insert_with(Instant::now);
+            if local_eof || remote_eof || since.elapsed() > Duration::from_secs(2) {
+                break;
+            }
         }
         let mut progressed = false;
         // local -> remote

@@ -36,6 +36,8 @@ pub struct Opts {
     /// Token auth instead: the registry answers `WWW-Authenticate: Bearer` and trusts JWTs (RS256,
     /// x5c) from a small token server of this fixture that checks the same basic credentials.
     pub token: bool,
+    /// With `token`: like Docker Hub, anonymous callers get pull-only tokens.
+    pub anonymous_pull: bool,
 }
 
 pub struct TestRegistry {
@@ -117,7 +119,7 @@ impl TestRegistry {
         if opts.token {
             assert!(!opts.auth, "token and htpasswd auth are exclusive");
             let (u, p) = ("rvc".to_string(), format!("tok-{}-{}", std::process::id(), COUNTER.load(Ordering::SeqCst)));
-            let ts = TokenServer::start(dir.path(), u.clone(), p.clone());
+            let ts = TokenServer::start(dir.path(), u.clone(), p.clone(), opts.anonymous_pull);
             cfg.push_str(&format!(
                 "auth:\n  token:\n    realm: {}\n    service: rvcluster-test\n    issuer: rvcluster-test-issuer\n    rootcertbundle: {}\n",
                 ts.realm(),
@@ -271,12 +273,13 @@ fn pct_decode(s: &str) -> String {
     let mut out = Vec::new();
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
         }
         out.push(if b[i] == b'+' { b' ' } else { b[i] });
         i += 1;
@@ -285,7 +288,7 @@ fn pct_decode(s: &str) -> String {
 }
 
 impl TokenServer {
-    fn start(dir: &Path, user: String, password: String) -> TokenServer {
+    fn start(dir: &Path, user: String, password: String, anonymous_pull: bool) -> TokenServer {
         use base64::Engine as _;
         let key = dir.join("token.key");
         let cert = dir.join("token.crt");
@@ -318,7 +321,7 @@ impl TokenServer {
                 let authorized = text.lines().any(|l| {
                     l.split_once(':').is_some_and(|(k, v)| k.eq_ignore_ascii_case("authorization") && v.trim() == expected)
                 });
-                let response = if !authorized {
+                let response = if !authorized && !anonymous_pull {
                     "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
                 } else {
                     let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
@@ -331,7 +334,11 @@ impl TokenServer {
                                 let actions = parts.pop().unwrap();
                                 let name = parts.pop().unwrap();
                                 let typ = parts.pop().unwrap();
-                                let acts: Vec<String> = actions.split(',').map(|a| format!("\"{a}\"")).collect();
+                                let acts: Vec<String> = actions
+                                    .split(',')
+                                    .filter(|a| authorized || *a == "pull")
+                                    .map(|a| format!("\"{a}\""))
+                                    .collect();
                                 access.push(format!(r#"{{"type":"{typ}","name":"{name}","actions":[{}]}}"#, acts.join(",")));
                             }
                         }
@@ -392,10 +399,26 @@ pub enum CutAt {
     /// At the start of the first request (nothing of it forwarded) after this many bytes:
     /// an idle keep-alive connection dropped between two requests.
     RequestStartAfter(u64),
+    /// As `RequestStartAfter`, but only at a PATCH carrying at least 1 MiB (a chunk of a layer,
+    /// not a small request of another upload thread).
+    BigUploadStartAfter(u64),
+}
+
+/// A request head for `PATCH` with `Content-Length` >= 1 MiB.
+fn is_big_patch(head: &[u8]) -> bool {
+    if !head.starts_with(b"PATCH ") {
+        return false;
+    }
+    let text = String::from_utf8_lossy(&head[..head.len().min(8192)]).to_ascii_lowercase();
+    text.lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|len| len >= 1 << 20)
 }
 
 /// A TCP proxy on its own loopback address in front of a registry that cuts one client
-/// connection (both directions) at the point given by `CutAt`.
+/// connection (both directions) at the point given by `CutAt`, counting client bytes over all
+/// connections.
 pub struct CutProxy {
     pub ip: String,
     pub port: u16,
@@ -411,6 +434,8 @@ impl CutProxy {
         let cuts = Arc::new(AtomicU32::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let armed = Arc::new(AtomicBool::new(true));
+        // Client bytes forwarded over all connections (the client may spread requests over several).
+        let forwarded = Arc::new(AtomicU64::new(0));
         let (c2, s2) = (cuts.clone(), stop.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -419,7 +444,7 @@ impl CutProxy {
                 }
                 let Ok(client) = conn else { continue };
                 let Ok(server) = TcpStream::connect(&upstream) else { continue };
-                let (armed, cuts) = (armed.clone(), c2.clone());
+                let (armed, cuts, forwarded) = (armed.clone(), c2.clone(), forwarded.clone());
                 std::thread::spawn(move || {
                     let (mut cr, mut sw) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                     let (mut sr, mut cw) = (server, client);
@@ -427,19 +452,22 @@ impl CutProxy {
                         let _ = std::io::copy(&mut sr, &mut cw);
                         let _ = cw.shutdown(Shutdown::Both);
                     });
-                    let forwarded = AtomicU64::new(0);
                     let mut buf = vec![0u8; 64 * 1024];
+                    let mut mine = 0u64;
                     loop {
                         let n = match cr.read(&mut buf) {
                             Ok(0) | Err(_) => break,
                             Ok(n) => n,
                         };
                         let before = forwarded.fetch_add(n as u64, Ordering::SeqCst);
+                        mine += n as u64;
                         let hit = match cut {
-                            CutAt::Bytes(k) => before + n as u64 >= k,
+                            // Only a bulk connection is cut (not a small request racing alongside).
+                            CutAt::Bytes(k) => before + n as u64 >= k && mine >= 1 << 20,
                             CutAt::RequestStartAfter(k) => {
                                 before >= k && [&b"PATCH "[..], b"PUT ", b"POST ", b"GET ", b"HEAD "].iter().any(|m| buf[..n].starts_with(m))
                             }
+                            CutAt::BigUploadStartAfter(k) => before >= k && is_big_patch(&buf[..n]),
                         };
                         if hit && armed.swap(false, Ordering::SeqCst) {
                             cuts.fetch_add(1, Ordering::SeqCst);

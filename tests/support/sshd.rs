@@ -303,3 +303,42 @@ pub fn auth_files_only() -> AuthConfig {
         prompt: false,
     }
 }
+
+/// A real non-root login user whose sudo rule wants a password, for privilege tests:
+/// `rvcluster-sudo` (home created), password [`SUDO_USER_PASSWORD`], sudoers
+/// `rvcluster-sudo ALL=(ALL:ALL) ALL`. Idempotent and safe across test processes (file lock).
+/// Login is by key only (the fixture's sshd never allows passwords).
+pub const SUDO_USER: &str = "rvcluster-sudo";
+pub const SUDO_USER_PASSWORD: &str = "rv-become-Pa55 'word' $(x)";
+
+pub fn ensure_sudo_user() {
+    let lock = std::fs::File::create("/tmp/rvcluster-sudo-user.lock").unwrap();
+    lock.lock().unwrap();
+    let exists = Command::new("id")
+        .arg(SUDO_USER)
+        .output()
+        .unwrap()
+        .status
+        .success();
+    if !exists {
+        run(Command::new("useradd").args(["-m", "-s", "/bin/sh", SUDO_USER]));
+    }
+    let mut chpasswd = Command::new("chpasswd")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        chpasswd.stdin.as_mut().unwrap(),
+        format!("{SUDO_USER}:{SUDO_USER_PASSWORD}\n").as_bytes(),
+    )
+    .unwrap();
+    drop(chpasswd.stdin.take());
+    assert!(chpasswd.wait().unwrap().success());
+    let rule = "/etc/sudoers.d/rvcluster-sudo";
+    let tmp = format!("{rule}.tmp{}", std::process::id());
+    std::fs::write(&tmp, format!("{SUDO_USER} ALL=(ALL:ALL) ALL\n")).unwrap();
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o440)).unwrap();
+    run(Command::new("visudo").args(["-c", "-q", "-f", &tmp]));
+    std::fs::rename(&tmp, rule).unwrap();
+    lock.unlock().unwrap();
+}

@@ -98,6 +98,9 @@ fn mirror_with_rewrite_first_then_fallback_to_upstream_without_rewrite() {
     let e = p3.pull(&ImageRef::parse("rancher/mirrored-pause:3.6").unwrap()).unwrap_err();
     // the mirror without rewrite has no rancher/mirrored-pause; upstream has no riscv64
     assert!(e.message.ends_with("no match for platform in manifest: not found"), "{}", e.message);
+    // nowhere to be found: containerd reports the first non-404 error (the dead mirror)
+    let e = p3.pull(&ImageRef::parse("rancher/nothing-here:1").unwrap()).unwrap_err();
+    assert!(e.message.contains("failed to do request: Head \"http://127.0.0.2:9/v2/rancher/nothing-here/manifests/1\""), "{}", e.message);
 }
 
 #[test]
@@ -165,5 +168,31 @@ fn https_mirror_is_verified_with_ca_file_from_configs() {
     port_nginx(&mirror);
     let ok = puller(&with_ca, &up).pull(&ImageRef::parse("nginx").unwrap()).unwrap();
     assert_eq!(ok.endpoint, format!("https://{}/v2", mirror.authority()));
+    let skip = format!("{base}configs:\n  \"{}\":\n    tls:\n      insecure_skip_verify: true\n", mirror.authority());
+    assert!(puller(&skip, &up).pull(&ImageRef::parse("nginx").unwrap()).is_ok(), "insecure_skip_verify accepts the unknown CA");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn content_missing_on_the_mirror_is_fetched_from_the_next_endpoint_like_containerds_fetcher() {
+    let up = Registry::start();
+    let mirror = Registry::start();
+    let spec = riscv_copy("rancher/klipper-lb", "v0.4.13");
+    let built = upstream::build(&spec);
+    upstream::push(&up.url(), "rancher/klipper-lb", &built).unwrap();
+    upstream::push(&mirror.url(), "rancher/klipper-lb", &built).unwrap();
+    let agent = k3s_sim::pull::http_agent(ureq::tls::TlsConfig::builder().build());
+    let layer = &built.blobs[3].digest; // riscv64's layer (blobs: cfg, layer per platform)
+    let del = |r: &Registry| {
+        let resp = k3s_sim::pull::do_request(&agent, "DELETE", &format!("{}/v2/rancher/klipper-lb/blobs/{layer}", r.url()), &[], None).unwrap();
+        assert_eq!(resp.status, 202, "{}", String::from_utf8_lossy(&resp.body));
+    };
+    del(&mirror);
+    let yaml = format!("mirrors:\n  docker.io:\n    endpoint: [\"http://{}\"]\n", mirror.authority());
+    let p = puller(&yaml, &up);
+    let ok = p.pull(&ImageRef::parse("rancher/klipper-lb:v0.4.13").unwrap()).unwrap();
+    assert_eq!(ok.endpoint, format!("http://{}/v2", mirror.authority()), "resolved at the mirror");
+    del(&up);
+    let e = p.pull(&ImageRef::parse("rancher/klipper-lb:v0.4.13").unwrap()).unwrap_err();
+    assert!(e.message.ends_with(&format!("{layer}: not found")), "{}", e.message);
 }

@@ -133,6 +133,13 @@ fn blog_fixture_shapes_match_live_output_and_registries_changes_need_a_restart()
     assert_eq!(svclb["status"]["containerStatuses"].as_array().unwrap().len(), 2);
     let (_, table, _) = srv.kubectl(&["get", "pods", "-A"]);
     assert!(table.contains("Completed"), "{table}");
+    let (code, table, err) = srv.kubectl(&["get", "deploy,ds,jobs", "-n", "kube-system"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(table.lines().any(|l| l.starts_with("deployment.apps/traefik ") && l.contains(" 1/1 ")), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("daemonset.apps/svclb-traefik-")), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("job.batch/helm-install-traefik ") && l.contains("Complete")), "{table}");
+    let deploys = srv.json(&["get", "deployments", "-n", "kube-system"]);
+    assert!(deploys["items"].as_array().unwrap().iter().any(|d| d["metadata"]["name"] == "coredns" && d["status"]["readyReplicas"] == 1));
     // the pull went to the mirror with the rewritten name
     let store = srv.read("/var/lib/rancher/k3s/agent/containerd/rvlab-images.json");
     assert!(store.contains("riscv/rancher/mirrored-metrics-server"), "{store}");

@@ -10,6 +10,10 @@ for d in $RVLAB_OVERLAYS; do
     mkdir -p "$B/upper/$d" "$B/work/$d"
     mount -t overlay "rvlab-$d" -o "lowerdir=/$d,upperdir=$B/upper/$d,workdir=$B/work/$d" "/$d"
 done
+for d in $RVLAB_STATE; do
+    mkdir -p "/$d"
+    mount --bind "$B/state/$d" "/$d"
+done
 for d in $RVLAB_FRESH; do
     mount --bind "$B/upper/$d" "/$d"
 done

@@ -427,6 +427,10 @@ start_unit() { # unit kind
     rm -f "$ST/$u.stopping" "$ST/$u.sup"
     set_status "$u" activating
     setsid -f /bin/bash "$SELF" __supervise "$u" "$kind" </dev/null >/dev/null 2>&1 9>&-
+    # --no-block: the job is queued, systemctl returns at once (the unit is "activating").
+    ((${NOBLOCK:-0})) && return 0
+    # Waiting for the job (e.g. READY=1) must not hold up other systemctl calls on the board.
+    flock -u 9 2>/dev/null
     while :; do
         st=$(cat "$ST/$u.status" 2>/dev/null)
         case $st in activating | '') ;; *) break ;; esac
@@ -434,6 +438,7 @@ start_unit() { # unit kind
         if [ -n "$sup" ] && ! alive "$sup"; then break; fi
         sleep 0.02
     done
+    flock 9 2>/dev/null
     case $st in
     active* | inactive) return 0 ;;
     esac
@@ -640,7 +645,8 @@ systemctl_main() {
         -p) props+=("${1//,/ }"); shift ;;
         --property=*) props+=("${a#--property=}") ;;
         -p*) props+=("${a#-p}") ;;
-        --no-pager | --no-block | --no-ask-password | --system | -l | --full | --no-legend | --plain | --no-reload) ;;
+        --no-block) NOBLOCK=1 ;;
+        --no-pager | --no-ask-password | --system | -l | --full | --no-legend | --plain | --no-reload) ;;
         --version) echo "systemd 255 (255-rvlab)"; return 0 ;;
         -*) ;;
         *) if [ -z "$verb" ]; then verb=$a; else units+=("$(norm "$a")"); fi ;;
@@ -650,8 +656,14 @@ systemctl_main() {
         supervise "${units[0]}" "${units[1]%.service}"
         return 0
     fi
-    exec 9>"$ST/lock"
-    flock 9
+    # Changes are serialized per board; queries never wait for a running start job.
+    case $verb in
+    is-active | is-enabled | is-failed | status | show | cat | list-units | '') ;;
+    *)
+        exec 9>"$ST/lock"
+        flock 9
+        ;;
+    esac
     local rc=0 u r
     RELOAD=0
     case $verb in

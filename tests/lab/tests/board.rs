@@ -27,6 +27,18 @@ fn ssh_into_board_sees_openeuler_riscv64_with_own_hostname() {
     );
     assert_eq!(ssh_ok(&lab, "server1", "uname -s"), "Linux\n");
     assert_eq!(ssh_ok(&lab, "server1", "whoami"), "root\n");
+    // openEuler's own tools that Debian lacks.
+    ssh_ok(
+        &lab,
+        "server1",
+        "printf 'X' > /etc/pki/ca-trust/source/anchors/lab.crt && update-ca-trust extract",
+    );
+    let bundle = ssh_ok(
+        &lab,
+        "server1",
+        "tail -c 2 /etc/pki/tls/certs/ca-bundle.crt",
+    );
+    assert_eq!(bundle, "X\n");
     // The host's own view is untouched.
     let host_m = std::process::Command::new("uname")
         .arg("-m")
@@ -177,8 +189,19 @@ fn non_root_user_logs_in_and_has_passwordless_sudo() {
 
 #[test]
 fn flavour_is_data_a_debian_riscv64_board_is_just_another_value() {
-    let lab = Lab::builder().board("d1", Role::Agent).flavour(rvlab::Flavour::debian_13_riscv64()).start().unwrap();
-    assert_eq!(ssh_ok(&lab, "d1", ". /etc/os-release; echo $ID $VERSION_ID; uname -m"), "debian 13\nriscv64\n");
+    let lab = Lab::builder()
+        .board("d1", Role::Agent)
+        .flavour(rvlab::Flavour::debian_13_riscv64())
+        .start()
+        .unwrap();
+    assert_eq!(
+        ssh_ok(
+            &lab,
+            "d1",
+            ". /etc/os-release; echo $ID $VERSION_ID; uname -m"
+        ),
+        "debian 13\nriscv64\n"
+    );
     assert!(lab.b("d1").path("/etc/debian_version").exists());
     assert!(!lab.b("d1").path("/etc/openEuler-release").exists());
     let sim = std::fs::read_to_string(lab.b("d1").path("/etc/rvlab/sim.conf")).unwrap();

@@ -92,24 +92,30 @@ fn lab_up_writes_cluster_kdl_and_lab_down_removes_everything() {
 #[test]
 fn without_root_lab_says_what_to_run() {
     let state = state_dir("noroot");
+    // A copy that user nobody can execute wherever the target directory lives.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let lab = state.join("lab");
+    std::fs::copy(LAB, &lab).unwrap();
+    std::fs::set_permissions(&lab, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = Command::new("setpriv")
-        .args([
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-            LAB,
-            "up",
-            "--state",
-        ])
-        .arg(&state)
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(&lab)
+        .args(["up", "--state"])
+        .arg(state.join("state"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("the lab needs root"), "{err}");
     assert!(err.contains("run as root"), "{err}");
+    std::fs::remove_dir_all(&state).unwrap();
 }
 
 #[test]

@@ -25,9 +25,33 @@ fn unit(kind: &str) -> String {
     )
 }
 
+/// Installs k3s-agent on `agent` and runs `start` (a systemctl command line) there; its exit status.
+fn join_agent(lab: &Lab, agent: &str, start: &str) -> i32 {
+    install_k3s(lab, agent);
+    let token = std::fs::read_to_string(lab.b("server1").path("/var/lib/rancher/k3s/server/token"))
+        .unwrap();
+    let env = format!(
+        "K3S_URL=https://{}:6443\nK3S_TOKEN={}\n",
+        lab.b("server1").address(),
+        token.trim()
+    );
+    std::fs::write(
+        lab.b(agent)
+            .path("/etc/systemd/system/k3s-agent.service.env"),
+        env,
+    )
+    .unwrap();
+    std::fs::write(
+        lab.b(agent).path("/etc/systemd/system/k3s-agent.service"),
+        unit("agent"),
+    )
+    .unwrap();
+    ssh(lab, agent, start).0
+}
+
 #[test]
 fn k3s_server_and_agent_run_as_services_on_boards() {
-    let lab = Lab::builder()
+    let mut lab = Lab::builder()
         .boards([("server1", Role::Server), ("agent1", Role::Agent)])
         .seed_upstream(true)
         .ready_delay_ms(100)
@@ -39,7 +63,6 @@ fn k3s_server_and_agent_run_as_services_on_boards() {
             .any(|i| i.name.starts_with("rancher/mirrored-pause:"))
     );
     install_k3s(&lab, "server1");
-    install_k3s(&lab, "agent1");
     std::fs::write(
         lab.b("server1").path("/etc/systemd/system/k3s.service"),
         unit("server"),
@@ -65,26 +88,10 @@ fn k3s_server_and_agent_run_as_services_on_boards() {
     let v = ssh_ok(&lab, "server1", "k3s --version");
     assert!(v.starts_with("k3s version v1."), "{v}");
 
-    let token = std::fs::read_to_string(lab.b("server1").path("/var/lib/rancher/k3s/server/token"))
-        .unwrap();
-    let env = format!(
-        "K3S_URL=https://{}:6443\nK3S_TOKEN={}\n",
-        lab.b("server1").address(),
-        token.trim()
+    assert_eq!(
+        join_agent(&lab, "agent1", "systemctl enable --now k3s-agent"),
+        0
     );
-    std::fs::write(
-        lab.b("agent1")
-            .path("/etc/systemd/system/k3s-agent.service.env"),
-        env,
-    )
-    .unwrap();
-    std::fs::write(
-        lab.b("agent1")
-            .path("/etc/systemd/system/k3s-agent.service"),
-        unit("agent"),
-    )
-    .unwrap();
-    ssh_ok(&lab, "agent1", "systemctl enable --now k3s-agent");
     wait_for("both nodes in `kubectl get nodes`", || {
         let (code, out, _) = ssh(&lab, "server1", "k3s kubectl get nodes");
         code == 0 && out.contains("server1") && out.contains("agent1")
@@ -92,4 +99,31 @@ fn k3s_server_and_agent_run_as_services_on_boards() {
     // Nothing restarted along the way.
     assert_eq!(lab.b("server1").service_starts("k3s").len(), 1);
     assert_eq!(lab.b("agent1").service_starts("k3s-agent").len(), 1);
+
+    // Re-flash agent1: same hostname, new node password -> rejected until the server forgets it.
+    lab.reflash("agent1").unwrap();
+    lab.trust_current_host_keys().unwrap();
+    // The rejected agent retries and never reports READY=1: a blocking start would wait for
+    // ever (TimeoutStartSec=0, as with real systemd), so start without blocking.
+    let start = "systemctl enable k3s-agent && systemctl start --no-block k3s-agent";
+    assert_eq!(join_agent(&lab, "agent1", start), 0);
+    assert_eq!(
+        ssh(&lab, "agent1", "systemctl is-active k3s-agent").1,
+        "activating\n"
+    );
+    wait_for("the node-password rejection in the agent's journal", || {
+        ssh_ok(&lab, "agent1", "journalctl -u k3s-agent -o cat").contains("Node password rejected")
+    });
+    ssh_ok(
+        &lab,
+        "server1",
+        "k3s kubectl delete node agent1 && k3s kubectl -n kube-system delete secret agent1.node-password.k3s",
+    );
+    wait_for("agent1 to rejoin", || {
+        let (code, out, _) = ssh(&lab, "server1", "k3s kubectl get nodes");
+        code == 0
+            && out
+                .lines()
+                .any(|l| l.starts_with("agent1 ") && l.contains(" Ready"))
+    });
 }

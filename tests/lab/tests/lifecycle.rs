@@ -55,6 +55,9 @@ fn reflash_wipes_state_and_changes_host_key_only() {
     ssh_ok(&lab, "a1", "systemctl start idle");
     ssh_ok(&lab, "s1", "echo keep > /root/keep");
     let old_key = lab.b("a1").host_public_key().to_string();
+    let old_id = ssh_ok(&lab, "a1", "cat /etc/machine-id");
+    assert_eq!(old_id.trim().len(), 32);
+    assert_ne!(old_id, ssh_ok(&lab, "s1", "cat /etc/machine-id"));
     let addr = lab.b("a1").address();
     let old_pid1 = lab.b("a1").pid1().unwrap();
 
@@ -77,6 +80,7 @@ fn reflash_wipes_state_and_changes_host_key_only() {
     );
     lab.trust_current_host_keys().unwrap();
     assert_eq!(ssh_ok(&lab, "a1", "hostname"), "a1\n");
+    assert_ne!(ssh_ok(&lab, "a1", "cat /etc/machine-id"), old_id);
     assert_eq!(
         ssh_ok(
             &lab,

@@ -188,6 +188,24 @@ fn unknown_units_and_failing_prestart_or_envfile() {
             .contains("Failed to load environment files")
     );
 
+    // A unit written from the host after the board looked for it is seen (state dirs are plain
+    // bind mounts, no overlay caching), and the host's own units are not on the board.
+    write_unit(
+        &lab,
+        "s1",
+        "nosuch.service",
+        "[Service]\nExecStart=/bin/sleep 1000\n",
+    );
+    ssh_ok(
+        &lab,
+        "s1",
+        "systemctl start nosuch && systemctl is-active nosuch",
+    );
+    assert_eq!(
+        ssh_ok(&lab, "s1", "ls /etc/systemd/system | grep -c wants || true"),
+        "0\n"
+    );
+
     // A unit without [Install] is static.
     assert_eq!(ssh_ok(&lab, "s1", "systemctl is-enabled pre"), "static\n");
 }
@@ -272,7 +290,7 @@ fn type_notify_start_waits_for_ready() {
         &lab,
         "s1",
         "ready.service",
-        "[Service]\nType=notify\nExecStart=/bin/sh -c 'sleep 0.4; echo ok > /run/ready-marker; echo READY=1 | socat -u - UNIX-SENDTO:$NOTIFY_SOCKET; exec sleep 100000'\n",
+        "[Service]\nType=notify\nExecStart=/bin/sh -c 'sleep 3; echo ok > /run/ready-marker; echo READY=1 | socat -u - UNIX-SENDTO:$NOTIFY_SOCKET; exec sleep 100000'\n",
     );
     let t = std::time::Instant::now();
     ssh_ok(
@@ -280,7 +298,7 @@ fn type_notify_start_waits_for_ready() {
         "s1",
         "systemctl start ready && cat /run/ready-marker && systemctl is-active ready",
     );
-    assert!(t.elapsed() >= std::time::Duration::from_millis(400));
+    assert!(t.elapsed() >= std::time::Duration::from_secs(3));
     assert!(lab.b("s1").path("/run/ready-marker").exists());
 
     write_unit(

@@ -467,7 +467,66 @@ fn get(a: &Args, snap: &Snapshot) -> Out {
                     values.push(serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}, "status": {"phase": "Active"}}));
                 }
             }
-            other => return err(format!("error: getting {other} is not simulated by rvlab (nodes, pods, events, secrets, namespaces)")),
+            "deployments" | "daemonsets" | "jobs" => {
+                let kind_name = match kind {
+                    "deployments" => "Deployment",
+                    "daemonsets" => "DaemonSet",
+                    _ => "Job",
+                };
+                let mut h: Vec<String> = vec![];
+                if ns.is_none() {
+                    h.push("NAMESPACE".into());
+                }
+                h.extend(match kind {
+                    "deployments" => vec!["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
+                    "daemonsets" => vec!["NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "NODE SELECTOR", "AGE"],
+                    _ => vec!["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"],
+                }.into_iter().map(String::from));
+                rows.push(h);
+                for w in st.workloads.values().filter(|w| w.spec.kind == kind_name) {
+                    if ns.as_ref().is_some_and(|n| n != &w.spec.namespace) || (!a.names.is_empty() && !a.names.contains(&w.spec.name)) || !matches_selector(&w.spec.labels, &a.selector) {
+                        continue;
+                    }
+                    found_any = true;
+                    let key = w.key();
+                    let pods: Vec<&Pod> = st.pods.values().filter(|p| p.workload == key).collect();
+                    let ready = pods.iter().filter(|p| p.ready()).count();
+                    let succeeded = pods.iter().filter(|p| p.phase() == "Succeeded").count();
+                    let desired = if kind == "daemonsets" { st.nodes.len() } else { w.spec.replicas as usize };
+                    let age_s = age(now.saturating_sub(w.created_ms));
+                    let singular = match kind {
+                        "deployments" => "deployment.apps",
+                        "daemonsets" => "daemonset.apps",
+                        _ => "job.batch",
+                    };
+                    names.push(format!("{singular}/{}", w.spec.name));
+                    let mut row = vec![];
+                    if ns.is_none() {
+                        row.push(w.spec.namespace.clone());
+                    }
+                    row.push(w.spec.name.clone());
+                    match kind {
+                        "deployments" => row.extend([format!("{ready}/{desired}"), pods.len().to_string(), ready.to_string(), age_s]),
+                        "daemonsets" => row.extend([desired.to_string(), pods.len().to_string(), ready.to_string(), pods.len().to_string(), ready.to_string(), "<none>".into(), age_s]),
+                        _ => row.extend([if w.done || succeeded > 0 { "Complete".into() } else { "Running".into() }, format!("{succeeded}/1"), "-".into(), age_s]),
+                    }
+                    rows.push(row);
+                    let containers: Vec<Value> = w.spec.containers.iter().map(|(n, i)| serde_json::json!({"name": n, "image": i})).collect();
+                    let api = if kind == "jobs" { "batch/v1" } else { "apps/v1" };
+                    let status = match kind {
+                        "deployments" => serde_json::json!({"replicas": pods.len(), "readyReplicas": ready, "availableReplicas": ready, "updatedReplicas": pods.len()}),
+                        "daemonsets" => serde_json::json!({"desiredNumberScheduled": desired, "currentNumberScheduled": pods.len(), "numberReady": ready, "numberAvailable": ready}),
+                        _ => serde_json::json!({"succeeded": succeeded, "active": pods.len() - succeeded}),
+                    };
+                    values.push(serde_json::json!({
+                        "apiVersion": api, "kind": kind_name,
+                        "metadata": {"name": w.spec.name, "namespace": w.spec.namespace, "uid": w.uid, "creationTimestamp": crate::util::rfc3339(w.created_ms), "labels": w.spec.labels},
+                        "spec": {"replicas": w.spec.replicas, "template": {"metadata": {"labels": w.spec.labels}, "spec": {"containers": containers}}},
+                        "status": status,
+                    }));
+                }
+            }
+            other => return err(format!("error: getting {other} is not simulated by rvlab (nodes, pods, events, secrets, namespaces, deployments, daemonsets, jobs)")),
         }
         if found_any && output != "json" && output != "yaml" && output != "name" {
             if multi {
@@ -477,6 +536,9 @@ fn get(a: &Args, snap: &Snapshot) -> Out {
                     "pods" => "pod/",
                     "events" => "event/",
                     "secrets" => "secret/",
+                    "deployments" => "deployment.apps/",
+                    "daemonsets" => "daemonset.apps/",
+                    "jobs" => "job.batch/",
                     _ => "namespace/",
                 };
                 for r in rows.iter_mut().skip(1) {

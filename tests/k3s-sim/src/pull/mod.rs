@@ -268,24 +268,26 @@ impl Puller {
         let eps = registries::endpoints_for(&self.registries, image, self.disable_default_endpoint)
             .map_err(|e| fail(Cause::Other(e)))?;
         let reference = image.reference().to_string();
-        let mut last_err: Option<String> = None;
-        for ep in &eps {
-            let mut s = match self.session(ep) {
+        // containerd keeps the first non-404 error (docker resolver: firstErr)
+        let mut first_err: Option<String> = None;
+        let mut sessions: Vec<Result<Session, String>> = eps.iter().map(|ep| self.session(ep)).collect();
+        for (i, ep) in eps.iter().enumerate() {
+            let s = match &mut sessions[i] {
                 Ok(s) => s,
                 Err(e) => {
-                    last_err = Some(format!(
+                    first_err = first_err.or(Some(format!(
                         "failed to do request: Head \"{}/{}/manifests/{}\": {e}",
                         ep.base, ep.repository, reference
-                    ));
+                    )));
                     continue;
                 }
             };
             let rel = format!("/{}/manifests/{}", ep.repository, reference);
             let logical_url = format!("{}{}", s.logical, rel);
-            let r = match self.get(&mut s, &rel, ACCEPT) {
+            let r = match self.get(s, &rel, ACCEPT) {
                 Ok(r) => r,
                 Err(e) => {
-                    last_err = Some(format!("failed to do request: Head \"{logical_url}\": {e}"));
+                    first_err = first_err.or(Some(format!("failed to do request: Head \"{logical_url}\": {e}")));
                     continue;
                 }
             };
@@ -293,32 +295,33 @@ impl Puller {
                 200 => {}
                 404 => continue,
                 401 => {
-                    last_err = Some(format!(
+                    first_err = first_err.or(Some(format!(
                         "pull access denied, repository does not exist or may require authorization: server message: unauthorized: authentication required (HEAD {logical_url}: 401 Unauthorized)"
-                    ));
+                    )));
                     continue;
                 }
                 st => {
-                    last_err = Some(format!("unexpected status from HEAD request to {logical_url}: {st}"));
+                    first_err = first_err.or(Some(format!("unexpected status from HEAD request to {logical_url}: {st}")));
                     continue;
                 }
             }
             // Resolved at this endpoint: containerd does not fall back after this point.
-            return self.fetch_resolved(image, ep, &mut s, r).map_err(fail);
+            return self.fetch_resolved(image, &eps, &mut sessions, i, r).map_err(fail);
         }
-        let cause = match last_err {
+        let cause = match first_err {
             Some(e) => Cause::Other(format!("failed to resolve reference \"{name}\": {e}")),
             None => Cause::NotFound(format!("failed to resolve reference \"{name}\": {name}: not found")),
         };
         Err(fail(cause))
     }
 
-    fn fetch_resolved(&self, image: &ImageRef, ep: &Endpoint, s: &mut Session, top: Resp) -> Result<Pulled, Cause> {
+    fn fetch_resolved(&self, image: &ImageRef, eps: &[Endpoint], sessions: &mut [Result<Session, String>], at: usize, top: Resp) -> Result<Pulled, Cause> {
         let top_digest = digest_of(&top.body);
         if let Some(d) = &image.digest
-            && d != &top_digest {
-                return Err(Cause::Other(format!("manifest digest mismatch: expected {d}, got {top_digest}")));
-            }
+            && d != &top_digest
+        {
+            return Err(Cause::Other(format!("manifest digest mismatch: expected {d}, got {top_digest}")));
+        }
         let v: Value = serde_json::from_slice(&top.body).map_err(|e| Cause::Other(format!("failed to parse manifest: {e}")))?;
         let mt = media_type(&top.content_type, &v);
         let no_match = || Cause::NotFound("no match for platform in manifest: not found".to_string());
@@ -328,11 +331,8 @@ impl Puller {
             });
             let Some(desc) = pick else { return Err(no_match()) };
             let d = desc["digest"].as_str().unwrap_or_default().to_string();
-            let r = self.fetch_ok(s, &format!("/{}/manifests/{}", ep.repository, d), ACCEPT)?;
-            if digest_of(&r.body) != d {
-                return Err(Cause::Other(format!("failed to verify manifest digest {d}")));
-            }
-            let m: Value = serde_json::from_slice(&r.body).map_err(|e| Cause::Other(e.to_string()))?;
+            let body = self.fetch_digest(eps, sessions, "manifests", &d, ACCEPT)?;
+            let m: Value = serde_json::from_slice(&body).map_err(|e| Cause::Other(e.to_string()))?;
             (m, d)
         } else if mt == MT_OCI_MANIFEST || mt == MT_DOCKER_MANIFEST {
             (v.clone(), top_digest.clone())
@@ -340,7 +340,7 @@ impl Puller {
             return Err(Cause::NotFound(format!("unexpected media type {mt} for {top_digest}: not found")));
         };
         let cfg_digest = manifest["config"]["digest"].as_str().unwrap_or_default().to_string();
-        let cfg = self.fetch_blob(s, ep, &cfg_digest)?;
+        let cfg = self.fetch_digest(eps, sessions, "blobs", &cfg_digest, "*/*")?;
         let cv: Value = serde_json::from_slice(&cfg).map_err(|e| Cause::Other(format!("failed to parse image config: {e}")))?;
         if cv["architecture"].as_str() != Some(self.arch.as_str()) || cv["os"].as_str() != Some("linux") {
             return Err(no_match());
@@ -348,8 +348,9 @@ impl Puller {
         let mut size = cfg.len() as u64;
         for layer in manifest["layers"].as_array().into_iter().flatten() {
             let d = layer["digest"].as_str().unwrap_or_default();
-            size += self.fetch_blob(s, ep, d)?.len() as u64;
+            size += self.fetch_digest(eps, sessions, "blobs", d, "*/*")?.len() as u64;
         }
+        let ep = &eps[at];
         Ok(Pulled {
             image: image.to_string(),
             image_id: format!("{}@{}", image.name(), top_digest),
@@ -360,21 +361,29 @@ impl Puller {
         })
     }
 
-    fn fetch_ok(&self, s: &mut Session, rel: &str, accept: &str) -> Result<Resp, Cause> {
-        let r = self.get(s, rel, accept).map_err(|e| Cause::Other(format!("failed to do request: Get \"{}{rel}\": {e}", s.logical)))?;
-        match r.status {
-            200 => Ok(r),
-            404 => Err(Cause::NotFound(format!("{}{rel}: not found", s.logical))),
-            st => Err(Cause::Other(format!("unexpected status from GET request to {}{rel}: {st}", s.logical))),
+    /// Fetch content by digest as containerd's fetcher does: every endpoint in order (each with
+    /// its own repository name), first one serving verified bytes wins.
+    fn fetch_digest(&self, eps: &[Endpoint], sessions: &mut [Result<Session, String>], kind: &str, digest: &str, accept: &str) -> Result<Vec<u8>, Cause> {
+        let mut first_err: Option<String> = None;
+        for (ep, s) in eps.iter().zip(sessions.iter_mut()) {
+            let rel = format!("/{}/{kind}/{digest}", ep.repository);
+            let Ok(s) = s else { continue };
+            match self.get(s, &rel, accept) {
+                Ok(r) if r.status == 200 => {
+                    if format!("sha256:{}", sha256_hex(&r.body)) == digest {
+                        return Ok(r.body);
+                    }
+                    first_err = first_err.or(Some(format!("failed to verify {digest} from {}{rel}: digest mismatch", s.logical)));
+                }
+                Ok(r) if r.status == 404 => {}
+                Ok(r) => first_err = first_err.or(Some(format!("unexpected status from GET request to {}{rel}: {}", s.logical, r.status))),
+                Err(e) => first_err = first_err.or(Some(format!("failed to do request: Get \"{}{rel}\": {e}", s.logical))),
+            }
         }
-    }
-
-    fn fetch_blob(&self, s: &mut Session, ep: &Endpoint, digest: &str) -> Result<Vec<u8>, Cause> {
-        let r = self.fetch_ok(s, &format!("/{}/blobs/{}", ep.repository, digest), "*/*")?;
-        if format!("sha256:{}", sha256_hex(&r.body)) != digest {
-            return Err(Cause::Other(format!("failed to verify blob {digest}: digest mismatch")));
-        }
-        Ok(r.body)
+        Err(match first_err {
+            Some(e) => Cause::Other(e),
+            None => Cause::NotFound(format!("{digest}: not found")),
+        })
     }
 }
 

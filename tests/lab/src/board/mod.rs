@@ -19,6 +19,18 @@ use crate::systemd::ServiceStart;
 pub const OVERLAYS: &[&str] = &["etc", "var", "opt", "srv"];
 /// Directories that start empty on a board (a fresh image's /root and /home), kept in `upper/<dir>`.
 pub const FRESH: &[&str] = &["root", "home"];
+/// State directories that start empty and are plain bind mounts of `state/<dir>` (not overlay),
+/// so that tests may also write them from the host through [`Board::path`] at any time.
+pub const STATE: &[&str] = &[
+    "etc/rancher",
+    "etc/systemd/system",
+    "etc/rvlab",
+    "etc/docker",
+    "var/lib/rancher",
+    "var/lib/rvcluster",
+    "var/lib/kubelet",
+    "var/lib/docker-registry",
+];
 
 /// What a board is for in the cluster the lab stands in for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,10 +100,19 @@ pub fn sshd_config(addr: Ipv4Addr, port: u16) -> String {
     )
 }
 
-/// Host path of board path `p` for a board whose directory is `dir` (`/etc/x` -> `dir/upper/etc/x`).
-/// Paths the board shares with the host (/usr except /usr/local) map to themselves.
+/// Host path of board path `p` for a board whose directory is `dir` (`/etc/x` -> `dir/upper/etc/x`,
+/// `/etc/rancher/x` -> `dir/state/etc/rancher/x`). Paths the board shares with the host (/usr
+/// except /usr/local) map to themselves.
 pub fn host_path(dir: &Path, p: &str) -> PathBuf {
     let rel = p.trim_start_matches('/');
+    for st in STATE {
+        if rel == *st {
+            return dir.join("state").join(st);
+        }
+        if let Some(rest) = rel.strip_prefix(st).and_then(|r| r.strip_prefix('/')) {
+            return dir.join("state").join(st).join(rest);
+        }
+    }
     let (first, rest) = rel.split_once('/').unwrap_or((rel, ""));
     let join = |base: PathBuf, rest: &str| {
         if rest.is_empty() {
@@ -246,7 +267,7 @@ impl Board {
     fn flash(&mut self) -> Result<()> {
         let s = &self.setup;
         let d = &s.dir;
-        for sub in ["upper", "work", "usr-local", "run", "tmp"] {
+        for sub in ["upper", "work", "state", "usr-local", "run", "tmp"] {
             let p = d.join(sub);
             if p.exists() {
                 std::fs::remove_dir_all(&p).ctx(|| format!("wiping {}", p.display()))?;
@@ -259,6 +280,9 @@ impl Board {
                 Err(_) => 0o755,
             };
             mkdir_mode(&d.join("upper").join(o), mode)?;
+        }
+        for st in STATE {
+            mkdir_mode(&d.join("state").join(st), 0o755)?;
         }
         mkdir_mode(&d.join("upper/root"), 0o700)?;
         mkdir_mode(&d.join("upper/home"), 0o755)?;
@@ -297,6 +321,14 @@ impl Board {
             write_file(&up(p), c, 0o644)?;
         }
         write_file(&up("/etc/hostname"), &format!("{}\n", s.name), 0o644)?;
+        // Every flash gets its own machine id, as a freshly installed system does.
+        let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+            .ctx(|| "reading a random uuid".into())?;
+        write_file(
+            &up("/etc/machine-id"),
+            &format!("{}\n", uuid.trim().replace('-', "")),
+            0o444,
+        )?;
         let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
         write_file(
             &up("/etc/hosts"),
@@ -338,6 +370,7 @@ impl Board {
             ("RVLAB_HOSTNAME", s.name.clone()),
             ("RVLAB_OVERLAYS", OVERLAYS.join(" ")),
             ("RVLAB_FRESH", FRESH.join(" ")),
+            ("RVLAB_STATE", STATE.join(" ")),
         ];
         let proc = NsProcess::spawn(
             &unshare_args(true),
@@ -515,11 +548,11 @@ mod tests {
         let d = Path::new("/L/b");
         assert_eq!(
             host_path(d, "/etc/rancher/k3s/config.yaml"),
-            Path::new("/L/b/upper/etc/rancher/k3s/config.yaml")
+            Path::new("/L/b/state/etc/rancher/k3s/config.yaml")
         );
         assert_eq!(
             host_path(d, "/var/lib/rancher"),
-            Path::new("/L/b/upper/var/lib/rancher")
+            Path::new("/L/b/state/var/lib/rancher")
         );
         assert_eq!(host_path(d, "/var/run/x"), Path::new("/L/b/run/x"));
         assert_eq!(host_path(d, "/run/k3s"), Path::new("/L/b/run/k3s"));
@@ -533,6 +566,14 @@ mod tests {
         assert_eq!(
             host_path(d, "/root/.ssh/authorized_keys"),
             Path::new("/L/b/upper/root/.ssh/authorized_keys")
+        );
+        assert_eq!(
+            host_path(d, "/etc/rancherx"),
+            Path::new("/L/b/upper/etc/rancherx")
+        );
+        assert_eq!(
+            host_path(d, "/etc/systemd/system/k3s.service"),
+            Path::new("/L/b/state/etc/systemd/system/k3s.service")
         );
     }
 

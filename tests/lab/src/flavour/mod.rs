@@ -12,6 +12,8 @@ pub struct Flavour {
     pub arch: String,
     /// Further files written into the board's /etc: (absolute path, content).
     pub extra_files: Vec<(String, String)>,
+    /// Commands of this OS the host (Debian) lacks, put in the board's /usr/bin: (name, script).
+    pub commands: Vec<(String, String)>,
 }
 
 impl Flavour {
@@ -29,9 +31,19 @@ impl Flavour {
             )
             .into(),
             arch: "riscv64".into(),
-            extra_files: vec![(
-                "/etc/openEuler-release".into(),
-                "openEuler release 24.03 (LTS)\n".into(),
+            extra_files: vec![
+                (
+                    "/etc/openEuler-release".into(),
+                    "openEuler release 24.03 (LTS)\n".into(),
+                ),
+                (
+                    "/etc/pki/ca-trust/source/anchors/.keep".into(),
+                    String::new(),
+                ),
+            ],
+            commands: vec![(
+                "update-ca-trust".into(),
+                include_str!("../../support/update-ca-trust.sh").into(),
             )],
         }
     }
@@ -51,6 +63,7 @@ impl Flavour {
             .into(),
             arch: "riscv64".into(),
             extra_files: vec![("/etc/debian_version".into(), "13.0\n".into())],
+            commands: Vec::new(),
         }
     }
 }

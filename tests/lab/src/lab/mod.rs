@@ -249,7 +249,7 @@ impl LabBuilder {
             lifeline: Lifeline::new()?,
             block,
         };
-        crate::systemd::install_support(&dir.join("support"))?;
+        crate::systemd::install_support(&dir.join("support"), &self.flavour)?;
         std::fs::create_dir_all(dir.join("client")).ctx(|| "creating client dir".into())?;
         run(Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", "", "-C", "rvlab-client", "-f"])
@@ -266,6 +266,7 @@ impl LabBuilder {
             }
             lab.upstream = Some(up);
         }
+        let mut setups = Vec::new();
         for (i, (name, role)) in self.boards.iter().enumerate() {
             let addr = lab.block.addr(FIRST_BOARD_HOST + i as u8);
             let mut lab_files = vec![(
@@ -295,7 +296,26 @@ impl LabBuilder {
                 lab_files,
                 sudo_user: self.sudo_user.clone(),
             };
-            lab.boards.push(Board::start(setup, &lab.lifeline)?);
+            setups.push(setup);
+        }
+        // Boards boot in parallel (one thread each); on any error the started ones are dropped.
+        let lifeline = &lab.lifeline;
+        let started: Vec<Result<Board>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = setups
+                .into_iter()
+                .map(|st| sc.spawn(move || Board::start(st, lifeline)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(LabError::Invalid("a board's start thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        for b in started {
+            lab.boards.push(b?);
         }
         lab.trust_current_host_keys()?;
         Ok(lab)

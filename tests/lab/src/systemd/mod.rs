@@ -17,7 +17,7 @@ pub const BOARD_INIT: &str = include_str!("../../support/board-init.sh");
 
 /// Writes the support tree: `usr-bin/` and `usr-sbin/` are overlaid over the board's /usr/bin and
 /// /usr/sbin, `board-init.sh` is each board's pid 1.
-pub fn install_support(dir: &Path) -> Result<()> {
+pub fn install_support(dir: &Path, flavour: &crate::flavour::Flavour) -> Result<()> {
     let files: [(&str, &str); 7] = [
         ("usr-bin/systemctl", SYSTEMCTL),
         ("usr-bin/journalctl", SYSTEMCTL),
@@ -27,8 +27,13 @@ pub fn install_support(dir: &Path) -> Result<()> {
         ("usr-sbin/sysctl", SYSCTL),
         ("board-init.sh", BOARD_INIT),
     ];
+    let extra = flavour
+        .commands
+        .iter()
+        .map(|(n, t)| (format!("usr-bin/{n}"), t.as_str()));
+    let files = files.iter().map(|(r, t)| (r.to_string(), *t)).chain(extra);
     for (rel, text) in files {
-        let p = dir.join(rel);
+        let p = dir.join(&rel);
         std::fs::create_dir_all(p.parent().unwrap())
             .ctx(|| format!("creating {}", dir.display()))?;
         std::fs::write(&p, text).ctx(|| format!("writing {}", p.display()))?;
