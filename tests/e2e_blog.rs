@@ -8,7 +8,6 @@
 //! 4. an agent is re-flashed: refused until trusted, then it rejoins and every pod is Ready again.
 
 #[path = "../fixtures/images/gen.rs"]
-#[allow(dead_code)]
 mod images;
 
 use std::path::{Path, PathBuf};

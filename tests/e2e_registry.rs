@@ -3,7 +3,6 @@
 //! changes nothing; the nodes get the CA and an https endpoint.
 
 #[path = "../fixtures/images/gen.rs"]
-#[allow(dead_code)]
 mod images;
 
 use std::os::unix::fs::PermissionsExt;

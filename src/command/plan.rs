@@ -97,6 +97,30 @@ fn summary(plans: &[HostPlan], wet: bool, out: &Output) {
     ));
 }
 
+/// One progress line per host on stderr (spinners on a terminal, plain lines otherwise).
+fn progress(
+    c: &Cluster,
+    filter: &crate::spec::filter::NodeFilter,
+    out: &Output,
+) -> (std::sync::mpsc::Sender<crate::transport::Event>, std::thread::JoinHandle<()>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let hosts: Vec<String> = c.nodes.iter().filter(|n| filter.matches(n)).map(|n| n.name.clone()).collect();
+    let mode = if out.quiet { crate::transport::ProgressMode::Quiet } else { crate::transport::ProgressMode::Auto };
+    (tx, crate::transport::render_progress(rx, hosts, mode))
+}
+
+/// Repositories cluster.lock says the registry holds (blob mounts between them send no bytes).
+fn known_repos(c: &Cluster) -> Vec<String> {
+    let mut v: Vec<String> = crate::lock::Lock::read(&crate::lock::path_for(c))
+        .ok()
+        .flatten()
+        .map(|l| l.images.values().map(|i| i.repository.clone()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v.dedup();
+    v
+}
+
 fn password(c: &Cluster, out: &Output) -> Result<Option<String>, i32> {
     converge::registry_password(c).map_err(|e| {
         out.error(&format!("registry auth: {e}"));
@@ -119,7 +143,8 @@ pub fn run_plan(global: &Global, a: &PlanArgs, out: &Output) -> i32 {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let opts = Options { wet: false, accept_new: a.accept_new, parallel: a.parallel };
+    let (tx, progress) = progress(&cluster, &filter, out);
+    let opts = Options { wet: false, accept_new: a.accept_new, parallel: a.parallel, events: Some(tx) };
     let closure = crate::images::closure(&cluster, &profiles, pw.as_deref());
     let mut plans = Vec::new();
     if let Some(r) = &cluster.registry
@@ -128,10 +153,13 @@ pub fn run_plan(global: &Global, a: &PlanArgs, out: &Output) -> i32 {
         plans.extend(converge::converge_registry(&cluster, &profiles, &opts, pw.as_deref()));
     }
     plans.extend(converge::run_nodes(&cluster, &profiles, &|n| filter.matches(n), &opts, pw.clone()));
+    drop(opts);
+    let _ = progress.join();
     let push = if cluster.images.is_empty() {
         None
     } else {
-        Some(crate::images::push_images(&cluster, pw.as_deref(), false, &BTreeMap::new()))
+        let repos = known_repos(&cluster);
+        Some(crate::images::push_images(&cluster, pw.as_deref(), false, &BTreeMap::new(), &repos))
     };
     let push_changes = matches!(&push, Some(Ok((p, _))) if p.images.iter().any(|i| !i.is_noop()));
     if a.json {
@@ -195,7 +223,8 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let opts = Options { wet: true, accept_new: a.accept_new, parallel: a.parallel };
+    let (tx, progress) = progress(&cluster, &filter, out);
+    let opts = Options { wet: true, accept_new: a.accept_new, parallel: a.parallel, events: Some(tx) };
     out.detail("resolving image sources");
     // What cluster.kdl resolves to now, compared with cluster.lock before anything is touched.
     let lock_path = crate::lock::path_for(&cluster);
@@ -245,7 +274,7 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
     if registry_ok && !cluster.images.is_empty() && cluster.registry.is_some() {
         out.info(&format!("pushing {} image(s)", cluster.images.len()));
         out.detail("pushing");
-        match crate::images::push_images(&cluster, pw.as_deref(), true, &locked_digests) {
+        match crate::images::push_images(&cluster, pw.as_deref(), true, &locked_digests, &known_repos(&cluster)) {
             Ok((_, report)) => pushed = report,
             Err(e) => {
                 out.error(&format!("pushing images: {e}"));
@@ -270,6 +299,8 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
     out.info("nodes");
     out.detail("converging nodes");
     plans.extend(converge::run_nodes(&cluster, &profiles, &|n| filter.matches(n), &opts, pw.clone()));
+    drop(opts);
+    let _ = progress.join();
     if !a.json {
         print_hosts(&plans, true, out);
     }

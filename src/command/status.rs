@@ -75,7 +75,7 @@ pub fn run(global: &Global, a: &StatusArgs, out: &Output) -> i32 {
         None
     } else {
         let pw = converge::registry_password(&cluster).ok().flatten();
-        let opts = Options { wet: false, accept_new: false, parallel: 8 };
+        let opts = Options { wet: false, accept_new: false, parallel: 8, events: None };
         let plans = converge::run_nodes(&cluster, &profiles, &|n| filter.matches(n), &opts, pw);
         Some(
             plans

@@ -73,6 +73,16 @@ pub struct Options {
     pub wet: bool,
     pub accept_new: bool,
     pub parallel: usize,
+    /// Progress events (one line per host), drawn by `transport::render_progress`.
+    pub events: Option<std::sync::mpsc::Sender<crate::transport::Event>>,
+}
+
+impl Options {
+    fn event(&self, host: &str, kind: crate::transport::EventKind) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(crate::transport::Event { host: host.to_string(), kind });
+        }
+    }
 }
 
 /// How to reach a node: the spec's ssh settings over ~/.ssh/config, host keys beside cluster.kdl.
@@ -316,12 +326,15 @@ fn converge_locked(
     if !active {
         changes.push(Change::Start { unit: unit_file.to_string() });
         if wet {
-            host.exec_ok("starting k3s", &format!("systemctl start {}", quote(unit_file)), None, None).map_err(e)?;
+            // --no-block: a Type=notify k3s agent that the server rejects never signals READY, and
+            // with TimeoutStartSec=0 a blocking start would wait forever; readiness is what the
+            // verify step waits for, with a diagnosis.
+            host.exec_ok("starting the service", &format!("systemctl start --no-block {}", quote(unit_file)), None, None).map_err(e)?;
         }
     } else if !restart_because.is_empty() {
         changes.push(Change::Restart { unit: unit_file.to_string(), because: restart_because });
         if wet {
-            host.exec_ok("restarting k3s", &format!("systemctl restart {}", quote(unit_file)), None, None).map_err(e)?;
+            host.exec_ok("restarting the service", &format!("systemctl restart --no-block {}", quote(unit_file)), None, None).map_err(e)?;
         }
     }
     Ok(changes)
@@ -532,8 +545,12 @@ fn converge_node(
         return None;
     }
     let mut plan = HostPlan { node: node.name.clone(), address: node.address.clone(), role: node.role.as_str(), changes: vec![], error: None };
+    use crate::transport::EventKind;
+    opts.event(&node.name, EventKind::Started);
     let res = (|| -> Result<Vec<Change>, String> {
+        opts.event(&node.name, EventKind::Step("connecting".into()));
         let mut host = connect(c, node, opts.accept_new)?;
+        opts.event(&node.name, EventKind::Step(if opts.wet { "converging".into() } else { "planning".into() }));
         let facts = host.facts(&FactsQuery::default()).map_err(|e| e.to_string())?;
         let os = node_profile(profiles, node, &facts)?;
         let st = render::node_state(c, os, node, &Secrets { token, registry_password: password })?;
@@ -547,8 +564,15 @@ fn converge_node(
         }
     })();
     match res {
-        Ok(ch) => plan.changes = ch,
-        Err(e) => plan.error = Some(e),
+        Ok(ch) => {
+            let verb = if opts.wet { "made" } else { "pending" };
+            opts.event(&node.name, EventKind::Done(format!("{} change(s) {verb}", ch.len())));
+            plan.changes = ch
+        }
+        Err(e) => {
+            opts.event(&node.name, EventKind::Failed(e.lines().next().unwrap_or("").to_string()));
+            plan.error = Some(e)
+        }
     }
     Some(plan)
 }

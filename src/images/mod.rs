@@ -146,7 +146,9 @@ pub fn push_items(c: &Cluster, locked: &BTreeMap<String, String>) -> Result<Vec<
                 i.reference.registry
             )
         })?;
-        let image = source::load(&to_source(&i.source), &remote).map_err(|e| format!("image {}: {e}", i.reference))?;
+        // docker:// sources are fetched by the locked digest when cluster.lock pins one.
+        let pinned = locked.get(&i.reference.to_string()).map(String::as_str);
+        let image = source::load_pinned(&to_source(&i.source), &remote, pinned).map_err(|e| format!("image {}: {e}", i.reference))?;
         items.push(PushItem {
             name: i.reference.to_string(),
             image,
@@ -196,12 +198,15 @@ pub fn push_images(
     password: Option<&str>,
     wet: bool,
     locked: &BTreeMap<String, String>,
+    known_repos: &[String],
 ) -> Result<(PushPlan, Option<push::PushReport>), String> {
     let Some(client) = client(c, password)? else {
         return Err("no registry block".into());
     };
     let items = push_items(c, locked)?;
-    let plan = push::plan(&client, &items, &[]).map_err(|e| e.to_string())?;
+    // Repositories the registry already holds (from cluster.lock): their blobs can be mounted.
+    let known: Vec<String> = known_repos.to_vec();
+    let plan = push::plan(&client, &items, &known).map_err(|e| e.to_string())?;
     if !wet {
         return Ok((plan, None));
     }

@@ -105,7 +105,7 @@ fn describe_tried(t: &Tried) -> String {
 impl Entry {
     /// The fix to suggest for a missing image.
     pub fn fix(&self) -> String {
-        let mut fixes = vec![format!("port it to linux/riscv64 and add `image \"{}\" source=...` to cluster.kdl", self.image)];
+        let mut fixes = vec![format!("port it to linux/riscv64 and add `image \"{}\" from=\"oci-archive:PATH\"` to cluster.kdl", self.image)];
         for n in &self.needed_by {
             if let NeededBy::Addon(a) = n {
                 fixes.push(format!("or disable the addon `{a}`"));
@@ -375,7 +375,7 @@ mod tests {
         let text = r.render();
         assert_eq!(
             text,
-            "MISSING  docker.io/rancher/klipper-lb:v0.4.13 (needed by addon servicelb): no linux/riscv64 image anywhere containerd looks\n           tried 127.0.0.1:5000/rancher/klipper-lb:v0.4.13: not found\n           tried registry-1.docker.io/rancher/klipper-lb:v0.4.13: no linux/riscv64 (has linux/amd64, linux/arm64)\n           fix: port it to linux/riscv64 and add `image \"docker.io/rancher/klipper-lb:v0.4.13\" source=...` to cluster.kdl or disable the addon `servicelb`\n"
+            "MISSING  docker.io/rancher/klipper-lb:v0.4.13 (needed by addon servicelb): no linux/riscv64 image anywhere containerd looks\n           tried 127.0.0.1:5000/rancher/klipper-lb:v0.4.13: not found\n           tried registry-1.docker.io/rancher/klipper-lb:v0.4.13: no linux/riscv64 (has linux/amd64, linux/arm64)\n           fix: port it to linux/riscv64 and add `image \"docker.io/rancher/klipper-lb:v0.4.13\" from=\"oci-archive:PATH\"` to cluster.kdl or disable the addon `servicelb`\n"
         );
         let j = serde_json::to_value(&r).unwrap();
         assert_eq!(j["entries"][0]["status"], "missing");
