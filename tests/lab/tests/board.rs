@@ -39,6 +39,39 @@ fn ssh_into_board_sees_openeuler_riscv64_with_own_hostname() {
         "tail -c 2 /etc/pki/tls/certs/ca-bundle.crt",
     );
     assert_eq!(bundle, "X\n");
+    // firewalld runs, as on a fresh openEuler install; the k3s profile's step works against it.
+    wait_for("firewalld at boot", || {
+        ssh(&lab, "server1", "systemctl is-active --quiet firewalld").0 == 0
+    });
+    let query = "firewall-cmd --query-port=6443/tcp && firewall-cmd --zone=trusted --query-source=10.42.0.0/16";
+    assert_eq!(
+        ssh(&lab, "server1", query),
+        (1, "no\n".to_string(), String::new())
+    );
+    let add = "firewall-cmd --permanent --add-port=6443/tcp --add-port=8472/udp && firewall-cmd --permanent --zone=trusted --add-source=10.42.0.0/16 --add-source=10.43.0.0/16";
+    assert_eq!(ssh_ok(&lab, "server1", add), "success\nsuccess\n");
+    assert_eq!(
+        ssh(&lab, "server1", query).0,
+        1,
+        "permanent only: not in the runtime config before --reload"
+    );
+    assert_eq!(
+        ssh_ok(
+            &lab,
+            "server1",
+            &format!("firewall-cmd --reload && {query}")
+        ),
+        "success\nyes\nyes\n"
+    );
+    assert_eq!(
+        ssh(&lab, "agent1", "firewall-cmd --query-port=6443/tcp").0,
+        1
+    );
+    ssh_ok(&lab, "agent1", "systemctl disable --now firewalld");
+    assert_eq!(
+        ssh(&lab, "agent1", "firewall-cmd --state"),
+        (252, "not running\n".to_string(), String::new())
+    );
     // The host's own view is untouched.
     let host_m = std::process::Command::new("uname")
         .arg("-m")

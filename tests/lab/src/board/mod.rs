@@ -350,6 +350,12 @@ impl Board {
             0o600,
         )?;
         mkdir_mode(&up("/etc/systemd/system"), 0o755)?;
+        for u in &s.flavour.enabled_units {
+            let wants = up("/etc/systemd/system/multi-user.target.wants");
+            std::fs::create_dir_all(&wants).ctx(|| format!("creating {}", wants.display()))?;
+            std::os::unix::fs::symlink(format!("/etc/systemd/system/{u}"), wants.join(u))
+                .ctx(|| format!("enabling {u}"))?;
+        }
         if let Some(u) = &s.sudo_user {
             add_sudo_user(d, u, &s.client_pubkey)?;
         }

@@ -12,9 +12,13 @@ pub struct Flavour {
     pub arch: String,
     /// Further files written into the board's /etc: (absolute path, content).
     pub extra_files: Vec<(String, String)>,
-    /// Commands of this OS the host (Debian) lacks, put in the board's /usr/bin: (name, script).
+    /// Commands of this OS the host (Debian) lacks: (path below /usr, e.g. `bin/firewall-cmd`, script).
     pub commands: Vec<(String, String)>,
+    /// Units enabled on a fresh board (their files come with `extra_files`); started at boot.
+    pub enabled_units: Vec<String>,
 }
+
+const FIREWALLD_UNIT: &str = "[Unit]\nDescription=firewalld - dynamic firewall daemon\n[Service]\nExecStart=/usr/sbin/firewalld --nofork --nopid\n[Install]\nWantedBy=multi-user.target\n";
 
 impl Flavour {
     /// openEuler 24.03 LTS on riscv64 (the boards of the blog posts).
@@ -40,11 +44,27 @@ impl Flavour {
                     "/etc/pki/ca-trust/source/anchors/.keep".into(),
                     String::new(),
                 ),
+                // openEuler runs firewalld by default (k3s-facts.md "openEuler notes").
+                (
+                    "/etc/systemd/system/firewalld.service".into(),
+                    FIREWALLD_UNIT.into(),
+                ),
             ],
-            commands: vec![(
-                "update-ca-trust".into(),
-                include_str!("../../support/update-ca-trust.sh").into(),
-            )],
+            commands: vec![
+                (
+                    "bin/update-ca-trust".into(),
+                    include_str!("../../support/update-ca-trust.sh").into(),
+                ),
+                (
+                    "bin/firewall-cmd".into(),
+                    include_str!("../../support/firewall-cmd.sh").into(),
+                ),
+                (
+                    "sbin/firewalld".into(),
+                    include_str!("../../support/firewalld.sh").into(),
+                ),
+            ],
+            enabled_units: vec!["firewalld.service".into()],
         }
     }
 
@@ -64,6 +84,7 @@ impl Flavour {
             arch: "riscv64".into(),
             extra_files: vec![("/etc/debian_version".into(), "13.0\n".into())],
             commands: Vec::new(),
+            enabled_units: Vec::new(),
         }
     }
 }

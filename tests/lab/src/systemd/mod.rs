@@ -30,7 +30,7 @@ pub fn install_support(dir: &Path, flavour: &crate::flavour::Flavour) -> Result<
     let extra = flavour
         .commands
         .iter()
-        .map(|(n, t)| (format!("usr-bin/{n}"), t.as_str()));
+        .map(|(n, t)| (format!("usr-{n}"), t.as_str()));
     let files = files.iter().map(|(r, t)| (r.to_string(), *t)).chain(extra);
     for (rel, text) in files {
         let p = dir.join(&rel);
