@@ -55,7 +55,7 @@ fn write_cluster(lab: &Lab, dir: &Path) {
     )
     .unwrap();
     let mut kdl = format!(
-        "cluster \"e2e\"\nk3s version=\"v1.34.3+k3s1\" {{\n    binary \"{}\" sha256=\"{}\"\n    disable \"traefik\" \"metrics-server\"\n    manifest \"manifests/hello.yaml\"\n}}\n",
+        "cluster \"e2e\"\nk3s version=\"v1.33.4+k3s1\" {{\n    binary \"{}\" sha256=\"{}\"\n    disable \"traefik\" \"metrics-server\"\n    manifest \"manifests/hello.yaml\"\n}}\n",
         k3s.display(),
         sha256(&k3s)
     );
@@ -221,8 +221,15 @@ fn fresh_cluster_converges_then_reapply_is_a_noop_and_a_reflashed_agent_rejoins(
     std::fs::write(env.dir.path().join("cluster.kdl"), &changed).unwrap();
     let out = env.rv(&["apply", "cluster.kdl", "--locked", "--no-wait", "--skip-closure-check"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("k3s: locked v1.34.3+k3s1"), "names what moved");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("k3s: locked v1.33.4+k3s1"), "names what moved");
     assert_eq!(stamps(&env.lab, "server1", SERVER_FILES), before_s, "--locked refused before touching anything");
+    std::fs::write(env.dir.path().join("cluster.kdl"), &kdl).unwrap();
+
+    // The binary is what cluster.kdl pins, but it is not the release cluster.kdl names.
+    std::fs::write(env.dir.path().join("cluster.kdl"), kdl.replace("v1.33.4+k3s1", "v1.34.3+k3s1")).unwrap();
+    let out = env.rv(&["plan", "cluster.kdl", "--skip-closure-check", "--on", "server1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("reports `k3s version v1.33.4+k3s1"), "version mismatch named");
     std::fs::write(env.dir.path().join("cluster.kdl"), &kdl).unwrap();
 
     // Re-flash agent1: new host key, empty state. apply stops on the changed key.

@@ -55,6 +55,9 @@ pub struct Global {
     /// Colour in output (NO_COLOR in the environment means never).
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto, global = true)]
     pub color: ColorChoice,
+    /// Ask once for the sudo password of non-root logins (instead of requiring `sudo -n`).
+    #[arg(long, global = true)]
+    pub ask_become_pass: bool,
     /// Extra profile directories (OS families, k3s releases) added to the built-in ones.
     #[arg(long = "profiles", value_name = "DIR", global = true, env = "RVCLUSTER_PROFILES", value_delimiter = ':')]
     pub profiles: Vec<PathBuf>,
@@ -114,6 +117,16 @@ pub fn main() -> i32 {
         }
     };
     let out = Output::new(&cli.global);
+    if cli.global.ask_become_pass {
+        eprint!("BECOME password: ");
+        match console::Term::stderr().read_secure_line() {
+            Ok(pw) => crate::converge::set_become_password(pw),
+            Err(e) => {
+                out.error(&format!("cannot read the password: {e}"));
+                return EXIT_INVALID;
+            }
+        }
+    }
     run(cli, &out)
 }
 

@@ -101,6 +101,13 @@ pub fn target_spec(name: &str, address: &str, ssh: &crate::spec::Ssh) -> TargetS
     spec
 }
 
+static BECOME_PASSWORD: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The sudo password for non-root logins (`--ask-become-pass`), kept in memory only.
+pub fn set_become_password(pw: String) {
+    let _ = BECOME_PASSWORD.set(pw);
+}
+
 pub fn connect_to(c: &Cluster, name: &str, address: &str, ssh: &crate::spec::Ssh, accept_new: bool) -> Result<SshHost, String> {
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
     let config = SshConfig::load_user_default().unwrap_or_else(|_| SshConfig::parse(""));
@@ -108,7 +115,14 @@ pub fn connect_to(c: &Cluster, name: &str, address: &str, ssh: &crate::spec::Ssh
     let target = spec.resolve(&config, &home).map_err(|e| e.to_string())?;
     let mut policy = HostKeyPolicy::new(Some(known_hosts_path(c)));
     policy.accept_new = accept_new;
-    SshHost::connect(&target, &policy).map_err(|e| e.to_string())
+    let mut host = SshHost::connect(&target, &policy).map_err(|e| e.to_string())?;
+    if let Some(key) = host.accepted_new_key() {
+        eprintln!("{name} ({address}): recorded new host key {key} in {}", known_hosts_path(c).display());
+    }
+    if let Some(pw) = BECOME_PASSWORD.get() {
+        host.set_become_password(pw).map_err(|e| e.to_string())?;
+    }
+    Ok(host)
 }
 
 pub fn known_hosts_path(c: &Cluster) -> PathBuf {
@@ -173,6 +187,19 @@ fn converge_locked(
     let mut changes = Vec::new();
     let mut restart_because = Vec::new();
     let mut unit_changed = false;
+    // The installed binary is the pinned one but reports another release: the addon images the
+    // closure check used (profiles/k3s/<version>.kdl) would be the wrong ones.
+    if let (Some(want), Some(got)) = (&st.k3s_version, &facts.k3s_version) {
+        let bin = st.files.iter().find(|f| f.path.ends_with("/k3s") && matches!(f.content, Content::Local { .. }));
+        let same_binary = bin.is_some_and(|b| {
+            matches!(facts.files.get(&b.path), Some(FileFact::Present { sha256: Some(h), .. }) if *h == b.sha256())
+        });
+        if same_binary && !got.split_whitespace().any(|w| w == want) {
+            return Err(format!(
+                "the pinned k3s binary reports `{got}` but cluster.kdl says version=\"{want}\"; set version= to what the binary is (its system images come from profiles/k3s/<version>.kdl)"
+            ));
+        }
+    }
     let fresh = matches!(facts.files.get(&st.service.unit_path), None | Some(FileFact::Absent));
     // A re-flashed agent: its node password is gone, the server still holds the old one.
     if role == Role::Agent && fresh && matches!(facts.files.get("/etc/rancher/node/password"), None | Some(FileFact::Absent)) {

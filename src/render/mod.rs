@@ -61,6 +61,8 @@ pub struct HostState {
     pub service: Service,
     pub steps: Vec<Step>,
     pub kernel_modules: Vec<String>,
+    /// The version the installed k3s binary must report (nodes only).
+    pub k3s_version: Option<String>,
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
@@ -156,6 +158,7 @@ pub fn node_state(c: &Cluster, os: &OsProfile, node: &Node, secrets: &Secrets) -
         service: Service { unit: unit.to_string(), unit_path },
         steps: os.steps.clone(),
         kernel_modules: os.kernel_modules.clone(),
+        k3s_version: Some(c.k3s.version.clone()),
     })
 }
 

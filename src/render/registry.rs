@@ -164,6 +164,7 @@ pub fn host_state(
         service: Service { unit: UNIT.into(), unit_path },
         steps,
         kernel_modules: vec![],
+        k3s_version: None,
     };
     // The storage directory must exist before the first start.
     state.steps.push(Step {
