@@ -658,7 +658,7 @@ systemctl_main() {
     fi
     # Changes are serialized per board; queries never wait for a running start job.
     case $verb in
-    is-active | is-enabled | is-failed | status | show | cat | list-units | '') ;;
+    is-active | is-enabled | is-failed | status | show | cat | list-units | list-unit-files | is-system-running | '') ;;
     *)
         exec 9>"$ST/lock"
         flock 9
@@ -752,6 +752,15 @@ systemctl_main() {
                 echo "No files found for $u." >&2
                 rc=1
             fi
+        done
+        ;;
+    is-system-running) echo running ;;
+    list-unit-files)
+        echo "UNIT FILE STATE PRESET"
+        for a in "$UNIT_DIR"/*.service; do
+            u=${a##*/}
+            if ((${#units[@]})) && [[ " ${units[*]} " != *" $u "* ]]; then continue; fi
+            printf '%s %s disabled\n' "$u" "$(enabled_state "$u")"
         done
         ;;
     '' | list-units)

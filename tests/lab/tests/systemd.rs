@@ -126,6 +126,16 @@ fn lifecycle_enable_now_restart_stop_disable() {
     assert_eq!(code, 0);
     assert!(err.contains("Removed"), "{err}");
     assert_eq!(ssh(&lab, "s1", "systemctl is-enabled demo").1, "disabled\n");
+    let files = ssh_ok(&lab, "s1", "systemctl list-unit-files demo.service");
+    assert_eq!(
+        files,
+        "UNIT FILE STATE PRESET\ndemo.service disabled disabled\n"
+    );
+    assert_eq!(
+        ssh_ok(&lab, "s1", "systemctl is-system-running"),
+        "running\n"
+    );
+    assert_eq!(ssh(&lab, "s1", "systemctl status nosuch").0, 4);
     assert_eq!(
         ssh_ok(
             &lab,
