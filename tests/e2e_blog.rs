@@ -15,6 +15,9 @@ use std::process::Output;
 
 use rvlab::{Lab, Role};
 
+#[path = "support/e2e.rs"]
+mod e2e;
+
 struct Env {
     lab: Lab,
     dir: tempfile::TempDir,
@@ -22,27 +25,11 @@ struct Env {
 
 impl Env {
     fn rv(&self, args: &[&str]) -> Output {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rvcluster"))
-            .args(["--color", "never"])
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("HOME", self.dir.path())
-            .env_remove("SSH_AUTH_SOCK")
-            .output()
-            .unwrap();
-        eprintln!(
-            "$ rvcluster {}\n{}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        e2e::rv(self.dir.path(), args)
     }
 }
 
-fn sha256(p: &Path) -> String {
-    rvcluster::render::sha256_hex(&std::fs::read(p).unwrap())
-}
+use e2e::sha256;
 
 /// A hand-ported linux/riscv64 image (what the blog built with `docker build --platform linux/riscv64`).
 fn port(dir: &Path, name: &str, seed: u64) -> String {
@@ -148,8 +135,12 @@ fn the_blogs_cluster_from_image_pull_backoff_to_every_pod_ready() {
     let err = String::from_utf8_lossy(&out.stderr);
     for pod in ["helm-install-traefik-", "helm-install-traefik-crd-", "local-path-provisioner-", "metrics-server-", "coredns-"] {
         assert!(
-            err.lines().any(|l| l.starts_with("pod kube-system/") && l.contains(pod) && l.contains("ImagePullBackOff")),
-            "{pod} diagnosed as ImagePullBackOff:\n{err}"
+            // kubectl alternates ErrImagePull and ImagePullBackOff for the same failure.
+            err.lines().any(|l| l.starts_with("pod kube-system/")
+                && l.contains(pod)
+                && (l.contains("ImagePullBackOff") || l.contains("ErrImagePull"))
+                && l.contains("no match for platform in manifest")),
+            "{pod} diagnosed as an image pull failure:\n{err}"
         );
     }
     let mac = env.lab.boards().iter().find(|b| b.role() == Role::Registry).unwrap().address().to_string();

@@ -8,6 +8,9 @@ use std::process::Output;
 
 use rvlab::{Lab, Role};
 
+#[path = "support/e2e.rs"]
+mod e2e;
+
 /// The simulated k3s binary (built by `cargo build --workspace` / nextest as k3s-sim's `k3s`).
 fn k3s_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -17,9 +20,7 @@ fn k3s_binary() -> PathBuf {
     p
 }
 
-fn sha256(p: &Path) -> String {
-    rvcluster::render::sha256_hex(&std::fs::read(p).unwrap())
-}
+use e2e::sha256;
 
 struct Env {
     lab: Lab,
@@ -28,21 +29,7 @@ struct Env {
 
 impl Env {
     fn rv(&self, args: &[&str]) -> Output {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rvcluster"))
-            .args(["--color", "never"])
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("HOME", self.dir.path())
-            .env_remove("SSH_AUTH_SOCK")
-            .output()
-            .unwrap();
-        eprintln!(
-            "$ rvcluster {}\n{}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        e2e::rv(self.dir.path(), args)
     }
 }
 

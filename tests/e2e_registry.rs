@@ -7,27 +7,16 @@ mod images;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use rvlab::{Lab, Role};
 
-fn rv(dir: &Path, args: &[&str]) -> Output {
-    let t0 = std::time::Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_rvcluster"))
-        .args(["--color", "never", "-v"])
-        .args(args)
-        .current_dir(dir)
-        .env("HOME", dir)
-        .env_remove("SSH_AUTH_SOCK")
-        .output()
-        .unwrap();
-    eprintln!("$ rvcluster {} [{:?}]\n{}{}", args.join(" "), t0.elapsed(), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    out
-}
+#[path = "support/e2e.rs"]
+mod e2e;
 
-fn sha256(p: &Path) -> String {
-    rvcluster::render::sha256_hex(&std::fs::read(p).unwrap())
-}
+use e2e::rv;
+
+use e2e::sha256;
 
 #[test]
 fn tls_and_auth_registry_is_deployed_pushed_to_and_verified_with_skopeo() {

@@ -121,26 +121,26 @@ fn known_repos(c: &Cluster) -> Vec<String> {
     v
 }
 
-fn password(c: &Cluster, out: &Output) -> Result<Option<String>, i32> {
-    converge::registry_password(c).map_err(|e| {
+type Prepared = (Profiles, Cluster, crate::spec::filter::NodeFilter, Option<String>);
+
+/// What plan and apply both start from: the validated cluster, the registry's TLS material
+/// (generated beside cluster.kdl when asked for) and the registry password.
+fn prepare(global: &Global, target: &Target, out: &Output) -> Result<Prepared, i32> {
+    let (profiles, mut cluster, filter) = load_cluster(global, target, out)?;
+    crate::pki::ensure_registry_tls(&mut cluster).map_err(|e| {
+        out.error(&e);
+        EXIT_FAILED
+    })?;
+    let pw = converge::registry_password(&cluster).map_err(|e| {
         out.error(&format!("registry auth: {e}"));
         EXIT_INVALID
-    })
+    })?;
+    Ok((profiles, cluster, filter, pw))
 }
 
 pub fn run_plan(global: &Global, a: &PlanArgs, out: &Output) -> i32 {
-    let (profiles, cluster, filter) = match load_cluster(global, &a.target, out) {
+    let (profiles, cluster, filter, pw) = match prepare(global, &a.target, out) {
         Ok(x) => x,
-        Err(code) => return code,
-    };
-    let mut cluster = cluster;
-    if let Err(e) = crate::pki::ensure_registry_tls(&mut cluster) {
-        out.error(&e);
-        return EXIT_FAILED;
-    }
-    let cluster = cluster;
-    let pw = match password(&cluster, out) {
-        Ok(p) => p,
         Err(code) => return code,
     };
     let (tx, progress) = progress(&cluster, &filter, out);
@@ -209,18 +209,8 @@ fn indent(s: &str) -> String {
 }
 
 pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
-    let (profiles, cluster, filter) = match load_cluster(global, &a.target, out) {
+    let (profiles, cluster, filter, pw) = match prepare(global, &a.target, out) {
         Ok(x) => x,
-        Err(code) => return code,
-    };
-    let mut cluster = cluster;
-    if let Err(e) = crate::pki::ensure_registry_tls(&mut cluster) {
-        out.error(&e);
-        return EXIT_FAILED;
-    }
-    let cluster = cluster;
-    let pw = match password(&cluster, out) {
-        Ok(p) => p,
         Err(code) => return code,
     };
     let (tx, progress) = progress(&cluster, &filter, out);

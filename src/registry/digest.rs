@@ -9,19 +9,8 @@ pub fn sha256(bytes: &[u8]) -> String {
 }
 
 /// Streams a reader to its end and returns (`sha256:<hex>`, byte count).
-pub fn sha256_reader(mut r: impl Read) -> io::Result<(String, u64)> {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut n = 0u64;
-    loop {
-        let k = r.read(&mut buf)?;
-        if k == 0 {
-            break;
-        }
-        h.update(&buf[..k]);
-        n += k as u64;
-    }
-    Ok((format!("sha256:{}", hex::encode(h.finalize())), n))
+pub fn sha256_reader(r: impl Read) -> io::Result<(String, u64)> {
+    crate::transport::host::sha256_reader(r).map(|(hex, n)| (format!("sha256:{hex}"), n))
 }
 
 /// True for `sha256:` followed by 64 lowercase hex digits (the only algorithm we accept, so
