@@ -98,6 +98,8 @@ pub fn preflight(need_registry: bool) -> Vec<LabError> {
 #[derive(Debug, Clone)]
 pub struct LabBuilder {
     boards: Vec<(String, Role)>,
+    /// Boards that look like another OS than `flavour` (a mixed cluster).
+    board_flavours: Vec<(String, Flavour)>,
     upstream: bool,
     flavour: Flavour,
     ready_delay_ms: u64,
@@ -115,6 +117,7 @@ impl Default for LabBuilder {
             boards: Vec::new(),
             upstream: false,
             flavour: Flavour::default(),
+            board_flavours: Vec::new(),
             ready_delay_ms: 300,
             upstream_hosts: vec!["docker.io".into()],
             sim_extra: Vec::new(),
@@ -164,6 +167,12 @@ impl LabBuilder {
     pub fn sudo_user(mut self, name: impl Into<String>) -> Self {
         self.sudo_user = Some(name.into());
         self
+    }
+    /// Adds one board that looks like `flavour` instead of the lab's default (mixed clusters).
+    pub fn board_with(mut self, name: impl Into<String>, role: Role, flavour: Flavour) -> Self {
+        let name = name.into();
+        self.board_flavours.push((name.clone(), flavour));
+        self.board(name, role)
     }
     /// The flavour of every board (default openEuler 24.03 riscv64).
     pub fn flavour(mut self, f: Flavour) -> Self {
@@ -249,7 +258,19 @@ impl LabBuilder {
             lifeline: Lifeline::new()?,
             block,
         };
-        crate::systemd::install_support(&dir.join("support"), &self.flavour)?;
+        // One support tree (systemctl, uname, the flavour's commands) per flavour in use.
+        let flavour_of = |name: &str| {
+            self.board_flavours.iter().find(|(n, _)| n == name).map(|(_, f)| f).unwrap_or(&self.flavour)
+        };
+        let mut flavours: Vec<&Flavour> = vec![&self.flavour];
+        for (_, f) in &self.board_flavours {
+            if !flavours.iter().any(|x| x.name == f.name) {
+                flavours.push(f);
+            }
+        }
+        for f in &flavours {
+            crate::systemd::install_support(&dir.join("support").join(&f.name), f)?;
+        }
         std::fs::create_dir_all(dir.join("client")).ctx(|| "creating client dir".into())?;
         run(Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", "", "-C", "rvlab-client", "-f"])
@@ -274,7 +295,7 @@ impl LabBuilder {
                 sim_conf(
                     self.ready_delay_ms,
                     addr,
-                    &self.flavour.arch,
+                    &flavour_of(name).arch,
                     &self.sim_extra,
                 ),
             )];
@@ -290,8 +311,8 @@ impl LabBuilder {
                 addr,
                 port: 22,
                 dir: dir.join("boards").join(name),
-                flavour: self.flavour.clone(),
-                support: dir.join("support"),
+                flavour: flavour_of(name).clone(),
+                support: dir.join("support").join(&flavour_of(name).name),
                 client_pubkey: client_pubkey.clone(),
                 lab_files,
                 sudo_user: self.sudo_user.clone(),
