@@ -179,6 +179,29 @@ fn fresh_cluster_converges_then_reapply_is_a_noop_and_a_reflashed_agent_rejoins(
     let out = env.rv(&["plan", "cluster.kdl", "--detailed-exitcode", "--skip-closure-check"]);
     assert_eq!(out.status.code(), Some(0), "plan is empty after apply");
 
+    // status: three Ready nodes with their k3s version, and no drift.
+    let out = env.rv(&["status", "cluster.kdl", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nodes = st["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+    assert!(nodes.iter().all(|n| n["ready"] == true && n["kubelet_version"] == "v1.33.4+k3s1"), "{st}");
+    assert_eq!(st["drift"], serde_json::json!([]), "no drift after apply");
+    let out = env.rv(&["status", "cluster.kdl"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("drift none: a plan would change nothing"));
+
+    // kubeconfig: the server's k3s.yaml, its address and the cluster's name, merged at 0600.
+    let out = env.rv(&["kubeconfig", "cluster.kdl"]);
+    assert_eq!(out.status.code(), Some(0));
+    let kc = String::from_utf8_lossy(&out.stdout);
+    assert!(kc.contains(&format!("https://{sip}:6443")), "{kc}");
+    assert!(kc.contains("current-context: e2e"), "{kc}");
+    let out = env.rv(&["kubeconfig", "cluster.kdl", "--merge"]);
+    assert_eq!(out.status.code(), Some(0));
+    let merged = env.dir.path().join(".kube/config");
+    assert_eq!(std::fs::metadata(&merged).unwrap().mode() & 0o777, 0o600);
+    assert!(std::fs::read_to_string(&merged).unwrap().contains(&format!("https://{sip}:6443")));
+
     // A manifest dropped from cluster.kdl is removed from the server (k3s keeps its objects), and
     // since k3s watches that directory, nothing restarts.
     let kdl = std::fs::read_to_string(env.dir.path().join("cluster.kdl")).unwrap();

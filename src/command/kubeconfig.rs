@@ -16,7 +16,7 @@ pub struct KubeconfigArgs {
     #[command(flatten)]
     pub target: Target,
     /// Merge into this kubeconfig instead of printing (default ~/.kube/config).
-    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "")]
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "~/.kube/config")]
     pub merge: Option<PathBuf>,
 }
 
@@ -89,10 +89,9 @@ pub fn run(global: &Global, a: &KubeconfigArgs, out: &Output) -> i32 {
         print!("{}", serde_saphyr::to_string(&v).unwrap_or_default());
         return EXIT_OK;
     };
-    let path = if path.as_os_str().is_empty() {
-        std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(".kube/config")
-    } else {
-        path.clone()
+    let path = match path.to_str().and_then(|p| p.strip_prefix("~/")) {
+        Some(rest) => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(rest),
+        None => path.clone(),
     };
     let existing = std::fs::read_to_string(&path).ok().and_then(|t| serde_saphyr::from_str::<Value>(&t).ok()).unwrap_or(Value::Null);
     let merged = merge(existing, &v);
