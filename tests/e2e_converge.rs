@@ -202,6 +202,16 @@ fn fresh_cluster_converges_then_reapply_is_a_noop_and_a_reflashed_agent_rejoins(
     assert_eq!(std::fs::metadata(&merged).unwrap().mode() & 0o777, 0o600);
     assert!(std::fs::read_to_string(&merged).unwrap().contains(&format!("https://{sip}:6443")));
 
+    // Two applies never interleave on a board: a held lock stops the second with a clear message.
+    let lock_dir = env.lab.board("agent2").unwrap().path("/var/lib/rvcluster/apply.lock");
+    std::fs::create_dir_all(&lock_dir).unwrap();
+    std::fs::write(lock_dir.join("owner"), "4242 2026-11-26T09:00:00Z\n").unwrap();
+    let out = env.rv(&["apply", "cluster.kdl", "--no-wait", "--skip-closure-check", "--on", "agent2"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("another rvcluster apply holds the lock") && text.contains("4242"), "{text}");
+    std::fs::remove_dir_all(&lock_dir).unwrap();
+
     // A manifest dropped from cluster.kdl is removed from the server (k3s keeps its objects), and
     // since k3s watches that directory, nothing restarts.
     let kdl = std::fs::read_to_string(env.dir.path().join("cluster.kdl")).unwrap();

@@ -323,6 +323,17 @@ fn converge_locked(
             let _ = host.exec(&format!("modprobe {} 2>/dev/null", quote(m)), None, Some(Duration::from_secs(30)));
         }
     }
+    // A changed sysctl drop-in takes effect now, not only at the next boot (after the modules, as
+    // the bridge keys exist only once br_netfilter is loaded).
+    if wet {
+        for c in &changes {
+            if let Change::CreateFile { path, .. } | Change::UpdateFile { path, .. } = c
+                && path.starts_with("/etc/sysctl.d/")
+            {
+                let _ = host.exec(&format!("sysctl -p {} >/dev/null 2>&1", quote(path)), None, Some(Duration::from_secs(30)));
+            }
+        }
+    }
     for s in &st.steps {
         let when_ok = match &s.when {
             None => true,
