@@ -143,11 +143,10 @@ pub fn converge_host(
 ) -> Result<Vec<Change>, String> {
     let e = |x: crate::transport::TransportError| x.to_string();
     let unit_file = format!("{}.service", st.service.unit);
-    let mut q = FactsQuery::default();
-    q.paths = st.files.iter().map(|f| f.path.clone()).collect();
-    q.paths.extend(st.symlinks.iter().map(|s| s.path.clone()));
-    q.paths.push("/etc/rancher/node/password".into());
-    q.services = vec![unit_file.clone()];
+    let mut paths: Vec<String> = st.files.iter().map(|f| f.path.clone()).collect();
+    paths.extend(st.symlinks.iter().map(|s| s.path.clone()));
+    paths.push("/etc/rancher/node/password".into());
+    let q = FactsQuery { paths, services: vec![unit_file.clone()], ..FactsQuery::default() };
     let facts = host.facts(&q).map_err(e)?;
     if wet {
         let lock = format!(
@@ -202,8 +201,8 @@ fn converge_locked(
     }
     let fresh = matches!(facts.files.get(&st.service.unit_path), None | Some(FileFact::Absent));
     // A re-flashed agent: its node password is gone, the server still holds the old one.
-    if role == Role::Agent && fresh && matches!(facts.files.get("/etc/rancher/node/password"), None | Some(FileFact::Absent)) {
-        if let Some(server) = server {
+    if role == Role::Agent && fresh && matches!(facts.files.get("/etc/rancher/node/password"), None | Some(FileFact::Absent))
+        && let Some(server) = server {
             let probe = format!(
                 "/usr/local/bin/k3s kubectl get node {n} -o name 2>/dev/null || \
                  /usr/local/bin/k3s kubectl -n kube-system get secret {s} -o name 2>/dev/null",
@@ -224,7 +223,6 @@ fn converge_locked(
                 }
             }
         }
-    }
     for f in &st.files {
         let want_sha = f.sha256();
         let want_owner = f.owner.split(':').next().unwrap_or("root");
@@ -269,11 +267,10 @@ fn converge_locked(
         let Some(change) = change else { continue };
         let content_changed = !matches!(change, Change::FixMode { .. });
         if content_changed {
-            if let Some(u) = &f.restarts {
-                if *u == st.service.unit {
+            if let Some(u) = &f.restarts
+                && *u == st.service.unit {
                     restart_because.push(f.path.clone());
                 }
-            }
             if f.path == st.service.unit_path {
                 unit_changed = true;
             }

@@ -139,6 +139,7 @@ impl Profiles {
         self.os.iter().filter(|o| o.matches(os_release, arch)).collect()
     }
 
+    #[allow(clippy::result_large_err)] // SpecError carries the file text, built once on error
     fn add_file(&mut self, file: &Path, text: &str, origin: &str) -> Result<(), SpecError> {
         let doc = KdlDocument::parse_v2(text).map_err(|e| crate::spec::load::kdl_error(file, text, e))?;
         let mut p = Problems::default();

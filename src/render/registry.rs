@@ -137,13 +137,12 @@ pub fn host_state(
         let pw = password.ok_or("the registry password was not read")?;
         files.push(text_file(&htpasswd_path(), htpasswd(&a.user, pw, existing_htpasswd)?, 0o600, true, restart.clone()));
     }
-    if r.tls.enabled {
-        if let (Some(cert), Some(key)) = (&r.tls.cert, &r.tls.key) {
+    if r.tls.enabled
+        && let (Some(cert), Some(key)) = (&r.tls.cert, &r.tls.key) {
             let read = |p: &std::path::Path| std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
             files.push(text_file(&format!("{ETC}/server.pem"), read(cert)?, 0o644, false, restart.clone()));
             files.push(text_file(&format!("{ETC}/server-key.pem"), read(key)?, 0o600, true, restart.clone()));
         }
-    }
     files.push(text_file(&unit_path, unit_file(&binary), 0o644, false, restart.clone()));
     // The http secret signs upload state; it must persist across restarts, and is made on the host.
     let env = secret_env_path();

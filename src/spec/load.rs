@@ -41,6 +41,8 @@ static HOSTNAME: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// Reads and validates a cluster file.
+// SpecError carries the file text for the report; it is built once, on the error path.
+#[allow(clippy::result_large_err)]
 pub fn load(path: &Path, profiles: &Profiles) -> Result<Cluster, SpecError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         SpecError::new(
@@ -60,6 +62,7 @@ pub fn load(path: &Path, profiles: &Profiles) -> Result<Cluster, SpecError> {
 }
 
 /// Validates cluster text; `base_dir` resolves relative paths. Never panics, whatever the input.
+#[allow(clippy::result_large_err)]
 pub fn parse(file: &Path, text: &str, base_dir: &Path, profiles: &Profiles) -> Result<Cluster, SpecError> {
     let doc = KdlDocument::parse_v2(text).map_err(|e| kdl_error(file, text, e))?;
     let mut d = Decoder { p: Problems::default(), base: base_dir.to_path_buf(), profiles };

@@ -177,7 +177,10 @@ impl Cause {
 
 /// One look at the cluster from the server: nodes, pods and events (two kubectl calls, one SSH
 /// connection).
-pub fn poll(server: &mut dyn crate::transport::Host) -> Result<(Vec<NodeStatus>, Vec<PodStatus>, Vec<Event>), String> {
+/// Nodes, pods and events, as kubectl showed them.
+pub type Snapshot = (Vec<NodeStatus>, Vec<PodStatus>, Vec<Event>);
+
+pub fn poll(server: &mut dyn crate::transport::Host) -> Result<Snapshot, String> {
     let run = |h: &mut dyn crate::transport::Host, args: &str| -> Result<String, String> {
         let out = h
             .exec(&format!("/usr/local/bin/k3s kubectl {args}"), None, Some(std::time::Duration::from_secs(60)))
