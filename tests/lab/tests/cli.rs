@@ -118,26 +118,170 @@ fn without_root_lab_says_what_to_run() {
     std::fs::remove_dir_all(&state).unwrap();
 }
 
+/// The demo's numbered step whose header starts with `start`: from its header (printed after a
+/// blank line, as `\n\n== N. ...`) to the next such header or the end.
+fn section<'a>(text: &'a str, start: &str) -> &'a str {
+    let i = text
+        .find(&format!("\n\n== {start}"))
+        .unwrap_or_else(|| panic!("no step `== {start}` in:\n{text}"));
+    let rest = &text[i + 2..];
+    match rest.find("\n\n== ") {
+        Some(j) => &rest[..j + 1],
+        None => rest,
+    }
+}
+
 #[test]
 fn lab_demo_brings_the_blog_cluster_to_every_pod_ready_and_tears_down() {
     // The demo finds rvcluster and k3s next to `lab` (built here when missing).
     rvlab::rvcluster_binary().unwrap();
     rvlab::k3s_sim_binary().unwrap();
     let out = Command::new(LAB).arg("demo").output().unwrap();
-    // rvcluster reports progress on stderr, the lab on stdout: read both.
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The demo copies rvcluster's stdout and stderr to its own; the story is in stdout's order
+    // for the lab's lines and rvcluster's stdout, so read the two streams one by one.
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let text = format!("{stdout}{stderr}");
     assert!(out.status.success(), "{text}");
     assert!(text.contains("server1 riscv64 openEuler 24.03"), "{text}");
     assert!(text.contains("registry \"mac\""), "{text}");
+
+    // 1. The first attempt: plan names the missing images and fails, apply fails with a
+    //    diagnosis per stuck pod naming where containerd looked.
+    let first = section(&stdout, "1. the blog's first attempt");
+    assert!(
+        first.contains("    mirror \"docker.io\" {\n    }\n"),
+        "no mirror rewrite yet:\n{first}"
+    );
+    assert!(
+        !first.contains("    disable \""),
+        "nothing disabled yet:\n{first}"
+    );
+    assert!(
+        first.contains("$ rvcluster plan cluster.kdl\n")
+            && first.contains("$ rvcluster apply cluster.kdl --skip-closure-check --timeout 300\n"),
+        "{first}"
+    );
+    for missing in [
+        "klipper-helm",
+        "mirrored-metrics-server",
+        "mirrored-coredns-coredns",
+        "local-path-provisioner:v0.0.31",
+    ] {
+        assert!(
+            first
+                .lines()
+                .any(|l| l.starts_with("  MISSING") && l.contains(missing)),
+            "{missing} reported MISSING by plan:\n{first}"
+        );
+    }
+    assert_eq!(
+        first.matches("-> exit 1 ").count(),
+        2,
+        "plan and apply both exit 1:\n{first}"
+    );
+    let mac = text
+        .lines()
+        .find_map(|l| l.strip_prefix("mac        registry  "))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    for pod in [
+        "helm-install-traefik-",
+        "helm-install-traefik-crd-",
+        "local-path-provisioner-",
+        "metrics-server-",
+        "coredns-",
+    ] {
+        assert!(
+            stderr.lines().any(|l| l.starts_with("pod kube-system/")
+                && l.contains(pod)
+                && (l.contains("ImagePullBackOff") || l.contains("ErrImagePull"))
+                && l.contains("no match for platform in manifest")),
+            "{pod} diagnosed as an image pull failure:\n{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains(&format!("tried {mac}:5000/rancher/klipper-helm")),
+        "the diagnosis names the mirror endpoint containerd tried:\n{stderr}"
+    );
+
+    // 2. The final cluster: every pod Ready, pods listed from the server.
+    let last = section(&stdout, "2. the blog's final cluster");
+    assert!(
+        last.contains("        rewrite \"^rancher/(.*)\" \"riscv64/$1\"\n"),
+        "{last}"
+    );
+    assert!(
+        last.contains("    disable \"local-storage\" \"coredns\"\n"),
+        "{last}"
+    );
+    assert!(
+        last.contains("    manifest \"manifests/custom-local-storage.yaml\"\n"),
+        "{last}"
+    );
+    assert!(
+        last.contains("image \"riscv64/busybox:1\" from=\"docker://docker.io/riscv64/busybox:1\""),
+        "{last}"
+    );
     assert!(
         text.contains("every node and pod is Ready (3 nodes"),
         "{text}"
     );
-    assert!(text.contains("coredns-"), "{text}");
+    assert!(last.contains("default       redis-"), "{last}");
+    assert!(last.contains("traefik-"), "{last}");
+    assert!(!last.contains("coredns-"), "coredns disabled:\n{last}");
+
+    // 3. Again: every host says "no changes", the plan is empty.
+    let again = section(&stdout, "3. apply again");
+    let (apply, plan) = again
+        .split_once("-- and the plan is empty")
+        .unwrap_or_else(|| panic!("no plan after the repeated apply:\n{again}"));
+    assert_eq!(apply.matches("\n  no changes\n").count(), 4, "{again}");
+    assert!(plan.contains("total to send: 0 B"), "{plan}");
+    assert!(
+        stderr.contains("4 hosts, 0 changes made, 0 failed"),
+        "{stderr}"
+    );
+    assert!(
+        again.contains("$ rvcluster plan cluster.kdl --detailed-exitcode\n"),
+        "{again}"
+    );
+    assert!(!again.contains("-> exit 1 "), "{again}");
+
+    // 4. Re-flash: refused, trusted on purpose, rejoined, every pod Ready again.
+    let reflash = section(&stdout, "4. re-flash agent1");
+    assert!(
+        reflash.contains("HOST KEY HAS CHANGED"),
+        "apply refuses the new key:\n{reflash}"
+    );
+    assert!(
+        reflash.contains("$ rvcluster trust agent1 cluster.kdl --replace\nagent1 ("),
+        "{reflash}"
+    );
+    assert!(reflash.contains(": replaced SHA256:"), "{reflash}");
+    assert!(
+        reflash.contains("delete node agent1 and its node-password secret"),
+        "the re-flashed agent rejoins as a new node:\n{reflash}"
+    );
+    let agent1 = reflash
+        .lines()
+        .find(|l| l.starts_with("agent1 ") && l.contains("v1.33.4+k3s1"))
+        .unwrap_or_else(|| panic!("agent1 in kubectl get nodes:\n{reflash}"));
+    assert!(agent1.contains(" Ready "), "{agent1}");
+    assert!(
+        stderr
+            .matches("every node and pod is Ready (3 nodes")
+            .count()
+            >= 3,
+        "Ready after the final apply, the repeat and the rejoin:\n{stderr}"
+    );
+    assert!(
+        text.contains("== the whole story behaved as expected"),
+        "{text}"
+    );
+
     let dir = text
         .lines()
         .find_map(|l| l.strip_prefix("== cluster.kdl ("))

@@ -317,41 +317,246 @@ fn down(state: &Path) -> Result<(), LabError> {
     Ok(())
 }
 
-/// The images the demo cluster ports by hand (as the blog posts did) for k3s v1.33.4+k3s1 with
-/// traefik, metrics-server and servicelb disabled; busybox has linux/riscv64 upstream.
-const DEMO_PORTS: &[&str] = &[
-    "rancher/mirrored-pause:3.6",
-    "rancher/mirrored-coredns-coredns:1.12.3",
-    "rancher/local-path-provisioner:v0.0.31",
+/// The blog's redis workload and its custom local-storage manifest (local-path-provisioner and
+/// busybox from the ported riscv64 images), written beside cluster.kdl.
+const REDIS_YAML: &str = include_str!("../../../../fixtures/blog-lab/manifests/redis.yaml");
+const LOCAL_STORAGE_YAML: &str =
+    include_str!("../../../../fixtures/blog-lab/manifests/custom-local-storage.yaml");
+
+/// The blog's first attempt ported only these by hand (pushed to the upstream as riscv64-only
+/// images, then named by `image` lines): (reference pods ask for, riscv64 port on docker.io).
+const FIRST_PORTS: &[(&str, &str)] = &[
+    (
+        "docker.io/rancher/mirrored-pause:3.6",
+        "riscv64/mirrored-pause:3.6",
+    ),
+    ("riscv64/redis:1.1", "riscv64/redis:1.1"),
 ];
 
-/// The blog's cluster on the lab: registry host "mac" with Debian's docker-registry, a docker.io
-/// mirror rewriting rancher/* to riscv64/*, the hand ports as `image` lines.
-fn demo_cluster_file(k3s: Option<&Path>, version: &str) -> Result<ClusterFile, LabError> {
-    let mut cf = cluster_file(k3s, version)?;
-    cf.name = "demo".into();
-    cf.disable = vec![
-        "traefik".into(),
-        "metrics-server".into(),
-        "servicelb".into(),
-    ];
-    let reg = Path::new(rvlab::registry::DOCKER_REGISTRY);
-    cf.registry_binary = Some((reg.to_path_buf(), sha256_of(reg)?));
-    cf.images = DEMO_PORTS
+/// What the blog's final cluster ports besides [`FIRST_PORTS`], for k3s v1.33.4+k3s1 with
+/// coredns and local-storage disabled (the custom manifest runs local-path-provisioner).
+const FINAL_PORTS: &[(&str, &str)] = &[
+    (
+        "docker.io/rancher/klipper-helm:v0.9.8-build20250709",
+        "riscv64/klipper-helm:v0.9.8-build20250709",
+    ),
+    (
+        "docker.io/rancher/mirrored-library-traefik:3.3.6",
+        "riscv64/mirrored-library-traefik:3.3.6",
+    ),
+    (
+        "docker.io/rancher/mirrored-metrics-server:v0.8.0",
+        "riscv64/mirrored-metrics-server:v0.8.0",
+    ),
+    (
+        "docker.io/rancher/klipper-lb:v0.4.13",
+        "riscv64/klipper-lb:v0.4.13",
+    ),
+    (
+        "docker.io/rancher/local-path-provisioner:v0.0.31",
+        "riscv64/local-path-provisioner:v0.0.31",
+    ),
+    ("riscv64/busybox:1", "riscv64/busybox:1"),
+];
+
+/// The images the first attempt's closure check must report MISSING.
+const FIRST_MISSING: &[&str] = &[
+    "klipper-helm",
+    "mirrored-metrics-server",
+    "mirrored-coredns-coredns",
+    "local-path-provisioner:v0.0.31",
+];
+
+/// The pods the first attempt's apply must diagnose as image pull failures.
+const FIRST_FAILING_PODS: &[&str] = &[
+    "helm-install-traefik-",
+    "helm-install-traefik-crd-",
+    "local-path-provisioner-",
+    "metrics-server-",
+    "coredns-",
+];
+
+fn image_lines(ports: &[&[(&str, &str)]]) -> Vec<(String, String)> {
+    ports
         .iter()
-        .map(|r| {
-            let name = r.trim_start_matches("rancher/");
-            (
-                format!("docker.io/{r}"),
-                format!("docker://docker.io/riscv64/{name}"),
-            )
-        })
-        .collect();
-    Ok(cf)
+        .flat_map(|p| p.iter())
+        .map(|(r, port)| (r.to_string(), format!("docker://docker.io/{port}")))
+        .collect()
+}
+
+/// The blog's first attempt: registry host with only pause and redis ported, no mirror rewrite,
+/// nothing disabled.
+fn first_attempt(base: &ClusterFile) -> ClusterFile {
+    ClusterFile {
+        rewrites: vec![],
+        disable: vec![],
+        manifests: vec!["manifests/redis.yaml".into()],
+        images: image_lines(&[FIRST_PORTS]),
+        ..base.clone()
+    }
+}
+
+/// The blog's final cluster: docker.io mirror rewriting rancher/* to riscv64/*, coredns and
+/// local-storage disabled with the custom local-storage manifest, every image ported.
+fn final_cluster(base: &ClusterFile) -> ClusterFile {
+    ClusterFile {
+        rewrites: vec![("^rancher/(.*)".into(), "riscv64/$1".into())],
+        disable: vec!["local-storage".into(), "coredns".into()],
+        manifests: vec![
+            "manifests/redis.yaml".into(),
+            "manifests/custom-local-storage.yaml".into(),
+        ],
+        images: image_lines(&[FIRST_PORTS, FINAL_PORTS]),
+        ..base.clone()
+    }
+}
+
+/// What one rvcluster run printed.
+struct Ran {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Ran {
+    fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// Copies `r` to our stdout (or stderr) line by line as it arrives and returns all of it.
+fn tee(r: impl std::io::Read, to_stderr: bool) -> String {
+    use std::io::{BufRead, Write};
+    let mut r = std::io::BufReader::new(r);
+    let mut all = Vec::new();
+    let mut line = Vec::new();
+    while let Ok(n) = r.read_until(b'\n', &mut line) {
+        if n == 0 {
+            break;
+        }
+        if to_stderr {
+            let mut e = std::io::stderr().lock();
+            let _ = e.write_all(&line);
+            let _ = e.flush();
+        } else {
+            let mut o = std::io::stdout().lock();
+            let _ = o.write_all(&line);
+            let _ = o.flush();
+        }
+        all.append(&mut line);
+    }
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+/// The demo's steps: rvcluster runs in the cluster directory (HOME pointed there, no ssh-agent),
+/// each with the exit status it must end with.
+struct Story<'a> {
+    rv: &'a Path,
+    dir: &'a Path,
+}
+
+impl Story<'_> {
+    fn run(&self, args: &[&str], want: i32) -> Result<Ran, LabError> {
+        println!("$ rvcluster {}", args.join(" "));
+        let t = Instant::now();
+        let mut child = Command::new(self.rv)
+            .args(["--color", "never"])
+            .args(args)
+            .current_dir(self.dir)
+            .env("HOME", self.dir)
+            .env_remove("SSH_AUTH_SOCK")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| LabError::Io {
+                context: format!("running {}", self.rv.display()),
+                source: e,
+            })?;
+        let out = child.stdout.take().expect("piped stdout");
+        let err = child.stderr.take().expect("piped stderr");
+        let out = std::thread::spawn(move || tee(out, false));
+        let err = std::thread::spawn(move || tee(err, true));
+        let st = child.wait().map_err(|e| LabError::Io {
+            context: "waiting for rvcluster".into(),
+            source: e,
+        })?;
+        let ran = Ran {
+            code: st.code(),
+            stdout: out.join().unwrap_or_default(),
+            stderr: err.join().unwrap_or_default(),
+        };
+        println!(
+            "   -> exit {} in {:.1}s (expected {want})",
+            st.code().map_or("by signal".to_string(), |c| c.to_string()),
+            t.elapsed().as_secs_f64()
+        );
+        if ran.code != Some(want) {
+            return Err(step_failed(
+                args,
+                format!("exit status {st}, expected {want}"),
+            ));
+        }
+        Ok(ran)
+    }
+}
+
+fn step_failed(args: &[&str], why: String) -> LabError {
+    LabError::Command {
+        command: format!("rvcluster {}", args.join(" ")),
+        status: "not as the demo expects".into(),
+        stderr: why,
+    }
+}
+
+/// Ok when `ok`, else the demo's error naming the command and what it lacked.
+fn expect(ok: bool, args: &[&str], what: impl Into<String>) -> Result<(), LabError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(step_failed(args, what.into()))
+    }
+}
+
+fn write(p: &Path, text: &str) -> Result<(), LabError> {
+    if let Some(d) = p.parent() {
+        std::fs::create_dir_all(d).map_err(|e| LabError::Io {
+            context: format!("creating {}", d.display()),
+            source: e,
+        })?;
+    }
+    std::fs::write(p, text).map_err(|e| LabError::Io {
+        context: format!("writing {}", p.display()),
+        source: e,
+    })
+}
+
+fn push_ports(lab: &Lab, ports: &[(&str, &str)]) -> Result<(), LabError> {
+    let refs: Vec<&str> = ports.iter().map(|(_, p)| *p).collect();
+    lab.push_riscv64_ports(&refs)?;
+    println!(
+        "   hand-ported linux/riscv64 images pushed to docker.io: {}",
+        refs.join(", ")
+    );
+    Ok(())
+}
+
+fn pods(lab: &Lab) -> Result<(), LabError> {
+    println!("$ ssh server1 k3s kubectl get pods -A -o wide");
+    let out = lab.ssh("server1", "k3s kubectl get pods -A -o wide")?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    Ok(())
 }
 
 fn demo(rvcluster: Option<PathBuf>, k3s: Option<PathBuf>) -> Result<(), LabError> {
     check_prerequisites(true)?;
+    let rv = rvcluster
+        .or_else(|| rvlab::rvcluster_binary().ok())
+        .or_else(|| which("rvcluster"))
+        .ok_or_else(|| LabError::Missing {
+            what: "rvcluster not found".into(),
+            fix: "cargo build --bin rvcluster".into(),
+        })?;
     let args = UpArgs {
         boards: 3,
         no_registry_host: false,
@@ -360,13 +565,31 @@ fn demo(rvcluster: Option<PathBuf>, k3s: Option<PathBuf>) -> Result<(), LabError
         k3s_version: "v1.33.4+k3s1".into(),
         state: PathBuf::new(),
     };
+    let t0 = Instant::now();
     println!(
         "== starting lab: server1, agent1, agent2, registry host mac, upstream playing docker.io"
     );
-    let t = Instant::now();
-    let lab = builder(&args).start()?;
-    println!("   up in {:.1}s", t.elapsed().as_secs_f64());
+    let mut lab = builder(&args).start()?;
+    println!("   up in {:.1}s", t0.elapsed().as_secs_f64());
     print!("{}", summary(&lab));
+    let result = story(&mut lab, &rv, k3s.as_deref(), &args.k3s_version);
+    println!("== tearing down");
+    drop(lab);
+    println!("   done");
+    match &result {
+        Ok(()) => println!(
+            "== the whole story behaved as expected in {:.1}s",
+            t0.elapsed().as_secs_f64()
+        ),
+        Err(_) => println!(
+            "== the demo FAILED after {:.1}s (see the error below)",
+            t0.elapsed().as_secs_f64()
+        ),
+    }
+    result
+}
+
+fn story(lab: &mut Lab, rv: &Path, k3s: Option<&Path>, version: &str) -> Result<(), LabError> {
     println!("== what the boards say over ssh");
     for b in lab.boards() {
         let out = lab.ssh(
@@ -375,66 +598,163 @@ fn demo(rvcluster: Option<PathBuf>, k3s: Option<PathBuf>) -> Result<(), LabError
         )?;
         print!("   {}", String::from_utf8_lossy(&out.stdout));
     }
-    let ports: Vec<String> = DEMO_PORTS
+    // The cluster directory: cluster.kdl, its manifests and the known_hosts `rvcluster trust`
+    // maintains (host keys are not pinned in cluster.kdl, so a re-flashed board can be trusted).
+    let dir = lab.dir().to_path_buf();
+    let kdl_path = dir.join("cluster.kdl");
+    write(&dir.join("manifests/redis.yaml"), REDIS_YAML)?;
+    write(
+        &dir.join("manifests/custom-local-storage.yaml"),
+        LOCAL_STORAGE_YAML,
+    )?;
+    let known: String = lab
+        .boards()
         .iter()
-        .map(|r| format!("riscv64/{}", r.trim_start_matches("rancher/")))
+        .map(|b| b.known_hosts_line() + "\n")
         .collect();
-    let port_refs: Vec<&str> = ports.iter().map(String::as_str).collect();
-    lab.push_riscv64_ports(&port_refs)?;
+    write(&dir.join("known_hosts"), &known)?;
+    let mut base = cluster_file(k3s, version)?;
+    base.name = "blog".into();
+    base.pin_host_keys = false;
+    let reg = Path::new(rvlab::registry::DOCKER_REGISTRY);
+    base.registry_binary = Some((reg.to_path_buf(), sha256_of(reg)?));
+    let s = Story { rv, dir: &dir };
+    let mac = lab
+        .boards()
+        .iter()
+        .find(|b| b.role() == Role::Registry)
+        .map(|b| format!("{}:{}", b.address(), base.registry_port))
+        .unwrap_or_default();
+
     println!(
-        "== hand-ported riscv64 images on docker.io: {}",
-        ports.join(", ")
+        "\n== 1. the blog's first attempt: only pause and redis ported, no mirror rewrite, nothing disabled"
     );
-    let kdl_path = lab.dir().join("cluster.kdl");
-    let kdl = lab.cluster_kdl(&demo_cluster_file(k3s.as_deref(), &args.k3s_version)?);
-    std::fs::write(&kdl_path, &kdl).map_err(|e| LabError::Io {
-        context: "writing cluster.kdl".into(),
-        source: e,
-    })?;
+    push_ports(lab, FIRST_PORTS)?;
+    let kdl = lab.cluster_kdl(&first_attempt(&base));
+    write(&kdl_path, &kdl)?;
     println!("== cluster.kdl ({})\n{kdl}", kdl_path.display());
-    let rv = rvcluster
-        .or_else(|| rvlab::rvcluster_binary().ok())
-        .or_else(|| which("rvcluster"));
-    let mut result = Ok(());
-    match rv {
-        Some(rv) => {
-            for verb in ["plan", "apply"] {
-                println!("== rvcluster {verb} {}", kdl_path.display());
-                let st = Command::new(&rv)
-                    .arg(verb)
-                    .arg(&kdl_path)
-                    .current_dir(lab.dir())
-                    .status()
-                    .map_err(|e| LabError::Io {
-                        context: format!("running {}", rv.display()),
-                        source: e,
-                    })?;
-                if !st.success() {
-                    result = Err(LabError::Command {
-                        command: format!("rvcluster {verb}"),
-                        status: st.to_string(),
-                        stderr: String::new(),
-                    });
-                    break;
-                }
-            }
-            if result.is_ok() {
-                println!("== pods");
-                let out = lab.ssh("server1", "k3s kubectl get pods -A -o wide")?;
-                print!("{}", String::from_utf8_lossy(&out.stdout));
-            }
-        }
-        None => {
-            result = Err(LabError::Missing {
-                what: "rvcluster not found".into(),
-                fix: "cargo build --bin rvcluster".into(),
-            });
-        }
+    println!(
+        "-- plan: the closure check names every image no registry can serve for linux/riscv64"
+    );
+    let a = ["plan", "cluster.kdl"];
+    let r = s.run(&a, 1)?;
+    for m in FIRST_MISSING {
+        expect(
+            r.stdout
+                .lines()
+                .any(|l| l.contains("MISSING") && l.contains(m)),
+            &a,
+            format!("no MISSING line for {m}"),
+        )?;
     }
-    println!("== tearing down");
-    drop(lab);
-    println!("   done");
-    result
+    println!("-- apply anyway: the pods the blog saw stuck, each with a diagnosis");
+    let a = [
+        "apply",
+        "cluster.kdl",
+        "--skip-closure-check",
+        "--timeout",
+        "300",
+    ];
+    let r = s.run(&a, 1)?;
+    for pod in FIRST_FAILING_PODS {
+        // kubectl alternates ErrImagePull and ImagePullBackOff for the same failure.
+        expect(
+            r.stderr.lines().any(|l| {
+                l.starts_with("pod kube-system/")
+                    && l.contains(pod)
+                    && (l.contains("ImagePullBackOff") || l.contains("ErrImagePull"))
+            }),
+            &a,
+            format!("no ImagePullBackOff/ErrImagePull diagnosis for {pod}"),
+        )?;
+    }
+    expect(
+        r.stderr.contains("no match for platform in manifest"),
+        &a,
+        "the diagnosis does not quote containerd's platform error",
+    )?;
+    expect(
+        r.stderr.contains("fix: port it to linux/riscv64"),
+        &a,
+        "the diagnosis does not say how to fix it",
+    )?;
+    let tried = format!("tried {mac}/rancher/klipper-helm");
+    expect(
+        r.stderr.contains(&tried),
+        &a,
+        format!("the diagnosis does not say `{tried}`"),
+    )?;
+    expect(
+        !r.stderr.contains("pod default/redis"),
+        &a,
+        "redis (ported) was diagnosed as failing",
+    )?;
+
+    println!(
+        "\n== 2. the blog's final cluster: mirror rewrite rancher/* -> riscv64/*, coredns and local-storage disabled, every image ported"
+    );
+    push_ports(lab, FINAL_PORTS)?;
+    let kdl = lab.cluster_kdl(&final_cluster(&base));
+    write(&kdl_path, &kdl)?;
+    println!("== cluster.kdl ({})\n{kdl}", kdl_path.display());
+    s.run(&["plan", "cluster.kdl"], 0)?;
+    let a = ["apply", "cluster.kdl", "--timeout", "300"];
+    let r = s.run(&a, 0)?;
+    expect(
+        r.stderr.contains("every node and pod is Ready"),
+        &a,
+        "apply did not report every node and pod Ready",
+    )?;
+    let registries = lab.b("server1").path("/etc/rancher/k3s/registries.yaml");
+    let registries = std::fs::read_to_string(&registries).unwrap_or_default();
+    expect(
+        registries.contains("\"^rancher/(.*)\": \"riscv64/$1\""),
+        &a,
+        format!("server1's registries.yaml has no rewrite:\n{registries}"),
+    )?;
+    pods(lab)?;
+
+    println!("\n== 3. apply again: nothing changes");
+    let r = s.run(&a, 0)?;
+    let n = r.stdout.matches("no changes").count();
+    expect(
+        n == 4,
+        &a,
+        format!("{n} hosts said \"no changes\", expected 4 (mac and three nodes)"),
+    )?;
+    println!("-- and the plan is empty, images included");
+    s.run(&["plan", "cluster.kdl", "--detailed-exitcode"], 0)?;
+
+    println!("\n== 4. re-flash agent1: new host key, empty disk");
+    lab.reflash("agent1")?;
+    println!(
+        "   agent1 re-flashed; its new host key: {}",
+        lab.b("agent1").host_public_key()
+    );
+    println!("-- apply refuses the changed host key");
+    let a = ["apply", "cluster.kdl", "--on", "agent1"];
+    let r = s.run(&a, 1)?;
+    expect(
+        r.all().contains("HOST KEY HAS CHANGED"),
+        &a,
+        "apply did not refuse the changed host key",
+    )?;
+    println!("-- trust the new key on purpose");
+    let a = ["trust", "agent1", "cluster.kdl", "--replace"];
+    s.run(&a, 0)?;
+    println!("-- apply: agent1 rejoins");
+    let a = ["apply", "cluster.kdl", "--timeout", "300"];
+    let r = s.run(&a, 0)?;
+    expect(
+        r.stderr.contains("every node and pod is Ready (3 nodes"),
+        &a,
+        "apply did not report every node and pod Ready with 3 nodes",
+    )?;
+    println!("$ ssh server1 k3s kubectl get nodes -o wide");
+    let out = lab.ssh("server1", "k3s kubectl get nodes -o wide")?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    pods(lab)?;
+    Ok(())
 }
 
 fn which(name: &str) -> Option<PathBuf> {

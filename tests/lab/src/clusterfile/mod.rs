@@ -23,6 +23,9 @@ pub struct ClusterFile {
     /// `image` lines: (reference pods ask for, source), e.g.
     /// ("docker.io/rancher/mirrored-pause:3.6", "docker://docker.io/riscv64/mirrored-pause:3.6").
     pub images: Vec<(String, String)>,
+    /// Pin each host's key in cluster.kdl (`host-key=`). Without pins rvcluster checks keys
+    /// against the known_hosts beside cluster.kdl, the file `rvcluster trust` maintains.
+    pub pin_host_keys: bool,
 }
 
 impl Default for ClusterFile {
@@ -37,6 +40,7 @@ impl Default for ClusterFile {
             rewrites: vec![("^rancher/(.*)".into(), "riscv64/$1".into())],
             registry_binary: None,
             images: Vec::new(),
+            pin_host_keys: true,
         }
     }
 }
@@ -68,11 +72,15 @@ pub fn q(s: &str) -> String {
     o
 }
 
-fn ssh_line(h: &Host, identity: &str) -> String {
+fn ssh_line(h: &Host, identity: &str, pin: bool) -> String {
+    let key = if pin {
+        format!(" host-key={}", q(&h.host_key))
+    } else {
+        String::new()
+    };
     format!(
-        "ssh user=\"root\" port={} host-key={} identity={}",
+        "ssh user=\"root\" port={}{key} identity={}",
         h.port,
-        q(&h.host_key),
         q(identity)
     )
 }
@@ -113,7 +121,10 @@ pub fn render(
             q(&h.address),
             cf.registry_port
         ));
-        s.push_str(&format!("    {}\n", ssh_line(h, identity)));
+        s.push_str(&format!(
+            "    {}\n",
+            ssh_line(h, identity, cf.pin_host_keys)
+        ));
         s.push_str("    tls #false\n");
         if let Some((p, sha)) = &cf.registry_binary {
             s.push_str(&format!(
@@ -136,7 +147,10 @@ pub fn render(
             q(&h.address),
             q(&h.role)
         ));
-        s.push_str(&format!("    {}\n", ssh_line(h, identity)));
+        s.push_str(&format!(
+            "    {}\n",
+            ssh_line(h, identity, cf.pin_host_keys)
+        ));
         s.push_str("}\n");
     }
     if !cf.images.is_empty() {
@@ -210,5 +224,32 @@ mod tests {
         )));
         assert!(out.contains("image \"docker.io/rancher/mirrored-pause:3.6\" from=\"docker://docker.io/riscv64/mirrored-pause:3.6\"\n"));
         assert!(out.ends_with("upstream \"docker.io\" endpoint=\"http://127.170.1.2:5000\"\n"));
+    }
+
+    #[test]
+    fn without_pins_host_keys_are_left_to_known_hosts() {
+        let hosts = vec![Host {
+            name: "agent1".into(),
+            address: "127.170.1.11".into(),
+            port: 22,
+            role: "agent".into(),
+            host_key: "ssh-ed25519 AAAAA".into(),
+        }];
+        let cf = ClusterFile {
+            pin_host_keys: false,
+            rewrites: vec![],
+            ..Default::default()
+        };
+        let out = render(&cf, &hosts, "/L/id", None);
+        assert!(
+            out.contains("    ssh user=\"root\" port=22 identity=\"/L/id\"\n"),
+            "{out}"
+        );
+        assert!(!out.contains("host-key"), "{out}");
+        let pinned = render(&ClusterFile::default(), &hosts, "/L/id", None);
+        assert!(
+            pinned.contains("host-key=\"ssh-ed25519 AAAAA\""),
+            "{pinned}"
+        );
     }
 }
