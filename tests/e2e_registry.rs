@@ -84,6 +84,7 @@ fn tls_and_auth_registry_is_deployed_pushed_to_and_verified_with_skopeo() {
     let out = rv(d, &["apply", "cluster.kdl", "--on", "mac", "--no-wait", "--skip-closure-check"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("no changes"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("images: 0 pushed, 1 already in the registry"), "nothing re-sent");
     assert_eq!(lab.board("mac").unwrap().service_starts("rvcluster-registry.service").len(), starts);
 
     // The node trusts the CA and uses https.

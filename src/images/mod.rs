@@ -211,12 +211,20 @@ pub fn push_images(
         return Ok((plan, None));
     }
     let (tx, rx) = std::sync::mpsc::channel();
+    // Only images that were actually sent are announced; up-to-date ones stay quiet.
     let printer = std::thread::spawn(move || {
+        let (mut pushed, mut present) = (0, 0);
         for ev in rx {
-            if let push::PushEvent::Verified { image, digest } = ev {
-                eprintln!("  pushed {image} ({digest})");
+            match ev {
+                push::PushEvent::ManifestPushed { image, digest } => {
+                    pushed += 1;
+                    eprintln!("  pushed {image} ({digest})");
+                }
+                push::PushEvent::ManifestPresent { .. } => present += 1,
+                _ => {}
             }
         }
+        eprintln!("  images: {pushed} pushed, {present} already in the registry");
     });
     let report = push::push(&client, &items, &plan, &tx).map_err(|e| e.to_string());
     drop(tx);
