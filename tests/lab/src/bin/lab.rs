@@ -494,7 +494,7 @@ impl Story<'_> {
         if ran.code != Some(want) {
             return Err(step_failed(
                 args,
-                format!("exit status {st}, expected {want}"),
+                format!("ended with {st}, expected exit status {want}"),
             ));
         }
         Ok(ran)
