@@ -99,7 +99,8 @@ fn describe_tried(t: &Tried) -> String {
         Outcome::Unauthorized { reason } => format!("unauthorized: {reason}"),
         Outcome::Error { reason } => format!("error: {reason}"),
     };
-    format!("{}: {what}", t.attempt.display())
+    let place = if t.attempt.upstream { " (upstream)" } else { " (mirror)" };
+    format!("{}{place}: {what}", t.attempt.display())
 }
 
 impl Entry {
@@ -375,7 +376,7 @@ mod tests {
         let text = r.render();
         assert_eq!(
             text,
-            "MISSING  docker.io/rancher/klipper-lb:v0.4.13 (needed by addon servicelb): no linux/riscv64 image anywhere containerd looks\n           tried 127.0.0.1:5000/rancher/klipper-lb:v0.4.13: not found\n           tried registry-1.docker.io/rancher/klipper-lb:v0.4.13: no linux/riscv64 (has linux/amd64, linux/arm64)\n           fix: port it to linux/riscv64 and add `image \"docker.io/rancher/klipper-lb:v0.4.13\" from=\"oci-archive:PATH\"` to cluster.kdl or disable the addon `servicelb`\n"
+            "MISSING  docker.io/rancher/klipper-lb:v0.4.13 (needed by addon servicelb): no linux/riscv64 image anywhere containerd looks\n           tried 127.0.0.1:5000/rancher/klipper-lb:v0.4.13 (mirror): not found\n           tried registry-1.docker.io/rancher/klipper-lb:v0.4.13 (upstream): no linux/riscv64 (has linux/amd64, linux/arm64)\n           fix: port it to linux/riscv64 and add `image \"docker.io/rancher/klipper-lb:v0.4.13\" from=\"oci-archive:PATH\"` to cluster.kdl or disable the addon `servicelb`\n"
         );
         let j = serde_json::to_value(&r).unwrap();
         assert_eq!(j["entries"][0]["status"], "missing");
