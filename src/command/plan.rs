@@ -104,7 +104,8 @@ fn progress(
     out: &Output,
 ) -> (std::sync::mpsc::Sender<crate::transport::Event>, std::thread::JoinHandle<()>) {
     let (tx, rx) = std::sync::mpsc::channel();
-    let hosts: Vec<String> = c.nodes.iter().filter(|n| filter.matches(n)).map(|n| n.name.clone()).collect();
+    let mut hosts: Vec<String> = c.registry.iter().filter(|r| filter.matches_name(&r.name)).map(|r| r.name.clone()).collect();
+    hosts.extend(c.nodes.iter().filter(|n| filter.matches(n)).map(|n| n.name.clone()));
     let mode = if out.quiet { crate::transport::ProgressMode::Quiet } else { crate::transport::ProgressMode::Auto };
     (tx, crate::transport::render_progress(rx, hosts, mode))
 }

@@ -420,8 +420,7 @@ pub fn node_profile<'a>(profiles: &'a Profiles, node: &Node, facts: &crate::tran
 /// Plan or apply the registry host: deploy the registry, then (wet) wait until /v2/ answers.
 pub fn converge_registry(c: &Cluster, profiles: &Profiles, opts: &Options, password: Option<&str>) -> Option<HostPlan> {
     let r = c.registry.as_ref()?;
-    let mut plan = HostPlan { node: r.name.clone(), address: r.address.clone(), role: "registry", changes: vec![], error: None };
-    let res = (|| -> Result<Vec<Change>, String> {
+    Some(host_plan(&r.name, &r.address, "registry", opts, || {
         let mut host = connect_to(c, &r.name, &r.address, &r.ssh, opts.accept_new)?;
         let facts = host.facts(&FactsQuery::default()).map_err(|e| e.to_string())?;
         let detected = profiles.detect(&facts.os_release, &facts.arch);
@@ -450,12 +449,32 @@ pub fn converge_registry(c: &Cluster, profiles: &Profiles, opts: &Options, passw
             wait_registry_healthy(c, password)?;
         }
         Ok(changes)
-    })();
-    match res {
-        Ok(ch) => plan.changes = ch,
-        Err(e) => plan.error = Some(e),
+    }))
+}
+
+/// Runs one host's work and turns it into its plan, with progress events around it.
+fn host_plan(
+    name: &str,
+    address: &str,
+    role: &'static str,
+    opts: &Options,
+    work: impl FnOnce() -> Result<Vec<Change>, String>,
+) -> HostPlan {
+    use crate::transport::EventKind;
+    opts.event(name, EventKind::Started);
+    let mut plan = HostPlan { node: name.to_string(), address: address.to_string(), role, changes: vec![], error: None };
+    match work() {
+        Ok(ch) => {
+            let verb = if opts.wet { "made" } else { "pending" };
+            opts.event(name, EventKind::Done(format!("{} change(s) {verb}", ch.len())));
+            plan.changes = ch;
+        }
+        Err(e) => {
+            opts.event(name, EventKind::Failed(e.lines().next().unwrap_or("").to_string()));
+            plan.error = Some(e);
+        }
     }
-    Some(plan)
+    plan
 }
 
 /// GET /v2/ (authenticated, trusting the registry's CA) until the registry answers.
@@ -579,10 +598,8 @@ fn converge_node(
     if !selected {
         return None;
     }
-    let mut plan = HostPlan { node: node.name.clone(), address: node.address.clone(), role: node.role.as_str(), changes: vec![], error: None };
     use crate::transport::EventKind;
-    opts.event(&node.name, EventKind::Started);
-    let res = (|| -> Result<Vec<Change>, String> {
+    Some(host_plan(&node.name, &node.address, node.role.as_str(), opts, || {
         opts.event(&node.name, EventKind::Step("connecting".into()));
         let mut host = connect(c, node, opts.accept_new)?;
         opts.event(&node.name, EventKind::Step(if opts.wet { "converging".into() } else { "planning".into() }));
@@ -597,19 +614,7 @@ fn converge_node(
             }
             None => converge_host(&mut host, &st, node.role, opts.wet, None),
         }
-    })();
-    match res {
-        Ok(ch) => {
-            let verb = if opts.wet { "made" } else { "pending" };
-            opts.event(&node.name, EventKind::Done(format!("{} change(s) {verb}", ch.len())));
-            plan.changes = ch
-        }
-        Err(e) => {
-            opts.event(&node.name, EventKind::Failed(e.lines().next().unwrap_or("").to_string()));
-            plan.error = Some(e)
-        }
-    }
-    Some(plan)
+    }))
 }
 
 /// Per-host counts for the summary line.
