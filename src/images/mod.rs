@@ -96,30 +96,27 @@ pub fn registry_options(c: &Cluster, password: Option<&str>) -> ClientOptions {
 
 /// The closure check: where each needed image will come from, or that it is missing.
 pub fn closure(c: &Cluster, profiles: &Profiles, password: Option<&str>) -> ClosureReport {
-    let cfg = mirror_config(c);
+    check(c, &needs(c, profiles), password)
+}
+
+/// Resolves `needs` through the cluster's mirrors, with the cluster's `image` entries as provided
+/// and our registry reached with its credentials and CA.
+fn check(c: &Cluster, needs: &[Need], password: Option<&str>) -> ClosureReport {
     let provided: BTreeMap<String, String> =
         c.images.iter().map(|i| (i.reference.to_string(), i.source.describe())).collect();
     let mut opts = EndpointOptions::new();
     if let Some(r) = &c.registry {
         opts.insert(resolve::normalize_endpoint(&r.endpoint()), registry_options(c, password));
     }
-    closure::check(&needs(c, profiles), &provided, &cfg, &opts)
+    closure::check(needs, &provided, &mirror_config(c), &opts)
 }
 
 /// Why one image cannot be pulled, in the cluster's terms: every place containerd tries (mirror
 /// endpoints with rewrites, then upstream), what each answered, and the fix.
 pub fn explain(c: &Cluster, profiles: &Profiles, password: Option<&str>, image: &str) -> String {
     let Ok(r) = ImageRef::parse(image) else { return format!("`{image}` is not a valid image reference") };
-    let mut need = needs(c, profiles).into_iter().find(|n| n.image == r).unwrap_or(Need { image: r.clone(), needed_by: vec![] });
-    need.image = r;
-    let cfg = mirror_config(c);
-    let provided: BTreeMap<String, String> =
-        c.images.iter().map(|i| (i.reference.to_string(), i.source.describe())).collect();
-    let mut opts = EndpointOptions::new();
-    if let Some(reg) = &c.registry {
-        opts.insert(resolve::normalize_endpoint(&reg.endpoint()), registry_options(c, password));
-    }
-    closure::check(&[need], &provided, &cfg, &opts).render()
+    let need = needs(c, profiles).into_iter().find(|n| n.image == r).unwrap_or(Need { image: r, needed_by: vec![] });
+    check(c, &[need], password).render()
 }
 
 fn to_source(s: &ImageSource) -> Source {
