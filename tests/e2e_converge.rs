@@ -12,12 +12,9 @@ use rvlab::{Lab, Role};
 mod e2e;
 
 /// The simulated k3s binary (built by `cargo build --workspace` / nextest as k3s-sim's `k3s`).
+/// The simulated k3s binary, built on demand by the lab (also under `cargo test -p rvcluster`).
 fn k3s_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let p = dir.join("k3s");
-    assert!(p.is_file(), "{} missing: build the workspace (cargo build --workspace) first", p.display());
-    p
+    rvlab::k3s_sim_binary().expect("the simulated k3s binary")
 }
 
 use e2e::sha256;
