@@ -61,6 +61,18 @@ pub struct Global {
     /// Extra profile directories (OS families, k3s releases) added to the built-in ones.
     #[arg(long = "profiles", value_name = "DIR", global = true, env = "RVCLUSTER_PROFILES", value_delimiter = ':')]
     pub profiles: Vec<PathBuf>,
+    /// The password read by --ask-become-pass (memory only; never printed).
+    #[arg(skip)]
+    pub become_password: Option<String>,
+}
+
+impl Global {
+    /// The converge context for a command: plan (`wet` false) or apply.
+    pub fn ctx<'a>(&self, cluster: &'a Cluster, profiles: &'a Profiles, wet: bool) -> crate::converge::Ctx<'a> {
+        let mut ctx = crate::converge::Ctx::new(cluster, profiles, wet);
+        ctx.become_password = self.become_password.clone();
+        ctx
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -106,7 +118,7 @@ pub enum Format {
 }
 
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let mut cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
@@ -120,7 +132,7 @@ pub fn main() -> i32 {
     if cli.global.ask_become_pass {
         eprint!("BECOME password: ");
         match console::Term::stderr().read_secure_line() {
-            Ok(pw) => crate::converge::set_become_password(pw),
+            Ok(pw) => cli.global.become_password = Some(pw),
             Err(e) => {
                 out.error(&format!("cannot read the password: {e}"));
                 return EXIT_INVALID;

@@ -9,7 +9,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::{EXIT_CHANGES, EXIT_FAILED, EXIT_INVALID, EXIT_OK, Global, Target, load_cluster};
-use crate::converge::{self, HostPlan, Options};
+use crate::converge::{self, HostPlan};
 use crate::output::Output;
 use crate::profile::Profiles;
 use crate::spec::Cluster;
@@ -145,16 +145,20 @@ pub fn run_plan(global: &Global, a: &PlanArgs, out: &Output) -> i32 {
         Err(code) => return code,
     };
     let (tx, progress) = progress(&cluster, &filter, out);
-    let opts = Options { wet: false, accept_new: a.accept_new, parallel: a.parallel, events: Some(tx) };
+    let mut ctx = global.ctx(&cluster, &profiles, false);
+    ctx.accept_new = a.accept_new;
+    ctx.parallel = a.parallel;
+    ctx.events = Some(tx);
+    ctx.registry_password = pw.clone();
     let closure = crate::images::closure(&cluster, &profiles, pw.as_deref());
     let mut plans = Vec::new();
     if let Some(r) = &cluster.registry
         && filter.matches_name(&r.name)
     {
-        plans.extend(converge::converge_registry(&cluster, &profiles, &opts, pw.as_deref()));
+        plans.extend(converge::converge_registry(&ctx));
     }
-    plans.extend(converge::run_nodes(&cluster, &profiles, &|n| filter.matches(n), &opts, pw.clone()));
-    drop(opts);
+    plans.extend(converge::run_nodes(&ctx, &|n| filter.matches(n)));
+    drop(ctx);
     let _ = progress.join();
     let push = if cluster.images.is_empty() {
         None
@@ -215,7 +219,11 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
         Err(code) => return code,
     };
     let (tx, progress) = progress(&cluster, &filter, out);
-    let opts = Options { wet: true, accept_new: a.accept_new, parallel: a.parallel, events: Some(tx) };
+    let mut ctx = global.ctx(&cluster, &profiles, true);
+    ctx.accept_new = a.accept_new;
+    ctx.parallel = a.parallel;
+    ctx.events = Some(tx);
+    ctx.registry_password = pw.clone();
     out.detail("resolving image sources");
     // What cluster.kdl resolves to now, compared with cluster.lock before anything is touched.
     let lock_path = crate::lock::path_for(&cluster);
@@ -257,7 +265,7 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
     {
         out.info(&format!("registry host {} ({})", r.name, r.address));
         out.detail("converging the registry host");
-        let p = converge::converge_registry(&cluster, &profiles, &opts, pw.as_deref());
+        let p = converge::converge_registry(&ctx);
         registry_ok = p.as_ref().is_none_or(|p| p.error.is_none());
         plans.extend(p);
     }
@@ -289,8 +297,8 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
     }
     out.info("nodes");
     out.detail("converging nodes");
-    plans.extend(converge::run_nodes(&cluster, &profiles, &|n| filter.matches(n), &opts, pw.clone()));
-    drop(opts);
+    plans.extend(converge::run_nodes(&ctx, &|n| filter.matches(n)));
+    drop(ctx);
     let _ = progress.join();
     if !a.json {
         print_hosts(&plans, true, out);
@@ -307,7 +315,7 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
     let mut health = None;
     let mut code = EXIT_OK;
     if !a.no_wait {
-        match wait_ready(&cluster, &profiles, pw.as_deref(), a, out) {
+        match wait_ready(global, &cluster, &profiles, pw.as_deref(), a, out) {
             Ok(h) => health = Some(h),
             Err((h, c)) => {
                 health = h;
@@ -330,9 +338,11 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
 
 type WaitErr = (Option<Health>, i32);
 
-fn wait_ready(c: &Cluster, profiles: &Profiles, pw: Option<&str>, a: &ApplyArgs, out: &Output) -> Result<Health, WaitErr> {
+fn wait_ready(global: &Global, c: &Cluster, profiles: &Profiles, pw: Option<&str>, a: &ApplyArgs, out: &Output) -> Result<Health, WaitErr> {
     let Some(server) = c.servers().next() else { return Err((None, EXIT_FAILED)) };
-    let mut host = converge::connect(c, server, a.accept_new).map_err(|e| {
+    let mut ctx = global.ctx(c, profiles, false);
+    ctx.accept_new = a.accept_new;
+    let mut host = ctx.connect(server).map_err(|e| {
         out.error(&format!("cannot reach the server to verify: {e}"));
         (None, EXIT_FAILED)
     })?;

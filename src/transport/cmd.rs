@@ -168,6 +168,27 @@ pub fn upload_stream(
     )
 }
 
+/// A fragment of an apply script that writes `content` to `dest` atomically: into a temp file
+/// beside it (mode 0600 while written), sha256 verified, mode and owner set, then renamed over
+/// `dest`. On any failure the temp file is removed, `dest` is untouched, and the fragment's
+/// status is non-zero. `printf` is a shell builtin, so the content is not bound by ARG_MAX.
+/// Needs [`SHA_FN`] defined earlier in the script.
+pub fn write_inline(dest: &str, tmp: &str, content: &str, sha256: &str, mode: u32, owner: Option<&str>) -> String {
+    let mkdir = match parent_dir(dest) {
+        Some(p) => format!("mkdir -p {} && ", quote(p)),
+        None => String::new(),
+    };
+    format!(
+        "d={d}; t={t}; {mkdir}(umask 077; printf '%s' {c} > \"$t\") && h=$(rv_sha < \"$t\") && \
+         [ \"${{h%% *}}\" = {sha} ] && {fix} && mv -f \"$t\" \"$d\" || {{ rm -f \"$t\"; false; }}",
+        d = quote(dest),
+        t = quote(tmp),
+        c = quote(content),
+        sha = quote(sha256),
+        fix = chmod_chown("t", mode, owner),
+    )
+}
+
 /// The login user's name, and whether it is root (one short round trip).
 pub fn whoami() -> String {
     "id -un; id -u".to_string()
@@ -304,6 +325,31 @@ mod tests {
         assert!(s.contains("d='/tmp/$(touch pwned)/a'\\''b\nc'"), "{s}");
         assert!(s.contains("mkdir -p '/tmp/$(touch pwned)'"), "{s}");
         assert!(s.contains("chown 'a b' \"$t\""), "{s}");
+    }
+
+    #[test]
+    fn write_inline_writes_exact_bytes_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("a b").join("it's $(x).conf");
+        let dest = dest.to_str().unwrap();
+        let tmp = temp_path_for(dest, "1");
+        for content in ["x\n'$(touch pwned)'\n`id`", "no newline at end", ""] {
+            let sha = crate::render::sha256_hex(content.as_bytes());
+            let script = format!("{SHA_FN}\n{}", write_inline(dest, &tmp, content, &sha, 0o640, None));
+            let out = std::process::Command::new("sh").arg("-c").arg(&script).current_dir(dir.path()).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(std::fs::read_to_string(dest).unwrap(), content);
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(dest).unwrap().permissions().mode() & 0o777, 0o640);
+            assert!(!std::path::Path::new(&tmp).exists());
+        }
+        assert!(!dir.path().join("pwned").exists());
+        // A wrong sha256 leaves the destination as it was and no temp file behind.
+        let script = format!("{SHA_FN}\n{}", write_inline(dest, &tmp, "new", &"0".repeat(64), 0o640, None));
+        let out = std::process::Command::new("sh").arg("-c").arg(&script).output().unwrap();
+        assert!(!out.status.success());
+        assert_eq!(std::fs::read_to_string(dest).unwrap(), "");
+        assert!(!std::path::Path::new(&tmp).exists());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use super::cmd;
 use super::error::{Result, TransportError};
 use super::facts::{self, Facts, FactsQuery};
+use super::held::Held;
 use super::target::Become;
 
 /// Result of one command.
@@ -181,6 +182,33 @@ pub trait Host: Send {
         self.check_sudo(&out)?;
         Ok(out)
     }
+
+    /// Start `command` with privilege as a held command ([`Held`]): returns once its stdout
+    /// printed the line `marker` (or it ended), with the channel kept open and stdin not closed.
+    /// `timeout` bounds the time to reach the marker.
+    fn exec_held(
+        &mut self,
+        command: &str,
+        marker: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Box<dyn Held>> {
+        match (self.privilege(), self.become_password()) {
+            (Become::Sudo, Some(pw)) => {
+                let prefix = format!("{pw}\n{}\n", cmd::BECOME_MARK).into_bytes();
+                self.exec_held_raw(&cmd::with_sudo_password(command), &prefix, marker, timeout)
+            }
+            (privilege, _) => self.exec_held_raw(&cmd::with_become(&privilege, command), &[], marker, timeout),
+        }
+    }
+
+    /// Backend part of [`Host::exec_held`]: run `command` as is, write `prefix` to its stdin.
+    fn exec_held_raw(
+        &mut self,
+        command: &str,
+        prefix: &[u8],
+        marker: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Box<dyn Held>>;
 
     /// The sudo password set with `--ask-become-pass` (see `SshHost::set_become_password`).
     fn become_password(&self) -> Option<&str> {

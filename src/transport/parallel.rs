@@ -18,6 +18,8 @@ pub enum EventKind {
     Step(String),
     Done(String),
     Failed(String),
+    /// Something the user must see that does not change the host's state line.
+    Note(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,46 +85,54 @@ where
     T: Send,
     F: Fn(&I, &Reporter) -> Result<T, TransportError> + Sync,
 {
+    pool(items, parallel, |item| {
+        let reporter = Reporter {
+            host: item.name(),
+            tx: events.clone(),
+        };
+        reporter.send(EventKind::Started);
+        let start = Instant::now();
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| job(item, &reporter)))
+            .unwrap_or_else(|_| {
+                Err(TransportError::Other {
+                    host: item.name(),
+                    detail: "internal error (panic)".into(),
+                })
+            });
+        match &result {
+            Ok(_) => reporter.send(EventKind::Done("done".into())),
+            Err(e) => reporter.send(EventKind::Failed(e.to_string())),
+        }
+        HostOutcome {
+            name: item.name(),
+            address: item.address(),
+            elapsed: start.elapsed(),
+            result,
+        }
+    })
+}
+
+/// The one bounded worker pool: `job` for every item on at most `parallel` threads (at least
+/// 1), results in the order of `items`. A job must not panic (wrap it in catch_unwind if it may).
+pub fn pool<I, T, F>(items: &[I], parallel: usize, job: F) -> Vec<T>
+where
+    I: Sync,
+    T: Send,
+    F: Fn(&I) -> T + Sync,
+{
     let next = AtomicUsize::new(0);
     let workers = parallel.max(1).min(items.len().max(1));
-    let mut slots: Vec<Option<HostOutcome<T>>> = (0..items.len()).map(|_| None).collect();
-    let done: Vec<Vec<(usize, HostOutcome<T>)>> = std::thread::scope(|s| {
+    let mut slots: Vec<Option<T>> = (0..items.len()).map(|_| None).collect();
+    let done: Vec<Vec<(usize, T)>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
-                let events = events.clone();
                 let (next, job) = (&next, &job);
                 s.spawn(move || {
                     let mut mine = vec![];
                     loop {
                         let i = next.fetch_add(1, Ordering::SeqCst);
                         let Some(item) = items.get(i) else { break };
-                        let reporter = Reporter {
-                            host: item.name(),
-                            tx: events.clone(),
-                        };
-                        reporter.send(EventKind::Started);
-                        let start = Instant::now();
-                        let result =
-                            std::panic::catch_unwind(AssertUnwindSafe(|| job(item, &reporter)))
-                                .unwrap_or_else(|_| {
-                                    Err(TransportError::Other {
-                                        host: item.name(),
-                                        detail: "internal error (panic)".into(),
-                                    })
-                                });
-                        match &result {
-                            Ok(_) => reporter.send(EventKind::Done("done".into())),
-                            Err(e) => reporter.send(EventKind::Failed(e.to_string())),
-                        }
-                        mine.push((
-                            i,
-                            HostOutcome {
-                                name: item.name(),
-                                address: item.address(),
-                                elapsed: start.elapsed(),
-                                result,
-                            },
-                        ));
+                        mine.push((i, job(item)));
                     }
                     mine
                 })
@@ -252,6 +262,9 @@ fn render_fancy(rx: Receiver<Event>, hosts: Vec<String>) {
             EventKind::Failed(m) => {
                 pb.finish_with_message(format!("{} {m}", console::style("FAILED").red()))
             }
+            EventKind::Note(m) => {
+                let _ = mp.println(format!("{}: {m}", ev.host));
+            }
         }
     }
     for pb in bars.values() {
@@ -268,6 +281,7 @@ pub fn plain_line(ev: &Event) -> String {
         EventKind::Step(m) => format!("[{}] {m}", ev.host),
         EventKind::Done(m) => format!("[{}] ok: {m}", ev.host),
         EventKind::Failed(m) => format!("[{}] FAILED: {m}", ev.host),
+        EventKind::Note(m) => format!("[{}] {m}", ev.host),
     }
 }
 
