@@ -4,7 +4,7 @@
 use crate::transport::TransportError;
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
-#[error("{host}: {phase}: {cause}")]
+#[error("{phase}: {cause}")]
 pub struct ConvergeError {
     pub host: String,
     pub phase: &'static str,
