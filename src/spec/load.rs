@@ -15,7 +15,7 @@ use super::model::*;
 use super::reference::ImageRef;
 use crate::profile::Profiles;
 
-/// k3s `--disable` names (k3s-facts: config.yaml).
+/// k3s `--disable` names (docs/k3s-behaviour.md §5.3 --disable).
 pub const DISABLE_NAMES: &[&str] = &["coredns", "servicelb", "traefik", "local-storage", "metrics-server", "runtimes"];
 
 /// config.yaml keys rvcluster writes itself, with where to say it instead.

@@ -89,7 +89,8 @@ impl Registry {
         }
     }
 
-    /// The endpoint URL the boards use, with an explicit scheme (k3s-facts: plain HTTP needs `http://`).
+    /// The endpoint URL the boards use, with an explicit scheme (plain HTTP needs `http://`:
+    /// docs/k3s-behaviour.md §4.5 endpoint scheme).
     pub fn endpoint(&self) -> String {
         let scheme = if self.tls.enabled { "https" } else { "http" };
         format!("{scheme}://{}", self.host_port())
