@@ -37,6 +37,9 @@ pub struct Job<'a> {
 pub struct ServerLink<'a> {
     pub host: &'a std::sync::Mutex<Option<SshHost>>,
     pub k3s: String,
+    /// The server had no token before this run: a new datastore that knows no node yet, so
+    /// nothing to ask it.
+    pub new: bool,
 }
 
 impl ServerLink<'_> {
@@ -135,6 +138,11 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
     let want = Desired::new(&st, job.role);
     let mut seen = Observed::new(&q, facts);
     if super::forget::is_fresh(&want, &seen)
+        && let Some(s) = &server
+        && s.new
+    {
+        seen.server_knows_node = Some(false);
+    } else if super::forget::is_fresh(&want, &seen)
         && let Some(s) = &server
     {
         let probe = super::forget::known_probe(&s.k3s, &st.node);

@@ -211,6 +211,8 @@ struct ServerSide {
     host: SshHost,
     k3s: String,
     token: Option<String>,
+    /// No token before this run: a brand-new datastore.
+    new: bool,
 }
 
 /// Plan or apply the nodes: the server first (agents need its token), then agents in parallel.
@@ -247,13 +249,15 @@ pub fn run_nodes(ctx: &Ctx, selected: &dyn Fn(&Node) -> bool) -> Vec<HostPlan> {
                 let out = host.exec(&format!("cat {}", crate::transport::cmd::quote(SERVER_TOKEN)), None, Some(Duration::from_secs(60)))
                     .map_err(|e| err("token")(e.into()))?;
                 let token = Some(out.stdout_str().trim().to_string()).filter(|t| out.success() && !t.is_empty());
-                kept = Some(ServerSide { host, k3s: render::K3S_BIN.into(), token });
+                let new = token.is_none();
+                kept = Some(ServerSide { host, k3s: render::K3S_BIN.into(), token, new });
                 return Ok(vec![]);
             }
             let choose = render_for(ctx, s, None);
             let job = node_job(ctx, s, None, &choose);
             let out = driver::converge(ctx, &mut host, &job, None)?;
             let os = node_profile(ctx.profiles, s, &out.facts).map_err(err("render"))?;
+            let new = !out.facts.contents.contains_key(SERVER_TOKEN);
             let from_script = out.values.iter().find(|(k, _)| k == "token").map(|(_, v)| v.clone());
             let token = from_script
                 .or_else(|| out.facts.contents.get(SERVER_TOKEN).cloned())
@@ -262,7 +266,7 @@ pub fn run_nodes(ctx: &Ctx, selected: &dyn Fn(&Node) -> bool) -> Vec<HostPlan> {
             if ctx.wet && token.is_none() && !agents.is_empty() {
                 return Err(err("service")(Cause::NoToken));
             }
-            kept = Some(ServerSide { host, k3s: k3s_path(os), token });
+            kept = Some(ServerSide { host, k3s: k3s_path(os), token, new });
             Ok(out.changes)
         });
         if plan.error.is_some() {
@@ -286,13 +290,14 @@ pub fn run_nodes(ctx: &Ctx, selected: &dyn Fn(&Node) -> bool) -> Vec<HostPlan> {
     }
     let token = side.as_ref().and_then(|s| s.token.clone());
     let k3s = side.as_ref().map(|s| s.k3s.clone()).unwrap_or_else(|| render::K3S_BIN.into());
+    let server_new = side.as_ref().is_some_and(|s| s.new);
     let server_host = std::sync::Mutex::new(side.map(|s| s.host));
     let plans = pool(&agents, ctx.parallel, |a| {
         host_plan(ctx, &a.name, &a.address, HostRole::Agent, || {
             let mut host = ctx.connect(a).map_err(|e| ConvergeError::new(&a.name, "connect", e))?;
             let choose = render_for(ctx, a, token.as_deref());
             let job = node_job(ctx, a, token.as_deref(), &choose);
-            let link = ServerLink { host: &server_host, k3s: k3s.clone() };
+            let link = ServerLink { host: &server_host, k3s: k3s.clone(), new: server_new };
             let out = driver::converge(ctx, &mut host, &job, Some(link))?;
             Ok(out.changes)
         })
