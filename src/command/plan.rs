@@ -348,7 +348,12 @@ fn wait_ready(global: &Global, c: &Cluster, profiles: &Profiles, pw: Option<&str
     })?;
     out.info(&format!("waiting for {} node(s) and every pod to be Ready (timeout {}s)", c.nodes.len(), a.timeout));
     let mut last_line = String::new();
-    let result = verify::wait(&mut host, c.nodes.len(), Duration::from_secs(a.timeout), Duration::from_secs(2), &mut |h| {
+    let k3s = converge::k3s_on(&ctx, server, &mut host).map_err(|e| {
+        out.error(&format!("server {}: {e}", server.name));
+        (None, EXIT_FAILED)
+    })?;
+    let mut srv = verify::Server { host: &mut host, k3s };
+    let result = verify::wait(&mut srv, c.nodes.len(), Duration::from_secs(a.timeout), Duration::from_secs(2), &mut |h| {
         let pending: Vec<&str> = h.problems.iter().map(|p| p.pod.as_str()).take(4).collect();
         let line = format!(
             "  nodes {}/{} Ready, pods {}/{} Ready{}",
@@ -369,13 +374,13 @@ fn wait_ready(global: &Global, c: &Cluster, profiles: &Profiles, pw: Option<&str
             Ok(h)
         }
         WaitResult::Stuck(h) => {
-            print_diagnosis(c, profiles, pw, &h, Some(&mut host), out);
+            print_diagnosis(c, profiles, pw, &h, Some(&mut srv), out);
             Err((Some(h), EXIT_FAILED))
         }
         WaitResult::TimedOut(h) => {
             out.error(&format!("timed out after {}s", a.timeout));
             if let Some(h) = &h {
-                print_diagnosis(c, profiles, pw, h, Some(&mut host), out);
+                print_diagnosis(c, profiles, pw, h, Some(&mut srv), out);
             }
             Err((h, EXIT_FAILED))
         }
@@ -388,7 +393,7 @@ pub fn print_diagnosis(
     profiles: &Profiles,
     pw: Option<&str>,
     h: &Health,
-    mut server: Option<&mut crate::transport::SshHost>,
+    mut server: Option<&mut verify::Server>,
     out: &Output,
 ) {
     for n in &h.not_ready_nodes {

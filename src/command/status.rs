@@ -53,7 +53,14 @@ pub fn run(global: &Global, a: &StatusArgs, out: &Output) -> i32 {
             return EXIT_FAILED;
         }
     };
-    let (nodes, pods, events) = match verify::poll(&mut host) {
+    let k3s = match converge::k3s_on(&ctx, server, &mut host) {
+        Ok(k) => k,
+        Err(e) => {
+            out.error(&format!("server {}: {e}", server.name));
+            return EXIT_FAILED;
+        }
+    };
+    let (nodes, pods, events) = match verify::poll(&mut verify::Server { host: &mut host, k3s }) {
         Ok(x) => x,
         Err(e) => {
             out.error(&format!("server {}: {e}", server.name));

@@ -30,7 +30,7 @@ mod testutil;
 pub use change::{Change, unified_diff};
 pub use context::{Ctx, known_hosts_path, target_spec};
 pub use error::{Cause, ConvergeError};
-pub use run::{HostPlan, HostRole, converge_registry, node_profile, run_nodes, totals, wait_registry_healthy};
+pub use run::{HostPlan, HostRole, converge_registry, k3s_on, node_profile, run_nodes, totals, wait_registry_healthy};
 pub use session::{LOCK_FILE, STATE_DIR};
 
 /// The registry password from its file or environment variable (never printed).

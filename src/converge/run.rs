@@ -125,6 +125,16 @@ fn k3s_path(os: &OsProfile) -> String {
     os.path("k3s-binary").unwrap_or(render::K3S_BIN).to_string()
 }
 
+/// Where k3s lives on a node, from its OS profile: the declared one, else the one its facts
+/// match (one remote command).
+pub fn k3s_on(ctx: &Ctx, node: &Node, host: &mut dyn Host) -> Result<String, Cause> {
+    if let Some(os) = node.profile.as_ref().and_then(|p| ctx.profiles.os(&p.value)) {
+        return Ok(k3s_path(os));
+    }
+    let facts = host.facts(&crate::transport::FactsQuery::default())?;
+    Ok(k3s_path(node_profile(ctx.profiles, node, &facts)?))
+}
+
 /// Plan or apply the registry host: deploy the registry, then (wet) wait until /v2/ answers.
 pub fn converge_registry(ctx: &Ctx) -> Option<HostPlan> {
     let c = ctx.cluster;
