@@ -165,7 +165,12 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
     }
     for u in &acts.uploads {
         ctx.event(name, EventKind::Step(format!("uploading {}", u.dest.path)));
-        host.upload_pinned(&u.local, &u.sha256, &u.dest).map_err(|e| err("files")(e.into()))?;
+        let packed = u.codec.and_then(|c| crate::artifact::compressed(&u.local, &u.sha256, c).ok().map(|p| (c, p)));
+        match packed {
+            Some((c, p)) => host.upload_compressed(&p, c, &u.sha256, &u.dest),
+            None => host.upload_pinned(&u.local, &u.sha256, &u.dest),
+        }
+        .map_err(|e| err("files")(e.into()))?;
     }
     if !acts.script.is_empty() {
         ctx.event(name, EventKind::Step("running the apply script".into()));

@@ -9,7 +9,20 @@ use crate::transport::{FactsQuery, FileFact, RemoteFile};
 
 use super::change::{Change, mode_str, unified_diff};
 use super::error::Cause;
-use super::phase::{Actions, Desired, Observed, Phase, Upload, add_path};
+use super::phase::{Actions, Desired, Observed, Phase, Upload, add_path, add_probe};
+use crate::transport::cmd::Codec;
+
+/// Local files at least this big travel compressed when the host can decompress.
+pub const COMPRESS_FROM: u64 = 1 << 20;
+
+/// The compression to send `local` with: zstd, else gzip, when the host has the tool.
+pub fn codec_for(local: &std::path::Path, seen: &Observed) -> Option<Codec> {
+    let big = std::fs::metadata(local).map(|m| m.len() >= COMPRESS_FROM).unwrap_or(false);
+    if !big {
+        return None;
+    }
+    [Codec::Zstd, Codec::Gzip].into_iter().find(|c| seen.probe(c.probe()) == Some(0))
+}
 
 pub struct Files;
 
@@ -18,6 +31,10 @@ impl Phase for Files {
         "files"
     }
     fn probe(&self, want: &Desired, q: &mut FactsQuery) {
+        if want.st.files.iter().any(|f| matches!(f.content, Content::Local { .. })) {
+            add_probe(q, Codec::Zstd.probe());
+            add_probe(q, Codec::Gzip.probe());
+        }
         for f in &want.st.files {
             add_path(q, &f.path);
             // The old content of a changed text file comes with the facts, for the diff.
@@ -32,7 +49,7 @@ impl Phase for Files {
     fn plan(&self, want: &Desired, seen: &Observed, _prior: &[Change]) -> Result<Vec<Change>, Cause> {
         Ok(want.st.files.iter().filter_map(|f| file_change(f, seen)).collect())
     }
-    fn apply(&self, want: &Desired, _seen: &Observed, i: usize, change: &Change, acts: &mut Actions) {
+    fn apply(&self, want: &Desired, seen: &Observed, i: usize, change: &Change, acts: &mut Actions) {
         let path = match change {
             Change::CreateFile { path, .. } | Change::UpdateFile { path, .. } | Change::FixMode { path, .. } => path,
             _ => return,
@@ -52,6 +69,7 @@ impl Phase for Files {
                 local: local.clone(),
                 sha256: sha256.clone(),
                 dest: RemoteFile::new(f.path.clone(), f.mode).owned_by(f.owner.clone()),
+                codec: codec_for(local, seen),
             }),
         }
     }

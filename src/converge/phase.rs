@@ -57,6 +57,8 @@ pub struct Upload {
     pub local: PathBuf,
     pub sha256: String,
     pub dest: RemoteFile,
+    /// Sent compressed when the host can decompress (its facts say which tool it has).
+    pub codec: Option<crate::transport::cmd::Codec>,
 }
 
 /// What the phases ask the driver to do, wet.

@@ -149,13 +149,61 @@ pub fn upload_stream(
     mode: u32,
     owner: Option<&str>,
 ) -> String {
+    upload_stream_via(dest, tmp, sha256, mode, owner, None)
+}
+
+/// A compression the host can undo while receiving (checked in its facts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Zstd,
+    Gzip,
+}
+
+impl Codec {
+    /// The host command that decompresses stdin to stdout.
+    pub fn decompress(self) -> &'static str {
+        match self {
+            Codec::Zstd => "zstd -dcq",
+            Codec::Gzip => "gzip -dc",
+        }
+    }
+    /// The probe that says whether the host has it.
+    pub fn probe(self) -> &'static str {
+        match self {
+            Codec::Zstd => "command -v zstd",
+            Codec::Gzip => "command -v gzip",
+        }
+    }
+    pub fn extension(self) -> &'static str {
+        match self {
+            Codec::Zstd => "zst",
+            Codec::Gzip => "gz",
+        }
+    }
+}
+
+/// [`upload_stream`] receiving compressed bytes: `codec` is undone on the host before the
+/// bytes are written and hashed, so the sha256 checked is still the uncompressed file's (a
+/// corrupt stream fails the check and leaves `dest` untouched).
+pub fn upload_stream_via(
+    dest: &str,
+    tmp: &str,
+    sha256: &str,
+    mode: u32,
+    owner: Option<&str>,
+    codec: Option<Codec>,
+) -> String {
+    let source = match codec {
+        Some(c) => format!("{} | ", c.decompress()),
+        None => String::new(),
+    };
     let mkdir = match parent_dir(dest) {
         Some(p) => format!("mkdir -p {} || exit 1; ", quote(p)),
         None => String::new(),
     };
     format!(
         "{SHA_FN}umask 077; d={d}; t={t}; {check}trap 'rm -f \"$t\" \"$t.err\"' EXIT; {mkdir}\
-         h=$( {{ tee \"$t\" || : > \"$t.err\"; }} | rv_sha ) || exit 1; [ ! -e \"$t.err\" ] || exit 1; \
+         h=$( {{ {source}tee \"$t\" || : > \"$t.err\"; }} | rv_sha ) || exit 1; [ ! -e \"$t.err\" ] || exit 1; \
          h=${{h%% *}}; if [ \"$h\" != {sha} ]; then echo \"{mark}$h\" >&2; exit {status}; fi; \
          {fix} && mv -f \"$t\" \"$d\" || exit 1; trap - EXIT",
         d = quote(dest),

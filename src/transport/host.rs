@@ -281,6 +281,20 @@ pub trait Host: Send {
         self.upload_verified(&mut file, &sha256.to_ascii_lowercase(), dest)
     }
 
+    /// Upload `compressed`, the `codec`-compressed form of a file whose sha256 is `sha256`: the
+    /// host decompresses while receiving and verifies the uncompressed bytes (same atomic rules).
+    fn upload_compressed(
+        &mut self,
+        compressed: &Path,
+        codec: cmd::Codec,
+        sha256: &str,
+        dest: &RemoteFile,
+    ) -> Result<UploadOutcome> {
+        let mut file = std::fs::File::open(compressed)
+            .map_err(|e| TransportError::io(format!("reading {}", compressed.display()), e))?;
+        self.upload_verified_via(&mut file, &sha256.to_ascii_lowercase(), dest, Some(codec))
+    }
+
     /// Write bytes (a rendered file) with the same atomic rules as [`Host::upload`].
     fn write(&mut self, bytes: &[u8], dest: &RemoteFile) -> Result<UploadOutcome> {
         let sha = hex::encode(Sha256::digest(bytes));
@@ -296,9 +310,20 @@ pub trait Host: Send {
         sha256: &str,
         dest: &RemoteFile,
     ) -> Result<UploadOutcome> {
+        self.upload_verified_via(content, sha256, dest, None)
+    }
+
+    #[doc(hidden)]
+    fn upload_verified_via(
+        &mut self,
+        content: &mut dyn Read,
+        sha256: &str,
+        dest: &RemoteFile,
+        codec: Option<cmd::Codec>,
+    ) -> Result<UploadOutcome> {
         let owner = dest.owner.as_deref();
         let tmp = cmd::temp_path_for(&dest.path, &temp_suffix());
-        let script = cmd::upload_stream(&dest.path, &tmp, sha256, dest.mode, owner);
+        let script = cmd::upload_stream_via(&dest.path, &tmp, sha256, dest.mode, owner, codec);
         let mut counting = CountingReader {
             inner: content,
             n: 0,
