@@ -6,6 +6,7 @@
 pub mod artifact;
 pub mod command;
 pub mod converge;
+pub mod event;
 pub mod images;
 pub mod lock;
 pub mod pki;

@@ -106,8 +106,8 @@ fn progress(
     let (tx, rx) = std::sync::mpsc::channel();
     let mut hosts: Vec<String> = c.registry.iter().filter(|r| filter.matches_name(&r.name)).map(|r| r.name.clone()).collect();
     hosts.extend(c.nodes.iter().filter(|n| filter.matches(n)).map(|n| n.name.clone()));
-    let mode = if out.quiet { crate::transport::ProgressMode::Quiet } else { crate::transport::ProgressMode::Auto };
-    (tx, crate::transport::render_progress(rx, hosts, mode))
+    let mode = if out.quiet { crate::output::ProgressMode::Quiet } else { crate::output::ProgressMode::Auto };
+    (tx, crate::output::render_progress(rx, hosts, mode))
 }
 
 /// Repositories cluster.lock says the registry holds (blob mounts between them send no bytes).
@@ -164,7 +164,7 @@ pub fn run_plan(global: &Global, a: &PlanArgs, out: &Output) -> i32 {
         None
     } else {
         let repos = known_repos(&cluster);
-        Some(crate::images::push_images(&cluster, pw.as_deref(), false, &BTreeMap::new(), &repos))
+        Some(crate::images::push_images(&cluster, pw.as_deref(), false, &BTreeMap::new(), &repos, &crate::event::Discard))
     };
     let push_changes = matches!(&push, Some(Ok((p, _))) if p.images.iter().any(|i| !i.is_noop()));
     if a.json {
@@ -273,8 +273,16 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
     if registry_ok && !cluster.images.is_empty() && cluster.registry.is_some() {
         out.info(&format!("pushing {} image(s)", cluster.images.len()));
         out.detail("pushing");
-        match crate::images::push_images(&cluster, pw.as_deref(), true, &locked_digests, &known_repos(&cluster)) {
-            Ok((_, report)) => pushed = report,
+        let sink = crate::event::ToStream {
+            host: cluster.registry.as_ref().map(|r| r.name.clone()).unwrap_or_default(),
+            tx: ctx.events.clone().expect("apply has a progress stream"),
+        };
+        match crate::images::push_images(&cluster, pw.as_deref(), true, &locked_digests, &known_repos(&cluster), &sink) {
+            Ok((plan, report)) => {
+                let sent = plan.images.iter().filter(|i| !i.is_noop()).count();
+                out.info(&format!("  images: {sent} pushed, {} already in the registry", plan.images.len() - sent));
+                pushed = report
+            }
             Err(e) => {
                 out.error(&format!("pushing images: {e}"));
                 print_hosts(&plans, true, out);

@@ -189,13 +189,14 @@ pub fn client(c: &Cluster, password: Option<&str>) -> Result<Option<RegistryClie
     RegistryClient::new(&r.endpoint(), registry_options(c, password)).map(Some).map_err(|e| e.to_string())
 }
 
-/// Plan (dry) or push (wet) the `image` entries.
+/// Plan (dry) or push (wet) the `image` entries; progress goes to `events` (src/output draws it).
 pub fn push_images(
     c: &Cluster,
     password: Option<&str>,
     wet: bool,
     locked: &BTreeMap<String, String>,
     known_repos: &[String],
+    events: &dyn crate::event::PushSink,
 ) -> Result<(PushPlan, Option<push::PushReport>), String> {
     let Some(client) = client(c, password)? else {
         return Err("no registry block".into());
@@ -207,26 +208,8 @@ pub fn push_images(
     if !wet {
         return Ok((plan, None));
     }
-    let (tx, rx) = std::sync::mpsc::channel();
-    // Only images that were actually sent are announced; up-to-date ones stay quiet.
-    let printer = std::thread::spawn(move || {
-        let (mut pushed, mut present) = (0, 0);
-        for ev in rx {
-            match ev {
-                push::PushEvent::ManifestPushed { image, digest } => {
-                    pushed += 1;
-                    eprintln!("  pushed {image} ({digest})");
-                }
-                push::PushEvent::ManifestPresent { .. } => present += 1,
-                _ => {}
-            }
-        }
-        eprintln!("  images: {pushed} pushed, {present} already in the registry");
-    });
-    let report = push::push(&client, &items, &plan, &tx).map_err(|e| e.to_string());
-    drop(tx);
-    let _ = printer.join();
-    Ok((plan, Some(report?)))
+    let report = push::push(&client, &items, &plan, events).map_err(|e| e.to_string())?;
+    Ok((plan, Some(report)))
 }
 
 #[cfg(test)]
