@@ -16,7 +16,7 @@ use crate::registry::push::{self, PushItem, PushPlan};
 use crate::registry::resolve::{self, MirrorConfig, MirrorEntry, Rewrite};
 use crate::registry::source::{self, RemoteSources, Source};
 use crate::spec::reference::ImageRef;
-use crate::spec::{Cluster, ImageSource};
+use crate::spec::{Cluster, Image, ImageSource};
 
 /// The mirrors exactly as registries.yaml declares them (render::registries_yaml).
 pub fn mirror_config(c: &Cluster) -> MirrorConfig {
@@ -119,20 +119,31 @@ pub fn explain(c: &Cluster, profiles: &Profiles, password: Option<&str>, image: 
     check(c, &[need], password).render()
 }
 
-fn to_source(s: &ImageSource) -> Source {
-    match s {
+/// Where `docker://` sources (and build bases) are fetched from: the cluster's `upstream` entries.
+pub fn remote_sources(c: &Cluster) -> RemoteSources {
+    RemoteSources { upstream_overrides: mirror_config(c).upstream_overrides, options: BTreeMap::new() }
+}
+
+/// The source an image entry pushes from. A built image is its archive in the build cache
+/// (built now when the cache does not have its inputs yet), so it pushes like `oci-archive:`.
+fn to_source(c: &Cluster, i: &Image, remote: &RemoteSources) -> Result<Source, String> {
+    Ok(match &i.source {
         ImageSource::OciArchive(p) => Source::OciArchive(p.clone()),
         ImageSource::OciDir(p) => Source::OciDir(p.clone()),
         ImageSource::DockerArchive(p) => Source::DockerArchive(p.clone()),
         ImageSource::Docker(r) => Source::Docker(r.clone()),
-    }
+        ImageSource::Build(_) => {
+            let built = crate::build::build(c, i, &crate::build::Options { remote, rebuild: false }).map_err(|e| e.to_string())?;
+            Source::OciArchive(built.archive)
+        }
+    })
 }
 
 /// Loads every `image` entry and says where it goes in the private registry.
 pub fn push_items(c: &Cluster, locked: &BTreeMap<String, String>) -> Result<Vec<PushItem>, String> {
     let Some(r) = &c.registry else { return Ok(vec![]) };
     let cfg = mirror_config(c);
-    let remote = RemoteSources { upstream_overrides: cfg.upstream_overrides.clone(), options: BTreeMap::new() };
+    let remote = remote_sources(c);
     let mut items = Vec::new();
     for i in &c.images {
         let dest = resolve::destination(&cfg, &i.reference, &r.endpoint()).ok_or_else(|| {
@@ -145,7 +156,8 @@ pub fn push_items(c: &Cluster, locked: &BTreeMap<String, String>) -> Result<Vec<
         })?;
         // docker:// sources are fetched by the locked digest when cluster.lock pins one.
         let pinned = locked.get(&i.reference.to_string()).map(String::as_str);
-        let image = source::load_pinned(&to_source(&i.source), &remote, pinned).map_err(|e| format!("image {}: {e}", i.reference))?;
+        let src = to_source(c, i, &remote)?;
+        let image = source::load_pinned(&src, &remote, pinned).map_err(|e| format!("image {}: {e}", i.reference))?;
         items.push(PushItem {
             name: i.reference.to_string(),
             image,
