@@ -96,19 +96,28 @@ pub fn registry_options(c: &Cluster, password: Option<&str>) -> ClientOptions {
 
 /// The closure check: where each needed image will come from, or that it is missing.
 pub fn closure(c: &Cluster, profiles: &Profiles, password: Option<&str>) -> ClosureReport {
-    check(c, &needs(c, profiles), password)
+    check(c, profiles, &needs(c, profiles), password)
 }
 
 /// Resolves `needs` through the cluster's mirrors, with the cluster's `image` entries as provided
-/// and our registry reached with its credentials and CA.
-fn check(c: &Cluster, needs: &[Need], password: Option<&str>) -> ClosureReport {
+/// and our registry reached with its credentials and CA; a missing image with a known substitute
+/// (profiles/substitutes.kdl) gets it offered, checked upstream.
+fn check(c: &Cluster, profiles: &Profiles, needs: &[Need], password: Option<&str>) -> ClosureReport {
     let provided: BTreeMap<String, String> =
         c.images.iter().map(|i| (i.reference.to_string(), i.source.describe())).collect();
     let mut opts = EndpointOptions::new();
     if let Some(r) = &c.registry {
         opts.insert(resolve::normalize_endpoint(&r.endpoint()), registry_options(c, password));
     }
-    closure::check(needs, &provided, &mirror_config(c), &opts)
+    let mirrors = mirror_config(c);
+    let mut report = closure::check(needs, &provided, &mirrors, &opts);
+    let known: Vec<closure::Known> = profiles
+        .substitutes
+        .iter()
+        .map(|s| closure::Known { image: s.image.clone(), with: s.with.clone(), checked: s.checked.clone(), note: s.note.clone() })
+        .collect();
+    closure::offer_substitutes(&mut report, &known, &mirrors, &opts);
+    report
 }
 
 /// Why one image cannot be pulled, in the cluster's terms: every place containerd tries (mirror
@@ -116,7 +125,7 @@ fn check(c: &Cluster, needs: &[Need], password: Option<&str>) -> ClosureReport {
 pub fn explain(c: &Cluster, profiles: &Profiles, password: Option<&str>, image: &str) -> String {
     let Ok(r) = ImageRef::parse(image) else { return format!("`{image}` is not a valid image reference") };
     let need = needs(c, profiles).into_iter().find(|n| n.image == r).unwrap_or(Need { image: r, needed_by: vec![] });
-    check(c, &[need], password).render()
+    check(c, profiles, &[need], password).render()
 }
 
 /// Where `docker://` sources (and build bases) are fetched from: the cluster's `upstream` entries.
