@@ -97,7 +97,8 @@ pub(super) fn decode(node: &KdlNode, base_dir: &Path, p: &mut Problems) -> Optio
             }
             "user" => match one(c, "a user (NAME, UID or UID:GID)", p) {
                 Some((u, span)) if u.is_empty() || u.contains(char::is_whitespace) => {
-                    p.push(span, format!("`{u}` is not a user"), "expected NAME, UID, NAME:GROUP or UID:GID");
+                    let what = if u.is_empty() { "the user cannot be empty".to_string() } else { format!("`{u}` is not a user") };
+                    p.push(span, what, "expected NAME, UID, NAME:GROUP or UID:GID");
                     ok = false;
                 }
                 Some((u, _)) => config.user = Some(u),
@@ -239,7 +240,12 @@ fn decode_config_from(c: &KdlNode, p: &mut Problems) -> Option<ConfigFrom> {
                 return None;
             }
             if pl == "linux/riscv64" {
-                p.push_help(pspan, "config-from copies another platform's config", "linux/riscv64", "use `base` to build on a linux/riscv64 image");
+                p.push_help(
+                    pspan,
+                    "`config-from` copies another platform's config, not linux/riscv64's",
+                    "linux/riscv64",
+                    "use `base` to build on a linux/riscv64 image",
+                );
                 return None;
             }
             Some(pl)
@@ -281,9 +287,13 @@ fn decode_input(c: &KdlNode, base_dir: &Path, p: &mut Problems) -> Option<BuildI
                 Some(u32::from_str_radix(s, 8).expect("octal digits"))
             }
             v => {
+                let found = match v {
+                    KdlValue::String(s) => format!("\"{s}\""),
+                    v => describe(v),
+                };
                 p.push_help(
                     m.span(),
-                    format!("`mode` must be an octal file mode, found {}", describe(v)),
+                    format!("`mode` must be an octal file mode, found {found}"),
                     "expected e.g. 0o755",
                     "write it as a KDL octal integer (mode=0o755) or an octal string (mode=\"0755\")",
                 );
