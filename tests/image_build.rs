@@ -394,3 +394,56 @@ fn the_closure_check_offers_a_known_riscv64_source_checked_upstream() {
     let items = rvcluster::images::push_items(&cluster, &Default::default()).unwrap();
     assert_eq!(items.iter().find(|i| i.name == coredns).unwrap().image.manifest_digest, digest);
 }
+
+/// Waits until the process sleeps in rt_sigtimedwait (before that, a signal would meet the
+/// default action: the program has not blocked it yet).
+fn waiting_for_a_signal(pid: u32) {
+    for _ in 0..1200 {
+        let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+        if wchan.contains("sigtimedwait") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("pid {pid} never waited for a signal");
+}
+
+/// The committed pause binary is its source's code (same .text as pause.s assembled now) and
+/// behaves as Kubernetes' pause under qemu-riscv64: SIGTERM and SIGINT end it with status 0,
+/// SIGCHLD (a child reaped) does not.
+#[test]
+fn the_committed_pause_is_built_from_its_source_and_behaves_like_pause() {
+    let fixture = repo().join("fixtures/image-build/pause");
+    let t = tempfile::tempdir().unwrap();
+    for f in ["pause.s", "build.sh"] {
+        std::fs::copy(fixture.join(f), t.path().join(f)).unwrap();
+    }
+    let out = Command::new("sh").arg(t.path().join("build.sh")).output().unwrap();
+    assert!(out.status.success(), "build.sh: {}", String::from_utf8_lossy(&out.stderr));
+    let text = |bin: &Path| {
+        let dst = t.path().join(format!("{}.text", bin.file_name().unwrap().to_string_lossy().replace('/', "_")));
+        let st = Command::new("riscv64-linux-gnu-objcopy").args(["-O", "binary", "--only-section=.text"]).arg(bin).arg(&dst).status().unwrap();
+        assert!(st.success());
+        std::fs::read(dst).unwrap()
+    };
+    let committed = t.path().join("committed");
+    std::fs::copy(fixture.join("pause"), &committed).unwrap();
+    let code = text(&committed);
+    assert!(code.len() > 50, "a program, not an empty section");
+    assert_eq!(code, text(&t.path().join("pause")), "the committed binary's code is pause.s assembled");
+
+    for (signals, want) in [(&["TERM"][..], Some(0)), (&["INT"][..], Some(0)), (&["CHLD", "TERM"][..], Some(0))] {
+        let mut child = Command::new("qemu-riscv64").arg(fixture.join("pause")).spawn().expect("qemu-riscv64 (Debian qemu-user)");
+        for (i, s) in signals.iter().enumerate() {
+            waiting_for_a_signal(child.id());
+            assert!(Command::new("kill").arg(format!("-{s}")).arg(child.id().to_string()).status().unwrap().success());
+            if i + 1 < signals.len() {
+                // Given time to handle it, it is back in rt_sigtimedwait: it did not exit.
+                std::thread::sleep(Duration::from_millis(300));
+                waiting_for_a_signal(child.id());
+                assert!(child.try_wait().unwrap().is_none(), "still running after SIG{s}");
+            }
+        }
+        assert_eq!(child.wait().unwrap().code(), want, "after {signals:?}");
+    }
+}
