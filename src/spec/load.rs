@@ -703,7 +703,7 @@ impl Decoder<'_> {
                 && r.digest.is_some()
             {
                 self.p.push_help(
-                    node.entries()[0].span(),
+                    e.args[0].span(),
                     format!("a built image cannot be named by digest (`{r}`)"),
                     "named by digest",
                     "name it by tag: its digest is whatever the build gives (cluster.lock records it)",
