@@ -4,6 +4,7 @@
 //! `transport` and `registry` are the only modules that touch the world.
 
 pub mod artifact;
+pub mod build;
 pub mod command;
 pub mod converge;
 pub mod event;

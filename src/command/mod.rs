@@ -12,6 +12,7 @@ use crate::spec::filter::NodeFilter;
 use crate::spec::{Cluster, SpecError};
 
 pub mod check;
+pub mod image;
 pub mod plan;
 pub mod status;
 pub mod kubeconfig;
@@ -89,6 +90,8 @@ pub enum Command {
     Kubeconfig(kubeconfig::KubeconfigArgs),
     /// Record a node's SSH host key (after checking its fingerprint); --replace for a re-flashed board.
     Trust(trust::TrustArgs),
+    /// Build the images cluster.kdl declares with a `build` block (reproducible OCI archives).
+    Image(image::ImageArgs),
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -150,6 +153,7 @@ fn run(cli: Cli, out: &Output) -> i32 {
         Command::Status(a) => status::run(&cli.global, &a, out),
         Command::Kubeconfig(a) => kubeconfig::run(&cli.global, &a, out),
         Command::Trust(a) => trust::run(&cli.global, &a, out),
+        Command::Image(a) => image::run(&cli.global, &a, out),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "rvcluster", &mut std::io::stdout());
             EXIT_OK

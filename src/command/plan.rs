@@ -144,6 +144,10 @@ pub fn run_plan(global: &Global, a: &PlanArgs, out: &Output) -> i32 {
         Ok(x) => x,
         Err(code) => return code,
     };
+    // Images with a build block are built (or taken from the build cache) before anything else.
+    if let Err(code) = super::image::build_for_push(&cluster, false, out) {
+        return code;
+    }
     let (tx, progress) = progress(&cluster, &filter, out);
     let mut ctx = global.ctx(&cluster, &profiles, false);
     ctx.accept_new = a.accept_new;
@@ -218,6 +222,10 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
         Ok(x) => x,
         Err(code) => return code,
     };
+    // Images with a build block are built first (with --locked afresh, never from the cache).
+    if let Err(code) = super::image::build_for_push(&cluster, a.locked, out) {
+        return code;
+    }
     let (tx, progress) = progress(&cluster, &filter, out);
     let mut ctx = global.ctx(&cluster, &profiles, true);
     ctx.accept_new = a.accept_new;

@@ -681,7 +681,7 @@ impl Decoder<'_> {
 
     fn image(&mut self, node: &KdlNode) -> Option<Image> {
         let e = Entries::new(node, &["from"], &mut self.p);
-        no_children(node, &mut self.p);
+        let builds = children(node, &["build"], &mut self.p);
         e.expect_args(1, 1, "the image reference pods ask for", &mut self.p);
         let reference = e.arg_str(0, "the reference", &mut self.p).and_then(|(r, span)| match ImageRef::parse(&r) {
             Ok(r) => Some(r),
@@ -690,9 +690,32 @@ impl Decoder<'_> {
                 None
             }
         });
+        if let Some(b) = builds.first() {
+            // A built image: `image "REF" { build { ... } }` (src/spec/build.rs).
+            for extra in builds.iter().skip(1) {
+                self.p.push(extra.name().span(), "`build` is given twice", "second one");
+            }
+            if let Some(f) = e.prop("from") {
+                self.p.push_help(f.span(), "an image is either imported (from=) or built (build block), not both", "from= and build", "remove from= to build it, or the build block to import it");
+                return None;
+            }
+            if let Some(r) = &reference
+                && r.digest.is_some()
+            {
+                self.p.push_help(
+                    e.args[0].span(),
+                    format!("a built image cannot be named by digest (`{r}`)"),
+                    "named by digest",
+                    "name it by tag: its digest is whatever the build gives (cluster.lock records it)",
+                );
+                return None;
+            }
+            let build = super::build::decode(b, &self.base, &mut self.p)?;
+            return Some(Image { reference: reference?, source: ImageSource::Build(Box::new(build)), span: node.span() });
+        }
         let (from, span) = e.required_prop_str(
             "from",
-            "where the riscv64 image comes from: oci-archive:, oci:, docker-archive: or docker://",
+            "where the riscv64 image comes from: oci-archive:, oci:, docker-archive: or docker://, or a `build` block",
             &mut self.p,
         )?;
         let source = if let Some(p) = from.strip_prefix("oci-archive:") {
@@ -814,7 +837,7 @@ fn value_span(e: &kdl::KdlEntry) -> SourceSpan {
     (e.span().offset() + name_len, len - name_len).into()
 }
 
-fn expand_home(p: &str, base: &Path) -> PathBuf {
+pub(super) fn expand_home(p: &str, base: &Path) -> PathBuf {
     if let Some(rest) = p.strip_prefix("~/")
         && let Some(home) = std::env::var_os("HOME")
     {
