@@ -27,6 +27,10 @@ struct Status {
     pods: Vec<PodLine>,
     drift: Option<Vec<String>>,
     ready: bool,
+    /// managed, external or none.
+    registry_mode: &'static str,
+    /// Per node: the air-gap tarballs present and whether k3s imported each (tarball images only).
+    tarballs: std::collections::BTreeMap<String, Result<verify::airgap::NodeTarballs, String>>,
 }
 
 #[derive(Serialize)]
@@ -71,11 +75,27 @@ pub fn run(global: &Global, a: &StatusArgs, out: &Output) -> i32 {
             problem: h.problems.iter().find(|x| x.pod == p.id()).map(|x| x.cause.summary()),
         })
         .collect();
+    // Each node's tarballs, read from the node itself (what is there, not what cluster.kdl says).
+    let mut tarballs = std::collections::BTreeMap::new();
+    if cluster.tarball_images().next().is_some() {
+        for n in cluster.nodes.iter().filter(|n| filter.matches(n)) {
+            let r = converge::connect(&cluster, n, false).and_then(|mut h| verify::airgap::probe(&mut h, crate::render::K3S_BIN));
+            tarballs.insert(n.name.clone(), r);
+        }
+    }
     let drift = if a.no_drift {
         None
     } else {
         let pw = converge::registry_password(&cluster).ok().flatten();
-        let opts = Options { wet: false, accept_new: false, parallel: 8, events: None };
+        // Drift compares with the tarballs a plan would deliver (from the local cache, or built).
+        let wanted = match crate::images::tarballs(&cluster, &std::collections::BTreeMap::new()) {
+            Ok(t) => t.into_iter().map(|(t, _)| t).collect(),
+            Err(e) => {
+                out.error(&format!("image tarballs: {e}"));
+                return EXIT_FAILED;
+            }
+        };
+        let opts = Options { wet: false, accept_new: false, parallel: 8, events: None, tarballs: wanted };
         let plans = converge::run_nodes(&cluster, &profiles, &|n| filter.matches(n), &opts, pw);
         Some(
             plans
@@ -88,7 +108,7 @@ pub fn run(global: &Global, a: &StatusArgs, out: &Output) -> i32 {
         )
     };
     let ready = h.all_ready() && h.nodes_total >= cluster.nodes.len();
-    let s = Status { nodes, pods: lines, drift, ready };
+    let s = Status { nodes, pods: lines, drift, ready, registry_mode: cluster.registry_mode().as_str(), tarballs };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&s).expect("status serializes"));
         return EXIT_OK;
@@ -113,6 +133,28 @@ pub fn run(global: &Global, a: &StatusArgs, out: &Output) -> i32 {
         for p in s.pods.iter().filter(|p| p.namespace == n) {
             let state = if p.ready { p.phase.clone() } else { p.problem.clone().unwrap_or_else(|| p.phase.clone()) };
             println!("    {:<48} {:<20} {state}", p.name, p.node.clone().unwrap_or_default());
+        }
+    }
+    if !s.tarballs.is_empty() {
+        println!("{}", out.bold(&format!("image tarballs ({})", crate::render::airgap::IMAGES_DIR)));
+        for (node, r) in &s.tarballs {
+            match r {
+                Err(e) => println!("  {node:<24} cannot read: {e}"),
+                Ok(t) => {
+                    if t.tarballs.is_empty() {
+                        println!("  {node:<24} none");
+                    }
+                    for f in &t.tarballs {
+                        let state = match (f.imported, &t.ctr_error) {
+                            (Some(true), _) => "imported".to_string(),
+                            (Some(false), _) => "NOT imported".to_string(),
+                            (None, Some(e)) => format!("unknown (k3s ctr: {e})"),
+                            (None, None) => "unknown (not an rvcluster tarball)".to_string(),
+                        };
+                        println!("  {node:<24} {:<56} {:<48} {state}", f.file, f.image.clone().unwrap_or_else(|| "?".into()));
+                    }
+                }
+            }
         }
     }
     match &s.drift {

@@ -75,6 +75,8 @@ pub struct Options {
     pub parallel: usize,
     /// Progress events (one line per host), drawn by `transport::render_progress`.
     pub events: Option<std::sync::mpsc::Sender<crate::transport::Event>>,
+    /// Air-gap image tarballs every node gets (built beforehand by `images::tarballs`).
+    pub tarballs: Vec<render::airgap::Tarball>,
 }
 
 impl Options {
@@ -291,7 +293,8 @@ fn converge_locked(
     let previous = host.exec(&format!("cat {} 2>/dev/null", quote(&record)), None, None).map(|o| o.stdout_str()).unwrap_or_default();
     for old in previous.lines().map(str::trim).filter(|l| l.starts_with('/') && !wanted.contains(l)) {
         changes.push(Change::RemoveFile { path: old.to_string() });
-        if !old.starts_with(render::MANIFESTS) {
+        // Neither a removed manifest nor a removed image tarball is read again by k3s.
+        if !old.starts_with(render::MANIFESTS) && !old.starts_with(render::airgap::IMAGES_DIR) {
             restart_because.push(old.to_string());
         }
         if wet {
@@ -419,7 +422,8 @@ pub fn node_profile<'a>(profiles: &'a Profiles, node: &Node, facts: &crate::tran
 
 /// Plan or apply the registry host: deploy the registry, then (wet) wait until /v2/ answers.
 pub fn converge_registry(c: &Cluster, profiles: &Profiles, opts: &Options, password: Option<&str>) -> Option<HostPlan> {
-    let r = c.registry.as_ref()?;
+    // Only a managed registry: an external one is never reached over SSH.
+    let r = c.managed_registry()?;
     Some(host_plan(&r.name, &r.address, "registry", opts, || {
         let mut host = connect_to(c, &r.name, &r.address, &r.ssh, opts.accept_new)?;
         let facts = host.facts(&FactsQuery::default()).map_err(|e| e.to_string())?;
@@ -605,7 +609,8 @@ fn converge_node(
         opts.event(&node.name, EventKind::Step(if opts.wet { "converging".into() } else { "planning".into() }));
         let facts = host.facts(&FactsQuery::default()).map_err(|e| e.to_string())?;
         let os = node_profile(profiles, node, &facts)?;
-        let st = render::node_state(c, os, node, &Secrets { token, registry_password: password })?;
+        let mut st = render::node_state(c, os, node, &Secrets { token, registry_password: password })?;
+        st.files.extend(render::airgap::files(&opts.tarballs, &c.k3s.version, &st.service.unit));
         match server {
             Some(m) => {
                 let mut guard = m.lock().map_err(|_| "server connection poisoned".to_string())?;

@@ -88,6 +88,19 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ClosureReport {
     pub entries: Vec<Entry>,
+    /// How a ported image would reach the nodes (decides the fix suggested for a missing one).
+    pub delivery: FixDelivery,
+}
+
+/// Where an `image` entry added to cluster.kdl would go: the fix must fit the cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FixDelivery {
+    /// Pushed to the cluster's registry.
+    #[default]
+    Registry,
+    /// No registry: delivered as a tarball to every node.
+    Tarball,
 }
 
 fn describe_tried(t: &Tried) -> String {
@@ -104,9 +117,13 @@ fn describe_tried(t: &Tried) -> String {
 }
 
 impl Entry {
-    /// The fix to suggest for a missing image.
-    pub fn fix(&self) -> String {
-        let mut fixes = vec![format!("port it to linux/riscv64 and add `image \"{}\" from=\"oci-archive:PATH\"` to cluster.kdl", self.image)];
+    /// The fix to suggest for a missing image, for a cluster whose images go where `d` says.
+    pub fn fix(&self, d: FixDelivery) -> String {
+        let how = match d {
+            FixDelivery::Registry => String::new(),
+            FixDelivery::Tarball => " (there is no registry: it is delivered as a tarball to every node)".to_string(),
+        };
+        let mut fixes = vec![format!("port it to linux/riscv64 and add `image \"{}\" from=\"oci-archive:PATH\"` to cluster.kdl{how}", self.image)];
         for n in &self.needed_by {
             if let NeededBy::Addon(a) = n {
                 fixes.push(format!("or disable the addon `{a}`"));
@@ -142,7 +159,7 @@ impl ClosureReport {
                     for t in tried {
                         out.push_str(&format!("           tried {}\n", describe_tried(t)));
                     }
-                    out.push_str(&format!("           fix: {}\n", e.fix()));
+                    out.push_str(&format!("           fix: {}\n", e.fix(self.delivery)));
                 }
                 Status::Unknown { tried } => {
                     out.push_str(&format!("UNKNOWN  {} (needed by {by}): could not ask every place\n", e.image));
@@ -312,7 +329,7 @@ pub fn check(needs: &[Need], provided: &BTreeMap<String, String>, mirrors: &Mirr
             entries.push(Entry { image: image.to_string(), needed_by: needed_by.clone(), status });
         }
     }
-    ClosureReport { entries }
+    ClosureReport { entries, delivery: FixDelivery::default() }
 }
 
 #[cfg(test)]
@@ -371,6 +388,7 @@ mod tests {
                     ],
                 },
             }],
+            delivery: FixDelivery::Registry,
         };
         assert!(!r.is_ok());
         let text = r.render();
@@ -380,6 +398,10 @@ mod tests {
         );
         let j = serde_json::to_value(&r).unwrap();
         assert_eq!(j["entries"][0]["status"], "missing");
+        // Without a registry the fix says where the ported image goes, and never "push".
+        let air = ClosureReport { delivery: FixDelivery::Tarball, ..r.clone() };
+        let fix = air.render().lines().find(|l| l.contains("fix:")).unwrap().to_string();
+        assert!(fix.contains("delivered as a tarball to every node") && !fix.contains("push"), "{fix}");
         assert_eq!(j["entries"][0]["tried"][1]["outcome"], "no_riscv64");
     }
 }
