@@ -301,7 +301,7 @@ pub fn check_external(c: &Cluster, password: Option<&str>) -> Result<String, Str
             None => "https trusting the system's CAs".to_string(),
         }
     } else {
-        "plain HTTP (tls #false)".to_string()
+        "plain HTTP, tls #false".to_string()
     };
     let url = format!("{}/v2/", r.endpoint());
     match client.ping() {
@@ -316,9 +316,10 @@ pub fn check_external(c: &Cluster, password: Option<&str>) -> Result<String, Str
         Err(E::Http { status: 400, body, .. }) if !r.tls.enabled && body.to_lowercase().contains("https") => Err(format!(
             "GET {url}: the registry speaks https, but cluster.kdl says `tls #false`; write `tls #true` (with ca=\"PATH\" if its CA is private)"
         )),
-        Err(e @ (E::Tls { .. } | E::Transport { .. } | E::Unreachable { .. })) if r.tls.enabled => {
-            Err(format!("GET {url} ({declared}): {e}; if the registry speaks plain HTTP, write `tls #false`"))
-        }
+        // rustls reading an HTTP answer where a TLS record should be.
+        Err(e @ (E::Tls { .. } | E::Transport { .. })) if r.tls.enabled && e.to_string().contains("InvalidContentType") => Err(format!(
+            "GET {url}: the registry answers plain HTTP, but cluster.kdl says `tls #true`; write `tls #false`"
+        )),
         Err(e) => Err(format!("GET {url} ({declared}): {e}")),
     }
 }
