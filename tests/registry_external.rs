@@ -127,3 +127,20 @@ fn https_registry_with_auth_like_a_harbor() {
     eprintln!("{err}");
     assert!(err.contains("system's CAs") && err.to_lowercase().contains("tls"), "{err}");
 }
+
+#[test]
+fn the_blogs_cluster_with_the_macs_own_registry() {
+    let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/blog-lab-external.kdl");
+    let c = rvcluster::spec::load(&f, &Profiles::builtin()).unwrap_or_else(|e| panic!("{}", e.lines().join("\n")));
+    assert_eq!(c.registry_mode().as_str(), "external");
+    let delivery: Vec<(String, &str)> = c.images.iter().map(|i| (i.reference.to_string(), i.deliver.as_str())).collect();
+    assert_eq!(delivery[0], ("docker.io/rancher/local-path-provisioner:v0.0.31".to_string(), "registry"));
+    assert_eq!(delivery[2], ("docker.io/riscv64/nginx:1.1".to_string(), "tarball"));
+    // The registries.yaml the blog wrote by hand: docker.io mirrored to the Mac over plain HTTP
+    // with the rewrite, and the Mac's own host:port mirrored to itself.
+    let regs = rvcluster::render::registries_yaml(&c, &rvcluster::render::Secrets { token: None, registry_password: None }).unwrap().unwrap();
+    assert_eq!(
+        regs,
+        "# managed by rvcluster\n\"mirrors\":\n  \"docker.io\":\n    \"endpoint\":\n      - \"http://192.168.173.76:6000\"\n    \"rewrite\":\n      \"^rancher/(.*)\": \"riscv64/$1\"\n  \"192.168.173.76:6000\":\n    \"endpoint\":\n      - \"http://192.168.173.76:6000\"\n"
+    );
+}
