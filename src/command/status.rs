@@ -30,7 +30,7 @@ struct Status {
     /// managed, external or none.
     registry_mode: &'static str,
     /// Per node: the air-gap tarballs present and whether k3s imported each (tarball images only).
-    tarballs: std::collections::BTreeMap<String, Result<verify::airgap::NodeTarballs, String>>,
+    tarballs: std::collections::BTreeMap<String, verify::airgap::NodeTarballs>,
 }
 
 #[derive(Serialize)]
@@ -80,7 +80,7 @@ pub fn run(global: &Global, a: &StatusArgs, out: &Output) -> i32 {
     if cluster.tarball_images().next().is_some() {
         for n in cluster.nodes.iter().filter(|n| filter.matches(n)) {
             let r = converge::connect(&cluster, n, false).and_then(|mut h| verify::airgap::probe(&mut h, crate::render::K3S_BIN));
-            tarballs.insert(n.name.clone(), r);
+            tarballs.insert(n.name.clone(), r.unwrap_or_else(verify::airgap::NodeTarballs::unreadable));
         }
     }
     let drift = if a.no_drift {
@@ -137,10 +137,10 @@ pub fn run(global: &Global, a: &StatusArgs, out: &Output) -> i32 {
     }
     if !s.tarballs.is_empty() {
         println!("{}", out.bold(&format!("image tarballs ({})", crate::render::airgap::IMAGES_DIR)));
-        for (node, r) in &s.tarballs {
-            match r {
-                Err(e) => println!("  {node:<24} cannot read: {e}"),
-                Ok(t) => {
+        for (node, t) in &s.tarballs {
+            match &t.error {
+                Some(e) => println!("  {node:<24} cannot read: {e}"),
+                None => {
                     if t.tarballs.is_empty() {
                         println!("  {node:<24} none");
                     }

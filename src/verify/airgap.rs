@@ -29,6 +29,15 @@ pub struct NodeTarballs {
     pub tarballs: Vec<TarballState>,
     /// Why containerd could not be asked (k3s not running...).
     pub ctr_error: Option<String>,
+    /// Why the node could not be read at all (SSH).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl NodeTarballs {
+    pub fn unreadable(error: String) -> NodeTarballs {
+        NodeTarballs { tarballs: Vec::new(), ctr_error: None, error: Some(error) }
+    }
 }
 
 /// One POSIX sh script: each rvcluster tarball's name and first bytes (base64), then containerd's
@@ -106,7 +115,7 @@ pub fn parse(out: &str) -> NodeTarballs {
             }
         }
     }
-    NodeTarballs { tarballs, ctr_error }
+    NodeTarballs { tarballs, ctr_error, error: None }
 }
 
 /// Reads one node's tarballs and containerd's images (read only).
