@@ -96,6 +96,13 @@ fn prepare_tarballs(c: &Cluster, locked: &BTreeMap<String, String>, out: &Output
         return Ok(Vec::new());
     }
     out.detail(&format!("image tarballs for {n} image(s)"));
+    for i in c.tarball_images().filter(|i| i.reference.tag.as_deref() == Some("latest") && i.reference.digest.is_none()) {
+        out.warn(&format!(
+            "image {} is `:latest`: kubelet pulls such images with imagePullPolicy Always even when the node imported \
+             the tarball; pin another tag (or set imagePullPolicy: IfNotPresent)",
+            i.reference
+        ));
+    }
     crate::images::tarballs(c, locked).map_err(|e| {
         out.error(&format!("image tarballs: {e}"));
         EXIT_FAILED

@@ -188,7 +188,8 @@ pub fn push_items(c: &Cluster, locked: &BTreeMap<String, String>) -> Result<Vec<
     for i in c.pushed_images() {
         let dest = resolve::destination(&cfg, &i.reference, &r.endpoint()).ok_or_else(|| {
             format!(
-                "image {}: no mirror sends containerd to the registry {} for it (add `mirror \"{}\"` to the registry block)",
+                "image {}: no mirror sends containerd to the registry {} for it (add `mirror \"{}\"` to the registry block, \
+                 or deliver=\"tarball\" on the image)",
                 i.reference,
                 r.endpoint(),
                 i.reference.registry
