@@ -3,6 +3,7 @@
 //! Data flows one way: `spec` (cluster.kdl) + `profile` (profiles/) are pure inputs;
 //! `transport` and `registry` are the only modules that touch the world.
 
+pub mod airgap;
 pub mod artifact;
 pub mod build;
 pub mod command;

@@ -26,6 +26,9 @@ pub struct Summary {
     pub file: String,
     pub k3s: K3sSummary,
     pub nodes: Vec<NodeSummary>,
+    /// Where the registry is: managed (rvcluster deploys it over SSH), external (the user runs it;
+    /// never SSH), none (images delivered as tarballs to every node).
+    pub registry_mode: &'static str,
     pub registry: Option<RegistrySummary>,
     pub images: Vec<ImageSummary>,
     /// Every image the cluster's pods will pull: release images minus disabled addons, plus `image` entries.
@@ -63,6 +66,8 @@ pub struct RegistrySummary {
 pub struct ImageSummary {
     pub reference: String,
     pub from: String,
+    /// registry or tarball.
+    pub deliver: &'static str,
 }
 
 #[derive(Serialize)]
@@ -106,6 +111,7 @@ pub fn summarize(c: &Cluster, profiles: &Profiles, selected: impl Fn(&crate::spe
                 tags: n.tags.clone(),
             })
             .collect(),
+        registry_mode: c.registry_mode().as_str(),
         registry: c.registry.as_ref().map(|r| RegistrySummary {
             name: r.name.clone(),
             endpoint: r.endpoint(),
@@ -120,7 +126,11 @@ pub fn summarize(c: &Cluster, profiles: &Profiles, selected: impl Fn(&crate::spe
                 })
                 .collect(),
         }),
-        images: c.images.iter().map(|i| ImageSummary { reference: i.reference.to_string(), from: i.source.describe() }).collect(),
+        images: c
+            .images
+            .iter()
+            .map(|i| ImageSummary { reference: i.reference.to_string(), from: i.source.describe(), deliver: i.deliver.as_str() })
+            .collect(),
         release_images,
     }
 }
@@ -176,17 +186,30 @@ fn render_text(s: &Summary, out: &Output) -> String {
         Some(r) => {
             let auth = r.auth_user.as_ref().map(|u| format!(", auth user {u}")).unwrap_or_default();
             let _ = writeln!(t, "{} {} at {}{auth}", out.bold("registry"), r.name, r.endpoint);
+            let mode = if s.registry_mode == "external" {
+                "external (you run it; rvcluster checks /v2/ and pushes, never connects over SSH)"
+            } else {
+                "managed (rvcluster deploys it over SSH)"
+            };
+            let _ = writeln!(t, "  mode       {mode}");
             for m in &r.mirrors {
                 let _ = writeln!(t, "  mirror     {m}");
             }
         }
         None => {
-            let _ = writeln!(t, "{} none (pods pull from upstream registries directly)", out.bold("registry"));
+            let _ = writeln!(
+                t,
+                "{} none: `image` entries are delivered as tarballs into {} on every node; other images are pulled from upstream",
+                out.bold("registry"),
+                crate::render::airgap::IMAGES_DIR
+            );
+            let _ = writeln!(t, "  mode       none (air-gap image tarballs)");
         }
     }
     let _ = writeln!(t, "{} ({})", out.bold("images"), s.images.len());
     for i in &s.images {
-        let _ = writeln!(t, "  {}  <- {}", i.reference, i.from);
+        let how = if i.deliver == "tarball" { "tarball on every node" } else { "pushed to the registry" };
+        let _ = writeln!(t, "  {}  <- {}  ({how})", i.reference, i.from);
     }
     let _ = writeln!(t, "{} ({})", out.bold("images the release pulls"), s.release_images.len());
     for i in &s.release_images {

@@ -69,6 +69,44 @@ struct Report<'a> {
     images: Option<serde_json::Value>,
     closure: Option<serde_json::Value>,
     health: Option<&'a Health>,
+    /// managed, external or none.
+    registry_mode: &'static str,
+    /// An external registry's `/v2/` check: {"ok": line} or {"error": line}.
+    registry_check: Option<serde_json::Value>,
+    /// Air-gap image tarballs every node gets.
+    tarballs: Vec<&'a crate::render::airgap::Tarball>,
+}
+
+/// An external registry's `/v2/` check (None for a managed registry or none); no SSH, ever.
+fn external_check(c: &Cluster, pw: Option<&str>) -> Option<Result<String, String>> {
+    c.registry.as_ref().filter(|r| r.external).map(|_| crate::images::check_external(c, pw))
+}
+
+fn check_json(r: &Option<Result<String, String>>) -> Option<serde_json::Value> {
+    r.as_ref().map(|r| match r {
+        Ok(l) => serde_json::json!({ "ok": l }),
+        Err(e) => serde_json::json!({ "error": e }),
+    })
+}
+
+/// The image tarballs (built into the local cache when missing), with a line each.
+fn prepare_tarballs(c: &Cluster, locked: &BTreeMap<String, String>, out: &Output) -> Result<Vec<(crate::render::airgap::Tarball, crate::airgap::Origin)>, i32> {
+    let n = c.tarball_images().count();
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    out.detail(&format!("image tarballs for {n} image(s)"));
+    for i in c.tarball_images().filter(|i| i.reference.tag.as_deref() == Some("latest") && i.reference.digest.is_none()) {
+        out.warn(&format!(
+            "image {} is `:latest`: kubelet pulls such images with imagePullPolicy Always even when the node imported \
+             the tarball; pin another tag (or set imagePullPolicy: IfNotPresent)",
+            i.reference
+        ));
+    }
+    crate::images::tarballs(c, locked).map_err(|e| {
+        out.error(&format!("image tarballs: {e}"));
+        EXIT_FAILED
+    })
 }
 
 fn print_hosts(plans: &[HostPlan], wet: bool, out: &Output) {
@@ -104,7 +142,7 @@ fn progress(
     out: &Output,
 ) -> (std::sync::mpsc::Sender<crate::transport::Event>, std::thread::JoinHandle<()>) {
     let (tx, rx) = std::sync::mpsc::channel();
-    let mut hosts: Vec<String> = c.registry.iter().filter(|r| filter.matches_name(&r.name)).map(|r| r.name.clone()).collect();
+    let mut hosts: Vec<String> = c.managed_registry().iter().filter(|r| filter.matches_name(&r.name)).map(|r| r.name.clone()).collect();
     hosts.extend(c.nodes.iter().filter(|n| filter.matches(n)).map(|n| n.name.clone()));
     let mode = if out.quiet { crate::output::ProgressMode::Quiet } else { crate::output::ProgressMode::Auto };
     (tx, crate::output::render_progress(rx, hosts, mode))
@@ -115,7 +153,7 @@ fn known_repos(c: &Cluster) -> Vec<String> {
     let mut v: Vec<String> = crate::lock::Lock::read(&crate::lock::path_for(c))
         .ok()
         .flatten()
-        .map(|l| l.images.values().map(|i| i.repository.clone()).collect())
+        .map(|l| l.images.values().map(|i| i.repository.clone()).filter(|r| !r.is_empty()).collect())
         .unwrap_or_default();
     v.sort();
     v.dedup();
@@ -148,12 +186,18 @@ pub fn run_plan(global: &Global, a: &PlanArgs, out: &Output) -> i32 {
     if let Err(code) = super::image::build_for_push(&cluster, false, out) {
         return code;
     }
+    let external = external_check(&cluster, pw.as_deref());
+    let tarballs = match prepare_tarballs(&cluster, &BTreeMap::new(), out) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
     let (tx, progress) = progress(&cluster, &filter, out);
     let mut ctx = global.ctx(&cluster, &profiles, false);
     ctx.accept_new = a.accept_new;
     ctx.parallel = a.parallel;
     ctx.events = Some(tx);
     ctx.registry_password = pw.clone();
+    ctx.tarballs = tarballs.iter().map(|(t, _)| t.clone()).collect();
     let closure = crate::images::closure(&cluster, &profiles, pw.as_deref());
     let mut plans = Vec::new();
     if let Some(r) = &cluster.registry
@@ -164,7 +208,7 @@ pub fn run_plan(global: &Global, a: &PlanArgs, out: &Output) -> i32 {
     plans.extend(converge::run_nodes(&ctx, &|n| filter.matches(n)));
     drop(ctx);
     let _ = progress.join();
-    let push = if cluster.images.is_empty() {
+    let push = if cluster.pushed_images().next().is_none() || external.as_ref().is_some_and(|r| r.is_err()) {
         None
     } else {
         let repos = known_repos(&cluster);
@@ -180,10 +224,24 @@ pub fn run_plan(global: &Global, a: &PlanArgs, out: &Output) -> i32 {
             }),
             closure: serde_json::to_value(&closure).ok(),
             health: None,
+            registry_mode: cluster.registry_mode().as_str(),
+            registry_check: check_json(&external),
+            tarballs: tarballs.iter().map(|(t, _)| t).collect(),
         };
         println!("{}", serde_json::to_string_pretty(&r).expect("report serializes"));
     } else {
+        if let (Some(r), Some(check)) = (&cluster.registry, &external) {
+            println!("{}", out.bold(&format!("registry {} (external, {}: rvcluster never connects over SSH)", r.name, r.address)));
+            match check {
+                Ok(l) => println!("  {l}"),
+                Err(e) => println!("  {} {e}", console::style("failed:").red().bold()),
+            }
+        }
         print_hosts(&plans, false, out);
+        if !tarballs.is_empty() {
+            println!("{}", out.bold("image tarballs (every node)"));
+            print!("{}", indent(&crate::images::render_tarballs(&tarballs)));
+        }
         match &push {
             Some(Ok((p, _))) => {
                 println!("{}", out.bold("images to push"));
@@ -204,7 +262,7 @@ pub fn run_plan(global: &Global, a: &PlanArgs, out: &Output) -> i32 {
             return EXIT_FAILED;
         }
     }
-    if plans.iter().any(|p| p.error.is_some()) {
+    if plans.iter().any(|p| p.error.is_some()) || external.as_ref().is_some_and(|r| r.is_err()) {
         EXIT_FAILED
     } else if a.detailed_exitcode && (plans.iter().any(|p| !p.changes.is_empty()) || push_changes) {
         EXIT_CHANGES
@@ -226,12 +284,16 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
     if let Err(code) = super::image::build_for_push(&cluster, a.locked, out) {
         return code;
     }
-    let (tx, progress) = progress(&cluster, &filter, out);
-    let mut ctx = global.ctx(&cluster, &profiles, true);
-    ctx.accept_new = a.accept_new;
-    ctx.parallel = a.parallel;
-    ctx.events = Some(tx);
-    ctx.registry_password = pw.clone();
+    // An external registry must answer /v2/ as declared before anything is touched.
+    if let (Some(r), Some(check)) = (&cluster.registry, external_check(&cluster, pw.as_deref())) {
+        match check {
+            Ok(l) => out.info(&format!("registry {} (external): {l}", r.name)),
+            Err(e) => {
+                out.error(&format!("registry {} (external): {e}; nothing was touched", r.name));
+                return EXIT_FAILED;
+            }
+        }
+    }
     out.detail("resolving image sources");
     // What cluster.kdl resolves to now, compared with cluster.lock before anything is touched.
     let lock_path = crate::lock::path_for(&cluster);
@@ -266,9 +328,23 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
             }
         }
     }
+    let tarballs = match prepare_tarballs(&cluster, &locked_digests, out) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    for l in crate::images::render_tarballs(&tarballs).lines() {
+        out.info(&format!("tarball {l}"));
+    }
+    let (tx, progress) = progress(&cluster, &filter, out);
+    let mut ctx = global.ctx(&cluster, &profiles, true);
+    ctx.accept_new = a.accept_new;
+    ctx.parallel = a.parallel;
+    ctx.events = Some(tx);
+    ctx.registry_password = pw.clone();
+    ctx.tarballs = tarballs.iter().map(|(t, _)| t.clone()).collect();
     let mut plans = Vec::new();
     let mut registry_ok = true;
-    if let Some(r) = &cluster.registry
+    if let Some(r) = cluster.managed_registry()
         && filter.matches_name(&r.name)
     {
         out.info(&format!("registry host {} ({})", r.name, r.address));
@@ -278,8 +354,8 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
         plans.extend(p);
     }
     let mut pushed = None;
-    if registry_ok && !cluster.images.is_empty() && cluster.registry.is_some() {
-        out.info(&format!("pushing {} image(s)", cluster.images.len()));
+    if registry_ok && cluster.pushed_images().next().is_some() && cluster.registry.is_some() {
+        out.info(&format!("pushing {} image(s)", cluster.pushed_images().count()));
         out.detail("pushing");
         let sink = crate::event::ToStream {
             host: cluster.registry.as_ref().map(|r| r.name.clone()).unwrap_or_default(),
@@ -345,6 +421,9 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
             images: pushed.as_ref().and_then(|p| serde_json::to_value(p).ok()),
             closure: None,
             health: health.as_ref(),
+            registry_mode: cluster.registry_mode().as_str(),
+            registry_check: None,
+            tarballs: tarballs.iter().map(|(t, _)| t).collect(),
         };
         println!("{}", serde_json::to_string_pretty(&r).expect("report serializes"));
     }

@@ -27,6 +27,10 @@ struct Status {
     pods: Vec<PodLine>,
     drift: Option<Vec<String>>,
     ready: bool,
+    /// managed, external or none.
+    registry_mode: &'static str,
+    /// Per node: the air-gap tarballs present and whether k3s imported each (tarball images only).
+    tarballs: std::collections::BTreeMap<String, verify::airgap::NodeTarballs>,
 }
 
 #[derive(Serialize)]
@@ -79,11 +83,30 @@ pub fn run(global: &Global, a: &StatusArgs, out: &Output) -> i32 {
             problem: h.problems.iter().find(|x| x.pod == p.id()).map(|x| x.cause.summary()),
         })
         .collect();
+    // Each node's tarballs, read from the node itself (what is there, not what cluster.kdl says).
+    let mut tarballs = std::collections::BTreeMap::new();
+    if cluster.tarball_images().next().is_some() {
+        for n in cluster.nodes.iter().filter(|n| filter.matches(n)) {
+            let r = ctx.connect(n).map_err(|e| e.to_string()).and_then(|mut h| {
+                let k3s = converge::k3s_on(&ctx, n, &mut h).map_err(|e| e.to_string())?;
+                verify::airgap::probe(&mut h, &k3s)
+            });
+            tarballs.insert(n.name.clone(), r.unwrap_or_else(verify::airgap::NodeTarballs::unreadable));
+        }
+    }
     let drift = if a.no_drift {
         None
     } else {
         let mut ctx = ctx;
         ctx.registry_password = converge::registry_password(&cluster).ok().flatten();
+        // Drift compares with the tarballs a plan would deliver (from the local cache, or built).
+        ctx.tarballs = match crate::images::tarballs(&cluster, &std::collections::BTreeMap::new()) {
+            Ok(t) => t.into_iter().map(|(t, _)| t).collect(),
+            Err(e) => {
+                out.error(&format!("image tarballs: {e}"));
+                return EXIT_FAILED;
+            }
+        };
         let plans = converge::run_nodes(&ctx, &|n| filter.matches(n));
         Some(
             plans
@@ -96,7 +119,7 @@ pub fn run(global: &Global, a: &StatusArgs, out: &Output) -> i32 {
         )
     };
     let ready = h.all_ready() && h.nodes_total >= cluster.nodes.len();
-    let s = Status { nodes, pods: lines, drift, ready };
+    let s = Status { nodes, pods: lines, drift, ready, registry_mode: cluster.registry_mode().as_str(), tarballs };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&s).expect("status serializes"));
         return EXIT_OK;
@@ -121,6 +144,28 @@ pub fn run(global: &Global, a: &StatusArgs, out: &Output) -> i32 {
         for p in s.pods.iter().filter(|p| p.namespace == n) {
             let state = if p.ready { p.phase.clone() } else { p.problem.clone().unwrap_or_else(|| p.phase.clone()) };
             println!("    {:<48} {:<20} {state}", p.name, p.node.clone().unwrap_or_default());
+        }
+    }
+    if !s.tarballs.is_empty() {
+        println!("{}", out.bold(&format!("image tarballs ({})", crate::render::airgap::IMAGES_DIR)));
+        for (node, t) in &s.tarballs {
+            match &t.error {
+                Some(e) => println!("  {node:<24} cannot read: {e}"),
+                None => {
+                    if t.tarballs.is_empty() {
+                        println!("  {node:<24} none");
+                    }
+                    for f in &t.tarballs {
+                        let state = match (f.imported, &t.ctr_error) {
+                            (Some(true), _) => "imported".to_string(),
+                            (Some(false), _) => "NOT imported".to_string(),
+                            (None, Some(e)) => format!("unknown (k3s ctr: {e})"),
+                            (None, None) => "unknown (not an rvcluster tarball)".to_string(),
+                        };
+                        println!("  {node:<24} {:<56} {:<48} {state}", f.file, f.image.clone().unwrap_or_else(|| "?".into()));
+                    }
+                }
+            }
         }
     }
     match &s.drift {

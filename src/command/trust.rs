@@ -24,6 +24,13 @@ pub fn run(global: &Global, a: &TrustArgs, out: &Output) -> i32 {
     };
     let spec = match (cluster.node(&a.node), cluster.registry.as_ref().filter(|r| r.name == a.node)) {
         (Some(n), _) => crate::converge::target_spec(&n.name, &n.address, &n.ssh),
+        (None, Some(r)) if r.external => {
+            out.error(&format!(
+                "registry {} is external (external=#true): rvcluster never connects to it over SSH, so it has no host key to trust",
+                r.name
+            ));
+            return EXIT_INVALID;
+        }
         (None, Some(r)) => crate::converge::target_spec(&r.name, &r.address, &r.ssh),
         (None, None) => {
             let mut names: Vec<&str> = cluster.nodes.iter().map(|n| n.name.as_str()).collect();

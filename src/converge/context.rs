@@ -26,6 +26,8 @@ pub struct Ctx<'a> {
     pub registry_password: Option<String>,
     /// Who is applying (written beside the board lock).
     pub owner: String,
+    /// Air-gap image tarballs every node gets (built beforehand by `images::tarballs`).
+    pub tarballs: Vec<crate::render::airgap::Tarball>,
 }
 
 impl<'a> Ctx<'a> {
@@ -40,6 +42,7 @@ impl<'a> Ctx<'a> {
             become_password: None,
             registry_password: None,
             owner: super::session::owner_line(),
+            tarballs: Vec::new(),
         }
     }
 

@@ -67,9 +67,10 @@ pub fn record_fragment(want: &Desired, seen: &Observed) -> Option<String> {
     Some(cmd::write_inline(&path, &tmp, &text, &crate::render::sha256_hex(text.as_bytes()), 0o600, Some("root:root")))
 }
 
-/// Whether removing `path` needs k3s restarted (manifests are re-read by k3s itself).
+/// Whether removing `path` needs k3s restarted: neither a removed manifest nor a removed
+/// image tarball is read again by k3s (docs/k3s-behaviour.md §6.1, docs/registry-modes.md).
 pub fn removal_restarts(path: &str) -> bool {
-    !path.starts_with(MANIFESTS)
+    !path.starts_with(MANIFESTS) && !path.starts_with(crate::render::airgap::IMAGES_DIR)
 }
 
 #[cfg(test)]

@@ -137,8 +137,8 @@ pub fn k3s_on(ctx: &Ctx, node: &Node, host: &mut dyn Host) -> Result<String, Cau
 
 /// Plan or apply the registry host: deploy the registry, then (wet) wait until /v2/ answers.
 pub fn converge_registry(ctx: &Ctx) -> Option<HostPlan> {
-    let c = ctx.cluster;
-    let r = c.registry.as_ref()?;
+    // Only a managed registry: an external one is never reached over SSH.
+    let r = ctx.cluster.managed_registry()?;
     let pw = ctx.registry_password.as_deref();
     Some(host_plan(ctx, &r.name, &r.address, HostRole::Registry, || {
         let err = |phase: &'static str| move |e: Cause| ConvergeError::new(&r.name, phase, e);
@@ -198,7 +198,7 @@ pub fn wait_registry_healthy(ctx: &Ctx) -> Result<(), Cause> {
 /// A node's job: candidates for every profile it may have, the final render from its facts.
 fn node_job<'a>(ctx: &Ctx<'a>, node: &'a Node, token: Option<&'a str>, choose: &'a dyn Fn(&Facts) -> Result<HostState, Cause>) -> Job<'a> {
     let secrets = Secrets { token, registry_password: ctx.registry_password.as_deref() };
-    let candidates = candidate_profiles(ctx, node).into_iter().filter_map(|os| render::node_state(ctx.cluster, os, node, &secrets).ok()).collect();
+    let candidates = candidate_profiles(ctx, node).into_iter().filter_map(|os| node_state(ctx, os, node, &secrets).ok()).collect();
     Job {
         name: &node.name,
         role: node.role,
@@ -211,8 +211,15 @@ fn node_job<'a>(ctx: &Ctx<'a>, node: &'a Node, token: Option<&'a str>, choose: &
 fn render_for<'a>(ctx: &'a Ctx<'a>, node: &'a Node, token: Option<&'a str>) -> impl Fn(&Facts) -> Result<HostState, Cause> + 'a {
     move |facts: &Facts| {
         let os = node_profile(ctx.profiles, node, facts)?;
-        render::node_state(ctx.cluster, os, node, &Secrets { token, registry_password: ctx.registry_password.as_deref() }).map_err(Cause::Input)
+        node_state(ctx, os, node, &Secrets { token, registry_password: ctx.registry_password.as_deref() })
     }
+}
+
+/// A node's rendered state plus the air-gap image tarballs it gets.
+fn node_state(ctx: &Ctx, os: &OsProfile, node: &Node, secrets: &Secrets) -> Result<HostState, Cause> {
+    let mut st = render::node_state(ctx.cluster, os, node, secrets).map_err(Cause::Input)?;
+    st.files.extend(render::airgap::files(&ctx.tarballs, &ctx.cluster.k3s.version, &st.service.unit));
+    Ok(st)
 }
 
 /// The server as the agents need it: a connection (to forget re-flashed agents), its k3s path

@@ -11,12 +11,13 @@ use regex::Regex;
 
 use crate::profile::Profiles;
 use crate::registry::client::{ClientOptions, Credentials, RegistryClient};
-use crate::registry::closure::{self, ClosureReport, EndpointOptions, Need, NeededBy};
+use crate::registry::closure::{self, ClosureReport, EndpointOptions, FixDelivery, Need, NeededBy};
 use crate::registry::push::{self, PushItem, PushPlan};
 use crate::registry::resolve::{self, MirrorConfig, MirrorEntry, Rewrite};
 use crate::registry::source::{self, RemoteSources, Source};
 use crate::spec::reference::ImageRef;
-use crate::spec::{Cluster, Image, ImageSource};
+use crate::render::airgap::Tarball;
+use crate::spec::{Cluster, Deliver, Image, ImageSource};
 
 /// The mirrors exactly as registries.yaml declares them (render::registries_yaml).
 pub fn mirror_config(c: &Cluster) -> MirrorConfig {
@@ -103,14 +104,26 @@ pub fn closure(c: &Cluster, profiles: &Profiles, password: Option<&str>) -> Clos
 /// and our registry reached with its credentials and CA; a missing image with a known substitute
 /// (profiles/substitutes.kdl) gets it offered, checked upstream.
 fn check(c: &Cluster, profiles: &Profiles, needs: &[Need], password: Option<&str>) -> ClosureReport {
-    let provided: BTreeMap<String, String> =
-        c.images.iter().map(|i| (i.reference.to_string(), i.source.describe())).collect();
+    // Provided means provided whichever way it travels: pushed, or a tarball on every node.
+    let provided: BTreeMap<String, String> = c
+        .images
+        .iter()
+        .map(|i| {
+            let how = match (i.deliver, &c.registry) {
+                (Deliver::Tarball, _) => "delivered as a tarball to every node".to_string(),
+                (Deliver::Registry, Some(r)) => format!("pushed to the registry {}", r.name),
+                (Deliver::Registry, None) => "pushed to the registry".to_string(),
+            };
+            (i.reference.to_string(), format!("{}, {how}", i.source.describe()))
+        })
+        .collect();
     let mut opts = EndpointOptions::new();
     if let Some(r) = &c.registry {
         opts.insert(resolve::normalize_endpoint(&r.endpoint()), registry_options(c, password));
     }
     let mirrors = mirror_config(c);
     let mut report = closure::check(needs, &provided, &mirrors, &opts);
+    report.delivery = if c.registry.is_some() { FixDelivery::Registry } else { FixDelivery::Tarball };
     let known: Vec<closure::Known> = profiles
         .substitutes
         .iter()
@@ -121,11 +134,44 @@ fn check(c: &Cluster, profiles: &Profiles, needs: &[Need], password: Option<&str
 }
 
 /// Why one image cannot be pulled, in the cluster's terms: every place containerd tries (mirror
-/// endpoints with rewrites, then upstream), what each answered, and the fix.
+/// endpoints with rewrites, then upstream), what each answered, and the fix. For an image that
+/// cluster.kdl provides, what to look at on the node instead (the way it travels).
 pub fn explain(c: &Cluster, profiles: &Profiles, password: Option<&str>, image: &str) -> String {
     let Ok(r) = ImageRef::parse(image) else { return format!("`{image}` is not a valid image reference") };
-    let need = needs(c, profiles).into_iter().find(|n| n.image == r).unwrap_or(Need { image: r, needed_by: vec![] });
-    check(c, profiles, &[need], password).render()
+    let need = needs(c, profiles).into_iter().find(|n| n.image == r).unwrap_or(Need { image: r.clone(), needed_by: vec![] });
+    let mut text = check(c, profiles, &[need], password).render();
+    if let Some(i) = c.images.iter().find(|i| i.reference == r) {
+        text.push_str(&provided_hint(c, i));
+    }
+    text
+}
+
+/// What to check when an image cluster.kdl provides still fails to start on a node.
+fn provided_hint(c: &Cluster, i: &crate::spec::Image) -> String {
+    let always = i.reference.tag.as_deref() == Some("latest") && i.reference.digest.is_none();
+    let mut s = match (i.deliver, &c.registry) {
+        (Deliver::Tarball, _) => format!(
+            "cluster.kdl delivers it as a tarball in {}/ on every node; k3s imports it at start and when the \
+             file appears: `rvcluster status` shows per node whether it was imported\n",
+            crate::render::airgap::IMAGES_DIR
+        ),
+        (Deliver::Registry, Some(r)) => format!(
+            "cluster.kdl pushes it to the registry {} ({}); the node pulls it through the mirror for {}: \
+             check that the node reaches {}\n",
+            r.name,
+            r.endpoint(),
+            i.reference.registry,
+            r.host_port()
+        ),
+        (Deliver::Registry, None) => String::new(),
+    };
+    if always {
+        s.push_str(
+            "a `:latest` image is pulled with imagePullPolicy Always, even when the node has it: pin another tag, \
+             or set imagePullPolicy: IfNotPresent\n",
+        );
+    }
+    s
 }
 
 /// Where `docker://` sources (and build bases) are fetched from: the cluster's `upstream` entries.
@@ -148,16 +194,17 @@ fn to_source(c: &Cluster, i: &Image, remote: &RemoteSources) -> Result<Source, S
     })
 }
 
-/// Loads every `image` entry and says where it goes in the private registry.
+/// Loads every `image` entry pushed to the registry and says where it goes there.
 pub fn push_items(c: &Cluster, locked: &BTreeMap<String, String>) -> Result<Vec<PushItem>, String> {
     let Some(r) = &c.registry else { return Ok(vec![]) };
     let cfg = mirror_config(c);
     let remote = remote_sources(c);
     let mut items = Vec::new();
-    for i in &c.images {
+    for i in c.pushed_images() {
         let dest = resolve::destination(&cfg, &i.reference, &r.endpoint()).ok_or_else(|| {
             format!(
-                "image {}: no mirror sends containerd to the registry {} for it (add `mirror \"{}\"` to the registry block)",
+                "image {}: no mirror sends containerd to the registry {} for it (add `mirror \"{}\"` to the registry block, \
+                 or deliver=\"tarball\" on the image)",
                 i.reference,
                 r.endpoint(),
                 i.reference.registry
@@ -178,31 +225,120 @@ pub fn push_items(c: &Cluster, locked: &BTreeMap<String, String>) -> Result<Vec<
     Ok(items)
 }
 
-/// What each `image` entry resolves to now (for cluster.lock), loading every source.
+/// What each `image` entry resolves to now (for cluster.lock), loading every source. A tarball
+/// image has no repository (it never goes to a registry).
 pub fn resolved(c: &Cluster) -> Result<BTreeMap<String, crate::lock::LockedImage>, String> {
-    Ok(push_items(c, &BTreeMap::new())?
+    let source_of = |name: &str| {
+        c.images
+            .iter()
+            .find(|x| x.reference.to_string() == name)
+            .map(|x| {
+                let d = x.source.describe();
+                d.replace(&format!("{}/", c.base_dir.display()), "")
+            })
+            .unwrap_or_default()
+    };
+    let mut out: BTreeMap<String, crate::lock::LockedImage> = push_items(c, &BTreeMap::new())?
         .into_iter()
         .map(|i| {
-            let source = c
-                .images
-                .iter()
-                .find(|x| x.reference.to_string() == i.name)
-                .map(|x| {
-                    let d = x.source.describe();
-                    d.replace(&format!("{}/", c.base_dir.display()), "")
-                })
-                .unwrap_or_default();
             (
                 i.name.clone(),
                 crate::lock::LockedImage {
                     manifest: i.image.manifest_digest.clone(),
                     index: i.image.index_digest.clone(),
                     repository: i.repository.clone(),
-                    source,
+                    source: source_of(&i.name),
                 },
             )
         })
-        .collect())
+        .collect();
+    let remote = remote_sources(c);
+    for i in c.tarball_images() {
+        let name = i.reference.to_string();
+        let img = source::load(&to_source(c, i, &remote)?, &remote).map_err(|e| format!("image {name}: {e}"))?;
+        out.insert(
+            name.clone(),
+            crate::lock::LockedImage {
+                manifest: img.manifest_digest.clone(),
+                index: img.index_digest.clone(),
+                repository: String::new(),
+                source: source_of(&name),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// The tarball of every `image` entry delivered as a tarball, built into the local cache when
+/// not there yet (docker:// sources are fetched by the digest cluster.lock pins, if any); each
+/// with whether it was built now.
+pub fn tarballs(c: &Cluster, locked: &BTreeMap<String, String>) -> Result<Vec<(Tarball, crate::airgap::Origin)>, String> {
+    let remote = remote_sources(c);
+    let mut out = Vec::new();
+    for i in c.tarball_images() {
+        let name = i.reference.to_string();
+        let pinned = locked.get(&name).map(String::as_str);
+        let img = source::load_pinned(&to_source(c, i, &remote)?, &remote, pinned).map_err(|e| format!("image {name}: {e}"))?;
+        if let Some(pin) = pinned
+            && *pin != img.manifest_digest
+        {
+            return Err(format!(
+                "image {name}: the source's linux/riscv64 manifest is {} but the lock file pins {pin}",
+                img.manifest_digest
+            ));
+        }
+        out.push(crate::airgap::tarball(&i.reference, &img).map_err(|e| format!("image {name}: {e}"))?);
+    }
+    Ok(out)
+}
+
+/// The tarballs' lines for plan and apply output.
+pub fn render_tarballs(t: &[(Tarball, crate::airgap::Origin)]) -> String {
+    t.iter()
+        .map(|(t, o)| {
+            let o = match o {
+                crate::airgap::Origin::Cached => "cached",
+                crate::airgap::Origin::Built => "built now",
+            };
+            format!("{} -> {}/{} ({} bytes, {o})\n", t.image, crate::render::airgap::IMAGES_DIR, t.file_name, t.size)
+        })
+        .collect()
+}
+
+/// The `/v2/` check of an external registry, as the nodes will reach it: it answers, the
+/// credentials are accepted, and it speaks what cluster.kdl declares (plain HTTP, or https
+/// trusted through `ca=` or the system's CAs). Ok is a one-line description of what answered.
+pub fn check_external(c: &Cluster, password: Option<&str>) -> Result<String, String> {
+    use crate::registry::RegistryError as E;
+    let r = c.registry.as_ref().ok_or("no registry block")?;
+    let client = RegistryClient::new(&r.endpoint(), registry_options(c, password)).map_err(|e| e.to_string())?;
+    let declared = if r.tls.enabled {
+        match &r.tls.ca {
+            Some(ca) => format!("https trusting {}", ca.display()),
+            None => "https trusting the system's CAs".to_string(),
+        }
+    } else {
+        "plain HTTP, tls #false".to_string()
+    };
+    let url = format!("{}/v2/", r.endpoint());
+    match client.ping() {
+        Ok(()) => Ok(format!(
+            "GET {url}: ok ({declared}{})",
+            r.auth.as_ref().map(|a| format!(", credentials of `{}` accepted", a.user)).unwrap_or_default()
+        )),
+        Err(E::Unauthorized { status, .. }) => Err(match &r.auth {
+            Some(a) => format!("GET {url}: HTTP {status}: the registry refused the credentials of `{}` (check password-file/password-env)", a.user),
+            None => format!("GET {url}: HTTP {status}: the registry wants credentials; add `auth user=\"NAME\" password-file=\"PATH\"` to the registry block"),
+        }),
+        Err(E::Http { status: 400, body, .. }) if !r.tls.enabled && body.to_lowercase().contains("https") => Err(format!(
+            "GET {url}: the registry speaks https, but cluster.kdl says `tls #false`; write `tls #true` (with ca=\"PATH\" if its CA is private)"
+        )),
+        // rustls reading an HTTP answer where a TLS record should be.
+        Err(e @ (E::Tls { .. } | E::Transport { .. })) if r.tls.enabled && e.to_string().contains("InvalidContentType") => Err(format!(
+            "GET {url}: the registry answers plain HTTP, but cluster.kdl says `tls #true`; write `tls #false`"
+        )),
+        Err(e) => Err(format!("GET {url} ({declared}): {e}")),
+    }
 }
 
 pub fn client(c: &Cluster, password: Option<&str>) -> Result<Option<RegistryClient>, String> {

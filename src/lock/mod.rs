@@ -67,7 +67,12 @@ impl Lock {
             if let Some(ix) = &i.index {
                 s.push_str(&format!("index={} ", q(ix)));
             }
-            s.push_str(&format!("repository={} source={}\n", q(&i.repository), q(&i.source)));
+            if i.repository.is_empty() {
+                // Delivered as a tarball: it is in no registry.
+                s.push_str(&format!("deliver=\"tarball\" source={}\n", q(&i.source)));
+            } else {
+                s.push_str(&format!("repository={} source={}\n", q(&i.repository), q(&i.source)));
+            }
         }
         s
     }
@@ -138,10 +143,16 @@ impl Lock {
         for (name, b) in &now.images {
             match self.images.get(name) {
                 None => d.push(format!("image {name}: not in the lock")),
-                Some(a) if a.manifest != b.manifest || a.repository != b.repository => d.push(format!(
-                    "image {name}: locked {} in {}, now {} in {}",
-                    a.manifest, a.repository, b.manifest, b.repository
-                )),
+                Some(a) if a.manifest != b.manifest || a.repository != b.repository => {
+                    let at = |r: &str| if r.is_empty() { "a tarball".to_string() } else { r.to_string() };
+                    d.push(format!(
+                        "image {name}: locked {} in {}, now {} in {}",
+                        a.manifest,
+                        at(&a.repository),
+                        b.manifest,
+                        at(&b.repository)
+                    ))
+                }
                 _ => {}
             }
         }
@@ -180,6 +191,17 @@ mod tests {
         assert_eq!(Lock::parse(&text).unwrap(), l);
         assert_eq!(Lock::parse(&text).unwrap().to_kdl(), text);
         assert!(text.contains("image \"docker.io/riscv64/redis:1.1\" manifest=\"sha256:bbbb"));
+    }
+
+    #[test]
+    fn a_tarball_image_has_no_repository() {
+        let mut l = sample();
+        l.images.get_mut("docker.io/riscv64/redis:1.1").unwrap().repository = String::new();
+        let text = l.to_kdl();
+        assert!(text.contains("deliver=\"tarball\" source=") && !text.contains("repository="), "{text}");
+        assert_eq!(Lock::parse(&text).unwrap(), l);
+        assert!(sample().differences(&l)[0].contains("now sha256:bbbb"));
+        assert!(sample().differences(&l)[0].ends_with("in a tarball"));
     }
 
     #[test]

@@ -31,7 +31,8 @@ fn write(p: &Path, text: &str, mode: u32) -> Result<(), String> {
 pub fn ensure_registry_tls(c: &mut Cluster) -> Result<Option<TlsFiles>, String> {
     let d = dir(c);
     let Some(r) = c.registry.as_mut() else { return Ok(None) };
-    if !r.tls.enabled || r.tls.cert.is_some() {
+    // An external registry serves its own certificate: nothing to make (ca= says whom to trust).
+    if !r.tls.enabled || r.tls.cert.is_some() || r.external {
         return Ok(None);
     }
     let files = TlsFiles {

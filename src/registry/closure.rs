@@ -106,6 +106,19 @@ pub struct Offer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ClosureReport {
     pub entries: Vec<Entry>,
+    /// How a ported image would reach the nodes (decides the fix suggested for a missing one).
+    pub delivery: FixDelivery,
+}
+
+/// Where an `image` entry added to cluster.kdl would go: the fix must fit the cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FixDelivery {
+    /// Pushed to the cluster's registry.
+    #[default]
+    Registry,
+    /// No registry: delivered as a tarball to every node.
+    Tarball,
 }
 
 fn describe_tried(t: &Tried) -> String {
@@ -122,9 +135,14 @@ fn describe_tried(t: &Tried) -> String {
 }
 
 impl Entry {
-    /// The fix to suggest for a missing image: a verified substitute first, else port it.
-    pub fn fix(&self) -> String {
-        let add = |with: &str| format!("add `image \"{}\" from=\"docker://{with}\"` to cluster.kdl", self.image);
+    /// The fix to suggest for a missing image, for a cluster whose images go where `d` says: a
+    /// verified substitute first, else port it.
+    pub fn fix(&self, d: FixDelivery) -> String {
+        let how = match d {
+            FixDelivery::Registry => String::new(),
+            FixDelivery::Tarball => " (there is no registry: it is delivered as a tarball to every node)".to_string(),
+        };
+        let add = |with: &str| format!("add `image \"{}\" from=\"docker://{with}\"` to cluster.kdl{how}", self.image);
         let mut fixes = match &self.substitute {
             Some(Offer { with: Some(w), answer: Some(Outcome::Found { digest, .. }), .. }) => {
                 vec![format!("available for linux/riscv64 as {w} ({digest}): {}", add(w))]
@@ -141,7 +159,7 @@ impl Entry {
                 )]
             }
             _ => vec![format!(
-                "port it to linux/riscv64 and add `image \"{}\" from=\"oci-archive:PATH\"` (or a build block) to cluster.kdl",
+                "port it to linux/riscv64 and add `image \"{}\" from=\"oci-archive:PATH\"` (or a build block) to cluster.kdl{how}",
                 self.image
             )],
         };
@@ -196,7 +214,7 @@ impl ClosureReport {
                     if let Some(n) = e.substitute_note() {
                         out.push_str(&format!("           note: {n}\n"));
                     }
-                    out.push_str(&format!("           fix: {}\n", e.fix()));
+                    out.push_str(&format!("           fix: {}\n", e.fix(self.delivery)));
                 }
                 Status::Unknown { tried } => {
                     out.push_str(&format!("UNKNOWN  {} (needed by {by}): could not ask every place\n", e.image));
@@ -366,7 +384,7 @@ pub fn check(needs: &[Need], provided: &BTreeMap<String, String>, mirrors: &Mirr
             entries.push(Entry { image: image.to_string(), needed_by: needed_by.clone(), status, substitute: None });
         }
     }
-    ClosureReport { entries }
+    ClosureReport { entries, delivery: FixDelivery::default() }
 }
 
 /// A known linux/riscv64 source for an image, as data (the caller reads profiles/substitutes.kdl).
@@ -459,6 +477,7 @@ mod tests {
                 },
                 substitute: None,
             }],
+            delivery: FixDelivery::Registry,
         };
         assert!(!r.is_ok());
         let text = r.render();
@@ -468,6 +487,10 @@ mod tests {
         );
         let j = serde_json::to_value(&r).unwrap();
         assert_eq!(j["entries"][0]["status"], "missing");
+        // Without a registry the fix says where the ported image goes, and never "push".
+        let air = ClosureReport { delivery: FixDelivery::Tarball, ..r.clone() };
+        let fix = air.render().lines().find(|l| l.contains("fix:")).unwrap().to_string();
+        assert!(fix.contains("delivered as a tarball to every node") && !fix.contains("push"), "{fix}");
         assert_eq!(j["entries"][0]["tried"][1]["outcome"], "no_riscv64");
     }
 }

@@ -20,7 +20,7 @@ pub mod resolve;
 pub mod source;
 
 pub use client::{ClientOptions, Credentials, RegistryClient};
-pub use closure::{ClosureReport, Need, NeededBy, Status};
+pub use closure::{ClosureReport, FixDelivery, Need, NeededBy, Status};
 pub use error::RegistryError;
 pub use push::{PushEvent, PushItem, PushPlan, PushReport};
 pub use resolve::{Attempt, MirrorConfig, MirrorEntry, Rewrite, attempts};

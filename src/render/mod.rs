@@ -2,6 +2,7 @@
 //! must converge to: files with content, mode and owner, symlinks, services, preparation steps.
 //! It reads local files named by cluster.kdl (manifests, secrets) but never a host or the network.
 
+pub mod airgap;
 pub mod registry;
 pub mod yaml;
 
@@ -318,7 +319,9 @@ pub fn registries_yaml(c: &Cluster, secrets: &Secrets) -> Result<Option<String>,
             Yaml::Map(vec![("username".into(), Yaml::str(a.user.clone())), ("password".into(), Yaml::str(pw))]),
         ));
     }
-    if r.tls.enabled && (r.tls.ca.is_some() || r.tls.cert.is_none()) {
+    // A CA file when one is given or generated; an external registry without ca= is trusted
+    // through the system's CAs (its certificate is public).
+    if r.tls.enabled && (r.tls.ca.is_some() || (r.tls.cert.is_none() && !r.external)) {
         config.push(("tls".to_string(), Yaml::Map(vec![("ca_file".into(), Yaml::str(REGISTRY_CA))])));
     }
     let mut doc = vec![("mirrors".to_string(), Yaml::Map(mirrors))];

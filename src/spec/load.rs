@@ -103,7 +103,7 @@ impl Decoder<'_> {
         let mut k3s = None;
         let mut registry: Option<Registry> = None;
         let mut nodes = Vec::new();
-        let mut images: Vec<Image> = Vec::new();
+        let mut images: Vec<(Image, Option<SourceSpan>)> = Vec::new();
         let mut upstreams = Vec::new();
         let mut seen: HashMap<&str, SourceSpan> = HashMap::new();
         for node in doc.nodes() {
@@ -147,6 +147,7 @@ impl Decoder<'_> {
                 "add: k3s version=\"v1.34.3+k3s1\" { binary \"PATH\" sha256=\"...\" }",
             );
         }
+        let images = self.deliveries(images, registry.as_ref());
         self.cross_checks(&nodes, &images, registry.as_ref());
         Some(Cluster {
             name: name?,
@@ -435,15 +436,17 @@ impl Decoder<'_> {
     }
 
     fn registry(&mut self, node: &KdlNode) -> Option<Registry> {
-        let e = Entries::new(node, &["address", "port"], &mut self.p);
+        let e = Entries::new(node, &["address", "port", "external"], &mut self.p);
         e.expect_args(1, 1, "a name", &mut self.p);
         let name = e.arg_str(0, "the name", &mut self.p).map(|(n, _)| n);
         let address = self.address(&e, "where the nodes reach the registry");
         let port = e.prop_port("port", &mut self.p).unwrap_or(5000);
+        let external = e.prop_bool("external", &mut self.p).unwrap_or(false);
         let mut reg = Registry {
             name: name.clone().unwrap_or_default(),
             address: address.clone().unwrap_or_default(),
             port,
+            external,
             ssh: Ssh::default(),
             tls: Tls::default(),
             auth: None,
@@ -454,6 +457,15 @@ impl Decoder<'_> {
         };
         let allowed = ["ssh", "tls", "auth", "mirror", "storage", "binary"];
         for c in children(node, &allowed, &mut self.p) {
+            if external && let Some(why) = external_refuses(c.name().value()) {
+                self.p.push_help(
+                    c.name().span(),
+                    format!("`{}` has no place in an external registry", c.name().value()),
+                    "not with external=#true",
+                    why,
+                );
+                continue;
+            }
             match c.name().value() {
                 "ssh" => reg.ssh = self.ssh(c),
                 "binary" => reg.binary = self.binary(c, false),
@@ -495,6 +507,21 @@ impl Decoder<'_> {
                     }
                     if reg.tls.cert.is_some() != reg.tls.key.is_some() {
                         self.p.push(c.span(), "`cert=` and `key=` go together", "give both or neither");
+                    }
+                    if external {
+                        for k in ["cert", "key"] {
+                            if let Some(entry) = e.prop(k) {
+                                self.p.push_help(
+                                    entry.span(),
+                                    format!("`{k}=` has no place in an external registry"),
+                                    "not with external=#true",
+                                    "an external registry serves its own certificate: give only ca=\"PATH\" (the CA that \
+                                     signed it), or nothing to trust the system's CAs",
+                                );
+                            }
+                        }
+                        reg.tls.cert = None;
+                        reg.tls.key = None;
                     }
                 }
                 "auth" => reg.auth = self.auth(c),
@@ -679,8 +706,8 @@ impl Decoder<'_> {
         Some(Node { name: name?, address: address?, role: role?, profile, ssh, tags, config, span: node.span() })
     }
 
-    fn image(&mut self, node: &KdlNode) -> Option<Image> {
-        let e = Entries::new(node, &["from"], &mut self.p);
+    fn image(&mut self, node: &KdlNode) -> Option<(Image, Option<SourceSpan>)> {
+        let e = Entries::new(node, &["from", "deliver"], &mut self.p);
         let builds = children(node, &["build"], &mut self.p);
         e.expect_args(1, 1, "the image reference pods ask for", &mut self.p);
         let reference = e.arg_str(0, "the reference", &mut self.p).and_then(|(r, span)| match ImageRef::parse(&r) {
@@ -690,6 +717,20 @@ impl Decoder<'_> {
                 None
             }
         });
+        let deliver = match e.prop_str("deliver", &mut self.p) {
+            Some((d, span)) if d == "registry" => Some((Deliver::Registry, span)),
+            Some((d, span)) if d == "tarball" => Some((Deliver::Tarball, span)),
+            Some((d, span)) => {
+                self.p.push_help(
+                    span,
+                    format!("unknown delivery `{d}`"),
+                    "expected \"registry\" or \"tarball\"",
+                    "registry: pushed to the registry block's registry; tarball: an image tarball on every node (k3s air-gap import)",
+                );
+                return None;
+            }
+            None => None,
+        };
         if let Some(b) = builds.first() {
             // A built image: `image "REF" { build { ... } }` (src/spec/build.rs).
             for extra in builds.iter().skip(1) {
@@ -711,7 +752,8 @@ impl Decoder<'_> {
                 return None;
             }
             let build = super::build::decode(b, &self.base, &mut self.p)?;
-            return Some(Image { reference: reference?, source: ImageSource::Build(Box::new(build)), span: node.span() });
+            let image = Image { reference: reference?, source: ImageSource::Build(Box::new(build)), deliver: deliver.map(|d| d.0).unwrap_or(Deliver::Tarball), span: node.span() };
+            return Some((image, deliver.map(|d| d.1)));
         }
         let (from, span) = e.required_prop_str(
             "from",
@@ -741,7 +783,14 @@ impl Decoder<'_> {
             self.p.push(span, format!("unknown image source `{from}`"), "expected oci-archive:, oci:, docker-archive: or docker://");
             return None;
         };
-        Some(Image { reference: reference?, source, span: node.span() })
+        // Without an explicit `deliver=` the document decides (registry block or not).
+        let image = Image {
+            reference: reference?,
+            source,
+            deliver: deliver.map(|d| d.0).unwrap_or(Deliver::Tarball),
+            span: node.span(),
+        };
+        Some((image, deliver.map(|d| d.1)))
     }
 
     fn upstream(&mut self, node: &KdlNode) -> Option<Upstream> {
@@ -817,16 +866,41 @@ impl Decoder<'_> {
         {
             self.p.push(r.span, "the registry needs an address", "no address");
         }
-        if registry.is_none()
-            && let Some(i) = images.first()
-        {
-            self.p.push_help(
-                i.span,
-                "`image` entries need a `registry` block to push to",
-                "nowhere to push",
-                "add: registry \"NAME\" address=\"IP\" port=5000 { mirror \"docker.io\" }",
-            );
-        }
+    }
+
+    /// Each image's delivery: as written, else to the registry when there is one, else as a
+    /// tarball. `deliver="registry"` without a registry block is a problem at that value.
+    fn deliveries(&mut self, images: Vec<(Image, Option<SourceSpan>)>, registry: Option<&Registry>) -> Vec<Image> {
+        images
+            .into_iter()
+            .map(|(mut i, explicit)| {
+                match explicit {
+                    None => i.deliver = if registry.is_some() { Deliver::Registry } else { Deliver::Tarball },
+                    Some(span) if i.deliver == Deliver::Registry && registry.is_none() => self.p.push_help(
+                        span,
+                        "`deliver=\"registry\"` needs a `registry` block to push to",
+                        "no registry",
+                        "add: registry \"NAME\" address=\"IP\" port=5000 { mirror \"docker.io\" }, or leave deliver= out: \
+                         without a registry every image is delivered as a tarball to each node",
+                    ),
+                    Some(_) => {}
+                }
+                i
+            })
+            .collect()
+    }
+}
+
+/// Why a child of `registry` is refused when the registry is external (None: allowed).
+fn external_refuses(child: &str) -> Option<&'static str> {
+    match child {
+        "ssh" => Some(
+            "rvcluster never connects to an external registry over SSH; remove `ssh`, or drop external=#true to have \
+             rvcluster deploy the registry on that host",
+        ),
+        "storage" => Some("an external registry keeps its blobs where its owner configured it; remove `storage`"),
+        "binary" => Some("rvcluster deploys no binary on an external registry; remove `binary`"),
+        _ => None,
     }
 }
 

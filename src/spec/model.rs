@@ -68,6 +68,10 @@ pub struct Registry {
     pub name: String,
     pub address: String,
     pub port: u16,
+    /// `external=#true`: a registry the user already runs (a Mac with Docker, Harbor, a NAS).
+    /// rvcluster never connects to it over SSH and never deploys it: it checks `/v2/`, pushes the
+    /// images and points the nodes at it. `ssh`, `storage` and `binary` are refused there.
+    pub external: bool,
     pub ssh: Ssh,
     pub tls: Tls,
     pub auth: Option<Auth>,
@@ -196,7 +200,52 @@ pub struct Image {
     /// The reference pods ask for, normalized.
     pub reference: ImageRef,
     pub source: ImageSource,
+    /// How the image reaches the nodes: pushed to the registry, or as a tarball on every node.
+    /// Defaults to the registry when there is a `registry` block, else to a tarball.
+    pub deliver: Deliver,
     pub span: SourceSpan,
+}
+
+/// How an `image` entry reaches the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Deliver {
+    /// Pushed to the registry, where the mirror makes containerd look.
+    Registry,
+    /// An OCI layout tarball (linux/riscv64 only) in /var/lib/rancher/k3s/agent/images/ on every
+    /// node, which k3s imports into containerd (air-gap).
+    Tarball,
+}
+
+impl Deliver {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Deliver::Registry => "registry",
+            Deliver::Tarball => "tarball",
+        }
+    }
+}
+
+/// Where the cluster's registry is, if anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistryMode {
+    /// rvcluster deploys it over SSH on a Linux host with systemd.
+    Managed,
+    /// The user runs it; rvcluster only talks HTTP to it.
+    External,
+    /// No registry: images are delivered as tarballs (k3s air-gap).
+    None,
+}
+
+impl RegistryMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegistryMode::Managed => "managed",
+            RegistryMode::External => "external",
+            RegistryMode::None => "none",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,5 +353,24 @@ impl Cluster {
     }
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name == name)
+    }
+    pub fn registry_mode(&self) -> RegistryMode {
+        match &self.registry {
+            None => RegistryMode::None,
+            Some(r) if r.external => RegistryMode::External,
+            Some(_) => RegistryMode::Managed,
+        }
+    }
+    /// The registry rvcluster deploys over SSH (None for an external one or none at all).
+    pub fn managed_registry(&self) -> Option<&Registry> {
+        self.registry.as_ref().filter(|r| !r.external)
+    }
+    /// `image` entries pushed to the registry.
+    pub fn pushed_images(&self) -> impl Iterator<Item = &Image> {
+        self.images.iter().filter(|i| i.deliver == Deliver::Registry)
+    }
+    /// `image` entries delivered as tarballs to every node.
+    pub fn tarball_images(&self) -> impl Iterator<Item = &Image> {
+        self.images.iter().filter(|i| i.deliver == Deliver::Tarball)
     }
 }

@@ -3,6 +3,7 @@
 //! diagnosis are pure (tested against real-shaped kubectl output under fixtures/kubectl/); only
 //! `poll` touches a host.
 
+pub mod airgap;
 pub mod kube;
 
 use serde::Serialize;

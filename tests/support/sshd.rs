@@ -139,6 +139,22 @@ impl Sshd {
         sshd
     }
 
+    /// An sshd on a given address and port (e.g. port 22 of an address where something else
+    /// runs, to see whether anything tries SSH there: `extra_config` "LogLevel VERBOSE" logs
+    /// every connection as `Connection from ...`).
+    pub fn start_at(ip: &str, port: u16, opts: SshdOptions) -> Sshd {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        for t in &opts.host_key_types {
+            gen_host_key(dir.path(), t);
+        }
+        std::fs::write(dir.path().join("authorized_keys"), opts.authorized_keys.join("\n") + "\n").unwrap();
+        let mut sshd = Sshd { ip: ip.to_string(), port, dir, child: None, opts_types: opts.host_key_types.clone(), extra: opts.extra_config };
+        let extra = sshd.extra.clone();
+        sshd.spawn(&extra, Some(port));
+        sshd
+    }
+
     fn spawn(&mut self, extra: &str, fixed_port: Option<u16>) {
         let _guard = START_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -14,10 +14,22 @@ fn images_listing(paths: &Paths, crictl: bool) -> String {
         if crictl {
             out.push_str(&format!("{repo:<41} {tag:<19} {:<19} {}B\n", digest.trim_start_matches("sha256:").chars().take(13).collect::<String>(), p.size));
         } else {
-            out.push_str(&format!("{name} application/vnd.oci.image.index.v1+json {digest} {} linux/riscv64 io.cri-containerd.image=managed\n", p.size));
+            // As containerd's `ctr images ls`: SIZE is human-readable, "%.1f <unit>" (it holds a space).
+            out.push_str(&format!("{name} application/vnd.oci.image.index.v1+json {digest} {} linux/riscv64 io.cri-containerd.image=managed\n", human_size(p.size)));
         }
     }
     out
+}
+
+/// containerd's progress.Bytes formatting: one decimal and a binary unit, e.g. `291.6 KiB`.
+fn human_size(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let (mut f, mut i) = (n as f64, 0);
+    while f >= 1024.0 && i < units.len() - 1 {
+        f /= 1024.0;
+        i += 1;
+    }
+    format!("{f:.1} {}", units[i])
 }
 
 fn crictl(args: &[String], paths: &Paths) -> i32 {
