@@ -20,14 +20,15 @@ RV=$REL/rvcluster
 LAB=$REL/lab
 K3S=$REL/k3s
 WORK=$(mktemp -d /tmp/rvcluster-bench-noop.XXXXXX)
+[ -n "${KEEP:-}" ] && echo "work dir: $WORK"
 STATE=$WORK/state
 cleanup() {
     "$LAB" down --state "$STATE" >/dev/null 2>&1 || true
-    rm -rf "$WORK"
+    [ -n "${KEEP:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-declare -A PLAN FLOOR APPLY FIRST SCP
+declare -A PLAN FLOOR APPLY FIRST SCPT
 median() { python3 -c 'import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
 
 for N in $SIZES; do
@@ -70,7 +71,7 @@ SH
     APPLY[$N]=$(med noop-apply "$WORK/noop-$N.txt")
     FLOOR[$N]=$(med ssh-true "$WORK/noop-$N.txt")
     FIRST[$N]=$(med first-apply "$WORK/first-$N.txt")
-    SCP[$N]=$(med parallel-scp "$WORK/first-$N.txt")
+    SCPT[$N]=$(med parallel-scp "$WORK/first-$N.txt")
     cd "$ROOT"
     "$LAB" down --state "$STATE" >/dev/null
 done
@@ -79,7 +80,7 @@ echo
 echo "== summary (medians, ms; ratio = ours / peer)"
 printf '%-6s %-12s %-12s %-12s %-10s %-10s %-12s %-12s %-10s\n' boards noop-plan noop-apply ssh-floor plan/x apply/x first-apply scp first/x
 for N in $SIZES; do
-    python3 - "$N" "${PLAN[$N]}" "${APPLY[$N]}" "${FLOOR[$N]}" "${FIRST[$N]}" "${SCP[$N]}" <<'PY'
+    python3 - "$N" "${PLAN[$N]}" "${APPLY[$N]}" "${FLOOR[$N]}" "${FIRST[$N]}" "${SCPT[$N]}" <<'PY'
 import sys
 n, p, a, f, fi, s = sys.argv[1], *map(float, sys.argv[2:])
 print(f"{n:<6} {p:<12.1f} {a:<12.1f} {f:<12.1f} {p/f:<10.2f} {a/f:<10.2f} {fi:<12.1f} {s:<12.1f} {fi/s:<10.2f}")

@@ -62,6 +62,9 @@ pub struct Global {
     /// Extra profile directories (OS families, k3s releases) added to the built-in ones.
     #[arg(long = "profiles", value_name = "DIR", global = true, env = "RVCLUSTER_PROFILES", value_delimiter = ':')]
     pub profiles: Vec<PathBuf>,
+    /// Log format for -v/-vv and RUST_LOG output (json: one object per line, for CI logs).
+    #[arg(long, value_enum, default_value_t = crate::output::log::LogFormat::Text, global = true)]
+    pub log_format: crate::output::log::LogFormat,
     /// The password read by --ask-become-pass (memory only; never printed).
     #[arg(skip)]
     pub become_password: Option<String>,
@@ -132,6 +135,7 @@ pub fn main() -> i32 {
         }
     };
     let out = Output::new(&cli.global);
+    crate::output::log::init(cli.global.verbose, cli.global.log_format, out.color);
     if cli.global.ask_become_pass {
         eprint!("BECOME password: ");
         match console::Term::stderr().read_secure_line() {

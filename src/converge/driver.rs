@@ -29,17 +29,52 @@ pub struct Job<'a> {
     pub candidates: Vec<HostState>,
     /// Files whose content the caller needs to render the final state (token, htpasswd).
     pub reads: Vec<String>,
-    /// From the facts, the state to converge to.
+    /// From the facts, the state to converge to (an agent's waits for the server's token).
     pub choose: &'a dyn Fn(&Facts) -> Result<HostState, Cause>,
+    /// From the facts, at once: the state as far as it is known before the server answers (apply
+    /// streams its binaries meanwhile; they do not depend on the token).
+    pub early: Option<&'a dyn Fn(&Facts) -> Result<HostState, Cause>>,
 }
 
-/// The server, for forgetting a re-flashed agent: locked only while it is asked.
+/// What the agents need from the server once it is done: its token, where k3s lives on it, and
+/// whether it is brand new (no token before this run: it knows no node yet).
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    pub token: Option<String>,
+    pub k3s: String,
+    pub new: bool,
+}
+
+/// Set once by the server's job, waited on by every agent's job: agents connect, lock, read
+/// their facts and (apply) stream their binaries while the server converges, and plan only once
+/// the server's answer is in. `Err` names the server that failed.
+#[derive(Default)]
+pub struct ServerCell {
+    value: std::sync::Mutex<Option<Result<ServerInfo, String>>>,
+    ready: std::sync::Condvar,
+}
+
+impl ServerCell {
+    pub fn set(&self, v: Result<ServerInfo, String>) {
+        let mut g = self.value.lock().unwrap_or_else(|p| p.into_inner());
+        if g.is_none() {
+            *g = Some(v);
+        }
+        self.ready.notify_all();
+    }
+    pub fn wait(&self) -> Result<ServerInfo, String> {
+        let mut g = self.value.lock().unwrap_or_else(|p| p.into_inner());
+        while g.is_none() {
+            g = self.ready.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        g.clone().expect("set")
+    }
+}
+
+/// The server, for forgetting a re-flashed agent: its connection is locked only while asked.
 pub struct ServerLink<'a> {
     pub host: &'a std::sync::Mutex<Option<SshHost>>,
-    pub k3s: String,
-    /// The server had no token before this run: a new datastore that knows no node yet, so
-    /// nothing to ask it.
-    pub new: bool,
+    pub cell: &'a ServerCell,
 }
 
 impl ServerLink<'_> {
@@ -50,6 +85,9 @@ impl ServerLink<'_> {
         };
         let t = Some(Duration::from_secs(120));
         if check { h.exec_ok(what, command, None, t) } else { h.exec(command, None, t) }
+    }
+    fn info(&self) -> Option<ServerInfo> {
+        self.cell.wait().ok()
     }
 }
 
@@ -77,9 +115,10 @@ pub fn query(job: &Job) -> FactsQuery {
     q
 }
 
-/// Pure: every phase's changes, in order, with the phase that owns each.
-pub fn plan(want: &Desired, seen: &Observed) -> Result<Vec<(&'static dyn Phase, Change)>, ConvergeError> {
-    let mut out: Vec<(&'static dyn Phase, Change)> = Vec::new();
+/// Pure: every phase's changes, in order, with the phase that owns each, after the changes
+/// already made (`made`: binaries streamed before the plan).
+pub fn plan(want: &Desired, seen: &Observed, made: Vec<(&'static dyn Phase, Change)>) -> Result<Vec<(&'static dyn Phase, Change)>, ConvergeError> {
+    let mut out = made;
     for p in phase::all() {
         let prior: Vec<Change> = out.iter().map(|(_, c)| c.clone()).collect();
         let ch = p.plan(want, seen, &prior).map_err(|c| ConvergeError::new(&want.st.node, p.name(), c))?;
@@ -88,10 +127,11 @@ pub fn plan(want: &Desired, seen: &Observed) -> Result<Vec<(&'static dyn Phase, 
     Ok(out)
 }
 
-/// Pure: what applying `planned` takes (uploads, the script, server-side deletions).
-pub fn actions(want: &Desired, seen: &Observed, planned: &[(&'static dyn Phase, Change)]) -> Actions {
+/// Pure: what applying `planned` takes (uploads, the script, server-side deletions); the first
+/// `done` changes were already made.
+pub fn actions(want: &Desired, seen: &Observed, planned: &[(&'static dyn Phase, Change)], done: usize) -> Actions {
     let mut acts = Actions::default();
-    for (i, (p, c)) in planned.iter().enumerate() {
+    for (i, (p, c)) in planned.iter().enumerate().skip(done) {
         p.apply(want, seen, i, c, &mut acts);
     }
     if let Some(record) = super::removed::record_fragment(want, seen) {
@@ -104,6 +144,11 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
     let name = job.name;
     let err = |phase: &'static str| move |c: Cause| ConvergeError::new(name, phase, c);
     let q = query(job);
+    let phase_t = std::cell::Cell::new(std::time::Instant::now());
+    let done = |phase: &str, detail: String| {
+        let t = phase_t.replace(std::time::Instant::now());
+        tracing::info!(host = name, phase, ms = t.elapsed().as_millis() as u64, "{detail}");
+    };
     let held = host
         .exec_held(&session::command(ctx.wet, &ctx.owner, &q), session::HEAD_END, Some(FACTS_TIMEOUT))
         .map_err(|e| err("lock+facts")(e.into()))?;
@@ -118,6 +163,7 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
         }));
     }
     let head = String::from_utf8_lossy(held.head()).into_owned();
+    done("lock+facts", format!("{} paths, {} probes, {} reads", q.paths.len(), q.probes.len(), q.reads.len() + q.reads_unless.len()));
     let (lock, facts) = session::parse_head(&q, &head).map_err(err("lock+facts"))?;
     let facts = match (lock.clone(), facts) {
         (LockState::Locked(owner), _) => {
@@ -134,24 +180,57 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
         ctx.event(name, EventKind::Note(format!("an apply is running on this host ({owner}); this plan may be stale")));
     }
     // Every early return below drops `held`: the channel closes, the lock goes with it.
+    let mut facts = facts;
+    let mut made: Vec<(&'static dyn Phase, Change)> = Vec::new();
+    if ctx.wet
+        && let Some(early) = job.early
+    {
+        let st0 = early(&facts).map_err(err("render"))?;
+        let want0 = Desired::new(&st0, job.role);
+        let seen0 = Observed::new(&q, facts.clone());
+        for f in st0.files.iter().filter(|f| matches!(f.content, crate::render::Content::Local { .. })) {
+            let Some(change) = super::files::file_change(f, &seen0) else { continue };
+            if matches!(change, Change::FixMode { .. }) {
+                continue;
+            }
+            let mut acts = Actions::default();
+            super::files::Files.apply(&want0, &seen0, 0, &change, &mut acts);
+            for u in &acts.uploads {
+                upload(ctx, host, name, u).map_err(|e| err("files")(e.into()))?;
+            }
+            facts.files.insert(f.path.clone(), uploaded(f));
+            made.push((&super::files::Files, change));
+        }
+    }
+    if !made.is_empty() {
+        done("files", format!("{} binaries streamed before the plan", made.len()));
+    }
     let st = (job.choose)(&facts).map_err(err("render"))?;
     let want = Desired::new(&st, job.role);
     let mut seen = Observed::new(&q, facts);
+    let info = server.as_ref().and_then(|s| s.info());
     if super::forget::is_fresh(&want, &seen)
-        && let Some(s) = &server
-        && s.new
+        && info.as_ref().is_some_and(|i| i.new)
     {
         seen.server_knows_node = Some(false);
     } else if super::forget::is_fresh(&want, &seen)
-        && let Some(s) = &server
+        && let (Some(s), Some(i)) = (&server, &info)
     {
-        let probe = super::forget::known_probe(&s.k3s, &st.node);
+        let probe = super::forget::known_probe(&i.k3s, &st.node);
         let known = s.exec("asking the server", &probe, false).map_err(|e| err("forget-node")(e.into()))?;
         seen.server_knows_node = Some(!known.stdout_str().trim().is_empty());
     }
-    let planned = plan(&want, &seen)?;
+    let premade = made.len();
+    let planned = plan(&want, &seen, made)?;
     let changes: Vec<Change> = planned.iter().map(|(_, c)| c.clone()).collect();
-    let acts = actions(&want, &seen, &planned);
+    let acts = actions(&want, &seen, &planned, premade);
+    for p in phase::all() {
+        let n = planned.iter().filter(|(q, _)| q.name() == p.name()).count();
+        if n > 0 {
+            tracing::info!(host = name, phase = p.name(), changes = n, "planned");
+        }
+    }
+    done("plan", format!("{} change(s)", planned.len()));
     let mut outcome = Outcome { changes, facts: seen.facts.clone(), values: vec![], lock: Some(lock) };
     if !ctx.wet || acts.script.is_empty() && acts.uploads.is_empty() && acts.on_server.is_empty() {
         let _ = held.finish(b"", Some(FACTS_TIMEOUT));
@@ -159,18 +238,15 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
     }
     ctx.event(name, EventKind::Step(format!("applying {} change(s)", outcome.changes.len())));
     for (i, node) in &acts.on_server {
-        let s = server.as_ref().expect("on_server only planned with a server");
-        s.exec(&planned[*i].1.label(), &super::forget::delete_command(&s.k3s, node), true)
+        let (Some(s), Some(inf)) = (&server, &info) else { unreachable!("on_server only planned with a server") };
+        s.exec(&planned[*i].1.label(), &super::forget::delete_command(&inf.k3s, node), true)
             .map_err(|e| err("forget-node")(e.into()))?;
     }
     for u in &acts.uploads {
-        ctx.event(name, EventKind::Step(format!("uploading {}", u.dest.path)));
-        let packed = u.codec.and_then(|c| crate::artifact::compressed(&u.local, &u.sha256, c).ok().map(|p| (c, p)));
-        match packed {
-            Some((c, p)) => host.upload_compressed(&p, c, &u.sha256, &u.dest),
-            None => host.upload_pinned(&u.local, &u.sha256, &u.dest),
-        }
-        .map_err(|e| err("files")(e.into()))?;
+        upload(ctx, host, name, u).map_err(|e| err("files")(e.into()))?;
+    }
+    if !acts.uploads.is_empty() {
+        done("files", format!("{} upload(s)", acts.uploads.len()));
     }
     if !acts.script.is_empty() {
         ctx.event(name, EventKind::Step("running the apply script".into()));
@@ -182,6 +258,7 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
             return Err(err("apply")(Cause::ScriptTruncated));
         }
         let r = super::script::parse(&stdout);
+        done("apply", format!("script of {} fragment(s), exit status {}", r.started.len(), out.status));
         outcome.values = r.values;
         if let Some((id, status)) = r.failed {
             let (phase, what) = match id.parse::<usize>().ok().and_then(|i| planned.get(i)) {
@@ -201,6 +278,30 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
         let _ = held.finish(b"", Some(FACTS_TIMEOUT));
     }
     Ok(outcome)
+}
+
+/// Stream one local file (compressed when the host can undo it), atomically, verified.
+fn upload(ctx: &Ctx, host: &mut dyn Host, name: &str, u: &super::phase::Upload) -> Result<crate::transport::UploadOutcome, crate::transport::TransportError> {
+    ctx.event(name, EventKind::Step(format!("uploading {}", u.dest.path)));
+    let packed = u.codec.and_then(|c| crate::artifact::compressed(&u.local, &u.sha256, c).ok().map(|p| (c, p)));
+    match packed {
+        Some((c, p)) => host.upload_compressed(&p, c, &u.sha256, &u.dest),
+        None => host.upload_pinned(&u.local, &u.sha256, &u.dest),
+    }
+}
+
+/// The fact of a file just uploaded as desired.
+fn uploaded(f: &crate::render::DesiredFile) -> crate::transport::FileFact {
+    let mut owner = f.owner.split(':');
+    let user = owner.next().unwrap_or("root").to_string();
+    crate::transport::FileFact::Present {
+        kind: crate::transport::facts::FileKind::Regular,
+        mode: f.mode,
+        owner: user.clone(),
+        group: owner.next().map(str::to_string).unwrap_or(user),
+        sha256: Some(f.sha256()),
+        link_target: None,
+    }
 }
 
 /// The last lines of a command's stderr, for an error message.

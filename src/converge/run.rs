@@ -14,7 +14,7 @@ use crate::transport::{EventKind, Facts, Host, SshHost, pool};
 
 use super::change::Change;
 use super::context::Ctx;
-use super::driver::{self, Job, ServerLink};
+use super::driver::{self, Job, ServerCell, ServerInfo, ServerLink};
 use super::error::{Cause, ConvergeError};
 
 /// What a host is in the cluster (for output).
@@ -170,6 +170,7 @@ pub fn converge_registry(ctx: &Ctx) -> Option<HostPlan> {
             candidates,
             reads: if r.auth.is_some() { vec![htpasswd.clone()] } else { vec![] },
             choose: &choose,
+            early: None,
         };
         let out = driver::converge(ctx, &mut host, &job, None)?;
         if ctx.wet {
@@ -196,7 +197,13 @@ pub fn wait_registry_healthy(ctx: &Ctx) -> Result<(), Cause> {
 }
 
 /// A node's job: candidates for every profile it may have, the final render from its facts.
-fn node_job<'a>(ctx: &Ctx<'a>, node: &'a Node, token: Option<&'a str>, choose: &'a dyn Fn(&Facts) -> Result<HostState, Cause>) -> Job<'a> {
+fn node_job<'a>(
+    ctx: &Ctx<'a>,
+    node: &'a Node,
+    token: Option<&'a str>,
+    choose: &'a dyn Fn(&Facts) -> Result<HostState, Cause>,
+    early: Option<&'a dyn Fn(&Facts) -> Result<HostState, Cause>>,
+) -> Job<'a> {
     let secrets = Secrets { token, registry_password: ctx.registry_password.as_deref() };
     let candidates = candidate_profiles(ctx, node).into_iter().filter_map(|os| node_state(ctx, os, node, &secrets).ok()).collect();
     Job {
@@ -205,6 +212,7 @@ fn node_job<'a>(ctx: &Ctx<'a>, node: &'a Node, token: Option<&'a str>, choose: &
         candidates,
         reads: if node.role == Role::Server { vec![SERVER_TOKEN.to_string()] } else { vec![] },
         choose,
+        early,
     }
 }
 
@@ -222,20 +230,19 @@ fn node_state(ctx: &Ctx, os: &OsProfile, node: &Node, secrets: &Secrets) -> Resu
     Ok(st)
 }
 
-/// The server as the agents need it: a connection (to forget re-flashed agents), its k3s path
-/// and its token.
-struct ServerSide {
-    host: SshHost,
-    k3s: String,
-    token: Option<String>,
-    /// No token before this run: a brand-new datastore.
-    new: bool,
+/// One job of the node run: the server (converged, or only asked for its token when not
+/// selected), or an agent.
+enum NodeJob<'a> {
+    Server { node: &'a Node, selected: bool },
+    Agent(&'a Node),
 }
 
-/// Plan or apply the nodes: the server first (agents need its token), then agents in parallel.
+/// Plan or apply the nodes. Every host starts at once on the one bounded pool (the server
+/// first in line): agents connect, lock, read their facts and stream their binaries while the
+/// server converges, then plan with the server's token. A failed server stops the agents
+/// before they change anything but their binary.
 pub fn run_nodes(ctx: &Ctx, selected: &dyn Fn(&Node) -> bool) -> Vec<HostPlan> {
     let c = ctx.cluster;
-    let mut results = Vec::new();
     if let crate::spec::BinarySource::Url(url) = &c.k3s.binary.source
         && let Err(e) = crate::artifact::fetch(url, &c.k3s.binary.sha256)
     {
@@ -253,74 +260,88 @@ pub fn run_nodes(ctx: &Ctx, selected: &dyn Fn(&Node) -> bool) -> Vec<HostPlan> {
             .collect();
     }
     let agents: Vec<&Node> = c.agents().filter(|n| selected(n)).collect();
-    let mut side: Option<ServerSide> = None;
-    let mut server_failed = None;
-    if let Some(s) = c.servers().next() {
-        let wanted = selected(s);
-        let mut kept = None;
-        let plan = host_plan(ctx, &s.name, &s.address, HostRole::Server, || {
-            let err = |phase: &'static str| move |e: Cause| ConvergeError::new(&s.name, phase, e);
-            let mut host = ctx.connect(s).map_err(err("connect"))?;
-            if !wanted {
-                // Not selected: only what the agents need from it (one command).
-                let out = host.exec(&format!("cat {}", crate::transport::cmd::quote(SERVER_TOKEN)), None, Some(Duration::from_secs(60)))
-                    .map_err(|e| err("token")(e.into()))?;
-                let token = Some(out.stdout_str().trim().to_string()).filter(|t| out.success() && !t.is_empty());
-                let new = token.is_none();
-                kept = Some(ServerSide { host, k3s: render::K3S_BIN.into(), token, new });
-                return Ok(vec![]);
-            }
-            let choose = render_for(ctx, s, None);
-            let job = node_job(ctx, s, None, &choose);
-            let out = driver::converge(ctx, &mut host, &job, None)?;
-            let os = node_profile(ctx.profiles, s, &out.facts).map_err(err("render"))?;
-            let new = !out.facts.contents.contains_key(SERVER_TOKEN);
-            let from_script = out.values.iter().find(|(k, _)| k == "token").map(|(_, v)| v.clone());
-            let token = from_script
-                .or_else(|| out.facts.contents.get(SERVER_TOKEN).cloned())
-                .map(|b| String::from_utf8_lossy(&b).trim().to_string())
-                .filter(|t| !t.is_empty());
-            if ctx.wet && token.is_none() && !agents.is_empty() {
-                return Err(err("service")(Cause::NoToken));
-            }
-            kept = Some(ServerSide { host, k3s: k3s_path(os), token, new });
-            Ok(out.changes)
-        });
-        if plan.error.is_some() {
-            server_failed = Some(s.name.clone());
-        }
-        if wanted || plan.error.is_some() {
-            results.push(plan);
-        }
-        side = kept;
+    let mut jobs: Vec<NodeJob> = Vec::new();
+    if let Some(s) = c.servers().next()
+        && (selected(s) || !agents.is_empty())
+    {
+        jobs.push(NodeJob::Server { node: s, selected: selected(s) });
     }
-    if let Some(name) = server_failed {
-        // Agents cannot join a server that failed: say so for each, touch none.
-        results.extend(agents.iter().map(|a| HostPlan {
-            node: a.name.clone(),
-            address: a.address.clone(),
-            role: HostRole::Agent,
-            changes: vec![],
-            error: Some(ConvergeError::new(&a.name, "wait-server", Cause::ServerFailed(name.clone()))),
-        }));
-        return results;
+    jobs.extend(agents.iter().map(|a| NodeJob::Agent(a)));
+    let cell = ServerCell::default();
+    let server_host: std::sync::Mutex<Option<SshHost>> = std::sync::Mutex::new(None);
+    if !jobs.iter().any(|j| matches!(j, NodeJob::Server { .. })) {
+        cell.set(Ok(ServerInfo { token: None, k3s: render::K3S_BIN.into(), new: true }));
     }
-    let token = side.as_ref().and_then(|s| s.token.clone());
-    let k3s = side.as_ref().map(|s| s.k3s.clone()).unwrap_or_else(|| render::K3S_BIN.into());
-    let server_new = side.as_ref().is_some_and(|s| s.new);
-    let server_host = std::sync::Mutex::new(side.map(|s| s.host));
-    let plans = pool(&agents, ctx.parallel, |a| {
-        host_plan(ctx, &a.name, &a.address, HostRole::Agent, || {
-            let mut host = ctx.connect(a).map_err(|e| ConvergeError::new(&a.name, "connect", e))?;
-            let choose = render_for(ctx, a, token.as_deref());
-            let job = node_job(ctx, a, token.as_deref(), &choose);
-            let link = ServerLink { host: &server_host, k3s: k3s.clone(), new: server_new };
-            let out = driver::converge(ctx, &mut host, &job, Some(link))?;
-            Ok(out.changes)
-        })
+    let plans: Vec<Option<HostPlan>> = pool(&jobs, ctx.parallel, |job| match job {
+        NodeJob::Server { node, selected } => {
+            let plan = server_job(ctx, node, *selected, !agents.is_empty(), &cell, &server_host);
+            // An unselected server that answered is not reported.
+            (*selected || plan.error.is_some()).then_some(plan)
+        }
+        NodeJob::Agent(a) => Some(agent_job(ctx, a, &cell, &server_host)),
     });
-    results.extend(plans);
-    results
+    plans.into_iter().flatten().collect()
+}
+
+fn server_job(
+    ctx: &Ctx,
+    s: &Node,
+    selected: bool,
+    agents_wait: bool,
+    cell: &ServerCell,
+    server_host: &std::sync::Mutex<Option<SshHost>>,
+) -> HostPlan {
+    let mut info = None;
+    let plan = host_plan(ctx, &s.name, &s.address, HostRole::Server, || {
+        let err = |phase: &'static str| move |e: Cause| ConvergeError::new(&s.name, phase, e);
+        let mut host = ctx.connect(s).map_err(err("connect"))?;
+        if !selected {
+            // Not selected: only what the agents need from it (one command).
+            let out = host
+                .exec(&format!("cat {}", crate::transport::cmd::quote(SERVER_TOKEN)), None, Some(Duration::from_secs(60)))
+                .map_err(|e| err("token")(e.into()))?;
+            let token = Some(out.stdout_str().trim().to_string()).filter(|t| out.success() && !t.is_empty());
+            let k3s = k3s_on(ctx, s, &mut host).unwrap_or_else(|_| render::K3S_BIN.into());
+            info = Some(ServerInfo { new: token.is_none(), token, k3s });
+            *server_host.lock().unwrap_or_else(|p| p.into_inner()) = Some(host);
+            return Ok(vec![]);
+        }
+        let choose = render_for(ctx, s, None);
+        let job = node_job(ctx, s, None, &choose, None);
+        let out = driver::converge(ctx, &mut host, &job, None)?;
+        let os = node_profile(ctx.profiles, s, &out.facts).map_err(err("render"))?;
+        let new = !out.facts.contents.contains_key(SERVER_TOKEN);
+        let from_script = out.values.iter().find(|(k, _)| k == "token").map(|(_, v)| v.clone());
+        let token = from_script
+            .or_else(|| out.facts.contents.get(SERVER_TOKEN).cloned())
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+            .filter(|t| !t.is_empty());
+        if ctx.wet && token.is_none() && agents_wait {
+            return Err(err("service")(Cause::NoToken));
+        }
+        info = Some(ServerInfo { token, k3s: k3s_path(os), new });
+        *server_host.lock().unwrap_or_else(|p| p.into_inner()) = Some(host);
+        Ok(out.changes)
+    });
+    match (info, &plan.error) {
+        (Some(i), None) => cell.set(Ok(i)),
+        _ => cell.set(Err(s.name.clone())),
+    }
+    plan
+}
+
+fn agent_job(ctx: &Ctx, a: &Node, cell: &ServerCell, server_host: &std::sync::Mutex<Option<SshHost>>) -> HostPlan {
+    host_plan(ctx, &a.name, &a.address, HostRole::Agent, || {
+        let mut host = ctx.connect(a).map_err(|e| ConvergeError::new(&a.name, "connect", e))?;
+        let early = render_for(ctx, a, None);
+        let choose = |facts: &Facts| -> Result<HostState, Cause> {
+            let info = cell.wait().map_err(Cause::ServerFailed)?;
+            render_for(ctx, a, info.token.as_deref())(facts)
+        };
+        let job = node_job(ctx, a, None, &choose, Some(&early));
+        let link = ServerLink { host: server_host, cell };
+        Ok(driver::converge(ctx, &mut host, &job, Some(link))?.changes)
+    })
 }
 
 /// Per-host counts for the summary line.

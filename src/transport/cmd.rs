@@ -237,6 +237,22 @@ pub fn write_inline(dest: &str, tmp: &str, content: &str, sha256: &str, mode: u3
     )
 }
 
+/// A remote command as logged: its first line, at most 160 characters, with anything that looks
+/// like a secret assignment masked (`K3S_TOKEN=…`, `password: …`, `--token …`).
+pub fn redact_command(cmd: &str) -> String {
+    let first: String = cmd.lines().find(|l| !l.trim().is_empty()).unwrap_or("").chars().take(160).collect();
+    mask_secrets(&first)
+}
+
+pub fn mask_secrets(text: &str) -> String {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = RE.get_or_init(|| {
+        regex::Regex::new(r#"(?i)((?:token|password|passwd|secret)[a-z_]*\s*[=:]\s*|--(?:token|password)[= ])("[^"]*"|'[^']*'|\S+)"#)
+            .expect("valid regex")
+    });
+    re.replace_all(text, "${1}<redacted>").into_owned()
+}
+
 /// The login user's name, and whether it is root (one short round trip).
 pub fn whoami() -> String {
     "id -un; id -u".to_string()

@@ -160,6 +160,8 @@ pub trait Host: Send {
             }
             None => command,
         };
+        let t0 = std::time::Instant::now();
+        let logged = cmd::redact_command(command);
         let out = match (self.privilege(), self.become_password()) {
             (Become::Sudo, Some(pw)) => {
                 let prefix = format!("{pw}\n{}\n", cmd::BECOME_MARK).into_bytes();
@@ -179,6 +181,7 @@ pub trait Host: Send {
                 self.exec_raw(&cmd::with_become(&privilege, command), stdin, timeout)?
             }
         };
+        tracing::debug!(host = self.name(), status = out.status, ms = t0.elapsed().as_millis() as u64, cmd = %logged, "remote command");
         self.check_sudo(&out)?;
         Ok(out)
     }
@@ -192,6 +195,7 @@ pub trait Host: Send {
         marker: &str,
         timeout: Option<Duration>,
     ) -> Result<Box<dyn Held>> {
+        tracing::debug!(host = self.name(), cmd = %cmd::redact_command(command), "remote command (held: lock+facts, then the apply script on its stdin)");
         match (self.privilege(), self.become_password()) {
             (Become::Sudo, Some(pw)) => {
                 let prefix = format!("{pw}\n{}\n", cmd::BECOME_MARK).into_bytes();
