@@ -198,14 +198,18 @@ pub fn run_plan(global: &Global, a: &PlanArgs, out: &Output) -> i32 {
     ctx.events = Some(tx);
     ctx.registry_password = pw.clone();
     ctx.tarballs = tarballs.iter().map(|(t, _)| t.clone()).collect();
-    let closure = crate::images::closure(&cluster, &profiles, pw.as_deref());
-    let mut plans = Vec::new();
-    if let Some(r) = &cluster.registry
-        && filter.matches_name(&r.name)
-    {
-        plans.extend(converge::converge_registry(&ctx));
-    }
-    plans.extend(converge::run_nodes(&ctx, &|n| filter.matches(n)));
+    // The closure check, the registry host and the nodes are independent: asked at once.
+    let (closure, plans) = std::thread::scope(|sc| {
+        let closure = sc.spawn(|| crate::images::closure(&cluster, &profiles, pw.as_deref()));
+        let registry = sc.spawn(|| match &cluster.registry {
+            Some(r) if filter.matches_name(&r.name) => converge::converge_registry(&ctx),
+            _ => None,
+        });
+        let nodes = converge::run_nodes(&ctx, &|n| filter.matches(n));
+        let mut plans: Vec<HostPlan> = registry.join().expect("registry plan").into_iter().collect();
+        plans.extend(nodes);
+        (closure.join().expect("closure check"), plans)
+    });
     drop(ctx);
     let _ = progress.join();
     let push = if cluster.pushed_images().next().is_none() || external.as_ref().is_some_and(|r| r.is_err()) {

@@ -100,9 +100,9 @@ pub struct Outcome {
     pub lock: Option<LockState>,
 }
 
-/// The facts query for a job (pure).
-pub fn query(job: &Job) -> FactsQuery {
-    let mut q = FactsQuery::default();
+/// The facts query for a job (pure). Apply records what it hashed in the host's hash cache.
+pub fn query(job: &Job, wet: bool) -> FactsQuery {
+    let mut q = FactsQuery { hash_cache: Some((format!("{}/facts-cache", session::STATE_DIR), wet)), ..FactsQuery::default() };
     for st in &job.candidates {
         let want = Desired::new(st, job.role);
         for p in phase::all() {
@@ -143,7 +143,7 @@ pub fn actions(want: &Desired, seen: &Observed, planned: &[(&'static dyn Phase, 
 pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<ServerLink>) -> Result<Outcome, ConvergeError> {
     let name = job.name;
     let err = |phase: &'static str| move |c: Cause| ConvergeError::new(name, phase, c);
-    let q = query(job);
+    let q = query(job, ctx.wet);
     let phase_t = std::cell::Cell::new(std::time::Instant::now());
     let done = |phase: &str, detail: String| {
         let t = phase_t.replace(std::time::Instant::now());

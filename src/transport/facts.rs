@@ -26,6 +26,10 @@ pub struct FactsQuery {
     /// Shell commands run with no stdin and output discarded; their exit status comes back
     /// ([`Facts::probes`], same order). A syntax error fails only that probe.
     pub probes: Vec<String>,
+    /// A file on the host remembering each regular file's sha256 by its stat stamp (device,
+    /// inode, size, mtime and ctime in ns: any write or rename changes one), so an unchanged
+    /// file is not hashed again; `true` to add what was hashed (apply, under the board lock).
+    pub hash_cache: Option<(String, bool)>,
 }
 
 impl Default for FactsQuery {
@@ -37,6 +41,7 @@ impl Default for FactsQuery {
             reads: vec![],
             reads_unless: vec![],
             probes: vec![],
+            hash_cache: None,
         }
     }
 }
@@ -106,13 +111,21 @@ pub fn script(q: &FactsQuery) -> String {
     if !q.paths.is_empty() {
         s.push_str(super::cmd::SHA_FN);
         s.push('\n');
+        // The hash cache: lines `h KEY STAMP SHA256` (KEY: the path in hex), loaded once.
+        match &q.hash_cache {
+            Some((p, _)) => s.push_str(&format!("rv_hc=$(cat {} 2>/dev/null); rv_new=''\n", quote(p))),
+            None => s.push_str("rv_hc=''; rv_new=''\n"),
+        }
         s.push_str(concat!(
             "f() {\n",
             "  if [ -L \"$2\" ]; then m=$(stat -c '%a %U %G' \"$2\") || m='- - -'; ",
             "l=$(printf '%s' \"$(readlink \"$2\")\" | od -An -v -tx1 | tr -d ' \\n'); ",
             "echo \"@@rv file $1 link $m - ${l:--}\"\n",
-            "  elif [ -f \"$2\" ]; then m=$(stat -c '%a %U %G' \"$2\") || m='- - -'; ",
-            "h=$(rv_sha < \"$2\" 2>/dev/null) || h=''; h=${h%% *}; ",
+            "  elif [ -f \"$2\" ]; then m=$(stat -c '%a %U %G %d:%i:%s:%.9Y:%.9Z' \"$2\") || m='- - - -'; ",
+            "st=${m##* }; m=${m% *}; ",
+            "case \"$rv_hc\" in *\"h $3 $st \"*) h=${rv_hc#*\"h $3 $st \"}; h=${h%%[!0-9a-f]*};; ",
+            "*) h=$(rv_sha < \"$2\" 2>/dev/null) || h=''; h=${h%% *}; ",
+            "[ -z \"$h\" ] || [ \"$st\" = - ] || rv_new=\"${rv_new}h $3 $st $h\\n\";; esac; ",
             "echo \"@@rv file $1 regular $m ${h:--} -\"\n",
             "  elif [ -d \"$2\" ]; then m=$(stat -c '%a %U %G' \"$2\") || m='- - -'; echo \"@@rv file $1 dir $m - -\"\n",
             "  elif [ -e \"$2\" ]; then m=$(stat -c '%a %U %G' \"$2\") || m='- - -'; echo \"@@rv file $1 other $m - -\"\n",
@@ -120,14 +133,23 @@ pub fn script(q: &FactsQuery) -> String {
             "}\n",
         ));
         for (i, p) in q.paths.iter().enumerate() {
-            s.push_str(&format!("f {i} {}\n", quote(p)));
+            s.push_str(&format!("f {i} {} {}\n", quote(p), hex::encode(p.as_bytes())));
+        }
+        if let Some((p, true)) = &q.hash_cache {
+            // Kept small: a cache past 256 KiB starts over.
+            s.push_str(&format!(
+                "if [ -n \"$rv_new\" ]; then c={p}; [ \"$(wc -c < \"$c\" 2>/dev/null || echo 0)\" -lt 262144 ] || : > \"$c\"; \
+                 (umask 077; printf '%b' \"$rv_new\" >> \"$c\"); fi\n",
+                p = quote(p)
+            ));
         }
     }
     if !q.services.is_empty() {
         s.push_str(concat!(
-            "s() { a=$(systemctl is-active \"$2\" 2>/dev/null | head -n 1); ",
-            "e=$(systemctl is-enabled \"$2\" 2>/dev/null | head -n 1); ",
-            "echo \"@@rv svc $1 ${a:-unknown} ${e:-unknown}\"; }\n",
+            // One `systemctl show` per unit (is-active + is-enabled would be two).
+            "s() { a=unknown; e=unknown; for l in $(systemctl show -p ActiveState,UnitFileState \"$2\" 2>/dev/null); do ",
+            "case $l in ActiveState=?*) a=${l#*=};; UnitFileState=?*) e=${l#*=};; esac; done; ",
+            "echo \"@@rv svc $1 $a $e\"; }\n",
         ));
         for (i, u) in q.services.iter().enumerate() {
             s.push_str(&format!("s {i} {}\n", quote(u)));
@@ -351,8 +373,8 @@ mod tests {
     #[test]
     fn script_quotes_paths_and_refers_by_index() {
         let s = script(&query());
-        assert!(s.contains("f 0 /usr/local/bin/k3s\n"));
-        assert!(s.contains("f 1 '/etc/a b/$(x)\n'\\''y'\\'''\n"), "{s}");
+        assert!(s.contains(&format!("f 0 /usr/local/bin/k3s {}\n", hex::encode("/usr/local/bin/k3s"))));
+        assert!(s.contains(&format!("f 1 '/etc/a b/$(x)\n'\\''y'\\''' {}\n", hex::encode("/etc/a b/$(x)\n'y'"))), "{s}");
         assert!(s.contains("s 0 k3s.service\n"));
         assert!(s.contains("if [ -x /usr/local/bin/k3s ]; then /usr/local/bin/k3s --version"));
         assert!(s.ends_with("echo '@@rv end'\n"));
@@ -469,6 +491,39 @@ NAME=\"openEuler\"\nVERSION=\"24.03 (LTS-SP1)\"\nID=openEuler\nPRETTY_NAME='open
         assert_eq!(f.contents[&a.display().to_string()], b"x\n'$(y)'\n");
         assert_eq!(f.probes[..3], [0, 3, 1]);
         assert_ne!(f.probes[3], 0);
+    }
+
+    #[test]
+    fn the_hash_cache_answers_for_unchanged_files_and_never_for_changed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("bin");
+        std::fs::write(&f, "one").unwrap();
+        let cache = dir.path().join("cache").display().to_string();
+        let q = |write: bool| FactsQuery {
+            paths: vec![f.display().to_string()],
+            hash_cache: Some((cache.clone(), write)),
+            ..FactsQuery::default()
+        };
+        let run = |q: &FactsQuery| {
+            let out = std::process::Command::new("sh").arg("-c").arg(script(q)).output().unwrap();
+            match parse(q, &String::from_utf8_lossy(&out.stdout)).unwrap().files.remove(&f.display().to_string()) {
+                Some(FileFact::Present { sha256, .. }) => sha256.unwrap(),
+                other => panic!("{other:?}"),
+            }
+        };
+        let one = crate::render::sha256_hex(b"one");
+        assert_eq!(run(&q(false)), one);
+        assert!(!std::path::Path::new(&cache).exists(), "a plan never writes the cache");
+        assert_eq!(run(&q(true)), one);
+        let text = std::fs::read_to_string(&cache).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        // A forged entry for the current stamp is believed: proof that the cache answered.
+        let forged = text.replace(&one, &"ab".repeat(32));
+        std::fs::write(&cache, &forged).unwrap();
+        assert_eq!(run(&q(false)), "ab".repeat(32));
+        // Rewriting the file changes its stamp (ctime at least): hashed again, truly.
+        std::fs::write(&f, "two").unwrap();
+        assert_eq!(run(&q(false)), crate::render::sha256_hex(b"two"));
     }
 
     #[test]
