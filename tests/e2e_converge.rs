@@ -216,6 +216,7 @@ fn fresh_cluster_converges_then_reapply_is_a_noop_and_a_reflashed_agent_rejoins(
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("another rvcluster apply holds the lock") && text.contains("4242"), "{text}");
+    assert!(text.contains("help: wait for the other apply to finish"), "the cause's help reaches the user: {text}");
     drop(holder.stdin.take()); // the holder's `read` ends: its lock goes with it
     let _ = holder.wait();
 

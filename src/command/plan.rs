@@ -115,6 +115,14 @@ fn print_hosts(plans: &[HostPlan], wet: bool, out: &Output) {
         println!("{}", out.bold(&head));
         if let Some(e) = &p.error {
             println!("  {} {e}", console::style("failed:").red().bold());
+            // The cause's miette code and help (a transport error's advice, say) reach the user.
+            let d: &dyn miette::Diagnostic = &e.cause;
+            if let Some(help) = d.help() {
+                println!("  {} {help}", console::style("help:").cyan());
+            }
+            if let Some(code) = d.code() {
+                println!("  {}", out.dim(&format!("({code})")));
+            }
         } else if p.changes.is_empty() {
             println!("  {}", out.dim("no changes"));
         }

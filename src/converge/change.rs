@@ -20,7 +20,7 @@ pub enum Change {
     /// A file rvcluster wrote on an earlier apply that cluster.kdl no longer asks for.
     RemoveFile { path: String },
     /// A fresh agent whose old node object must go before it can rejoin
-    /// (docs/k3s-behaviour.md, re-joining a re-flashed agent).
+    /// (docs/k3s-behaviour.md §8 node password, re-joining).
     ForgetNode { node: String },
 }
 

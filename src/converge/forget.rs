@@ -1,6 +1,6 @@
 //! Phase: a re-flashed agent (no unit, no node password on the board) whose name the server still
 //! knows must have its node object and node-password secret deleted on the server before it can
-//! rejoin (docs/k3s-behaviour.md, re-joining). The driver asks the server only for such a fresh
+//! rejoin (docs/k3s-behaviour.md §8.1, §8.2). The driver asks the server only for such a fresh
 //! agent; the deletion runs on the server before the agent's script.
 
 use crate::spec::Role;

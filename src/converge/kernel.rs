@@ -1,7 +1,8 @@
 //! Phase: kernel modules and sysctls. The profile's modules-load.d and sysctl.d files are plain
 //! managed files (files phase) and the k3s unit modprobes br_netfilter and overlay at every
 //! start; what this phase adds is that a changed sysctl drop-in takes effect now, not only at the
-//! next boot, after loading the modules (the bridge keys exist only once br_netfilter is loaded).
+//! next boot, after loading the modules (the bridge keys exist only once br_netfilter is loaded;
+//! docs/k3s-behaviour.md §10.1, §10.2).
 //! Nothing here runs on a host whose drop-in is unchanged, so a no-op apply stays a no-op.
 
 use crate::transport::cmd::quote;

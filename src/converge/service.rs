@@ -1,8 +1,8 @@
 //! Phase: the k3s (or registry) unit. daemon-reload only when the unit file changed; enable when
 //! not enabled; start when not running, else restart once when a file it reads changed. Start
 //! and restart use --no-block (a Type=notify agent the server rejects never signals READY and
-//! TimeoutStartSec=0 would block for ever); readiness is the verify step's job. A server started
-//! or restarted here prints its token once written, for the agents (docs/k3s-behaviour.md).
+//! TimeoutStartSec=0 would block for ever); readiness is the verify step's job (docs/k3s-behaviour.md §3.1-§3.3). A server started
+//! or restarted here prints its token once written, for the agents (docs/k3s-behaviour.md §7.1).
 
 use crate::render::SERVER_TOKEN;
 use crate::spec::Role;

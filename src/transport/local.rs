@@ -53,21 +53,8 @@ impl Host for LocalHost {
         marker: &str,
         _timeout: Option<Duration>,
     ) -> Result<Box<dyn super::held::Held>> {
-        let host = self.name.clone();
-        let fail = |cause: std::io::Error| TransportError::Session {
-            host: host.clone(),
-            what: "running a local command".into(),
-            cause: cause.to_string(),
-        };
-        let mut child = Command::new("/bin/sh")
-            .arg("-c")
-            .arg(command)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .map_err(fail)?;
+        let fail = |cause: std::io::Error| local_error(&self.name, cause);
+        let mut child = spawn_sh(command).map_err(fail)?;
         let mut stdin = child.stdin.take().expect("piped");
         let mut out = child.stdout.take().expect("piped");
         let mut err = child.stderr.take().expect("piped");
@@ -100,21 +87,8 @@ impl Host for LocalHost {
         stdin: &mut dyn Read,
         timeout: Option<Duration>,
     ) -> Result<ExecOutput> {
-        let host = self.name.clone();
-        let fail = |cause: std::io::Error| TransportError::Session {
-            host: host.clone(),
-            what: "running a local command".into(),
-            cause: cause.to_string(),
-        };
-        let mut child = Command::new("/bin/sh")
-            .arg("-c")
-            .arg(command)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .map_err(fail)?;
+        let fail = |cause: std::io::Error| local_error(&self.name, cause);
+        let mut child = spawn_sh(command).map_err(fail)?;
         let mut out_pipe = child.stdout.take().expect("piped");
         let mut err_pipe = child.stderr.take().expect("piped");
         let mut in_pipe = child.stdin.take().expect("piped");
@@ -207,4 +181,20 @@ impl super::held::Held for LocalHeld {
         })?;
         Ok(ExecOutput { status: status.code().unwrap_or(-1), stdout, stderr: stderr.join().unwrap_or_default() })
     }
+}
+
+fn local_error(host: &str, cause: std::io::Error) -> TransportError {
+    TransportError::Session { host: host.to_string(), what: "running a local command".into(), cause: cause.to_string() }
+}
+
+/// `sh -c command` with every stream piped, in its own process group (so a timeout kills all).
+fn spawn_sh(command: &str) -> std::io::Result<std::process::Child> {
+    Command::new("/bin/sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
 }

@@ -575,15 +575,7 @@ impl Host for SshHost {
         timeout: Option<Duration>,
     ) -> Result<ExecOutput> {
         let start = Instant::now();
-        self.session.set_blocking(true);
-        self.session.set_timeout(60_000);
-        let mut ch = self
-            .session
-            .channel_session()
-            .map_err(|e| self.session_err("opening a channel", e))?;
-        ch.exec(command)
-            .map_err(|e| self.session_err("starting a command", e))?;
-        self.session.set_blocking(false);
+        let mut ch = self.open_exec(command)?;
         let result = pump_channel(&self.session, self.fd, &mut ch, stdin, timeout, start, None);
         if matches!(result, Err(PumpError::Timeout)) {
             // Ask the host to close the channel and forget it without waiting for the answer.
@@ -679,8 +671,8 @@ impl super::held::Held for SshHeld {
 }
 
 impl SshHost {
-    pub(super) fn start_held(&mut self, command: &str, prefix: &[u8], marker: &str, timeout: Option<Duration>) -> Result<Box<dyn super::held::Held>> {
-        let start = Instant::now();
+    /// A new channel running `command`, the session left non-blocking for pumping.
+    fn open_exec(&mut self, command: &str) -> Result<Channel> {
         self.session.set_blocking(true);
         self.session.set_timeout(60_000);
         let mut ch = self
@@ -690,6 +682,12 @@ impl SshHost {
         ch.exec(command)
             .map_err(|e| self.session_err("starting a command", e))?;
         self.session.set_blocking(false);
+        Ok(ch)
+    }
+
+    pub(super) fn start_held(&mut self, command: &str, prefix: &[u8], marker: &str, timeout: Option<Duration>) -> Result<Box<dyn super::held::Held>> {
+        let start = Instant::now();
+        let mut ch = self.open_exec(command)?;
         let mut input = prefix;
         let result = pump_channel(&self.session, self.fd, &mut ch, &mut input, timeout, start, Some(marker));
         self.session.set_blocking(true);
