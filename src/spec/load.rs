@@ -275,7 +275,7 @@ impl Decoder<'_> {
         let sha = e.required_prop_str("sha256", "64 lowercase hex digits", &mut self.p);
         let sha = sha.and_then(|(s, span)| {
             if HEX64.is_match(&s) {
-                Some(s)
+                Some((s, span))
             } else {
                 self.p.push_help(
                     span,
@@ -297,7 +297,28 @@ impl Decoder<'_> {
             (None, Some((path, span))) => BinarySource::File(self.existing_file(&path, span, "binary")?),
             _ => return None,
         };
-        Some(Binary { source, sha256: sha?, span: c.span() })
+        let (sha, sha_span) = sha?;
+        // A local file is checked now: `check` catches a wrong digest, not the upload on the board.
+        // (A url= binary is checked when it is downloaded.)
+        if let BinarySource::File(p) = &source {
+            match crate::artifact::file_sha256(p) {
+                Ok(actual) if actual == sha => {}
+                Ok(actual) => {
+                    self.p.push_help(
+                        sha_span,
+                        format!("sha256 does not match the file: {} has sha256 {actual}", p.display()),
+                        "not the file's sha256",
+                        "if this is the file you mean, write its sha256 here (sha256sum FILE); otherwise fix the path",
+                    );
+                    return None;
+                }
+                Err(err) => {
+                    self.p.push(sha_span, format!("cannot read {} to check its sha256: {err}", p.display()), "unreadable file");
+                    return None;
+                }
+            }
+        }
+        Some(Binary { source, sha256: sha, span: c.span() })
     }
 
     fn manifest_name(&mut self, path: &Path, span: SourceSpan, earlier: &[Spanned<PathBuf>]) {
@@ -718,7 +739,44 @@ impl Decoder<'_> {
             self.p.push(span, format!("unknown image source `{from}`"), "expected oci-archive:, oci:, docker-archive: or docker://");
             return None;
         };
+        self.local_image(&from, span, &source)?;
         Some(Image { reference: reference?, source, span: node.span() })
+    }
+
+    /// A local image source (archive or layout directory) is read now: it must hold a
+    /// linux/riscv64 image. Only the index, manifests and configs are read, never the layers.
+    /// `docker://` sources are remote and are checked by plan and apply.
+    fn local_image(&mut self, from: &str, span: SourceSpan, source: &ImageSource) -> Option<()> {
+        use crate::registry::RegistryError;
+        use crate::registry::source::{self, RemoteSources, Source};
+        let src = match source {
+            ImageSource::OciArchive(p) => Source::OciArchive(p.clone()),
+            ImageSource::OciDir(p) => Source::OciDir(p.clone()),
+            ImageSource::DockerArchive(p) => Source::DockerArchive(p.clone()),
+            ImageSource::Docker(_) => return Some(()),
+        };
+        match source::load(&src, &RemoteSources::default()) {
+            Ok(_) => Some(()),
+            Err(RegistryError::NoRiscv64 { platforms, .. }) => {
+                let has = if platforms.is_empty() { "no platform information".to_string() } else { platforms.join(", ") };
+                self.p.push_help(
+                    span,
+                    format!("`{from}` has no linux/riscv64 image; it has: {has}"),
+                    "no linux/riscv64 inside",
+                    "the boards can only run linux/riscv64 images: build or port one (e.g. docker buildx build \
+                     --platform linux/riscv64 --output type=oci,dest=FILE.tar) and point `from` at it",
+                );
+                None
+            }
+            Err(RegistryError::BadSource { reason, .. }) => {
+                self.p.push(span, format!("`{from}` cannot be read as an image: {reason}"), "not a usable image");
+                None
+            }
+            Err(e) => {
+                self.p.push(span, format!("`{from}` cannot be read as an image: {e}"), "not a usable image");
+                None
+            }
+        }
     }
 
     fn upstream(&mut self, node: &KdlNode) -> Option<Upstream> {
