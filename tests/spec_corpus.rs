@@ -84,3 +84,32 @@ fn secrets_never_echoed_in_errors() {
         assert!(stderr.contains("***"), "{file}: the secret's place is masked:\n{stderr}");
     }
 }
+
+/// What `check` rejects by reading local files (a binary whose sha256 is not the one written, an
+/// image archive without linux/riscv64) stops plan and apply the same way, before any host is
+/// contacted, and the closure check never calls such an image provided.
+#[test]
+fn plan_and_apply_reject_local_input_errors_before_any_host() {
+    for (file, says) in [
+        ("41-sha256-mismatch.kdl", &["has sha256", "bf4e2dbaf8165b58064967a0bd45da6f17302b2e240cf4496e80229c9173409f"][..]),
+        ("42-image-no-riscv64.kdl", &["no linux/riscv64 image", "linux/amd64", "linux/arm64"]),
+    ] {
+        let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/invalid").join(file);
+        let line_col = std::fs::read_to_string(f.with_extension("expected")).unwrap();
+        let line_col: Vec<&str> = line_col.split(':').take(2).collect();
+        for cmd in ["check", "plan", "apply"] {
+            let out = assert_cmd::Command::cargo_bin("rvcluster")
+                .unwrap()
+                .args(["--color", "never", cmd])
+                .arg(&f)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{cmd} {file}:\n{stderr}");
+            assert!(stderr.contains(&format!("{file}:{}:{}", line_col[0], line_col[1])), "{cmd} {file}:\n{stderr}");
+            assert!(says.iter().all(|w| stderr.contains(w)), "{cmd} {file} says {says:?}:\n{stderr}");
+            assert!(out.stdout.is_empty(), "{cmd} {file}: no plan, no closure report:\n{}", String::from_utf8_lossy(&out.stdout));
+            assert!(!stderr.contains("provided by cluster.kdl"), "{stderr}");
+        }
+    }
+}

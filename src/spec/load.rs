@@ -273,9 +273,10 @@ impl Decoder<'_> {
             None
         };
         let sha = e.required_prop_str("sha256", "64 lowercase hex digits", &mut self.p);
+        let sha_value = e.prop("sha256").map(value_span);
         let sha = sha.and_then(|(s, span)| {
             if HEX64.is_match(&s) {
-                Some((s, span))
+                Some((s, sha_value.unwrap_or(span)))
             } else {
                 self.p.push_help(
                     span,
@@ -301,12 +302,13 @@ impl Decoder<'_> {
         // A local file is checked now: `check` catches a wrong digest, not the upload on the board.
         // (A url= binary is checked when it is downloaded.)
         if let BinarySource::File(p) = &source {
+            let written = e.args.first().and_then(|a| a.value().as_string()).unwrap_or_default();
             match crate::artifact::file_sha256(p) {
                 Ok(actual) if actual == sha => {}
                 Ok(actual) => {
                     self.p.push_help(
                         sha_span,
-                        format!("sha256 does not match the file: {} has sha256 {actual}", p.display()),
+                        format!("sha256 does not match the file: `{written}` has sha256 {actual}"),
                         "not the file's sha256",
                         "if this is the file you mean, write its sha256 here (sha256sum FILE); otherwise fix the path",
                     );
