@@ -1,11 +1,14 @@
 //! Locating (and if needed building) workspace binaries the lab runs: the simulated k3s from
 //! tests/k3s-sim (which rvcluster installs on the boards as "the k3s binary") and rvcluster
-//! itself (for `lab demo`). Owns no files; may run `cargo build`.
+//! itself (for `lab demo`). Owns no files; may run `cargo build`, and then says so on stderr
+//! (a line before, cargo's own progress, a line after): on a fresh machine that takes minutes.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
+use std::time::Instant;
 
 use crate::error::{LabError, Result};
 
@@ -30,7 +33,6 @@ pub fn build_args(
 ) -> Vec<String> {
     let mut v: Vec<String> = [
         "build",
-        "--quiet",
         "-p",
         package,
         "--bin",
@@ -46,6 +48,34 @@ pub fn build_args(
         v.push("--release".into());
     }
     v
+}
+
+/// Builds binary `bin` of workspace package `package` into the profile directory `dir`
+/// (`<target>/debug` or `<target>/release`), saying on `log` what it builds before and how long
+/// it took after; cargo's own progress goes to this process's stderr in between.
+pub fn build(package: &str, bin: &str, dir: &Path, log: &mut dyn Write) -> std::result::Result<PathBuf, String> {
+    let path = dir.join(bin);
+    let target = dir.parent().ok_or("cannot locate the target directory")?;
+    let release = dir.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
+    let _ = writeln!(
+        log,
+        "lab: building {bin} (cargo build -p {package} --bin {bin}{}); the first build on a fresh machine takes a few minutes",
+        if release { " --release" } else { "" }
+    );
+    let _ = log.flush();
+    let t0 = Instant::now();
+    let st = Command::new(cargo)
+        .args(build_args(package, bin, &manifest, target, release))
+        .status()
+        .map_err(|e| format!("running cargo: {e}"))?;
+    if !st.success() || !path.exists() {
+        let _ = writeln!(log, "lab: building {bin} failed ({st})");
+        return Err(format!("`cargo build -p {package} --bin {bin}` failed ({st})"));
+    }
+    let _ = writeln!(log, "lab: built {bin} in {:.0}s ({})", t0.elapsed().as_secs_f64(), path.display());
+    Ok(path)
 }
 
 /// Binary `bin` of workspace package `package`: `$env_var` if set, else next to the running
@@ -65,20 +95,7 @@ pub fn workspace_binary(package: &str, bin: &str, env_var: &str) -> Result<PathB
             if path.exists() {
                 return Ok(path);
             }
-            let target = dir.parent().ok_or("cannot locate the target directory")?;
-            let release = dir.file_name().is_some_and(|n| n == "release");
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
-            let st = Command::new(cargo)
-                .args(build_args(package, bin, &manifest, target, release))
-                .status()
-                .map_err(|e| format!("running cargo: {e}"))?;
-            if !st.success() || !path.exists() {
-                return Err(format!(
-                    "`cargo build -p {package} --bin {bin}` failed ({st})"
-                ));
-            }
-            Ok(path)
+            build(package, bin, &dir, &mut std::io::stderr())
         })
         .clone();
     r.map_err(|e| LabError::Missing {
@@ -112,7 +129,7 @@ mod tests {
         );
         assert_eq!(
             a.join(" "),
-            "build --quiet -p k3s-sim --bin k3s --manifest-path /w/Cargo.toml --target-dir /t"
+            "build -p k3s-sim --bin k3s --manifest-path /w/Cargo.toml --target-dir /t"
         );
         assert!(
             build_args(
@@ -124,5 +141,25 @@ mod tests {
             )
             .ends_with(&["--release".to_string()])
         );
+    }
+
+    /// What `lab demo` shows on a fresh machine while it builds rvcluster: a line naming what it
+    /// builds before cargo runs, and one after. Builds the simulated k3s for real (cargo finds
+    /// it up to date when it is, and then only the two lines are new).
+    #[test]
+    fn building_says_what_and_how_long() {
+        let dir = target_profile_dir().expect("the test runs from a target directory");
+        let mut log = Vec::new();
+        let path = build("k3s-sim", "k3s", &dir, &mut log).expect("k3s-sim builds");
+        assert!(path.is_file());
+        let text = String::from_utf8(log).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].starts_with("lab: building k3s (cargo build -p k3s-sim --bin k3s"), "{text}");
+        assert!(lines[0].contains("takes a few minutes"), "{text}");
+        assert!(lines[1].starts_with("lab: built k3s in ") && lines[1].contains(&path.display().to_string()), "{text}");
+        let mut log = Vec::new();
+        assert!(build("k3s-sim", "no-such-bin", &dir, &mut log).is_err());
+        assert!(String::from_utf8(log).unwrap().contains("lab: building no-such-bin failed"));
     }
 }
