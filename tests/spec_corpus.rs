@@ -113,3 +113,27 @@ fn plan_and_apply_reject_local_input_errors_before_any_host() {
         }
     }
 }
+
+/// Hostile names, addresses, labels, tags, users and URLs are refused one by one, each saying
+/// what is allowed there (the help line under the located error).
+#[test]
+fn hostile_values_are_refused_saying_what_is_allowed() {
+    for (file, problems, allowed) in [
+        ("44-hostile-node-names.kdl", 4, "lowercase letters, digits, `-` and `.`, at most 63 characters"),
+        ("45-hostile-addresses.kdl", 4, "an IPv4 or IPv6 address, or a host name: ASCII letters, digits and `-`"),
+        ("46-hostile-labels.kdl", 7, "Kubernetes label syntax"),
+        ("47-hostile-tags.kdl", 5, "a tag is ASCII letters, digits, `.`, `_` and `-`"),
+        ("48-hostile-ssh.kdl", 4, "a user name is ASCII letters, digits, `.`, `_` and `-`"),
+        ("49-hostile-registry.kdl", 7, "a registry user is printable ASCII without spaces or `:`"),
+    ] {
+        let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/invalid").join(file);
+        let out = assert_cmd::Command::cargo_bin("rvcluster").unwrap().args(["--color", "never", "check"]).arg(&f).output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // miette wraps long lines: compare with runs of whitespace (and the margin) collapsed.
+        let flat = stderr.split_whitespace().filter(|w| *w != "|" && *w != "│").collect::<Vec<_>>().join(" ");
+        assert!(flat.contains(&format!("({problems} problems)")), "{file}:\n{stderr}");
+        assert!(flat.contains(&format!("help: {allowed}")), "{file} says what is allowed ({allowed}):\n{stderr}");
+        assert!(!stderr.contains("rm -rf") || file == "45-hostile-addresses.kdl", "{stderr}");
+    }
+}

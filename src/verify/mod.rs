@@ -238,14 +238,7 @@ pub fn wait(
 
 /// The last lines a crashing container printed (`kubectl logs --previous`, else the current run).
 pub fn last_logs(server: &mut dyn crate::transport::Host, ns: &str, pod: &str, container: &str, lines: usize) -> Vec<String> {
-    use crate::transport::cmd::quote;
-    let base = format!(
-        "/usr/local/bin/k3s kubectl -n {} logs {} -c {} --tail {lines}",
-        quote(ns),
-        quote(pod),
-        quote(container)
-    );
-    for cmd in [format!("{base} --previous"), base] {
+    for cmd in [logs_command(ns, pod, container, lines, true), logs_command(ns, pod, container, lines, false)] {
         if let Ok(o) = server.exec(&cmd, None, Some(std::time::Duration::from_secs(30)))
             && o.success()
             && !o.stdout_str().trim().is_empty()
@@ -254,4 +247,17 @@ pub fn last_logs(server: &mut dyn crate::transport::Host, ns: &str, pod: &str, c
         }
     }
     Vec::new()
+}
+
+/// `k3s kubectl logs` of one container (`previous`: the run before the current one). Names come
+/// from the cluster (kubectl output), so each is quoted.
+pub fn logs_command(ns: &str, pod: &str, container: &str, lines: usize, previous: bool) -> String {
+    use crate::transport::cmd::quote;
+    format!(
+        "/usr/local/bin/k3s kubectl -n {} logs {} -c {} --tail {lines}{}",
+        quote(ns),
+        quote(pod),
+        quote(container),
+        if previous { " --previous" } else { "" }
+    )
 }
