@@ -4,8 +4,10 @@
 //! `transport` and `registry` are the only modules that touch the world.
 
 pub mod artifact;
+pub mod build;
 pub mod command;
 pub mod converge;
+pub mod event;
 pub mod images;
 pub mod lock;
 pub mod pki;

@@ -200,14 +200,24 @@ fn fresh_cluster_converges_then_reapply_is_a_noop_and_a_reflashed_agent_rejoins(
     assert!(std::fs::read_to_string(&merged).unwrap().contains(&format!("https://{sip}:6443")));
 
     // Two applies never interleave on a board: a held lock stops the second with a clear message.
-    let lock_dir = env.lab.board("agent2").unwrap().path("/var/lib/rvcluster/apply.lock");
-    std::fs::create_dir_all(&lock_dir).unwrap();
-    std::fs::write(lock_dir.join("owner"), "4242 2026-11-26T09:00:00Z\n").unwrap();
+    // The lock is a flock held by the other apply's command for as long as it runs.
+    let agent2 = env.lab.board("agent2").unwrap();
+    std::fs::write(agent2.path("/var/lib/rvcluster/apply.owner"), "rvcluster apply by someone, pid 4242\n").unwrap();
+    let mut holder = agent2
+        .command_inside("exec flock /var/lib/rvcluster/apply.lock sh -c 'echo held; read x'")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "held");
     let out = env.rv(&["apply", "cluster.kdl", "--no-wait", "--skip-closure-check", "--on", "agent2"]);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("another rvcluster apply holds the lock") && text.contains("4242"), "{text}");
-    std::fs::remove_dir_all(&lock_dir).unwrap();
+    drop(holder.stdin.take()); // the holder's `read` ends: its lock goes with it
+    let _ = holder.wait();
 
     // A manifest dropped from cluster.kdl is removed from the server (k3s keeps its objects), and
     // since k3s watches that directory, nothing restarts.

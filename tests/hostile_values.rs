@@ -187,11 +187,11 @@ proptest! {
         nothing_ran(dir.path(), &[&sub]);
     }
 
-    /// `kubectl logs` for names read back from the cluster: each name is one argv word.
+    /// `k3s kubectl logs` for names read back from the cluster: each name is one argv word.
     #[test]
     fn kubectl_logs_words(ns in hostile(), pod in hostile(), container in hostile()) {
         let dir = work();
-        let c = rvcluster::verify::logs_command(&ns, &pod, &container, 5, true);
+        let c = rvcluster::verify::kubectl_command("/usr/local/bin/k3s", &rvcluster::verify::logs_args(&ns, &pod, &container, 5, true));
         let argv = argv_of(&c, "/usr/local/bin/k3s", dir.path());
         prop_assert_eq!(argv, ["kubectl", "-n", &ns, "logs", &pod, "-c", &container, "--tail", "5", "--previous"]);
         nothing_ran(dir.path(), &[]);

@@ -339,6 +339,7 @@ fn facts_of(h: &mut dyn Host) {
         ],
         services: vec!["rvcluster-test-nonexistent.service".into()],
         k3s_binary: format!("{d}/k3s"),
+        ..FactsQuery::default()
     };
     let k3s = format!("{d}/k3s");
     std::fs::write(

@@ -323,3 +323,43 @@ fn ssh_upload_on_a_host_without_openssl_uses_sha256sum() {
         b"no openssl here\n"
     );
 }
+
+/// A compressed upload: fewer bytes cross the wire, the host decompresses while receiving and
+/// verifies the uncompressed sha256; a stream that decompresses to other bytes is refused and
+/// the installed file stays.
+#[test]
+fn ssh_upload_compressed_sends_fewer_bytes_and_verifies_the_uncompressed_file() {
+    use rvcluster::transport::cmd::Codec;
+    let key = client_key("ed25519", None);
+    let sshd = Sshd::with_key(&key);
+    let (mut h, _d) = connect(&sshd, &key);
+    let src = tempfile::tempdir().unwrap();
+    // Compressible like a binary: repeated text with some variation.
+    let local = src.path().join("k3s");
+    let text: String = (0..200_000).map(|i| format!("symbol_{}_{}\n", i % 977, i % 13)).collect();
+    std::fs::write(&local, &text).unwrap();
+    let sha = sha_file(&local);
+    // SAFETY: this test binary's tests do not read XDG_CACHE_HOME concurrently.
+    unsafe { std::env::set_var("XDG_CACHE_HOME", src.path().join("cache")) };
+    for codec in [Codec::Zstd, Codec::Gzip] {
+        let packed = rvcluster::artifact::compressed(&local, &sha, codec).unwrap();
+        let remote = tempfile::tempdir().unwrap();
+        let dest = RemoteFile::new(remote.path().join("bin/k3s").display().to_string(), 0o755);
+        let o = h.upload_compressed(&packed, codec, &sha, &dest).unwrap();
+        let UploadOutcome::Uploaded { bytes, .. } = o else { panic!("{o:?}") };
+        assert!(bytes * 4 < text.len() as u64, "{codec:?}: sent {bytes} of {}", text.len());
+        assert_eq!(sha_file(&remote.path().join("bin/k3s")), sha);
+        assert_eq!(std::fs::metadata(remote.path().join("bin/k3s")).unwrap().permissions().mode() & 0o777, 0o755);
+        // Another file's compressed form under this digest: refused, nothing replaced.
+        let other = src.path().join("other");
+        std::fs::write(&other, "not the same\n").unwrap();
+        let other_sha = sha_file(&other);
+        let wrong = rvcluster::artifact::compressed(&other, &other_sha, codec).unwrap();
+        let dest2 = RemoteFile::new(remote.path().join("bin/k3s").display().to_string(), 0o755);
+        std::fs::write(remote.path().join("bin/k3s"), "old").unwrap();
+        let err = h.upload_compressed(&wrong, codec, &sha, &dest2).unwrap_err();
+        assert!(matches!(err, TransportError::ShaMismatch { .. }), "{err}");
+        assert_eq!(std::fs::read_to_string(remote.path().join("bin/k3s")).unwrap(), "old");
+        assert!(leftovers(&remote.path().join("bin")).is_empty());
+    }
+}

@@ -45,6 +45,40 @@ pub fn fetch(url: &str, sha256: &str) -> Result<PathBuf, String> {
     Ok(dest)
 }
 
+/// The `codec`-compressed form of the local file `local` (sha256 `sha256`), made once and kept
+/// beside the cache entries as `<sha256>.zst` / `.gz` (written to a temp file, then renamed).
+/// Compression is deterministic for given bytes, level and library version.
+pub fn compressed(local: &Path, sha256: &str, codec: crate::transport::cmd::Codec) -> std::io::Result<PathBuf> {
+    use crate::transport::cmd::Codec;
+    let dest = cache_path(sha256).with_extension(codec.extension());
+    if dest.is_file() {
+        return Ok(dest);
+    }
+    let dir = dest.parent().expect("cache paths have a parent");
+    std::fs::create_dir_all(dir)?;
+    let tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let mut input = std::io::BufReader::new(std::fs::File::open(local)?);
+    let out = std::io::BufWriter::new(tmp.as_file());
+    match codec {
+        Codec::Zstd => {
+            let mut enc = zstd::stream::write::Encoder::new(out, 3)?;
+            let threads = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+            if threads > 1 {
+                enc.multithread(threads)?;
+            }
+            std::io::copy(&mut input, &mut enc)?;
+            enc.finish()?.flush()?;
+        }
+        Codec::Gzip => {
+            let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::new(6));
+            std::io::copy(&mut input, &mut enc)?;
+            enc.finish()?.flush()?;
+        }
+    }
+    tmp.persist(&dest).map_err(|e| e.error)?;
+    Ok(dest)
+}
+
 pub fn file_sha256(p: &Path) -> std::io::Result<String> {
     crate::transport::host::sha256_reader(std::io::BufReader::new(std::fs::File::open(p)?)).map(|(h, _)| h)
 }

@@ -8,7 +8,7 @@ use clap::Args;
 use serde_json::Value;
 
 use super::{EXIT_FAILED, EXIT_OK, Global, Target, load_cluster};
-use crate::converge;
+
 use crate::output::Output;
 
 #[derive(Args, Debug)]
@@ -68,12 +68,12 @@ pub fn merge(mut existing: Value, new: &Value) -> Value {
 }
 
 pub fn run(global: &Global, a: &KubeconfigArgs, out: &Output) -> i32 {
-    let (_p, cluster, _) = match load_cluster(global, &a.target, out) {
+    let (profiles, cluster, _) = match load_cluster(global, &a.target, out) {
         Ok(x) => x,
         Err(code) => return code,
     };
     let Some(server) = cluster.servers().next() else { return EXIT_FAILED };
-    let fetched = converge::connect(&cluster, server, false).and_then(|mut h| {
+    let fetched = global.ctx(&cluster, &profiles, false).connect(server).map_err(|e| e.to_string()).and_then(|mut h| {
         use crate::transport::Host;
         let o = h.exec("cat /etc/rancher/k3s/k3s.yaml", None, None).map_err(|e| e.to_string())?;
         if o.success() { Ok(o.stdout_str()) } else { Err(format!("cannot read k3s.yaml: {}", o.stderr_str().trim())) }

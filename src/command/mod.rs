@@ -13,6 +13,7 @@ use crate::spec::{Cluster, SpecError};
 
 pub mod check;
 pub mod duration;
+pub mod image;
 pub mod plan;
 pub mod status;
 pub mod kubeconfig;
@@ -62,6 +63,18 @@ pub struct Global {
     /// Extra profile directories (OS families, k3s releases) added to the built-in ones.
     #[arg(long = "profiles", value_name = "DIR", global = true, env = "RVCLUSTER_PROFILES", value_delimiter = ':')]
     pub profiles: Vec<PathBuf>,
+    /// The password read by --ask-become-pass (memory only; never printed).
+    #[arg(skip)]
+    pub become_password: Option<String>,
+}
+
+impl Global {
+    /// The converge context for a command: plan (`wet` false) or apply.
+    pub fn ctx<'a>(&self, cluster: &'a Cluster, profiles: &'a Profiles, wet: bool) -> crate::converge::Ctx<'a> {
+        let mut ctx = crate::converge::Ctx::new(cluster, profiles, wet);
+        ctx.become_password = self.become_password.clone();
+        ctx
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -78,6 +91,8 @@ pub enum Command {
     Kubeconfig(kubeconfig::KubeconfigArgs),
     /// Record a node's SSH host key (after checking its fingerprint); --replace for a re-flashed board.
     Trust(trust::TrustArgs),
+    /// Build the images cluster.kdl declares with a `build` block (reproducible OCI archives).
+    Image(image::ImageArgs),
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -107,7 +122,7 @@ pub enum Format {
 }
 
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let mut cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
@@ -121,7 +136,7 @@ pub fn main() -> i32 {
     if cli.global.ask_become_pass {
         eprint!("BECOME password: ");
         match console::Term::stderr().read_secure_line() {
-            Ok(pw) => crate::converge::set_become_password(pw),
+            Ok(pw) => cli.global.become_password = Some(pw),
             Err(e) => {
                 out.error(&format!("cannot read the password: {e}"));
                 return EXIT_INVALID;
@@ -139,6 +154,7 @@ fn run(cli: Cli, out: &Output) -> i32 {
         Command::Status(a) => status::run(&cli.global, &a, out),
         Command::Kubeconfig(a) => kubeconfig::run(&cli.global, &a, out),
         Command::Trust(a) => trust::run(&cli.global, &a, out),
+        Command::Image(a) => image::run(&cli.global, &a, out),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "rvcluster", &mut std::io::stdout());
             EXIT_OK

@@ -9,7 +9,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::{EXIT_CHANGES, EXIT_FAILED, EXIT_INVALID, EXIT_OK, Global, Target, load_cluster};
-use crate::converge::{self, HostPlan, Options};
+use crate::converge::{self, HostPlan};
 use crate::output::Output;
 use crate::profile::Profiles;
 use crate::spec::Cluster;
@@ -106,8 +106,8 @@ fn progress(
     let (tx, rx) = std::sync::mpsc::channel();
     let mut hosts: Vec<String> = c.registry.iter().filter(|r| filter.matches_name(&r.name)).map(|r| r.name.clone()).collect();
     hosts.extend(c.nodes.iter().filter(|n| filter.matches(n)).map(|n| n.name.clone()));
-    let mode = if out.quiet { crate::transport::ProgressMode::Quiet } else { crate::transport::ProgressMode::Auto };
-    (tx, crate::transport::render_progress(rx, hosts, mode))
+    let mode = if out.quiet { crate::output::ProgressMode::Quiet } else { crate::output::ProgressMode::Auto };
+    (tx, crate::output::render_progress(rx, hosts, mode))
 }
 
 /// Repositories cluster.lock says the registry holds (blob mounts between them send no bytes).
@@ -144,23 +144,31 @@ pub fn run_plan(global: &Global, a: &PlanArgs, out: &Output) -> i32 {
         Ok(x) => x,
         Err(code) => return code,
     };
+    // Images with a build block are built (or taken from the build cache) before anything else.
+    if let Err(code) = super::image::build_for_push(&cluster, false, out) {
+        return code;
+    }
     let (tx, progress) = progress(&cluster, &filter, out);
-    let opts = Options { wet: false, accept_new: a.accept_new, parallel: a.parallel, events: Some(tx) };
+    let mut ctx = global.ctx(&cluster, &profiles, false);
+    ctx.accept_new = a.accept_new;
+    ctx.parallel = a.parallel;
+    ctx.events = Some(tx);
+    ctx.registry_password = pw.clone();
     let closure = crate::images::closure(&cluster, &profiles, pw.as_deref());
     let mut plans = Vec::new();
     if let Some(r) = &cluster.registry
         && filter.matches_name(&r.name)
     {
-        plans.extend(converge::converge_registry(&cluster, &profiles, &opts, pw.as_deref()));
+        plans.extend(converge::converge_registry(&ctx));
     }
-    plans.extend(converge::run_nodes(&cluster, &profiles, &|n| filter.matches(n), &opts, pw.clone()));
-    drop(opts);
+    plans.extend(converge::run_nodes(&ctx, &|n| filter.matches(n)));
+    drop(ctx);
     let _ = progress.join();
     let push = if cluster.images.is_empty() {
         None
     } else {
         let repos = known_repos(&cluster);
-        Some(crate::images::push_images(&cluster, pw.as_deref(), false, &BTreeMap::new(), &repos))
+        Some(crate::images::push_images(&cluster, pw.as_deref(), false, &BTreeMap::new(), &repos, &crate::event::Discard))
     };
     let push_changes = matches!(&push, Some(Ok((p, _))) if p.images.iter().any(|i| !i.is_noop()));
     if a.json {
@@ -214,8 +222,16 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
         Ok(x) => x,
         Err(code) => return code,
     };
+    // Images with a build block are built first (with --locked afresh, never from the cache).
+    if let Err(code) = super::image::build_for_push(&cluster, a.locked, out) {
+        return code;
+    }
     let (tx, progress) = progress(&cluster, &filter, out);
-    let opts = Options { wet: true, accept_new: a.accept_new, parallel: a.parallel, events: Some(tx) };
+    let mut ctx = global.ctx(&cluster, &profiles, true);
+    ctx.accept_new = a.accept_new;
+    ctx.parallel = a.parallel;
+    ctx.events = Some(tx);
+    ctx.registry_password = pw.clone();
     out.detail("resolving image sources");
     // What cluster.kdl resolves to now, compared with cluster.lock before anything is touched.
     let lock_path = crate::lock::path_for(&cluster);
@@ -257,7 +273,7 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
     {
         out.info(&format!("registry host {} ({})", r.name, r.address));
         out.detail("converging the registry host");
-        let p = converge::converge_registry(&cluster, &profiles, &opts, pw.as_deref());
+        let p = converge::converge_registry(&ctx);
         registry_ok = p.as_ref().is_none_or(|p| p.error.is_none());
         plans.extend(p);
     }
@@ -265,8 +281,16 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
     if registry_ok && !cluster.images.is_empty() && cluster.registry.is_some() {
         out.info(&format!("pushing {} image(s)", cluster.images.len()));
         out.detail("pushing");
-        match crate::images::push_images(&cluster, pw.as_deref(), true, &locked_digests, &known_repos(&cluster)) {
-            Ok((_, report)) => pushed = report,
+        let sink = crate::event::ToStream {
+            host: cluster.registry.as_ref().map(|r| r.name.clone()).unwrap_or_default(),
+            tx: ctx.events.clone().expect("apply has a progress stream"),
+        };
+        match crate::images::push_images(&cluster, pw.as_deref(), true, &locked_digests, &known_repos(&cluster), &sink) {
+            Ok((plan, report)) => {
+                let sent = plan.images.iter().filter(|i| !i.is_noop()).count();
+                out.info(&format!("  images: {sent} pushed, {} already in the registry", plan.images.len() - sent));
+                pushed = report
+            }
             Err(e) => {
                 out.error(&format!("pushing images: {e}"));
                 print_hosts(&plans, true, out);
@@ -289,8 +313,8 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
     }
     out.info("nodes");
     out.detail("converging nodes");
-    plans.extend(converge::run_nodes(&cluster, &profiles, &|n| filter.matches(n), &opts, pw.clone()));
-    drop(opts);
+    plans.extend(converge::run_nodes(&ctx, &|n| filter.matches(n)));
+    drop(ctx);
     let _ = progress.join();
     if !a.json {
         print_hosts(&plans, true, out);
@@ -307,7 +331,7 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
     let mut health = None;
     let mut code = EXIT_OK;
     if !a.no_wait {
-        match wait_ready(&cluster, &profiles, pw.as_deref(), a, out) {
+        match wait_ready(global, &cluster, &profiles, pw.as_deref(), a, out) {
             Ok(h) => health = Some(h),
             Err((h, c)) => {
                 health = h;
@@ -330,15 +354,22 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
 
 type WaitErr = (Option<Health>, i32);
 
-fn wait_ready(c: &Cluster, profiles: &Profiles, pw: Option<&str>, a: &ApplyArgs, out: &Output) -> Result<Health, WaitErr> {
+fn wait_ready(global: &Global, c: &Cluster, profiles: &Profiles, pw: Option<&str>, a: &ApplyArgs, out: &Output) -> Result<Health, WaitErr> {
     let Some(server) = c.servers().next() else { return Err((None, EXIT_FAILED)) };
-    let mut host = converge::connect(c, server, a.accept_new).map_err(|e| {
+    let mut ctx = global.ctx(c, profiles, false);
+    ctx.accept_new = a.accept_new;
+    let mut host = ctx.connect(server).map_err(|e| {
         out.error(&format!("cannot reach the server to verify: {e}"));
         (None, EXIT_FAILED)
     })?;
     out.info(&format!("waiting for {} node(s) and every pod to be Ready (timeout {})", c.nodes.len(), super::duration::show(a.timeout)));
     let mut last_line = String::new();
-    let result = verify::wait(&mut host, c.nodes.len(), a.timeout, Duration::from_secs(2), &mut |h| {
+    let k3s = converge::k3s_on(&ctx, server, &mut host).map_err(|e| {
+        out.error(&format!("server {}: {e}", server.name));
+        (None, EXIT_FAILED)
+    })?;
+    let mut srv = verify::Server { host: &mut host, k3s };
+    let result = verify::wait(&mut srv, c.nodes.len(), a.timeout, Duration::from_secs(2), &mut |h| {
         let pending: Vec<&str> = h.problems.iter().map(|p| p.pod.as_str()).take(4).collect();
         let line = format!(
             "  nodes {}/{} Ready, pods {}/{} Ready{}",
@@ -359,13 +390,13 @@ fn wait_ready(c: &Cluster, profiles: &Profiles, pw: Option<&str>, a: &ApplyArgs,
             Ok(h)
         }
         WaitResult::Stuck(h) => {
-            print_diagnosis(c, profiles, pw, &h, Some(&mut host), out);
+            print_diagnosis(c, profiles, pw, &h, Some(&mut srv), out);
             Err((Some(h), EXIT_FAILED))
         }
         WaitResult::TimedOut(h) => {
             out.error(&format!("timed out after {}", super::duration::show(a.timeout)));
             if let Some(h) = &h {
-                print_diagnosis(c, profiles, pw, h, Some(&mut host), out);
+                print_diagnosis(c, profiles, pw, h, Some(&mut srv), out);
             }
             Err((h, EXIT_FAILED))
         }
@@ -378,7 +409,7 @@ pub fn print_diagnosis(
     profiles: &Profiles,
     pw: Option<&str>,
     h: &Health,
-    mut server: Option<&mut crate::transport::SshHost>,
+    mut server: Option<&mut verify::Server>,
     out: &Output,
 ) {
     for n in &h.not_ready_nodes {

@@ -5,7 +5,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::{EXIT_FAILED, EXIT_OK, Global, Target, load_cluster};
-use crate::converge::{self, Options};
+use crate::converge;
 use crate::output::Output;
 use crate::verify;
 
@@ -45,14 +45,22 @@ pub fn run(global: &Global, a: &StatusArgs, out: &Output) -> i32 {
         Err(code) => return code,
     };
     let Some(server) = cluster.servers().next() else { return EXIT_FAILED };
-    let mut host = match converge::connect(&cluster, server, false) {
+    let ctx = global.ctx(&cluster, &profiles, false);
+    let mut host = match ctx.connect(server) {
         Ok(h) => h,
         Err(e) => {
-            out.error(&e);
+            out.error(&e.to_string());
             return EXIT_FAILED;
         }
     };
-    let (nodes, pods, events) = match verify::poll(&mut host) {
+    let k3s = match converge::k3s_on(&ctx, server, &mut host) {
+        Ok(k) => k,
+        Err(e) => {
+            out.error(&format!("server {}: {e}", server.name));
+            return EXIT_FAILED;
+        }
+    };
+    let (nodes, pods, events) = match verify::poll(&mut verify::Server { host: &mut host, k3s }) {
         Ok(x) => x,
         Err(e) => {
             out.error(&format!("server {}: {e}", server.name));
@@ -74,9 +82,9 @@ pub fn run(global: &Global, a: &StatusArgs, out: &Output) -> i32 {
     let drift = if a.no_drift {
         None
     } else {
-        let pw = converge::registry_password(&cluster).ok().flatten();
-        let opts = Options { wet: false, accept_new: false, parallel: 8, events: None };
-        let plans = converge::run_nodes(&cluster, &profiles, &|n| filter.matches(n), &opts, pw);
+        let mut ctx = ctx;
+        ctx.registry_password = converge::registry_password(&cluster).ok().flatten();
+        let plans = converge::run_nodes(&ctx, &|n| filter.matches(n));
         Some(
             plans
                 .iter()

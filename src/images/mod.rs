@@ -16,7 +16,7 @@ use crate::registry::push::{self, PushItem, PushPlan};
 use crate::registry::resolve::{self, MirrorConfig, MirrorEntry, Rewrite};
 use crate::registry::source::{self, RemoteSources, Source};
 use crate::spec::reference::ImageRef;
-use crate::spec::{Cluster, ImageSource};
+use crate::spec::{Cluster, Image, ImageSource};
 
 /// The mirrors exactly as registries.yaml declares them (render::registries_yaml).
 pub fn mirror_config(c: &Cluster) -> MirrorConfig {
@@ -96,19 +96,28 @@ pub fn registry_options(c: &Cluster, password: Option<&str>) -> ClientOptions {
 
 /// The closure check: where each needed image will come from, or that it is missing.
 pub fn closure(c: &Cluster, profiles: &Profiles, password: Option<&str>) -> ClosureReport {
-    check(c, &needs(c, profiles), password)
+    check(c, profiles, &needs(c, profiles), password)
 }
 
 /// Resolves `needs` through the cluster's mirrors, with the cluster's `image` entries as provided
-/// and our registry reached with its credentials and CA.
-fn check(c: &Cluster, needs: &[Need], password: Option<&str>) -> ClosureReport {
+/// and our registry reached with its credentials and CA; a missing image with a known substitute
+/// (profiles/substitutes.kdl) gets it offered, checked upstream.
+fn check(c: &Cluster, profiles: &Profiles, needs: &[Need], password: Option<&str>) -> ClosureReport {
     let provided: BTreeMap<String, String> =
         c.images.iter().map(|i| (i.reference.to_string(), i.source.describe())).collect();
     let mut opts = EndpointOptions::new();
     if let Some(r) = &c.registry {
         opts.insert(resolve::normalize_endpoint(&r.endpoint()), registry_options(c, password));
     }
-    closure::check(needs, &provided, &mirror_config(c), &opts)
+    let mirrors = mirror_config(c);
+    let mut report = closure::check(needs, &provided, &mirrors, &opts);
+    let known: Vec<closure::Known> = profiles
+        .substitutes
+        .iter()
+        .map(|s| closure::Known { image: s.image.clone(), with: s.with.clone(), checked: s.checked.clone(), note: s.note.clone() })
+        .collect();
+    closure::offer_substitutes(&mut report, &known, &mirrors, &opts);
+    report
 }
 
 /// Why one image cannot be pulled, in the cluster's terms: every place containerd tries (mirror
@@ -116,23 +125,34 @@ fn check(c: &Cluster, needs: &[Need], password: Option<&str>) -> ClosureReport {
 pub fn explain(c: &Cluster, profiles: &Profiles, password: Option<&str>, image: &str) -> String {
     let Ok(r) = ImageRef::parse(image) else { return format!("`{image}` is not a valid image reference") };
     let need = needs(c, profiles).into_iter().find(|n| n.image == r).unwrap_or(Need { image: r, needed_by: vec![] });
-    check(c, &[need], password).render()
+    check(c, profiles, &[need], password).render()
 }
 
-fn to_source(s: &ImageSource) -> Source {
-    match s {
+/// Where `docker://` sources (and build bases) are fetched from: the cluster's `upstream` entries.
+pub fn remote_sources(c: &Cluster) -> RemoteSources {
+    RemoteSources { upstream_overrides: mirror_config(c).upstream_overrides, options: BTreeMap::new() }
+}
+
+/// The source an image entry pushes from. A built image is its archive in the build cache
+/// (built now when the cache does not have its inputs yet), so it pushes like `oci-archive:`.
+fn to_source(c: &Cluster, i: &Image, remote: &RemoteSources) -> Result<Source, String> {
+    Ok(match &i.source {
         ImageSource::OciArchive(p) => Source::OciArchive(p.clone()),
         ImageSource::OciDir(p) => Source::OciDir(p.clone()),
         ImageSource::DockerArchive(p) => Source::DockerArchive(p.clone()),
         ImageSource::Docker(r) => Source::Docker(r.clone()),
-    }
+        ImageSource::Build(_) => {
+            let built = crate::build::build(c, i, &crate::build::Options { remote, rebuild: false }).map_err(|e| e.to_string())?;
+            Source::OciArchive(built.archive)
+        }
+    })
 }
 
 /// Loads every `image` entry and says where it goes in the private registry.
 pub fn push_items(c: &Cluster, locked: &BTreeMap<String, String>) -> Result<Vec<PushItem>, String> {
     let Some(r) = &c.registry else { return Ok(vec![]) };
     let cfg = mirror_config(c);
-    let remote = RemoteSources { upstream_overrides: cfg.upstream_overrides.clone(), options: BTreeMap::new() };
+    let remote = remote_sources(c);
     let mut items = Vec::new();
     for i in &c.images {
         let dest = resolve::destination(&cfg, &i.reference, &r.endpoint()).ok_or_else(|| {
@@ -145,7 +165,8 @@ pub fn push_items(c: &Cluster, locked: &BTreeMap<String, String>) -> Result<Vec<
         })?;
         // docker:// sources are fetched by the locked digest when cluster.lock pins one.
         let pinned = locked.get(&i.reference.to_string()).map(String::as_str);
-        let image = source::load_pinned(&to_source(&i.source), &remote, pinned).map_err(|e| format!("image {}: {e}", i.reference))?;
+        let src = to_source(c, i, &remote)?;
+        let image = source::load_pinned(&src, &remote, pinned).map_err(|e| format!("image {}: {e}", i.reference))?;
         items.push(PushItem {
             name: i.reference.to_string(),
             image,
@@ -189,13 +210,14 @@ pub fn client(c: &Cluster, password: Option<&str>) -> Result<Option<RegistryClie
     RegistryClient::new(&r.endpoint(), registry_options(c, password)).map(Some).map_err(|e| e.to_string())
 }
 
-/// Plan (dry) or push (wet) the `image` entries.
+/// Plan (dry) or push (wet) the `image` entries; progress goes to `events` (src/output draws it).
 pub fn push_images(
     c: &Cluster,
     password: Option<&str>,
     wet: bool,
     locked: &BTreeMap<String, String>,
     known_repos: &[String],
+    events: &dyn crate::event::PushSink,
 ) -> Result<(PushPlan, Option<push::PushReport>), String> {
     let Some(client) = client(c, password)? else {
         return Err("no registry block".into());
@@ -207,26 +229,8 @@ pub fn push_images(
     if !wet {
         return Ok((plan, None));
     }
-    let (tx, rx) = std::sync::mpsc::channel();
-    // Only images that were actually sent are announced; up-to-date ones stay quiet.
-    let printer = std::thread::spawn(move || {
-        let (mut pushed, mut present) = (0, 0);
-        for ev in rx {
-            match ev {
-                push::PushEvent::ManifestPushed { image, digest } => {
-                    pushed += 1;
-                    eprintln!("  pushed {image} ({digest})");
-                }
-                push::PushEvent::ManifestPresent { .. } => present += 1,
-                _ => {}
-            }
-        }
-        eprintln!("  images: {pushed} pushed, {present} already in the registry");
-    });
-    let report = push::push(&client, &items, &plan, &tx).map_err(|e| e.to_string());
-    drop(tx);
-    let _ = printer.join();
-    Ok((plan, Some(report?)))
+    let report = push::push(&client, &items, &plan, events).map_err(|e| e.to_string())?;
+    Ok((plan, Some(report)))
 }
 
 #[cfg(test)]

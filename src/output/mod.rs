@@ -1,6 +1,10 @@
 //! Everything a person sees: colour choice (--color, NO_COLOR), verbosity, miette diagnostics, and
 //! plain status lines on stderr. Owns no logic about clusters.
 
+pub mod progress;
+
+pub use progress::{ProgressMode, plain_line, render_plain, render_progress};
+
 use clap::ValueEnum;
 use std::io::IsTerminal;
 

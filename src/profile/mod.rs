@@ -88,10 +88,24 @@ impl K3sRelease {
     }
 }
 
+/// A known linux/riscv64 source for an image that lacks linux/riscv64 under its own name
+/// (profiles/substitutes.kdl), offered by the closure check for a MISSING image.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Substitute {
+    pub image: ImageRef,
+    /// The image that has linux/riscv64; None when no source is known (`note` says what to do).
+    pub with: Option<ImageRef>,
+    /// How the entry was verified, or why it could not be.
+    pub checked: String,
+    pub note: Option<String>,
+    pub origin: String,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Profiles {
     pub os: Vec<OsProfile>,
     pub k3s: Vec<K3sRelease>,
+    pub substitutes: Vec<Substitute>,
 }
 
 impl Profiles {
@@ -134,6 +148,11 @@ impl Profiles {
         self.k3s.iter().find(|r| r.version == version)
     }
 
+    /// The known substitute for an image, if profiles/ lists one.
+    pub fn substitute(&self, image: &ImageRef) -> Option<&Substitute> {
+        self.substitutes.iter().find(|s| s.image == *image)
+    }
+
     /// The OS family a board's facts match, if exactly one does.
     pub fn detect(&self, os_release: &BTreeMap<String, String>, arch: &str) -> Vec<&OsProfile> {
         self.os.iter().filter(|o| o.matches(os_release, arch)).collect()
@@ -157,7 +176,13 @@ impl Profiles {
                         self.k3s.push(r);
                     }
                 }
-                _ => unknown_node(node, &["os", "k3s-release"], "at the top of a profile", &mut p),
+                "substitute" => {
+                    if let Some(sub) = decode_substitute(node, origin, &mut p) {
+                        self.substitutes.retain(|x| x.image != sub.image);
+                        self.substitutes.push(sub);
+                    }
+                }
+                _ => unknown_node(node, &["os", "k3s-release", "substitute"], "at the top of a profile", &mut p),
             }
         }
         if p.is_empty() { Ok(()) } else { Err(SpecError::new(file, text, p.0)) }
@@ -321,6 +346,46 @@ fn decode_release(node: &kdl::KdlNode, origin: &str, p: &mut Problems) -> Option
         return None;
     };
     Some(K3sRelease { version, pause, addons, origin: origin.to_string() })
+}
+
+/// `substitute "IMAGE" { use "IMAGE"; checked "..." }` or `substitute "IMAGE" { none "..."; checked "..." }`.
+fn decode_substitute(node: &kdl::KdlNode, origin: &str, p: &mut Problems) -> Option<Substitute> {
+    let e = Entries::new(node, &[], p);
+    e.expect_args(1, 1, "the image that lacks linux/riscv64", p);
+    let parse = |s: &str, span: miette::SourceSpan, p: &mut Problems| match ImageRef::parse(s) {
+        Ok(r) => Some(r),
+        Err(err) => {
+            p.push(span, format!("invalid image reference `{s}`: {err}"), "invalid reference");
+            None
+        }
+    };
+    let (name, span) = e.arg_str(0, "the image", p)?;
+    let image = parse(&name, span, p)?;
+    let mut with = None;
+    let mut checked = None;
+    let mut note = None;
+    for c in children(node, &["use", "none", "checked"], p) {
+        let ce = Entries::new(c, &[], p);
+        no_children(c, p);
+        if !ce.expect_args(1, 1, "one string", p) {
+            continue;
+        }
+        let Some((v, vspan)) = ce.arg_str(0, "the value", p) else { continue };
+        match c.name().value() {
+            "use" => with = parse(&v, vspan, p),
+            "none" => note = Some(v),
+            _ => checked = Some(v),
+        }
+    }
+    if with.is_none() == note.is_none() {
+        p.push(node.name().span(), format!("substitute `{name}` needs exactly one of `use` (the image to use) or `none` (why there is none)"), "use or none");
+        return None;
+    }
+    let Some(checked) = checked else {
+        p.push(node.name().span(), format!("substitute `{name}` needs `checked`: how it was verified, or that it was not"), "missing checked");
+        return None;
+    };
+    Some(Substitute { image, with, checked, note, origin: origin.to_string() })
 }
 
 #[cfg(test)]

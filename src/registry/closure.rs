@@ -83,6 +83,24 @@ pub struct Entry {
     pub needed_by: Vec<NeededBy>,
     #[serde(flatten)]
     pub status: Status,
+    /// For a missing image: a known linux/riscv64 source (profiles/substitutes.kdl).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub substitute: Option<Offer>,
+}
+
+/// A known linux/riscv64 source for a missing image, and what its registry answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Offer {
+    /// The image to copy (normalized reference); None when the data knows no source.
+    pub with: Option<String>,
+    /// How the data entry was verified (from the data).
+    pub checked: String,
+    /// Why there is no source and what to do (entries without `with`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// What the substitute's registry answered now (None: not asked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<Outcome>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -104,15 +122,48 @@ fn describe_tried(t: &Tried) -> String {
 }
 
 impl Entry {
-    /// The fix to suggest for a missing image.
+    /// The fix to suggest for a missing image: a verified substitute first, else port it.
     pub fn fix(&self) -> String {
-        let mut fixes = vec![format!("port it to linux/riscv64 and add `image \"{}\" from=\"oci-archive:PATH\"` to cluster.kdl", self.image)];
+        let add = |with: &str| format!("add `image \"{}\" from=\"docker://{with}\"` to cluster.kdl", self.image);
+        let mut fixes = match &self.substitute {
+            Some(Offer { with: Some(w), answer: Some(Outcome::Found { digest, .. }), .. }) => {
+                vec![format!("available for linux/riscv64 as {w} ({digest}): {}", add(w))]
+            }
+            Some(Offer { with: Some(w), answer: Some(a @ (Outcome::Unreachable { .. } | Outcome::Unauthorized { .. } | Outcome::Error { .. })), .. }) => {
+                let why = match a {
+                    Outcome::Unreachable { reason } | Outcome::Unauthorized { reason } | Outcome::Error { reason } => reason.as_str(),
+                    _ => "",
+                };
+                vec![format!(
+                    "probably available for linux/riscv64 as {w} (profiles/substitutes.kdl; its registry could not be asked: {why}): {}, or port it to linux/riscv64 and add `image \"{}\" from=\"oci-archive:PATH\"` (or a build block)",
+                    add(w),
+                    self.image
+                )]
+            }
+            _ => vec![format!(
+                "port it to linux/riscv64 and add `image \"{}\" from=\"oci-archive:PATH\"` (or a build block) to cluster.kdl",
+                self.image
+            )],
+        };
         for n in &self.needed_by {
             if let NeededBy::Addon(a) = n {
                 fixes.push(format!("or disable the addon `{a}`"));
             }
         }
         fixes.join(" ")
+    }
+
+    /// What the substitutes data says beyond the fix (no known source, or the known one failed).
+    pub fn substitute_note(&self) -> Option<String> {
+        let o = self.substitute.as_ref()?;
+        match (&o.with, &o.answer) {
+            (None, _) => o.note.clone().map(|n| format!("no known linux/riscv64 source: {n}")),
+            (Some(w), Some(Outcome::NotFound)) => Some(format!("the known substitute {w} was not found upstream")),
+            (Some(w), Some(Outcome::NoRiscv64 { platforms })) => {
+                Some(format!("the known substitute {w} has no linux/riscv64 upstream (has {})", platforms.join(", ")))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -146,6 +197,9 @@ impl ClosureReport {
                     out.push_str(&format!("MISSING  {} (needed by {by}): no linux/riscv64 image anywhere containerd looks\n", e.image));
                     for t in tried {
                         out.push_str(&format!("           tried {}\n", describe_tried(t)));
+                    }
+                    if let Some(n) = e.substitute_note() {
+                        out.push_str(&format!("           note: {n}\n"));
                     }
                     out.push_str(&format!("           fix: {}\n", e.fix()));
                 }
@@ -314,10 +368,43 @@ pub fn check(needs: &[Need], provided: &BTreeMap<String, String>, mirrors: &Mirr
                 .collect()
         });
         for ((image, needed_by), status) in chunk.iter().zip(statuses) {
-            entries.push(Entry { image: image.to_string(), needed_by: needed_by.clone(), status });
+            entries.push(Entry { image: image.to_string(), needed_by: needed_by.clone(), status, substitute: None });
         }
     }
     ClosureReport { entries }
+}
+
+/// A known linux/riscv64 source for an image, as data (the caller reads profiles/substitutes.kdl).
+#[derive(Debug, Clone)]
+pub struct Known {
+    pub image: ImageRef,
+    pub with: Option<ImageRef>,
+    pub checked: String,
+    pub note: Option<String>,
+}
+
+/// Attaches the known substitutes to the missing entries of `report`, asking each substitute's
+/// upstream registry (the same endpoint containerd's default would be) whether it really has
+/// linux/riscv64: the offer then says so with the digest, or that it could not be checked.
+pub fn offer_substitutes(report: &mut ClosureReport, known: &[Known], mirrors: &MirrorConfig, options: &EndpointOptions) {
+    for e in report.entries.iter_mut().filter(|e| matches!(e.status, Status::Missing { .. })) {
+        let Some(k) = known.iter().find(|k| k.image.to_string() == e.image) else { continue };
+        let answer = k.with.as_ref().map(|w| {
+            let endpoint = resolve::upstream_endpoint(mirrors, &w.registry);
+            let attempt =
+                Attempt { endpoint: endpoint.clone(), repository: w.repository.clone(), reference: w.api_reference().to_string(), upstream: true };
+            match RegistryClient::new(&endpoint, options.get(&endpoint).cloned().unwrap_or_default()) {
+                Ok(client) => probe(&client, &attempt),
+                Err(err) => Outcome::Error { reason: err.to_string() },
+            }
+        });
+        e.substitute = Some(Offer {
+            with: k.with.as_ref().map(|w| w.to_string()),
+            checked: k.checked.clone(),
+            note: k.note.clone(),
+            answer,
+        });
+    }
 }
 
 #[cfg(test)]
@@ -375,13 +462,14 @@ mod tests {
                         t("https://registry-1.docker.io", true, Outcome::NoRiscv64 { platforms: vec!["linux/amd64".into(), "linux/arm64".into()] }),
                     ],
                 },
+                substitute: None,
             }],
         };
         assert!(!r.is_ok());
         let text = r.render();
         assert_eq!(
             text,
-            "MISSING  docker.io/rancher/klipper-lb:v0.4.13 (needed by addon servicelb): no linux/riscv64 image anywhere containerd looks\n           tried 127.0.0.1:5000/rancher/klipper-lb:v0.4.13 (mirror): not found\n           tried registry-1.docker.io/rancher/klipper-lb:v0.4.13 (upstream): no linux/riscv64 (has linux/amd64, linux/arm64)\n           fix: port it to linux/riscv64 and add `image \"docker.io/rancher/klipper-lb:v0.4.13\" from=\"oci-archive:PATH\"` to cluster.kdl or disable the addon `servicelb`\n"
+            "MISSING  docker.io/rancher/klipper-lb:v0.4.13 (needed by addon servicelb): no linux/riscv64 image anywhere containerd looks\n           tried 127.0.0.1:5000/rancher/klipper-lb:v0.4.13 (mirror): not found\n           tried registry-1.docker.io/rancher/klipper-lb:v0.4.13 (upstream): no linux/riscv64 (has linux/amd64, linux/arm64)\n           fix: port it to linux/riscv64 and add `image \"docker.io/rancher/klipper-lb:v0.4.13\" from=\"oci-archive:PATH\"` (or a build block) to cluster.kdl or disable the addon `servicelb`\n"
         );
         let j = serde_json::to_value(&r).unwrap();
         assert_eq!(j["entries"][0]["status"], "missing");
@@ -390,7 +478,7 @@ mod tests {
 
     #[test]
     fn an_image_cluster_kdl_does_not_name_is_needed_by_a_pod_not_by_nobody() {
-        let entry = |status| Entry { image: "docker.io/someone/tool:1".into(), needed_by: vec![], status };
+        let entry = |status| Entry { image: "docker.io/someone/tool:1".into(), needed_by: vec![], status, substitute: None };
         let r = ClosureReport {
             entries: vec![
                 entry(Status::Missing { tried: vec![t("http://127.0.0.1:5000", false, Outcome::NotFound)] }),

@@ -4,7 +4,6 @@
 //! read back to verify the digest.
 
 use std::collections::HashMap;
-use std::sync::mpsc::Sender;
 
 use serde::Serialize;
 
@@ -269,9 +268,9 @@ enum BlobDone {
 }
 
 /// One blob of a plan: skip, mount (falling back to an upload) or upload.
-fn push_blob(client: &RegistryClient, item: &PushItem, bp: &BlobPlan, desc: &Descriptor, events: &Sender<PushEvent>) -> Result<BlobDone> {
+fn push_blob(client: &RegistryClient, item: &PushItem, bp: &BlobPlan, desc: &Descriptor, events: &dyn crate::event::PushSink) -> Result<BlobDone> {
     let blob_event = |state: BlobState| {
-        let _ = events.send(PushEvent::Blob { image: item.name.clone(), digest: desc.digest.clone(), size: desc.size, state });
+        events.push_event(PushEvent::Blob { image: item.name.clone(), digest: desc.digest.clone(), size: desc.size, state });
     };
     let mut session = None;
     match &bp.action {
@@ -309,12 +308,12 @@ fn push_blob(client: &RegistryClient, item: &PushItem, bp: &BlobPlan, desc: &Des
 }
 
 /// Executes a plan made by `plan` for the same items (in the same order).
-pub fn push(client: &RegistryClient, items: &[PushItem], plan: &PushPlan, events: &Sender<PushEvent>) -> Result<PushReport> {
+pub fn push(client: &RegistryClient, items: &[PushItem], plan: &PushPlan, events: &dyn crate::event::PushSink) -> Result<PushReport> {
     let mut report = Vec::new();
     for (item, ip) in items.iter().zip(&plan.images) {
         let name = &item.name;
         let emit = |e: PushEvent| {
-            let _ = events.send(e);
+            events.push_event(e);
         };
         let mut done = PushedImage {
             name: name.clone(),
@@ -385,7 +384,7 @@ pub fn plan_and_push(
     client: &RegistryClient,
     items: &[PushItem],
     known_repos: &[String],
-    events: &Sender<PushEvent>,
+    events: &dyn crate::event::PushSink,
 ) -> Result<(PushPlan, PushReport)> {
     let p = plan(client, items, known_repos)?;
     let r = push(client, items, &p, events)?;

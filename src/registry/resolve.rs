@@ -1,6 +1,6 @@
 //! Where containerd on a board will look for an image: mirror endpoints in order with the
 //! registry's rewrites applied to the repository path, then the default upstream endpoint without
-//! rewrites (k3s-facts: registries.yaml `mirrors.<registry>.endpoint` / `.rewrite`, `"*"` wildcard).
+//! rewrites (docs/k3s-behaviour.md §4.2 endpoint, §4.3 rewrite, §4.4 `"*"` wildcard).
 //! Pure: no network.
 
 use std::collections::BTreeMap;
@@ -95,7 +95,8 @@ fn host_port(hp: &str) -> (&str, Option<&str>) {
 }
 
 /// Endpoint URL as containerd will use it: an explicit scheme is kept; without one it is https,
-/// except loopback on a port other than 443, which is http (k3s-facts). Trailing `/` and `/v2` dropped.
+/// except loopback on a port other than 443, which is http (docs/k3s-behaviour.md §4.5 endpoint scheme).
+/// Trailing `/` and `/v2` dropped.
 pub fn normalize_endpoint(e: &str) -> String {
     let e = e.trim().trim_end_matches('/');
     let e = e.strip_suffix("/v2").unwrap_or(e);

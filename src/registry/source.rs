@@ -473,14 +473,72 @@ fn from_legacy_docker(source: String, t: &TarIndex) -> Result<LoadedImage> {
     Err(RegistryError::NoRiscv64 { source_desc: source, platforms })
 }
 
-fn from_registry(source: String, r: &ImageRef, remote: &RemoteSources) -> Result<LoadedImage> {
+/// A client for the registry holding `r` (upstream overrides and credentials applied).
+fn remote_client(r: &ImageRef, remote: &RemoteSources) -> Result<RegistryClient> {
     let endpoint = match remote.upstream_overrides.get(&r.registry) {
         Some(e) => e.clone(),
         None if r.registry == "docker.io" => "https://registry-1.docker.io".into(),
         None => r.registry.clone(),
     };
     let opts = remote.options.get(&r.registry).cloned().unwrap_or_default();
-    let client = RegistryClient::new(&endpoint, opts)?;
+    RegistryClient::new(&endpoint, opts)
+}
+
+/// Another platform's image config of `r` (what `config-from` copies): the platform `want`
+/// (`os/arch[/variant]`) or, when None, linux/amd64 if the image has it, else its first platform
+/// that is not linux/riscv64. Returns (platform, config bytes, verified against their digest).
+pub fn other_platform_config(r: &ImageRef, remote: &RemoteSources, want: Option<&str>) -> Result<(String, Vec<u8>)> {
+    let source = format!("docker://{r}");
+    let client = remote_client(r, remote)?;
+    let top = client
+        .get_manifest(&r.repository, r.api_reference())?
+        .ok_or_else(|| bad(&source, format!("not found at {}", client.endpoint())))?;
+    let manifest = match oci::kind_of(&top.bytes, Some(&top.media_type)).map_err(|e| bad(&source, e))? {
+        Kind::Index => {
+            let idx = oci::parse_index(&top.bytes).map_err(|e| bad(&source, e))?;
+            let candidates: Vec<&Descriptor> =
+                idx.manifests.iter().filter(|d| d.platform.as_ref().is_some_and(|p| p.os != "unknown" && !p.is_riscv64())).collect();
+            let chosen = match want {
+                Some(w) => candidates.iter().find(|d| d.platform.as_ref().is_some_and(|p| p.to_string() == w)),
+                None => candidates
+                    .iter()
+                    .find(|d| d.platform.as_ref().is_some_and(|p| p.to_string() == "linux/amd64"))
+                    .or_else(|| candidates.first()),
+            };
+            let Some(d) = chosen else {
+                let has = oci::platforms_of(&idx).join(", ");
+                let wanted = want.unwrap_or("platform other than linux/riscv64");
+                return Err(bad(&source, format!("has no {wanted} image (it has {has})")));
+            };
+            let m = client
+                .get_manifest(&r.repository, &d.digest)?
+                .ok_or_else(|| bad(&source, format!("index entry {} is missing", d.digest)))?;
+            if digest::sha256(&m.bytes) != d.digest {
+                return Err(RegistryError::DigestMismatch {
+                    source_desc: source,
+                    what: "image manifest".into(),
+                    expected: d.digest.clone(),
+                    actual: digest::sha256(&m.bytes),
+                });
+            }
+            m.bytes
+        }
+        Kind::Manifest => top.bytes,
+    };
+    let store = Store::Remote { client: Box::new(client), repo: r.repository.clone() };
+    let m = oci::parse_manifest(&manifest).map_err(|e| bad(&source, e))?;
+    let cfg = read_small(&store, &source, &m.config, "image config")?;
+    let p: oci::ConfigPlatform = serde_json::from_slice(&cfg).map_err(|e| bad(&source, format!("invalid image config: {e}")))?;
+    let platform = p.platform();
+    if want.is_some_and(|w| w != platform.to_string()) || (want.is_none() && platform.is_riscv64()) {
+        let wanted = want.unwrap_or("another platform than linux/riscv64");
+        return Err(bad(&source, format!("is a single {platform} image, not {wanted}")));
+    }
+    Ok((platform.to_string(), cfg))
+}
+
+fn from_registry(source: String, r: &ImageRef, remote: &RemoteSources) -> Result<LoadedImage> {
+    let client = remote_client(r, remote)?;
     let top = client
         .get_manifest(&r.repository, r.api_reference())?
         .ok_or_else(|| bad(&source, format!("not found at {}", client.endpoint())))?;

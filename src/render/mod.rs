@@ -130,7 +130,7 @@ pub fn node_state(c: &Cluster, os: &OsProfile, node: &Node, secrets: &Secrets) -
             let text = std::fs::read_to_string(&m.value)
                 .map_err(|e| format!("cannot read manifest {}: {e}", m.value.display()))?;
             let name = m.value.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
-            // k3s applies manifests whenever they change: no restart.
+            // k3s applies manifests whenever they change: no restart (docs/k3s-behaviour.md §6.1 manifests).
             files.push(text_file(&format!("{MANIFESTS}/{name}"), text, 0o600, false, None));
         }
     }
@@ -191,7 +191,7 @@ fn lines(items: &[String]) -> String {
     s
 }
 
-/// The systemd unit exactly as install.sh writes it (k3s-facts: "Installing without install.sh").
+/// The systemd unit exactly as install.sh writes it (docs/k3s-behaviour.md §2 systemd unit).
 pub fn unit_file(role: Role, os: &OsProfile) -> String {
     let unit = unit_name(role);
     let units_dir = os.path("systemd-units").unwrap_or("/etc/systemd/system");
@@ -288,7 +288,7 @@ pub fn config_yaml(c: &Cluster, node: &Node) -> Yaml {
     Yaml::Map(m)
 }
 
-/// /etc/rancher/k3s/registries.yaml from the registry block (k3s-facts: registries.yaml): the
+/// /etc/rancher/k3s/registries.yaml from the registry block (docs/k3s-behaviour.md §4 registries.yaml): the
 /// mirror's first endpoint is the private registry with an explicit scheme, rewrites as given, and
 /// the registry's own host:port mirrored to itself so `host:port/repo` references resolve too.
 pub fn registries_yaml(c: &Cluster, secrets: &Secrets) -> Result<Option<String>, String> {

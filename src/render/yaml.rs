@@ -1,5 +1,5 @@
 //! A tiny YAML writer for the files k3s reads. k3s parses YAML 1.1, where bare `yes`, `on`, `n`,
-//! `1:20` or `2024-01-01` are not strings (k3s-facts: config.yaml), so every string is written
+//! `1:20` or `2024-01-01` are not strings (docs/k3s-behaviour.md §5.4 YAML dialect), so every string is written
 //! double-quoted (JSON escaping is valid YAML); only integers and booleans are bare.
 
 use std::fmt::Write;

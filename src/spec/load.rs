@@ -16,7 +16,7 @@ use super::reference::ImageRef;
 use super::values;
 use crate::profile::Profiles;
 
-/// k3s `--disable` names (k3s-facts: config.yaml).
+/// k3s `--disable` names (docs/k3s-behaviour.md §5.3 --disable).
 pub const DISABLE_NAMES: &[&str] = &["coredns", "servicelb", "traefik", "local-storage", "metrics-server", "runtimes"];
 
 /// config.yaml keys rvcluster writes itself, with where to say it instead.
@@ -790,7 +790,7 @@ impl Decoder<'_> {
 
     fn image(&mut self, node: &KdlNode) -> Option<Image> {
         let e = Entries::new(node, &["from"], &mut self.p);
-        no_children(node, &mut self.p);
+        let builds = children(node, &["build"], &mut self.p);
         e.expect_args(1, 1, "the image reference pods ask for", &mut self.p);
         let reference = e.arg_str(0, "the reference", &mut self.p).and_then(|(r, span)| match ImageRef::parse(&r) {
             Ok(r) => Some(r),
@@ -799,9 +799,32 @@ impl Decoder<'_> {
                 None
             }
         });
+        if let Some(b) = builds.first() {
+            // A built image: `image "REF" { build { ... } }` (src/spec/build.rs).
+            for extra in builds.iter().skip(1) {
+                self.p.push(extra.name().span(), "`build` is given twice", "second one");
+            }
+            if let Some(f) = e.prop("from") {
+                self.p.push_help(f.span(), "an image is either imported (from=) or built (build block), not both", "from= and build", "remove from= to build it, or the build block to import it");
+                return None;
+            }
+            if let Some(r) = &reference
+                && r.digest.is_some()
+            {
+                self.p.push_help(
+                    e.args[0].span(),
+                    format!("a built image cannot be named by digest (`{r}`)"),
+                    "named by digest",
+                    "name it by tag: its digest is whatever the build gives (cluster.lock records it)",
+                );
+                return None;
+            }
+            let build = super::build::decode(b, &self.base, &mut self.p)?;
+            return Some(Image { reference: reference?, source: ImageSource::Build(Box::new(build)), span: node.span() });
+        }
         let (from, span) = e.required_prop_str(
             "from",
-            "where the riscv64 image comes from: oci-archive:, oci:, docker-archive: or docker://",
+            "where the riscv64 image comes from: oci-archive:, oci:, docker-archive: or docker://, or a `build` block",
             &mut self.p,
         )?;
         let source = if let Some(p) = from.strip_prefix("oci-archive:") {
@@ -841,7 +864,7 @@ impl Decoder<'_> {
             ImageSource::OciArchive(p) => Source::OciArchive(p.clone()),
             ImageSource::OciDir(p) => Source::OciDir(p.clone()),
             ImageSource::DockerArchive(p) => Source::DockerArchive(p.clone()),
-            ImageSource::Docker(_) => return Some(()),
+            ImageSource::Docker(_) | ImageSource::Build(_) => return Some(()),
         };
         match source::load(&src, &RemoteSources::default()) {
             Ok(_) => Some(()),
@@ -971,7 +994,7 @@ fn is_host(a: &str) -> bool {
     a.parse::<std::net::IpAddr>().is_ok() || (HOSTNAME.is_match(a) && a.len() <= 253)
 }
 
-fn expand_home(p: &str, base: &Path) -> PathBuf {
+pub(super) fn expand_home(p: &str, base: &Path) -> PathBuf {
     if let Some(rest) = p.strip_prefix("~/")
         && let Some(home) = std::env::var_os("HOME")
     {

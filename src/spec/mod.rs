@@ -2,6 +2,7 @@
 //! is contacted, with spans kept for error messages. Pure: reads the file and the files it names,
 //! never a host or the network.
 
+pub mod build;
 pub mod diag;
 pub mod filter;
 pub mod kdl;

@@ -89,7 +89,8 @@ impl Registry {
         }
     }
 
-    /// The endpoint URL the boards use, with an explicit scheme (k3s-facts: plain HTTP needs `http://`).
+    /// The endpoint URL the boards use, with an explicit scheme (plain HTTP needs `http://`:
+    /// docs/k3s-behaviour.md §4.5 endpoint scheme).
     pub fn endpoint(&self) -> String {
         let scheme = if self.tls.enabled { "https" } else { "http" };
         format!("{scheme}://{}", self.host_port())
@@ -205,6 +206,8 @@ pub enum ImageSource {
     DockerArchive(PathBuf),
     /// `docker://REF`: copied from another registry (linux/riscv64 only).
     Docker(ImageRef),
+    /// A `build` block: built by rvcluster from declared inputs (src/build).
+    Build(Box<Build>),
 }
 
 impl ImageSource {
@@ -214,8 +217,69 @@ impl ImageSource {
             ImageSource::OciDir(p) => format!("oci:{}", p.display()),
             ImageSource::DockerArchive(p) => format!("docker-archive:{}", p.display()),
             ImageSource::Docker(r) => format!("docker://{r}"),
+            ImageSource::Build(b) => match &b.base {
+                None => "build (from scratch)".to_string(),
+                Some(r) => format!("build (on {r})"),
+            },
         }
     }
+}
+
+/// `image "REF" { build { ... } }`: a linux/riscv64 image built from declared inputs, the same
+/// bytes (and manifest digest) for the same inputs on any machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Build {
+    /// None = `scratch`; else an image pinned by digest (its linux/riscv64 variant is used).
+    pub base: Option<ImageRef>,
+    /// Files and directory trees, all in one layer on top of the base's layers.
+    pub inputs: Vec<BuildInput>,
+    pub config: BuildConfig,
+    /// Copy Entrypoint/Cmd/Env/User/WorkingDir/ExposedPorts from another platform's image.
+    pub config_from: Option<ConfigFrom>,
+    /// `source-date-epoch=N`: mtimes and `created`; None = $SOURCE_DATE_EPOCH, else 0.
+    pub epoch: Option<u64>,
+    pub span: SourceSpan,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildInputKind {
+    /// A local file at `dest`; `mode` None = 0755 when the file is executable, else 0644.
+    File { mode: Option<u32> },
+    /// A local directory tree copied under `dest` (files 0755/0644 by their executable bit,
+    /// directories 0755, symlinks kept).
+    Dir,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildInput {
+    pub kind: BuildInputKind,
+    /// Absolute local path (resolved against the cluster file's directory).
+    pub source: PathBuf,
+    /// Absolute, normalized path in the image (`/` for the root).
+    pub dest: String,
+    pub span: SourceSpan,
+}
+
+/// Image config fields declared in the build block (the OCI config's `config` object).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildConfig {
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    /// (KEY, VALUE) in file order.
+    pub env: Vec<(String, String)>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    /// `PORT/PROTO` (tcp, udp or sctp).
+    pub expose: Vec<String>,
+    pub labels: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigFrom {
+    pub image: ImageRef,
+    /// `os/arch[/variant]`; None = linux/amd64 when the image has it, else its first other platform.
+    pub platform: Option<String>,
+    pub span: SourceSpan,
 }
 
 #[derive(Debug, Clone)]

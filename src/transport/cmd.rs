@@ -149,13 +149,61 @@ pub fn upload_stream(
     mode: u32,
     owner: Option<&str>,
 ) -> String {
+    upload_stream_via(dest, tmp, sha256, mode, owner, None)
+}
+
+/// A compression the host can undo while receiving (checked in its facts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Zstd,
+    Gzip,
+}
+
+impl Codec {
+    /// The host command that decompresses stdin to stdout.
+    pub fn decompress(self) -> &'static str {
+        match self {
+            Codec::Zstd => "zstd -dcq",
+            Codec::Gzip => "gzip -dc",
+        }
+    }
+    /// The probe that says whether the host has it.
+    pub fn probe(self) -> &'static str {
+        match self {
+            Codec::Zstd => "command -v zstd",
+            Codec::Gzip => "command -v gzip",
+        }
+    }
+    pub fn extension(self) -> &'static str {
+        match self {
+            Codec::Zstd => "zst",
+            Codec::Gzip => "gz",
+        }
+    }
+}
+
+/// [`upload_stream`] receiving compressed bytes: `codec` is undone on the host before the
+/// bytes are written and hashed, so the sha256 checked is still the uncompressed file's (a
+/// corrupt stream fails the check and leaves `dest` untouched).
+pub fn upload_stream_via(
+    dest: &str,
+    tmp: &str,
+    sha256: &str,
+    mode: u32,
+    owner: Option<&str>,
+    codec: Option<Codec>,
+) -> String {
+    let source = match codec {
+        Some(c) => format!("{} | ", c.decompress()),
+        None => String::new(),
+    };
     let mkdir = match parent_dir(dest) {
         Some(p) => format!("mkdir -p {} || exit 1; ", quote(p)),
         None => String::new(),
     };
     format!(
         "{SHA_FN}umask 077; d={d}; t={t}; {check}trap 'rm -f \"$t\" \"$t.err\"' EXIT; {mkdir}\
-         h=$( {{ tee \"$t\" || : > \"$t.err\"; }} | rv_sha ) || exit 1; [ ! -e \"$t.err\" ] || exit 1; \
+         h=$( {{ {source}tee \"$t\" || : > \"$t.err\"; }} | rv_sha ) || exit 1; [ ! -e \"$t.err\" ] || exit 1; \
          h=${{h%% *}}; if [ \"$h\" != {sha} ]; then echo \"{mark}$h\" >&2; exit {status}; fi; \
          {fix} && mv -f \"$t\" \"$d\" || exit 1; trap - EXIT",
         d = quote(dest),
@@ -164,6 +212,27 @@ pub fn upload_stream(
         sha = quote(sha256),
         mark = SHA_MISMATCH_MARK,
         status = SHA_MISMATCH_STATUS,
+        fix = chmod_chown("t", mode, owner),
+    )
+}
+
+/// A fragment of an apply script that writes `content` to `dest` atomically: into a temp file
+/// beside it (mode 0600 while written), sha256 verified, mode and owner set, then renamed over
+/// `dest`. On any failure the temp file is removed, `dest` is untouched, and the fragment's
+/// status is non-zero. `printf` is a shell builtin, so the content is not bound by ARG_MAX.
+/// Needs [`SHA_FN`] defined earlier in the script.
+pub fn write_inline(dest: &str, tmp: &str, content: &str, sha256: &str, mode: u32, owner: Option<&str>) -> String {
+    let mkdir = match parent_dir(dest) {
+        Some(p) => format!("mkdir -p {} && ", quote(p)),
+        None => String::new(),
+    };
+    format!(
+        "d={d}; t={t}; {mkdir}(umask 077; printf '%s' {c} > \"$t\") && h=$(rv_sha < \"$t\") && \
+         [ \"${{h%% *}}\" = {sha} ] && {fix} && mv -f \"$t\" \"$d\" || {{ rm -f \"$t\"; false; }}",
+        d = quote(dest),
+        t = quote(tmp),
+        c = quote(content),
+        sha = quote(sha256),
         fix = chmod_chown("t", mode, owner),
     )
 }
@@ -304,6 +373,31 @@ mod tests {
         assert!(s.contains("d='/tmp/$(touch pwned)/a'\\''b\nc'"), "{s}");
         assert!(s.contains("mkdir -p '/tmp/$(touch pwned)'"), "{s}");
         assert!(s.contains("chown 'a b' \"$t\""), "{s}");
+    }
+
+    #[test]
+    fn write_inline_writes_exact_bytes_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("a b").join("it's $(x).conf");
+        let dest = dest.to_str().unwrap();
+        let tmp = temp_path_for(dest, "1");
+        for content in ["x\n'$(touch pwned)'\n`id`", "no newline at end", ""] {
+            let sha = crate::render::sha256_hex(content.as_bytes());
+            let script = format!("{SHA_FN}\n{}", write_inline(dest, &tmp, content, &sha, 0o640, None));
+            let out = std::process::Command::new("sh").arg("-c").arg(&script).current_dir(dir.path()).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(std::fs::read_to_string(dest).unwrap(), content);
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(dest).unwrap().permissions().mode() & 0o777, 0o640);
+            assert!(!std::path::Path::new(&tmp).exists());
+        }
+        assert!(!dir.path().join("pwned").exists());
+        // A wrong sha256 leaves the destination as it was and no temp file behind.
+        let script = format!("{SHA_FN}\n{}", write_inline(dest, &tmp, "new", &"0".repeat(64), 0o640, None));
+        let out = std::process::Command::new("sh").arg("-c").arg(&script).output().unwrap();
+        assert!(!out.status.success());
+        assert_eq!(std::fs::read_to_string(dest).unwrap(), "");
+        assert!(!std::path::Path::new(&tmp).exists());
     }
 
     #[test]

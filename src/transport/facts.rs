@@ -18,6 +18,14 @@ pub struct FactsQuery {
     /// Unit names, e.g. `k3s.service`.
     pub services: Vec<String>,
     pub k3s_binary: String,
+    /// Files whose whole content comes back ([`Facts::contents`]); absent files are left out.
+    pub reads: Vec<String>,
+    /// Files whose content comes back only when their sha256 is not the given one (to show a
+    /// diff of what will change, without a second round trip).
+    pub reads_unless: Vec<(String, String)>,
+    /// Shell commands run with no stdin and output discarded; their exit status comes back
+    /// ([`Facts::probes`], same order). A syntax error fails only that probe.
+    pub probes: Vec<String>,
 }
 
 impl Default for FactsQuery {
@@ -26,6 +34,9 @@ impl Default for FactsQuery {
             paths: vec![],
             services: vec![],
             k3s_binary: DEFAULT_K3S_BINARY.into(),
+            reads: vec![],
+            reads_unless: vec![],
+            probes: vec![],
         }
     }
 }
@@ -71,6 +82,10 @@ pub struct Facts {
     pub services: BTreeMap<String, ServiceFact>,
     /// First line of `k3s --version`, when the binary is installed and runs.
     pub k3s_version: Option<String>,
+    /// Contents of [`FactsQuery::reads`] and of changed [`FactsQuery::reads_unless`] files.
+    pub contents: BTreeMap<String, Vec<u8>>,
+    /// Exit status of each [`FactsQuery::probes`] command.
+    pub probes: Vec<i32>,
 }
 
 impl Facts {
@@ -118,6 +133,30 @@ pub fn script(q: &FactsQuery) -> String {
             s.push_str(&format!("s {i} {}\n", quote(u)));
         }
     }
+    if !q.reads.is_empty() || !q.reads_unless.is_empty() {
+        if q.paths.is_empty() {
+            s.push_str(super::cmd::SHA_FN);
+            s.push('\n');
+        }
+        s.push_str(concat!(
+            "c() { if [ -f \"$2\" ]; then printf '@@rv content %s ' \"$1\"; ",
+            "od -An -v -tx1 < \"$2\" | tr -d ' \\n'; echo; fi; }\n",
+            "cu() { if [ -f \"$2\" ]; then h=$(rv_sha < \"$2\" 2>/dev/null) || h=''; ",
+            "[ \"${h%% *}\" = \"$3\" ] || c \"$1\" \"$2\"; fi; }\n",
+        ));
+        for (i, p) in q.reads.iter().enumerate() {
+            s.push_str(&format!("c {i} {}\n", quote(p)));
+        }
+        for (i, (p, sha)) in q.reads_unless.iter().enumerate() {
+            s.push_str(&format!("cu {} {} {}\n", q.reads.len() + i, quote(p), quote(sha)));
+        }
+    }
+    if !q.probes.is_empty() {
+        s.push_str("p() { ( eval \"$2\" ) </dev/null >/dev/null 2>&1; echo \"@@rv probe $1 $?\"; }\n");
+        for (i, c) in q.probes.iter().enumerate() {
+            s.push_str(&format!("p {i} {}\n", quote(c)));
+        }
+    }
     s.push_str(&format!(
         "echo '@@rv k3s'; if [ -x {b} ]; then {b} --version 2>/dev/null | head -n 1; fi\n",
         b = quote(&q.k3s_binary)
@@ -148,6 +187,23 @@ pub fn parse(q: &FactsQuery, out: &str) -> Result<Facts, String> {
                     let enabled = words.next().unwrap_or("unknown").to_string();
                     f.services
                         .insert(q.services[idx].clone(), ServiceFact { active, enabled });
+                    section = "";
+                }
+                "content" => {
+                    let idx = parse_index(words.next(), q.reads.len() + q.reads_unless.len(), line)?;
+                    let path = q.reads.get(idx).unwrap_or_else(|| &q.reads_unless[idx - q.reads.len()].0);
+                    let hex_text = words.next().unwrap_or("");
+                    let bytes = hex::decode(hex_text).map_err(|_| format!("bad content for #{idx}"))?;
+                    f.contents.insert(path.clone(), bytes);
+                    section = "";
+                }
+                "probe" => {
+                    let idx = parse_index(words.next(), q.probes.len(), line)?;
+                    let status = words.next().and_then(|w| w.parse::<i32>().ok()).ok_or_else(|| format!("bad probe line `{line}`"))?;
+                    if f.probes.len() != idx {
+                        return Err(format!("probe #{idx} out of order"));
+                    }
+                    f.probes.push(status);
                     section = "";
                 }
                 "end" => {
@@ -188,6 +244,9 @@ pub fn parse(q: &FactsQuery, out: &str) -> Result<Facts, String> {
         if !f.services.contains_key(u) {
             return Err(format!("no answer for service #{i}"));
         }
+    }
+    if f.probes.len() != q.probes.len() {
+        return Err(format!("no answer for probe #{}", f.probes.len()));
     }
     f.os_release = parse_os_release(&os_text);
     Ok(f)
@@ -285,7 +344,7 @@ mod tests {
                 "/d".into(),
             ],
             services: vec!["k3s.service".into()],
-            k3s_binary: DEFAULT_K3S_BINARY.into(),
+            ..FactsQuery::default()
         }
     }
 
@@ -386,6 +445,30 @@ NAME=\"openEuler\"\nVERSION=\"24.03 (LTS-SP1)\"\nID=openEuler\nPRETTY_NAME='open
     fn bad_index_is_an_error() {
         let out = OUT.replace("@@rv file 1 absent", "@@rv file 9 absent");
         assert!(parse(&query(), &out).is_err());
+    }
+
+    #[test]
+    fn contents_and_probes_run_through_a_real_shell() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a b");
+        std::fs::write(&a, "x\n'$(y)'\n").unwrap();
+        let same = dir.path().join("same");
+        std::fs::write(&same, "s").unwrap();
+        let q = FactsQuery {
+            reads: vec![a.display().to_string(), dir.path().join("missing").display().to_string()],
+            reads_unless: vec![
+                (same.display().to_string(), crate::render::sha256_hex(b"s")),
+                (a.display().to_string(), "0".repeat(64)),
+            ],
+            probes: vec!["true".into(), "exit 3".into(), "read x".into(), "if then".into()],
+            ..FactsQuery::default()
+        };
+        let out = std::process::Command::new("sh").arg("-c").arg(script(&q)).output().unwrap();
+        let f = parse(&q, &String::from_utf8_lossy(&out.stdout)).unwrap();
+        assert_eq!(f.contents.len(), 1, "{:?}", f.contents.keys());
+        assert_eq!(f.contents[&a.display().to_string()], b"x\n'$(y)'\n");
+        assert_eq!(f.probes[..3], [0, 3, 1]);
+        assert_ne!(f.probes[3], 0);
     }
 
     #[test]

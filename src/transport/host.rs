@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use super::cmd;
 use super::error::{Result, TransportError};
 use super::facts::{self, Facts, FactsQuery};
+use super::held::Held;
 use super::target::Become;
 
 /// Result of one command.
@@ -182,6 +183,33 @@ pub trait Host: Send {
         Ok(out)
     }
 
+    /// Start `command` with privilege as a held command ([`Held`]): returns once its stdout
+    /// printed the line `marker` (or it ended), with the channel kept open and stdin not closed.
+    /// `timeout` bounds the time to reach the marker.
+    fn exec_held(
+        &mut self,
+        command: &str,
+        marker: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Box<dyn Held>> {
+        match (self.privilege(), self.become_password()) {
+            (Become::Sudo, Some(pw)) => {
+                let prefix = format!("{pw}\n{}\n", cmd::BECOME_MARK).into_bytes();
+                self.exec_held_raw(&cmd::with_sudo_password(command), &prefix, marker, timeout)
+            }
+            (privilege, _) => self.exec_held_raw(&cmd::with_become(&privilege, command), &[], marker, timeout),
+        }
+    }
+
+    /// Backend part of [`Host::exec_held`]: run `command` as is, write `prefix` to its stdin.
+    fn exec_held_raw(
+        &mut self,
+        command: &str,
+        prefix: &[u8],
+        marker: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Box<dyn Held>>;
+
     /// The sudo password set with `--ask-become-pass` (see `SshHost::set_become_password`).
     fn become_password(&self) -> Option<&str> {
         None
@@ -253,6 +281,20 @@ pub trait Host: Send {
         self.upload_verified(&mut file, &sha256.to_ascii_lowercase(), dest)
     }
 
+    /// Upload `compressed`, the `codec`-compressed form of a file whose sha256 is `sha256`: the
+    /// host decompresses while receiving and verifies the uncompressed bytes (same atomic rules).
+    fn upload_compressed(
+        &mut self,
+        compressed: &Path,
+        codec: cmd::Codec,
+        sha256: &str,
+        dest: &RemoteFile,
+    ) -> Result<UploadOutcome> {
+        let mut file = std::fs::File::open(compressed)
+            .map_err(|e| TransportError::io(format!("reading {}", compressed.display()), e))?;
+        self.upload_verified_via(&mut file, &sha256.to_ascii_lowercase(), dest, Some(codec))
+    }
+
     /// Write bytes (a rendered file) with the same atomic rules as [`Host::upload`].
     fn write(&mut self, bytes: &[u8], dest: &RemoteFile) -> Result<UploadOutcome> {
         let sha = hex::encode(Sha256::digest(bytes));
@@ -268,9 +310,20 @@ pub trait Host: Send {
         sha256: &str,
         dest: &RemoteFile,
     ) -> Result<UploadOutcome> {
+        self.upload_verified_via(content, sha256, dest, None)
+    }
+
+    #[doc(hidden)]
+    fn upload_verified_via(
+        &mut self,
+        content: &mut dyn Read,
+        sha256: &str,
+        dest: &RemoteFile,
+        codec: Option<cmd::Codec>,
+    ) -> Result<UploadOutcome> {
         let owner = dest.owner.as_deref();
         let tmp = cmd::temp_path_for(&dest.path, &temp_suffix());
-        let script = cmd::upload_stream(&dest.path, &tmp, sha256, dest.mode, owner);
+        let script = cmd::upload_stream_via(&dest.path, &tmp, sha256, dest.mode, owner, codec);
         let mut counting = CountingReader {
             inner: content,
             n: 0,

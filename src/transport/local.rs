@@ -46,6 +46,54 @@ impl Host for LocalHost {
         std::env::var("USER").unwrap_or_default()
     }
 
+    fn exec_held_raw(
+        &mut self,
+        command: &str,
+        prefix: &[u8],
+        marker: &str,
+        _timeout: Option<Duration>,
+    ) -> Result<Box<dyn super::held::Held>> {
+        let host = self.name.clone();
+        let fail = |cause: std::io::Error| TransportError::Session {
+            host: host.clone(),
+            what: "running a local command".into(),
+            cause: cause.to_string(),
+        };
+        let mut child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(command)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .map_err(fail)?;
+        let mut stdin = child.stdin.take().expect("piped");
+        let mut out = child.stdout.take().expect("piped");
+        let mut err = child.stderr.take().expect("piped");
+        let stderr = std::thread::spawn(move || {
+            let mut v = vec![];
+            let _ = err.read_to_end(&mut v);
+            v
+        });
+        let _ = stdin.write_all(prefix);
+        let mut head = vec![];
+        let mut buf = [0u8; 8192];
+        let mut ended = false;
+        while super::held::head_end(&head, marker).is_none() {
+            match out.read(&mut buf) {
+                Ok(0) => {
+                    ended = true;
+                    break;
+                }
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        Ok(Box::new(LocalHeld { name: self.name.clone(), child, stdin, out, stderr, head, ended }))
+    }
+
     fn exec_raw(
         &mut self,
         command: &str,
@@ -121,5 +169,42 @@ impl Host for LocalHost {
             stdout,
             stderr,
         })
+    }
+}
+
+struct LocalHeld {
+    name: String,
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    out: std::process::ChildStdout,
+    stderr: std::thread::JoinHandle<Vec<u8>>,
+    head: Vec<u8>,
+    ended: bool,
+}
+
+impl super::held::Held for LocalHeld {
+    fn head(&self) -> &[u8] {
+        &self.head
+    }
+    fn ended(&self) -> bool {
+        self.ended
+    }
+    fn finish(self: Box<Self>, input: &[u8], _timeout: Option<Duration>) -> Result<ExecOutput> {
+        let LocalHeld { name, mut child, mut stdin, mut out, stderr, .. } = *self;
+        let writer = std::thread::spawn({
+            let input = input.to_vec();
+            move || {
+                let _ = stdin.write_all(&input);
+            }
+        });
+        let mut stdout = vec![];
+        let _ = out.read_to_end(&mut stdout);
+        let _ = writer.join();
+        let status = child.wait().map_err(|e| TransportError::Session {
+            host: name.clone(),
+            what: "running a local command".into(),
+            cause: e.to_string(),
+        })?;
+        Ok(ExecOutput { status: status.code().unwrap_or(-1), stdout, stderr: stderr.join().unwrap_or_default() })
     }
 }

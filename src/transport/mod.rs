@@ -13,6 +13,7 @@
 pub mod cmd;
 pub mod error;
 pub mod facts;
+pub mod held;
 pub mod host;
 pub mod known_hosts;
 pub mod local;
@@ -23,13 +24,11 @@ pub mod target;
 
 pub use error::TransportError;
 pub use facts::{Facts, FactsQuery, FileFact, ServiceFact};
+pub use held::Held;
 pub use host::{ExecOutput, Host, RemoteFile, UploadOutcome};
 pub use known_hosts::{HostKeyPolicy, TrustOutcome, fingerprint_sha256, trust, trust_with};
 pub use local::LocalHost;
-pub use parallel::{
-    Event, EventKind, HostOutcome, Named, ProgressMode, Reporter, Summary, render_plain,
-    render_progress, run_parallel,
-};
+pub use parallel::{Event, EventKind, HostOutcome, Named, Reporter, Summary, pool, run_parallel};
 pub use ssh::{AuthConfig, SshHost};
 pub use ssh_config::SshConfig;
 pub use target::{Become, Target, TargetSpec};

@@ -1,30 +1,17 @@
-//! Many hosts at once: [`run_parallel`] runs a job per host on at most `parallel` std threads,
-//! reports progress as [`Event`]s on an mpsc channel, and never lets one failed, slow or
-//! unreachable host stop the others. [`render_progress`] draws the events (indicatif, one line
-//! per host, or plain lines when stderr is not a terminal); [`Summary`] sums the outcomes.
+//! Many hosts at once: [`pool`] is the one bounded worker pool; [`run_parallel`] runs a job per
+//! host on it, reports progress as [`Event`]s on an mpsc channel, and never lets one failed,
+//! slow or unreachable host stop the others; [`Summary`] sums the outcomes. Drawing the events
+//! is src/output's job.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
-use std::thread::JoinHandle;
+use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use super::error::TransportError;
 use super::target::Target;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EventKind {
-    Started,
-    Step(String),
-    Done(String),
-    Failed(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    pub host: String,
-    pub kind: EventKind,
-}
+pub use crate::event::{Event, EventKind};
 
 /// Handed to each job to report what it is doing.
 pub struct Reporter {
@@ -83,46 +70,54 @@ where
     T: Send,
     F: Fn(&I, &Reporter) -> Result<T, TransportError> + Sync,
 {
+    pool(items, parallel, |item| {
+        let reporter = Reporter {
+            host: item.name(),
+            tx: events.clone(),
+        };
+        reporter.send(EventKind::Started);
+        let start = Instant::now();
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| job(item, &reporter)))
+            .unwrap_or_else(|_| {
+                Err(TransportError::Other {
+                    host: item.name(),
+                    detail: "internal error (panic)".into(),
+                })
+            });
+        match &result {
+            Ok(_) => reporter.send(EventKind::Done("done".into())),
+            Err(e) => reporter.send(EventKind::Failed(e.to_string())),
+        }
+        HostOutcome {
+            name: item.name(),
+            address: item.address(),
+            elapsed: start.elapsed(),
+            result,
+        }
+    })
+}
+
+/// The one bounded worker pool: `job` for every item on at most `parallel` threads (at least
+/// 1), results in the order of `items`. A job must not panic (wrap it in catch_unwind if it may).
+pub fn pool<I, T, F>(items: &[I], parallel: usize, job: F) -> Vec<T>
+where
+    I: Sync,
+    T: Send,
+    F: Fn(&I) -> T + Sync,
+{
     let next = AtomicUsize::new(0);
     let workers = parallel.max(1).min(items.len().max(1));
-    let mut slots: Vec<Option<HostOutcome<T>>> = (0..items.len()).map(|_| None).collect();
-    let done: Vec<Vec<(usize, HostOutcome<T>)>> = std::thread::scope(|s| {
+    let mut slots: Vec<Option<T>> = (0..items.len()).map(|_| None).collect();
+    let done: Vec<Vec<(usize, T)>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
-                let events = events.clone();
                 let (next, job) = (&next, &job);
                 s.spawn(move || {
                     let mut mine = vec![];
                     loop {
                         let i = next.fetch_add(1, Ordering::SeqCst);
                         let Some(item) = items.get(i) else { break };
-                        let reporter = Reporter {
-                            host: item.name(),
-                            tx: events.clone(),
-                        };
-                        reporter.send(EventKind::Started);
-                        let start = Instant::now();
-                        let result =
-                            std::panic::catch_unwind(AssertUnwindSafe(|| job(item, &reporter)))
-                                .unwrap_or_else(|_| {
-                                    Err(TransportError::Other {
-                                        host: item.name(),
-                                        detail: "internal error (panic)".into(),
-                                    })
-                                });
-                        match &result {
-                            Ok(_) => reporter.send(EventKind::Done("done".into())),
-                            Err(e) => reporter.send(EventKind::Failed(e.to_string())),
-                        }
-                        mine.push((
-                            i,
-                            HostOutcome {
-                                name: item.name(),
-                                address: item.address(),
-                                elapsed: start.elapsed(),
-                                result,
-                            },
-                        ));
+                        mine.push((i, job(item)));
                     }
                     mine
                 })
@@ -180,94 +175,6 @@ impl std::fmt::Display for Summary {
             write!(f, "\n  {name} ({address}): {cause}")?;
         }
         Ok(())
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProgressMode {
-    /// Spinners when stderr is a terminal, plain lines otherwise.
-    Auto,
-    Plain,
-    Quiet,
-}
-
-/// Draw events on stderr until every sender is dropped. Returns the drawing thread; join it
-/// after the run (drop your Sender first).
-pub fn render_progress(
-    rx: Receiver<Event>,
-    hosts: Vec<String>,
-    mode: ProgressMode,
-) -> JoinHandle<()> {
-    let fancy = mode == ProgressMode::Auto && console::Term::stderr().is_term();
-    if fancy {
-        std::thread::spawn(move || render_fancy(rx, hosts))
-    } else {
-        render_plain(rx, mode, Box::new(std::io::stderr()))
-    }
-}
-
-/// Plain lines (one per event) to any writer; `Quiet` drains the events silently.
-pub fn render_plain(
-    rx: Receiver<Event>,
-    mode: ProgressMode,
-    mut out: Box<dyn std::io::Write + Send>,
-) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        for ev in rx {
-            if mode != ProgressMode::Quiet {
-                let _ = writeln!(out, "{}", plain_line(&ev));
-            }
-        }
-        let _ = out.flush();
-    })
-}
-
-fn render_fancy(rx: Receiver<Event>, hosts: Vec<String>) {
-    let mp = indicatif::MultiProgress::new();
-    let style = indicatif::ProgressStyle::with_template("{spinner} {prefix:.bold} {wide_msg}")
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
-    let width = hosts.iter().map(|h| h.len()).max().unwrap_or(0);
-    let bars: std::collections::HashMap<String, indicatif::ProgressBar> = hosts
-        .iter()
-        .map(|h| {
-            let pb = mp.add(indicatif::ProgressBar::new_spinner());
-            pb.set_style(style.clone());
-            pb.set_prefix(format!("{h:width$}"));
-            pb.set_message("waiting");
-            pb.enable_steady_tick(Duration::from_millis(120));
-            (h.clone(), pb)
-        })
-        .collect();
-    for ev in rx {
-        let Some(pb) = bars.get(&ev.host) else {
-            let _ = mp.println(plain_line(&ev));
-            continue;
-        };
-        match ev.kind {
-            EventKind::Started => pb.set_message("connecting"),
-            EventKind::Step(m) => pb.set_message(m),
-            EventKind::Done(m) => {
-                pb.finish_with_message(format!("{} {m}", console::style("ok").green()))
-            }
-            EventKind::Failed(m) => {
-                pb.finish_with_message(format!("{} {m}", console::style("FAILED").red()))
-            }
-        }
-    }
-    for pb in bars.values() {
-        if !pb.is_finished() {
-            pb.finish();
-        }
-    }
-}
-
-/// One event as a plain log line.
-pub fn plain_line(ev: &Event) -> String {
-    match &ev.kind {
-        EventKind::Started => format!("[{}] started", ev.host),
-        EventKind::Step(m) => format!("[{}] {m}", ev.host),
-        EventKind::Done(m) => format!("[{}] ok: {m}", ev.host),
-        EventKind::Failed(m) => format!("[{}] FAILED: {m}", ev.host),
     }
 }
 
@@ -345,66 +252,5 @@ mod tests {
         assert_eq!(out.len(), 1);
         let none: [Item; 0] = [];
         assert!(run_parallel(&none, 4, None, |_, _| Ok(1)).is_empty());
-    }
-
-    #[derive(Clone, Default)]
-    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Shared {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn plain_renderer_writes_one_line_per_event() {
-        let buf = Shared::default();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let t = render_plain(rx, ProgressMode::Plain, Box::new(buf.clone()));
-        let items = [Item("a", 0), Item("b", 0)];
-        run_parallel(&items, 1, Some(tx), |it, r| {
-            r.step("gathering facts");
-            if it.0 == "b" {
-                Err(TransportError::Other {
-                    host: "b".into(),
-                    detail: "down".into(),
-                })
-            } else {
-                Ok(())
-            }
-        });
-        t.join().unwrap();
-        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-        assert_eq!(
-            text,
-            "[a] started\n[a] gathering facts\n[a] ok: done\n[b] started\n[b] gathering facts\n[b] FAILED: b: down\n"
-        );
-    }
-
-    #[test]
-    fn quiet_renderer_prints_nothing() {
-        let buf = Shared::default();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let t = render_plain(rx, ProgressMode::Quiet, Box::new(buf.clone()));
-        tx.send(Event {
-            host: "a".into(),
-            kind: EventKind::Started,
-        })
-        .unwrap();
-        drop(tx);
-        t.join().unwrap();
-        assert!(buf.0.lock().unwrap().is_empty());
-    }
-
-    #[test]
-    fn plain_lines() {
-        let ev = Event {
-            host: "b1".into(),
-            kind: EventKind::Failed("x".into()),
-        };
-        assert_eq!(plain_line(&ev), "[b1] FAILED: x");
     }
 }

@@ -558,6 +558,16 @@ impl Host for SshHost {
         self.become_password.as_deref()
     }
 
+    fn exec_held_raw(
+        &mut self,
+        command: &str,
+        prefix: &[u8],
+        marker: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Box<dyn super::held::Held>> {
+        self.start_held(command, prefix, marker, timeout)
+    }
+
     fn exec_raw(
         &mut self,
         command: &str,
@@ -574,7 +584,7 @@ impl Host for SshHost {
         ch.exec(command)
             .map_err(|e| self.session_err("starting a command", e))?;
         self.session.set_blocking(false);
-        let result = pump_channel(&self.session, self.fd, &mut ch, stdin, timeout, start);
+        let result = pump_channel(&self.session, self.fd, &mut ch, stdin, timeout, start, None);
         if matches!(result, Err(PumpError::Timeout)) {
             // Ask the host to close the channel and forget it without waiting for the answer.
             let _ = ch.close();
@@ -613,6 +623,103 @@ impl Host for SshHost {
     }
 }
 
+/// A held command on an SSH channel ([`super::held::Held`]).
+struct SshHeld {
+    name: String,
+    session: Session,
+    fd: RawFd,
+    ch: Channel,
+    head: Vec<u8>,
+    stderr: Vec<u8>,
+    ended: bool,
+}
+
+impl super::held::Held for SshHeld {
+    fn head(&self) -> &[u8] {
+        &self.head
+    }
+    fn ended(&self) -> bool {
+        self.ended
+    }
+    fn finish(mut self: Box<Self>, input: &[u8], timeout: Option<Duration>) -> Result<ExecOutput> {
+        let start = Instant::now();
+        let err = |what: &str, e: &dyn std::fmt::Display| TransportError::Session {
+            host: self.name.clone(),
+            what: what.into(),
+            cause: e.to_string(),
+        };
+        self.session.set_blocking(false);
+        let mut input = input;
+        let result = pump_channel(&self.session, self.fd, &mut self.ch, &mut input, timeout, start, None);
+        self.session.set_blocking(true);
+        match result {
+            Ok((stdout, stderr)) => {
+                let _ = self.ch.wait_close();
+                let status = self.ch.exit_status().unwrap_or(-1);
+                let signalled = self.ch.exit_signal().ok().and_then(|s| s.exit_signal).is_some();
+                let mut all_err = std::mem::take(&mut self.stderr);
+                all_err.extend_from_slice(&stderr);
+                Ok(ExecOutput {
+                    status: if status == 0 && signalled { -1 } else { status },
+                    stdout,
+                    stderr: all_err,
+                })
+            }
+            Err(PumpError::Timeout) => {
+                let _ = self.ch.close();
+                Err(TransportError::Timeout {
+                    host: self.name.clone(),
+                    what: "command".into(),
+                    after: timeout.unwrap_or_default(),
+                })
+            }
+            Err(PumpError::Stdin(e)) | Err(PumpError::Ssh(e)) => Err(err("running a command", &e)),
+        }
+    }
+}
+
+impl SshHost {
+    pub(super) fn start_held(&mut self, command: &str, prefix: &[u8], marker: &str, timeout: Option<Duration>) -> Result<Box<dyn super::held::Held>> {
+        let start = Instant::now();
+        self.session.set_blocking(true);
+        self.session.set_timeout(60_000);
+        let mut ch = self
+            .session
+            .channel_session()
+            .map_err(|e| self.session_err("opening a channel", e))?;
+        ch.exec(command)
+            .map_err(|e| self.session_err("starting a command", e))?;
+        self.session.set_blocking(false);
+        let mut input = prefix;
+        let result = pump_channel(&self.session, self.fd, &mut ch, &mut input, timeout, start, Some(marker));
+        self.session.set_blocking(true);
+        match result {
+            Ok((stdout, stderr)) => {
+                let ended = super::held::head_end(&stdout, marker).is_none();
+                Ok(Box::new(SshHeld {
+                    name: self.name.clone(),
+                    session: self.session.clone(),
+                    fd: self.fd,
+                    ch,
+                    head: stdout,
+                    stderr,
+                    ended,
+                }))
+            }
+            Err(PumpError::Timeout) => {
+                let _ = ch.close();
+                Err(TransportError::Timeout {
+                    host: self.name.clone(),
+                    what: "reading facts".into(),
+                    after: timeout.unwrap_or_default(),
+                })
+            }
+            Err(PumpError::Stdin(e)) => Err(TransportError::io(format!("{}: reading the data to send", self.name), e)),
+            Err(PumpError::Ssh(e)) => Err(self.session_err("running a command", e)),
+        }
+    }
+}
+
 enum PumpError {
     Timeout,
     Stdin(std::io::Error),
@@ -628,6 +735,7 @@ fn pump_channel(
     stdin: &mut dyn Read,
     timeout: Option<Duration>,
     start: Instant,
+    hold: Option<&str>,
 ) -> std::result::Result<(Vec<u8>, Vec<u8>), PumpError> {
     let mut stdout = vec![];
     let mut stderr = vec![];
@@ -664,7 +772,7 @@ fn pump_channel(
                     }
                 }
             }
-            if stdin_done && pos == len {
+            if stdin_done && pos == len && hold.is_none() {
                 match ch.send_eof() {
                     Ok(()) => eof_sent = true,
                     Err(e) if e.code() == ssh2::ErrorCode::Session(-37) => {}
@@ -697,6 +805,14 @@ fn pump_channel(
         }
         progressed |= data_seen;
         if !data_seen && ch.eof() {
+            return Ok((stdout, stderr));
+        }
+        // A held command: its head is complete, it now waits for input we send later.
+        if let Some(marker) = hold
+            && stdin_done
+            && pos == len
+            && super::held::head_end(&stdout, marker).is_some()
+        {
             return Ok((stdout, stderr));
         }
         let remaining = match timeout {

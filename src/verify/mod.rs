@@ -180,18 +180,43 @@ impl Cause {
 /// Nodes, pods and events, as kubectl showed them.
 pub type Snapshot = (Vec<NodeStatus>, Vec<PodStatus>, Vec<Event>);
 
-pub fn poll(server: &mut dyn crate::transport::Host) -> Result<Snapshot, String> {
-    let run = |h: &mut dyn crate::transport::Host, args: &str| -> Result<String, String> {
-        let out = h
-            .exec(&format!("/usr/local/bin/k3s kubectl {args}"), None, Some(std::time::Duration::from_secs(60)))
-            .map_err(|e| e.to_string())?;
+/// Why the cluster could not be read.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum VerifyError {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Transport(#[from] crate::transport::TransportError),
+    #[error("k3s kubectl {args}: {stderr}")]
+    #[diagnostic(code(rvcluster::verify::kubectl))]
+    Kubectl { args: String, stderr: String },
+    #[error("kubectl's output could not be read: {0}")]
+    #[diagnostic(code(rvcluster::verify::parse))]
+    Parse(String),
+}
+
+/// The server as verify reads it: a connection and the path of its k3s binary (from its OS
+/// profile).
+pub struct Server<'a> {
+    pub host: &'a mut dyn crate::transport::Host,
+    pub k3s: String,
+}
+
+impl Server<'_> {
+    fn kubectl(&mut self, args: &str, timeout: std::time::Duration) -> Result<crate::transport::ExecOutput, VerifyError> {
+        Ok(self.host.exec(&kubectl_command(&self.k3s, args), None, Some(timeout))?)
+    }
+}
+
+pub fn poll(server: &mut Server) -> Result<Snapshot, VerifyError> {
+    let mut run = |args: &str| -> Result<String, VerifyError> {
+        let out = server.kubectl(args, std::time::Duration::from_secs(60))?;
         if !out.success() {
-            return Err(format!("k3s kubectl {args}: {}", out.stderr_str().trim()));
+            return Err(VerifyError::Kubectl { args: args.to_string(), stderr: out.stderr_str().trim().to_string() });
         }
         Ok(out.stdout_str())
     };
-    let (nodes, pods) = kube::parse_list(&run(server, "get nodes,pods -A -o json")?)?;
-    let events = kube::parse_events(&run(server, "get events -A -o json")?)?;
+    let (nodes, pods) = kube::parse_list(&run("get nodes,pods -A -o json")?).map_err(VerifyError::Parse)?;
+    let events = kube::parse_events(&run("get events -A -o json")?).map_err(VerifyError::Parse)?;
     Ok((nodes, pods, events))
 }
 
@@ -207,7 +232,7 @@ pub enum WaitResult {
 /// Polls until every expected node is Ready and every pod is Ready or Succeeded, a failure is
 /// clearly stuck (three looks in a row), or the timeout passes. `tick` sees every look.
 pub fn wait(
-    server: &mut dyn crate::transport::Host,
+    server: &mut Server,
     expected_nodes: usize,
     timeout: std::time::Duration,
     interval: std::time::Duration,
@@ -237,9 +262,9 @@ pub fn wait(
 }
 
 /// The last lines a crashing container printed (`kubectl logs --previous`, else the current run).
-pub fn last_logs(server: &mut dyn crate::transport::Host, ns: &str, pod: &str, container: &str, lines: usize) -> Vec<String> {
-    for cmd in [logs_command(ns, pod, container, lines, true), logs_command(ns, pod, container, lines, false)] {
-        if let Ok(o) = server.exec(&cmd, None, Some(std::time::Duration::from_secs(30)))
+pub fn last_logs(server: &mut Server, ns: &str, pod: &str, container: &str, lines: usize) -> Vec<String> {
+    for cmd in [logs_args(ns, pod, container, lines, true), logs_args(ns, pod, container, lines, false)] {
+        if let Ok(o) = server.kubectl(&cmd, std::time::Duration::from_secs(30))
             && o.success()
             && !o.stdout_str().trim().is_empty()
         {
@@ -249,15 +274,20 @@ pub fn last_logs(server: &mut dyn crate::transport::Host, ns: &str, pod: &str, c
     Vec::new()
 }
 
-/// `k3s kubectl logs` of one container (`previous`: the run before the current one). Names come
-/// from the cluster (kubectl output), so each is quoted.
-pub fn logs_command(ns: &str, pod: &str, container: &str, lines: usize, previous: bool) -> String {
+/// `kubectl logs` arguments for one container (`previous`: the run before the current one).
+/// Names come from the cluster (kubectl output), so each is quoted.
+pub fn logs_args(ns: &str, pod: &str, container: &str, lines: usize, previous: bool) -> String {
     use crate::transport::cmd::quote;
     format!(
-        "/usr/local/bin/k3s kubectl -n {} logs {} -c {} --tail {lines}{}",
+        "-n {} logs {} -c {} --tail {lines}{}",
         quote(ns),
         quote(pod),
         quote(container),
         if previous { " --previous" } else { "" }
     )
+}
+
+/// The command that runs `k3s kubectl ARGS` with the server's k3s binary.
+pub fn kubectl_command(k3s: &str, args: &str) -> String {
+    format!("{} kubectl {args}", crate::transport::cmd::quote(k3s))
 }

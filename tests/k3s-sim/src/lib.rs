@@ -1,5 +1,5 @@
 //! k3s-sim: a stand-in for the k3s binary in the emulated board lab, plus deterministic upstream
-//! image seeding. It behaves as k3s documents (shared/reference/k3s-facts.md), not as rvcluster
+//! image seeding. It behaves as k3s documents (docs/k3s-behaviour.md), not as rvcluster
 //! expects. Test facility only; never shipped.
 pub mod agent;
 pub mod airgap;

@@ -27,6 +27,9 @@ mount --bind /proc/sys /proc/sys
 mount -o remount,bind,ro /proc/sys
 mkdir -p /run/sshd /run/rvlab /var/log/rvlab
 chmod 0755 /run/sshd
+# Every SSH command is recorded here by the ForceCommand (any login user may append).
+: >/run/rvlab/ssh-exec.log
+chmod 0666 /run/rvlab/ssh-exec.log
 /usr/sbin/sshd -D -e -f /etc/ssh/sshd_config 3<&- </dev/null >>/var/log/rvlab/sshd.log 2>&1 &
 echo "$!" >/run/rvlab/sshd.pid
 # Boot: start the units enabled for multi-user.target, as systemd would.

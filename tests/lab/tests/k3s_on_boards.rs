@@ -13,7 +13,7 @@ fn install_k3s(lab: &Lab, board: &str) {
     std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// The unit install.sh writes (k3s-facts.md), for `server` or `agent`.
+/// The unit install.sh writes (docs/k3s-behaviour.md §2 systemd unit), for `server` or `agent`.
 fn unit(kind: &str) -> String {
     let name = if kind == "server" { "k3s" } else { "k3s-agent" };
     format!(

@@ -1,4 +1,4 @@
-//! registries.yaml as k3s reads it (k3s-facts.md "registries.yaml"), and the pure resolution of
+//! registries.yaml as k3s reads it (docs/k3s-behaviour.md §4 registries.yaml), and the pure resolution of
 //! an image to the ordered list of endpoints containerd tries. Owns no I/O besides reading the
 //! file once; never touches the network.
 use crate::image::ImageRef;

@@ -96,6 +96,7 @@ pub fn sshd_config(addr: Ipv4Addr, port: u16) -> String {
          MaxStartups 200:30:400\n\
          MaxSessions 100\n\
          AcceptEnv LANG LC_*\n\
+         ForceCommand /usr/sbin/rvlab-ssh-exec\n\
          Subsystem sftp /usr/lib/openssh/sftp-server\n"
     )
 }
@@ -497,6 +498,16 @@ impl Board {
     }
 
     /// Every start of `unit`'s main process recorded by the board's systemctl.
+    /// Every command clients ran over SSH since boot, one line each (`time user command...`),
+    /// recorded by the board's sshd ForceCommand (support/ssh-exec.sh).
+    pub fn remote_commands(&self) -> Vec<String> {
+        std::fs::read_to_string(self.path("/run/rvlab/ssh-exec.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
     pub fn service_starts(&self, unit: &str) -> Vec<ServiceStart> {
         let unit = crate::systemd::unit_name(unit);
         let text = std::fs::read_to_string(self.path(&format!("/run/rvlab/systemd/starts/{unit}")))

@@ -44,7 +44,7 @@ impl Flavour {
                     "/etc/pki/ca-trust/source/anchors/.keep".into(),
                     String::new(),
                 ),
-                // openEuler runs firewalld by default (k3s-facts.md "openEuler notes").
+                // openEuler runs firewalld by default (docs/k3s-behaviour.md §11.3 firewalld).
                 (
                     "/etc/systemd/system/firewalld.service".into(),
                     FIREWALLD_UNIT.into(),

@@ -14,17 +14,19 @@ pub const ARCH: &str = include_str!("../../support/arch.sh");
 pub const MODPROBE: &str = include_str!("../../support/modprobe.sh");
 pub const SYSCTL: &str = include_str!("../../support/sysctl.sh");
 pub const BOARD_INIT: &str = include_str!("../../support/board-init.sh");
+pub const SSH_EXEC: &str = include_str!("../../support/ssh-exec.sh");
 
 /// Writes the support tree: `usr-bin/` and `usr-sbin/` are overlaid over the board's /usr/bin and
 /// /usr/sbin, `board-init.sh` is each board's pid 1.
 pub fn install_support(dir: &Path, flavour: &crate::flavour::Flavour) -> Result<()> {
-    let files: [(&str, &str); 7] = [
+    let files: [(&str, &str); 8] = [
         ("usr-bin/systemctl", SYSTEMCTL),
         ("usr-bin/journalctl", SYSTEMCTL),
         ("usr-bin/uname", UNAME),
         ("usr-bin/arch", ARCH),
         ("usr-sbin/modprobe", MODPROBE),
         ("usr-sbin/sysctl", SYSCTL),
+        ("usr-sbin/rvlab-ssh-exec", SSH_EXEC),
         ("board-init.sh", BOARD_INIT),
     ];
     let extra = flavour

@@ -1,0 +1,90 @@
+//! The context every phase and host job shares: the cluster, the profiles, plan-or-apply, the
+//! progress channel and the secrets read once at the start (become password, registry
+//! password). Passed by reference; nothing here lives in a static.
+
+use std::path::PathBuf;
+use std::sync::mpsc::Sender;
+
+use crate::profile::Profiles;
+use crate::spec::{Cluster, Node};
+use crate::transport::{Event, EventKind, HostKeyPolicy, SshConfig, SshHost, TargetSpec};
+
+use super::error::Cause;
+
+pub struct Ctx<'a> {
+    pub cluster: &'a Cluster,
+    pub profiles: &'a Profiles,
+    /// Apply (true) or plan (false): decided here, once.
+    pub wet: bool,
+    pub accept_new: bool,
+    pub parallel: usize,
+    /// Progress events, drawn by src/output.
+    pub events: Option<Sender<Event>>,
+    /// `--ask-become-pass`: the sudo password for non-root logins, memory only.
+    pub become_password: Option<String>,
+    /// The registry password (auth), memory only.
+    pub registry_password: Option<String>,
+    /// Who is applying (written beside the board lock).
+    pub owner: String,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(cluster: &'a Cluster, profiles: &'a Profiles, wet: bool) -> Ctx<'a> {
+        Ctx {
+            cluster,
+            profiles,
+            wet,
+            accept_new: false,
+            parallel: 8,
+            events: None,
+            become_password: None,
+            registry_password: None,
+            owner: super::session::owner_line(),
+        }
+    }
+
+    pub fn event(&self, host: &str, kind: EventKind) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(Event { host: host.to_string(), kind });
+        }
+    }
+
+    /// Connect to a node.
+    pub fn connect(&self, node: &Node) -> Result<SshHost, Cause> {
+        self.connect_to(&node.name, &node.address, &node.ssh)
+    }
+
+    /// Connect to a host named in cluster.kdl: its ssh settings over ~/.ssh/config, host keys
+    /// beside cluster.kdl, the become password when one was given.
+    pub fn connect_to(&self, name: &str, address: &str, ssh: &crate::spec::Ssh) -> Result<SshHost, Cause> {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+        let config = SshConfig::load_user_default().unwrap_or_else(|_| SshConfig::parse(""));
+        let spec = target_spec(name, address, ssh);
+        let target = spec.resolve(&config, &home)?;
+        let mut policy = HostKeyPolicy::new(Some(known_hosts_path(self.cluster)));
+        policy.accept_new = self.accept_new;
+        let mut host = SshHost::connect(&target, &policy)?;
+        if let Some(key) = host.accepted_new_key() {
+            self.event(name, EventKind::Note(format!("recorded new host key {key}")));
+        }
+        if let Some(pw) = &self.become_password {
+            host.set_become_password(pw)?;
+        }
+        Ok(host)
+    }
+}
+
+/// The target for a host named in cluster.kdl (a node or the registry host).
+pub fn target_spec(name: &str, address: &str, ssh: &crate::spec::Ssh) -> TargetSpec {
+    let mut spec = TargetSpec::new(name.to_string(), address.to_string());
+    spec.port = ssh.port;
+    spec.user = ssh.user.clone();
+    spec.host_key = ssh.host_key.clone();
+    spec.proxy_jump = ssh.proxy_jump.clone();
+    spec.identity_files = ssh.identity.iter().cloned().collect();
+    spec
+}
+
+pub fn known_hosts_path(c: &Cluster) -> PathBuf {
+    c.base_dir.join("known_hosts")
+}

@@ -1,0 +1,210 @@
+//! The host driver: runs the phases on one host in one remote command. It builds the facts
+//! query from every phase's probes, starts the held lock+facts command, plans with the phases'
+//! pure functions, and, only when applying and something changed, streams the uploads and sends
+//! the one apply script. Dry or wet is decided here and nowhere else.
+
+use std::time::Duration;
+
+use crate::render::HostState;
+use crate::spec::Role;
+use crate::transport::{EventKind, Facts, FactsQuery, Host, SshHost};
+
+use super::change::Change;
+use super::context::Ctx;
+use super::error::{Cause, ConvergeError};
+use super::phase::{self, Actions, Desired, Observed, Phase};
+use super::session::{self, LockState};
+
+/// How long the lock+facts command may take to print its facts.
+const FACTS_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long the apply script may run (a server start waits up to 60 s for its token).
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// One host's job.
+pub struct Job<'a> {
+    pub name: &'a str,
+    pub role: Role,
+    /// The desired state for every OS profile this host could turn out to have: their probes
+    /// join the one facts command, so profile detection costs no extra round trip.
+    pub candidates: Vec<HostState>,
+    /// Files whose content the caller needs to render the final state (token, htpasswd).
+    pub reads: Vec<String>,
+    /// From the facts, the state to converge to.
+    pub choose: &'a dyn Fn(&Facts) -> Result<HostState, Cause>,
+}
+
+/// The server, for forgetting a re-flashed agent: locked only while it is asked.
+pub struct ServerLink<'a> {
+    pub host: &'a std::sync::Mutex<Option<SshHost>>,
+    pub k3s: String,
+    /// The server had no token before this run: a new datastore that knows no node yet, so
+    /// nothing to ask it.
+    pub new: bool,
+}
+
+impl ServerLink<'_> {
+    fn exec(&self, what: &str, command: &str, check: bool) -> Result<crate::transport::ExecOutput, crate::transport::TransportError> {
+        let mut guard = self.host.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(h) = guard.as_mut() else {
+            return Err(crate::transport::TransportError::Other { host: "server".into(), detail: "no connection to the server".into() });
+        };
+        let t = Some(Duration::from_secs(120));
+        if check { h.exec_ok(what, command, None, t) } else { h.exec(command, None, t) }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub changes: Vec<Change>,
+    pub facts: Facts,
+    /// Values the apply script printed (the server's token after a start).
+    pub values: Vec<(String, Vec<u8>)>,
+    pub lock: Option<LockState>,
+}
+
+/// The facts query for a job (pure).
+pub fn query(job: &Job) -> FactsQuery {
+    let mut q = FactsQuery::default();
+    for st in &job.candidates {
+        let want = Desired::new(st, job.role);
+        for p in phase::all() {
+            p.probe(&want, &mut q);
+        }
+    }
+    for r in &job.reads {
+        phase::add_read(&mut q, r);
+    }
+    q
+}
+
+/// Pure: every phase's changes, in order, with the phase that owns each.
+pub fn plan(want: &Desired, seen: &Observed) -> Result<Vec<(&'static dyn Phase, Change)>, ConvergeError> {
+    let mut out: Vec<(&'static dyn Phase, Change)> = Vec::new();
+    for p in phase::all() {
+        let prior: Vec<Change> = out.iter().map(|(_, c)| c.clone()).collect();
+        let ch = p.plan(want, seen, &prior).map_err(|c| ConvergeError::new(&want.st.node, p.name(), c))?;
+        out.extend(ch.into_iter().map(|c| (p, c)));
+    }
+    Ok(out)
+}
+
+/// Pure: what applying `planned` takes (uploads, the script, server-side deletions).
+pub fn actions(want: &Desired, seen: &Observed, planned: &[(&'static dyn Phase, Change)]) -> Actions {
+    let mut acts = Actions::default();
+    for (i, (p, c)) in planned.iter().enumerate() {
+        p.apply(want, seen, i, c, &mut acts);
+    }
+    if let Some(record) = super::removed::record_fragment(want, seen) {
+        acts.script.bookkeeping(record);
+    }
+    acts
+}
+
+pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<ServerLink>) -> Result<Outcome, ConvergeError> {
+    let name = job.name;
+    let err = |phase: &'static str| move |c: Cause| ConvergeError::new(name, phase, c);
+    let q = query(job);
+    let held = host
+        .exec_held(&session::command(ctx.wet, &ctx.owner, &q), session::HEAD_END, Some(FACTS_TIMEOUT))
+        .map_err(|e| err("lock+facts")(e.into()))?;
+    if held.ended() {
+        // The command stopped before its facts (sudo refused, no shell...): say why.
+        let out = held.finish(b"", Some(FACTS_TIMEOUT)).map_err(|e| err("lock+facts")(e.into()))?;
+        host.check_sudo(&out).map_err(|e| err("lock+facts")(e.into()))?;
+        return Err(err("lock+facts")(Cause::StepFailed {
+            what: "gathering facts".into(),
+            status: out.status,
+            stderr: tail(&out.stderr_str()),
+        }));
+    }
+    let head = String::from_utf8_lossy(held.head()).into_owned();
+    let (lock, facts) = session::parse_head(&q, &head).map_err(err("lock+facts"))?;
+    let facts = match (lock.clone(), facts) {
+        (LockState::Locked(owner), _) => {
+            let _ = held.finish(b"", Some(FACTS_TIMEOUT));
+            return Err(err("lock+facts")(Cause::Locked { owner }));
+        }
+        (LockState::NoFlock, _) | (_, None) => {
+            let _ = held.finish(b"", Some(FACTS_TIMEOUT));
+            return Err(err("lock+facts")(Cause::NoFlock));
+        }
+        (_, Some(f)) => f,
+    };
+    if let LockState::Busy(owner) = &lock {
+        ctx.event(name, EventKind::Note(format!("an apply is running on this host ({owner}); this plan may be stale")));
+    }
+    // Every early return below drops `held`: the channel closes, the lock goes with it.
+    let st = (job.choose)(&facts).map_err(err("render"))?;
+    let want = Desired::new(&st, job.role);
+    let mut seen = Observed::new(&q, facts);
+    if super::forget::is_fresh(&want, &seen)
+        && let Some(s) = &server
+        && s.new
+    {
+        seen.server_knows_node = Some(false);
+    } else if super::forget::is_fresh(&want, &seen)
+        && let Some(s) = &server
+    {
+        let probe = super::forget::known_probe(&s.k3s, &st.node);
+        let known = s.exec("asking the server", &probe, false).map_err(|e| err("forget-node")(e.into()))?;
+        seen.server_knows_node = Some(!known.stdout_str().trim().is_empty());
+    }
+    let planned = plan(&want, &seen)?;
+    let changes: Vec<Change> = planned.iter().map(|(_, c)| c.clone()).collect();
+    let acts = actions(&want, &seen, &planned);
+    let mut outcome = Outcome { changes, facts: seen.facts.clone(), values: vec![], lock: Some(lock) };
+    if !ctx.wet || acts.script.is_empty() && acts.uploads.is_empty() && acts.on_server.is_empty() {
+        let _ = held.finish(b"", Some(FACTS_TIMEOUT));
+        return Ok(outcome);
+    }
+    ctx.event(name, EventKind::Step(format!("applying {} change(s)", outcome.changes.len())));
+    for (i, node) in &acts.on_server {
+        let s = server.as_ref().expect("on_server only planned with a server");
+        s.exec(&planned[*i].1.label(), &super::forget::delete_command(&s.k3s, node), true)
+            .map_err(|e| err("forget-node")(e.into()))?;
+    }
+    for u in &acts.uploads {
+        ctx.event(name, EventKind::Step(format!("uploading {}", u.dest.path)));
+        let packed = u.codec.and_then(|c| crate::artifact::compressed(&u.local, &u.sha256, c).ok().map(|p| (c, p)));
+        match packed {
+            Some((c, p)) => host.upload_compressed(&p, c, &u.sha256, &u.dest),
+            None => host.upload_pinned(&u.local, &u.sha256, &u.dest),
+        }
+        .map_err(|e| err("files")(e.into()))?;
+    }
+    if !acts.script.is_empty() {
+        ctx.event(name, EventKind::Step("running the apply script".into()));
+        let text = acts.script.render();
+        let out = held.finish(&session::script_input(&text), Some(SCRIPT_TIMEOUT)).map_err(|e| err("apply")(e.into()))?;
+        host.check_sudo(&out).map_err(|e| err("apply")(e.into()))?;
+        let stdout = out.stdout_str();
+        if stdout.lines().any(|l| l == "@@rv truncated") {
+            return Err(err("apply")(Cause::ScriptTruncated));
+        }
+        let r = super::script::parse(&stdout);
+        outcome.values = r.values;
+        if let Some((id, status)) = r.failed {
+            let (phase, what) = match id.parse::<usize>().ok().and_then(|i| planned.get(i)) {
+                Some((p, c)) => (p.name(), c.label()),
+                None => ("apply", "recording the managed files".to_string()),
+            };
+            return Err(ConvergeError::new(name, phase, Cause::StepFailed { what, status, stderr: tail(&out.stderr_str()) }));
+        }
+        if !r.finished {
+            return Err(err("apply")(Cause::StepFailed {
+                what: "the apply script".into(),
+                status: out.status,
+                stderr: tail(&out.stderr_str()),
+            }));
+        }
+    } else {
+        let _ = held.finish(b"", Some(FACTS_TIMEOUT));
+    }
+    Ok(outcome)
+}
+
+/// The last lines of a command's stderr, for an error message.
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(5)..].join("\n")
+}

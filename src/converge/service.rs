@@ -1,0 +1,109 @@
+//! Phase: the k3s (or registry) unit. daemon-reload only when the unit file changed; enable when
+//! not enabled; start when not running, else restart once when a file it reads changed. Start
+//! and restart use --no-block (a Type=notify agent the server rejects never signals READY and
+//! TimeoutStartSec=0 would block for ever); readiness is the verify step's job. A server started
+//! or restarted here prints its token once written, for the agents (docs/k3s-behaviour.md).
+
+use crate::render::SERVER_TOKEN;
+use crate::spec::Role;
+use crate::transport::FactsQuery;
+use crate::transport::cmd::quote;
+
+use super::change::Change;
+use super::error::Cause;
+use super::phase::{Actions, Desired, Observed, Phase};
+use super::removed::removal_restarts;
+use super::script::wait_and_print;
+
+pub struct ServicePhase;
+
+impl Phase for ServicePhase {
+    fn name(&self) -> &'static str {
+        "service"
+    }
+    fn probe(&self, want: &Desired, q: &mut FactsQuery) {
+        if !q.services.contains(&want.unit_file) {
+            q.services.push(want.unit_file.clone());
+        }
+    }
+    fn plan(&self, want: &Desired, seen: &Observed, prior: &[Change]) -> Result<Vec<Change>, Cause> {
+        let st = want.st;
+        let mut because = Vec::new();
+        let mut unit_changed = false;
+        for c in prior {
+            match c {
+                Change::CreateFile { path, .. } | Change::UpdateFile { path, .. } => {
+                    let f = st.files.iter().find(|f| f.path == *path);
+                    if f.and_then(|f| f.restarts.as_deref()) == Some(st.service.unit.as_str()) {
+                        because.push(path.clone());
+                    }
+                    unit_changed |= *path == st.service.unit_path;
+                }
+                Change::RemoveFile { path } if removal_restarts(path) => because.push(path.clone()),
+                _ => {}
+            }
+        }
+        let svc = seen.facts.services.get(&want.unit_file);
+        let enabled = svc.is_some_and(|s| s.enabled == "enabled");
+        let active = svc.is_some_and(|s| s.active == "active" || s.active == "activating");
+        let mut out = Vec::new();
+        if unit_changed {
+            out.push(Change::DaemonReload);
+        }
+        if !enabled {
+            out.push(Change::Enable { unit: want.unit_file.clone() });
+        }
+        if !active {
+            out.push(Change::Start { unit: want.unit_file.clone() });
+        } else if !because.is_empty() {
+            out.push(Change::Restart { unit: want.unit_file.clone(), because });
+        }
+        Ok(out)
+    }
+    fn apply(&self, want: &Desired, _seen: &Observed, i: usize, change: &Change, acts: &mut Actions) {
+        let u = quote(&want.unit_file);
+        let text = match change {
+            Change::DaemonReload => "systemctl daemon-reload".to_string(),
+            Change::Enable { .. } => format!("systemctl enable {u}"),
+            Change::Start { .. } => format!("systemctl start --no-block {u}"),
+            Change::Restart { .. } => format!("systemctl restart --no-block {u}"),
+            _ => return,
+        };
+        acts.script.change(i, text);
+        if want.role == Role::Server && want.st.k3s_version.is_some() && matches!(change, Change::Start { .. } | Change::Restart { .. }) {
+            acts.script.bookkeeping(wait_and_print("token", SERVER_TOKEN, 120));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::converge::testutil::state;
+    use crate::transport::ServiceFact;
+
+    fn seen(active: &str, enabled: &str) -> Observed {
+        let mut o = Observed::default();
+        o.facts.services.insert("k3s.service".into(), ServiceFact { active: active.into(), enabled: enabled.into() });
+        o
+    }
+
+    #[test]
+    fn restart_once_only_when_a_read_file_changed_and_reload_only_for_the_unit() {
+        let st = state();
+        let want = Desired::new(&st, Role::Server);
+        let upd = |p: &str| Change::UpdateFile { path: p.into(), mode: "0600".into(), diff: String::new() };
+        // Running, config changed: one restart, no daemon-reload.
+        let ch = ServicePhase.plan(&want, &seen("active", "enabled"), &[upd(crate::render::CONFIG)]).unwrap();
+        assert_eq!(ch, vec![Change::Restart { unit: "k3s.service".into(), because: vec![crate::render::CONFIG.into()] }]);
+        // The unit changed: daemon-reload then restart.
+        let ch = ServicePhase.plan(&want, &seen("active", "enabled"), &[upd(&st.service.unit_path)]).unwrap();
+        assert!(matches!(ch.as_slice(), [Change::DaemonReload, Change::Restart { .. }]), "{ch:?}");
+        // A manifest (restarts: none): nothing.
+        let ch = ServicePhase.plan(&want, &seen("active", "enabled"), &[upd("/var/lib/rancher/k3s/server/manifests/x.yaml")]).unwrap();
+        assert!(ch.is_empty());
+        // Not running: enable and start, never restart.
+        let ch = ServicePhase.plan(&want, &seen("inactive", "disabled"), &[upd(crate::render::CONFIG)]).unwrap();
+        assert!(matches!(ch.as_slice(), [Change::Enable { .. }, Change::Start { .. }]), "{ch:?}");
+    }
+}

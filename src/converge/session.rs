@@ -1,0 +1,144 @@
+//! The lock+facts phase: ONE remote command per host. It takes the board lock (apply only:
+//! `flock` on /var/lib/rvcluster/apply.lock held by this command's shell), prints the facts
+//! every phase asked for, then waits on stdin for the apply script (its sha256 on the first
+//! line), checks it arrived whole and runs it. The lock lives exactly as long as this command:
+//! a finished apply, a lost connection, a kill -9 or Ctrl-C of rvcluster all release it, and no
+//! stale lock is ever left to remove by hand. Plan sends nothing: the command ends at once.
+
+use crate::transport::cmd::{self, quote};
+use crate::transport::facts::{self, Facts, FactsQuery};
+
+use super::error::Cause;
+
+pub const STATE_DIR: &str = "/var/lib/rvcluster";
+pub const LOCK_FILE: &str = "/var/lib/rvcluster/apply.lock";
+pub const OWNER_FILE: &str = "/var/lib/rvcluster/apply.owner";
+/// The line that ends the facts: the client plans after reading it.
+pub const HEAD_END: &str = "@@rv end";
+
+/// What the lock line said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockState {
+    /// Apply: this command holds the lock.
+    Held,
+    /// Plan: nobody holds it.
+    Free,
+    /// Plan: an apply holds it (who).
+    Busy(String),
+    /// Apply: another apply holds it (who); no facts follow.
+    Locked(String),
+    NoFlock,
+}
+
+/// The held command for a host: lock (when `wet`), facts, then wait for the script.
+/// `owner` (who is applying: user@machine, pid, time) is written beside the lock for others.
+pub fn command(wet: bool, owner: &str, q: &FactsQuery) -> String {
+    let mut s = String::from("export LC_ALL=C\n");
+    s.push_str(cmd::SHA_FN);
+    s.push('\n');
+    let owner_hex = "od -An -v -tx1 < {o} 2>/dev/null | tr -d ' \\n'";
+    let owner_hex = owner_hex.replace("{o}", &quote(OWNER_FILE));
+    if wet {
+        s.push_str(&format!(
+            "command -v flock >/dev/null 2>&1 || {{ echo '@@rv lock noflock'; echo '{HEAD_END}'; exit 0; }}\n\
+             mkdir -p {dir} || exit 1\n\
+             exec 9>>{lock} || exit 1\n\
+             if ! flock -n 9; then echo \"@@rv lock locked $({owner_hex})\"; echo '{HEAD_END}'; exit 0; fi\n\
+             printf '%s\\n' {owner} > {of}\n\
+             echo '@@rv lock held'\n",
+            dir = quote(STATE_DIR),
+            lock = quote(LOCK_FILE),
+            owner = quote(owner),
+            of = quote(OWNER_FILE),
+        ));
+    } else {
+        s.push_str(&format!(
+            "if [ -e {lock} ] && command -v flock >/dev/null 2>&1 && ! flock -n {lock} true; \
+             then echo \"@@rv lock busy $({owner_hex})\"; else echo '@@rv lock free'; fi\n",
+            lock = quote(LOCK_FILE),
+        ));
+    }
+    // The facts never read stdin: it carries the script.
+    s.push_str("{\n");
+    s.push_str(&facts::script(q));
+    s.push_str("} </dev/null\n");
+    s.push_str(&format!(
+        "IFS= read -r rv_want || exit 0\n\
+         [ -n \"$rv_want\" ] || exit 0\n\
+         rv_t={dir}/.apply-script.$$\n\
+         (umask 077; cat > \"$rv_t\") || exit 1\n\
+         h=$(rv_sha < \"$rv_t\"); if [ \"${{h%% *}}\" != \"$rv_want\" ]; then rm -f \"$rv_t\"; echo '@@rv truncated'; exit 1; fi\n\
+         sh \"$rv_t\"; rv_s=$?; rm -f \"$rv_t\"; exit $rv_s\n",
+        dir = quote(STATE_DIR),
+    ));
+    s
+}
+
+/// The bytes to send on stdin for `script` (its sha256 first, so a cut stream is never run).
+pub fn script_input(script: &str) -> Vec<u8> {
+    format!("{}\n{script}", crate::render::sha256_hex(script.as_bytes())).into_bytes()
+}
+
+/// Split the head into the lock state and the facts.
+pub fn parse_head(q: &FactsQuery, head: &str) -> Result<(LockState, Option<Facts>), Cause> {
+    let (first, rest) = head.split_once('\n').unwrap_or((head, ""));
+    let word = |w: &str| first.strip_prefix("@@rv lock ").and_then(|r| r.strip_prefix(w)).map(str::trim);
+    let owner = |hex_text: &str| {
+        let t = String::from_utf8_lossy(&hex::decode(hex_text).unwrap_or_default()).trim().to_string();
+        if t.is_empty() { "owner unknown".to_string() } else { t }
+    };
+    let lock = if word("held").is_some() {
+        LockState::Held
+    } else if word("free").is_some() {
+        LockState::Free
+    } else if let Some(o) = word("busy") {
+        LockState::Busy(owner(o))
+    } else if let Some(o) = word("locked") {
+        return Ok((LockState::Locked(owner(o)), None));
+    } else if word("noflock").is_some() {
+        return Ok((LockState::NoFlock, None));
+    } else {
+        return Err(Cause::Facts(format!("unexpected first line `{}`", first.chars().take(80).collect::<String>())));
+    };
+    let f = facts::parse(q, rest).map_err(Cause::Facts)?;
+    Ok((lock, Some(f)))
+}
+
+/// Who is applying, for the owner file: `user@machine pid N since TIME`.
+pub fn owner_line() -> String {
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "?".into());
+    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "?".into());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    format!("rvcluster apply by {user}@{machine}, pid {}, since unix time {now}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q() -> FactsQuery {
+        FactsQuery { paths: vec!["/etc/hostname".into()], ..FactsQuery::default() }
+    }
+
+    #[test]
+    fn plan_head_parses_lock_and_facts() {
+        let out = std::process::Command::new("sh").arg("-c").arg(command(false, "me", &q())).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (lock, facts) = parse_head(&q(), &text).unwrap();
+        assert_eq!(lock, LockState::Free);
+        assert!(facts.unwrap().files.contains_key("/etc/hostname"));
+    }
+
+    #[test]
+    fn locked_head_has_no_facts_and_names_the_owner() {
+        let head = format!("@@rv lock locked {}\n{HEAD_END}\n", hex::encode("rvcluster apply by a@b\n"));
+        let (lock, facts) = parse_head(&q(), &head).unwrap();
+        assert_eq!(lock, LockState::Locked("rvcluster apply by a@b".into()));
+        assert!(facts.is_none());
+    }
+
+    #[test]
+    fn garbage_is_a_facts_error() {
+        assert!(matches!(parse_head(&q(), "Welcome to my board\n"), Err(Cause::Facts(_))));
+    }
+}

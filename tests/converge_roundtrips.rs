@@ -1,0 +1,109 @@
+//! Remote round trips per host, counted on the boards themselves: every command a client runs
+//! over SSH is recorded by the board's sshd (lab ForceCommand, tests/lab/support/ssh-exec.sh).
+//! A no-op plan and a no-op apply cost ONE remote command per host (lock+facts, the held
+//! command); an apply that changes one config key costs at most 3 (here: the same one command,
+//! the script travelling on its stdin). Deterministic counts, no timing.
+
+use std::path::Path;
+use std::process::Output;
+
+use rvlab::{Lab, Role};
+
+#[path = "support/e2e.rs"]
+mod e2e;
+
+fn write_cluster(lab: &Lab, dir: &Path, extra_config: &str) {
+    let k3s = rvlab::k3s_sim_binary().expect("the simulated k3s binary");
+    let mut kdl = format!(
+        "cluster \"rt\"\nk3s version=\"v1.33.4+k3s1\" {{\n    binary \"{}\" sha256=\"{}\"\n    disable \"traefik\" \"metrics-server\"\n    config {{\n        write-kubeconfig-mode \"0600\"\n{extra_config}    }}\n}}\n",
+        k3s.display(),
+        e2e::sha256(&k3s)
+    );
+    let mut known = String::new();
+    for b in lab.boards() {
+        let role = if b.role() == Role::Server { "server" } else { "agent" };
+        kdl.push_str(&format!(
+            "node \"{}\" address=\"{}\" role=\"{role}\" {{\n    ssh user=\"root\" identity=\"{}\"\n}}\n",
+            b.name(),
+            b.address(),
+            lab.client_key().display()
+        ));
+        known.push_str(&b.known_hosts_line());
+        known.push('\n');
+    }
+    std::fs::write(dir.join("cluster.kdl"), kdl).unwrap();
+    std::fs::write(dir.join("known_hosts"), known).unwrap();
+}
+
+/// Runs rvcluster and returns, per board, the remote commands it ran.
+fn counted(lab: &Lab, dir: &Path, args: &[&str]) -> (Output, Vec<(String, Vec<String>)>) {
+    let before: Vec<usize> = lab.boards().iter().map(|b| b.remote_commands().len()).collect();
+    let out = e2e::rv(dir, args);
+    let per = lab
+        .boards()
+        .iter()
+        .zip(before)
+        .map(|(b, n)| (b.name().to_string(), b.remote_commands()[n..].to_vec()))
+        .collect();
+    (out, per)
+}
+
+fn assert_each(per: &[(String, Vec<String>)], what: &str, ok: impl Fn(usize) -> bool) {
+    for (board, cmds) in per {
+        assert!(ok(cmds.len()), "{what}: {board} ran {} remote command(s):\n{}", cmds.len(), cmds.join("\n"));
+    }
+}
+
+#[test]
+fn noop_plan_and_apply_are_one_remote_command_per_host_and_a_changed_key_at_most_three() {
+    let lab = Lab::builder()
+        .board("server1", Role::Server)
+        .board("agent1", Role::Agent)
+        .board("agent2", Role::Agent)
+        .ready_delay_ms(200)
+        .start()
+        .expect("lab starts (needs root, sshd)");
+    let dir = tempfile::tempdir().unwrap();
+    write_cluster(&lab, dir.path(), "");
+    let (out, first) = counted(&lab, dir.path(), &["apply", "cluster.kdl", "--no-wait", "--skip-closure-check"]);
+    assert_eq!(out.status.code(), Some(0));
+    // A first apply: lock+facts (the script rides on it) and the k3s binary upload.
+    assert_each(&first, "first apply", |n| n <= 3);
+
+    let (out, plan) = counted(&lab, dir.path(), &["plan", "cluster.kdl", "--skip-closure-check", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "no changes pending");
+    assert_each(&plan, "no-op plan", |n| n == 1);
+
+    let (out, apply) = counted(&lab, dir.path(), &["apply", "cluster.kdl", "--no-wait", "--skip-closure-check"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).matches("no changes").count() == 3, "a no-op");
+    assert_each(&apply, "no-op apply", |n| n == 1);
+
+    // One config key changed (cluster-wide, so every node's config.yaml): at most 3 per host.
+    write_cluster(&lab, dir.path(), "        node-label \"zone=lab\"\n");
+    let starts: Vec<usize> = lab.boards().iter().map(|b| b.service_starts(if b.role() == Role::Server { "k3s" } else { "k3s-agent" }).len()).collect();
+    let (out, changed) = counted(&lab, dir.path(), &["apply", "cluster.kdl", "--no-wait", "--skip-closure-check"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_each(&changed, "one changed key", |n| (1..=3).contains(&n));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("~ restart k3s").count(), 3, "one restart per host: {text}");
+    for (b, n) in lab.boards().iter().zip(starts) {
+        let unit = if b.role() == Role::Server { "k3s" } else { "k3s-agent" };
+        // `restart --no-block` returns before the restart is recorded: wait for it to land.
+        for _ in 0..300 {
+            if b.service_starts(unit).len() > n {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert_eq!(b.service_starts(unit).len(), n + 1, "{} restarted exactly once", b.name());
+        let cfg = std::fs::read_to_string(b.path("/etc/rancher/k3s/config.yaml")).unwrap();
+        assert!(cfg.contains("zone=lab"), "{cfg}");
+    }
+    // Which command each was: the held lock+facts command, never a separate lock or cat.
+    for (board, cmds) in plan.iter().chain(&apply).chain(&changed) {
+        for c in cmds {
+            assert!(c.contains("export LC_ALL=C"), "{board}: unexpected command {c}");
+        }
+    }
+}
