@@ -6,7 +6,10 @@
 //! substitution and separator, and the directory must not hold a `pwned` file afterwards.
 //!
 //! Builders whose program is fixed (`k3s kubectl ...`) are run with that program replaced by
-//! `printf '%s\0'`, so the test sees the exact argv the shell would hand it.
+//! `printf '%s\0'`, or by a stand-in at a hostile path that prints its argv, so the test sees the
+//! exact argv the shell would hand it. Not run here: converge's held session command (it takes
+//! the lock under /var/lib/rvcluster of the machine it runs on); its words go through `quote`
+//! and its facts part is `facts::script`, both driven below.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -195,6 +198,57 @@ proptest! {
         let argv = argv_of(&c, "/usr/local/bin/k3s", dir.path());
         prop_assert_eq!(argv, ["kubectl", "-n", &ns, "logs", &pod, "-c", &container, "--tail", "5", "--previous"]);
         nothing_ran(dir.path(), &[]);
+    }
+
+    /// The server-side commands that forget a re-flashed agent, with the k3s binary itself at a
+    /// hostile path: a stand-in `k3s` there prints the argv it gets (and fails, so the probe's
+    /// `||` runs its second half; succeeds for the deletion's `&&`).
+    #[test]
+    fn forget_node_commands(d in hostile_name(), node in hostile()) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = work();
+        let bin = dir.path().join(&d);
+        std::fs::create_dir_all(&bin).unwrap();
+        let k3s = bin.join("k3s");
+        let status = dir.path().join("status");
+        std::fs::write(&k3s, format!("#!/bin/sh\nprintf '%s\\0' \"$@\"; printf '\\036'\nexit \"$(cat {})\"\n", cmd::quote(status.to_str().unwrap()))).unwrap();
+        std::fs::set_permissions(&k3s, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let k = k3s.to_str().unwrap();
+        let calls = |out: Vec<u8>| -> Vec<Vec<String>> {
+            String::from_utf8(out).unwrap().split_terminator('\u{1e}').map(|l| {
+                let mut v: Vec<String> = l.split('\0').map(str::to_string).collect();
+                v.pop();
+                v
+            }).collect()
+        };
+        let secret = format!("{node}.node-password.k3s");
+        std::fs::write(&status, "1").unwrap();
+        let r = sh(dir.path(), &rvcluster::converge::forget::known_probe(k, &node), b"");
+        prop_assert_eq!(calls(r.stdout), vec![
+            vec!["kubectl".to_string(), "get".into(), "node".into(), node.clone(), "-o".into(), "name".into()],
+            vec!["kubectl".to_string(), "-n".into(), "kube-system".into(), "get".into(), "secret".into(), secret.clone(), "-o".into(), "name".into()],
+        ]);
+        std::fs::write(&status, "0").unwrap();
+        let r = sh(dir.path(), &rvcluster::converge::forget::delete_command(k, &node), b"");
+        prop_assert!(r.ok, "{}", r.stderr);
+        prop_assert_eq!(calls(r.stdout), vec![
+            vec!["kubectl".to_string(), "delete".into(), "node".into(), node.clone(), "--ignore-not-found".into()],
+            vec!["kubectl".to_string(), "-n".into(), "kube-system".into(), "delete".into(), "secret".into(), secret, "--ignore-not-found".into()],
+        ]);
+        nothing_ran(dir.path(), &[&bin, &status]);
+    }
+
+    /// Reading a value back from a file (the server's token): the exact file, hex on one line.
+    #[test]
+    fn wait_and_print_reads_the_exact_file(f in hostile_name(), content in prop::collection::vec(any::<u8>(), 1..64)) {
+        let dir = work();
+        let path = dir.path().join(&f);
+        std::fs::write(&path, &content).unwrap();
+        let r = sh(dir.path(), &rvcluster::converge::script::wait_and_print("token", path.to_str().unwrap(), 2), b"");
+        prop_assert!(r.ok, "{}", r.stderr);
+        let hex: String = content.iter().map(|b| format!("{b:02x}")).collect();
+        prop_assert_eq!(String::from_utf8(r.stdout).unwrap(), format!("@@rv value token {hex}\n"));
+        nothing_ran(dir.path(), &[&path]);
     }
 
     /// The registry host's storage directory: cluster.kdl allows any path without control
