@@ -74,3 +74,22 @@ fn no_color_env_is_honoured() {
     let out = rv().args(["--color", "always", "check"]).arg(f).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains('\u{1b}'), "colour when forced");
 }
+
+#[test]
+fn apply_timeout_takes_durations_as_kubectl_does() {
+    // An accepted value gets past the flags to the cluster file (rejected here: status 2, no flag error).
+    for t in ["90", "90s", "5m", "1h30m", "1.5h"] {
+        let out = rv().args(["apply", "fixtures/invalid/07-invalid-role.kdl", "--timeout", t]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(stderr.contains("not a valid cluster description") && !stderr.contains("--timeout"), "{t}: {stderr}");
+    }
+    for t in ["5x", "60 s", "-1m", "m", "1.5"] {
+        let out = rv().args(["apply", "fixtures/invalid/07-invalid-role.kdl", &format!("--timeout={t}")]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{t}");
+        assert!(stderr.contains("--timeout") && stderr.contains(&format!("`{t}` is not a duration")), "{t}: {stderr}");
+        assert!(stderr.contains("90 (seconds), 90s, 5m or 1h30m"), "says what is accepted: {stderr}");
+        assert!(!stderr.contains("not a valid cluster description"), "the file is not read: {stderr}");
+    }
+}

@@ -87,6 +87,33 @@ fn tls_and_auth_registry_is_deployed_pushed_to_and_verified_with_skopeo() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("images: 0 pushed, 1 already in the registry"), "nothing re-sent");
     assert_eq!(lab.board("mac").unwrap().service_starts("rvcluster-registry.service").len(), starts);
 
+    // cluster.lock pins the image: an archive rebuilt with other content (same tag) is refused by
+    // --locked before anything is touched; the registry still serves the locked manifest.
+    let rebuilt = images::oci_archive(&d.join("work2"), &d.join("lpp.tar"), &["amd64", "riscv64"], &[images::Layer::gz("lpp", 8192, 8)]);
+    assert_ne!(rebuilt.manifest("riscv64"), digest, "a different riscv64 manifest");
+    let lock_before = std::fs::read_to_string(d.join("cluster.lock")).unwrap();
+    let out = rv(d, &["apply", "cluster.kdl", "--on", "mac", "--locked", "--no-wait", "--skip-closure-check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "image docker.io/rancher/local-path-provisioner:v0.0.31: locked {digest} in riscv64/local-path-provisioner, now {} in riscv64/local-path-provisioner",
+            rebuilt.manifest("riscv64")
+        )),
+        "names the image and both digests:\n{stderr}"
+    );
+    assert!(!stderr.contains("pushed"), "nothing pushed:\n{stderr}");
+    let now = inspect(Some("rv:s3cret-registry-pw"));
+    assert_eq!(format!("sha256:{}", rvcluster::render::sha256_hex(&now.stdout)), digest, "the registry still has the locked manifest");
+    assert_eq!(std::fs::read_to_string(d.join("cluster.lock")).unwrap(), lock_before, "the lock is not rewritten");
+    assert_eq!(lab.board("mac").unwrap().service_starts("rvcluster-registry.service").len(), starts, "the registry host is untouched");
+    // Without --locked the new image is pushed and the lock follows.
+    let out = rv(d, &["apply", "cluster.kdl", "--on", "mac", "--no-wait", "--skip-closure-check"]);
+    assert_eq!(out.status.code(), Some(0));
+    let now = inspect(Some("rv:s3cret-registry-pw"));
+    assert_eq!(format!("sha256:{}", rvcluster::render::sha256_hex(&now.stdout)), rebuilt.manifest("riscv64"));
+    assert!(std::fs::read_to_string(d.join("cluster.lock")).unwrap().contains(rebuilt.manifest("riscv64")));
+
     // The node trusts the CA and uses https.
     let out = rv(d, &["apply", "cluster.kdl", "--on", "server1", "--no-wait", "--skip-closure-check"]);
     assert_eq!(out.status.code(), Some(0));

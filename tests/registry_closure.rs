@@ -235,3 +235,37 @@ fn push_one_loaded(reg: &TestRegistry, image: rvcluster::registry::LoadedImage, 
     assert_eq!(reg.skopeo_inspect(repo, tag).unwrap()["Digest"], rep.images[0].manifest_digest.as_str());
     rep.images[0].manifest_digest.clone()
 }
+
+/// The diagnosis of a pod's image pull, worded for an image cluster.kdl does not name (a pod
+/// started by hand): who needs it is "a pod", never an empty "(needed by )"; a release image still
+/// names its addon.
+#[test]
+fn explain_words_an_image_cluster_kdl_does_not_name() {
+    let w = world();
+    let dir = tempfile::tempdir().unwrap();
+    let k3s = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/blog-lab/artifacts/k3s-riscv64");
+    let kdl = format!(
+        "cluster \"c\"\nk3s version=\"v1.34.3+k3s1\" {{\n    binary \"{}\" sha256=\"bf4e2dbaf8165b58064967a0bd45da6f17302b2e240cf4496e80229c9173409f\"\n}}\n\
+         node \"s1\" address=\"10.0.0.1\" role=\"server\"\n\
+         registry \"r\" address=\"{}\" port={} {{\n    mirror \"docker.io\" {{\n        rewrite \"^rancher/mirrored-(.*)$\" \"riscv64/$1\"\n    }}\n}}\n\
+         upstream \"docker.io\" endpoint=\"{}\"\n",
+        k3s.display(),
+        w.private.ip,
+        w.private.port,
+        w.upstream.endpoint()
+    );
+    let file = dir.path().join("cluster.kdl");
+    std::fs::write(&file, kdl).unwrap();
+    let profiles = rvcluster::profile::Profiles::builtin();
+    let c = rvcluster::spec::load(&file, &profiles).unwrap();
+    let text = rvcluster::images::explain(&c, &profiles, None, "someone/tool:1");
+    assert!(!text.contains("(needed by )"), "{text}");
+    assert!(
+        text.starts_with(&format!("MISSING  docker.io/someone/tool:1 (needed by {}): ", closure::UNLISTED)),
+        "{text}"
+    );
+    assert!(text.contains(&format!("tried {}/someone/tool:1 (mirror): not found", w.private.host_port())), "{text}");
+    assert!(text.contains(&format!("tried {}/someone/tool:1 (upstream): not found", w.upstream.host_port())), "{text}");
+    let text = rvcluster::images::explain(&c, &profiles, None, "rancher/klipper-lb:v0.4.13");
+    assert!(text.contains("(needed by addon servicelb)") && text.contains("or disable the addon `servicelb`"), "{text}");
+}

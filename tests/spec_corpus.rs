@@ -84,3 +84,56 @@ fn secrets_never_echoed_in_errors() {
         assert!(stderr.contains("***"), "{file}: the secret's place is masked:\n{stderr}");
     }
 }
+
+/// What `check` rejects by reading local files (a binary whose sha256 is not the one written, an
+/// image archive without linux/riscv64) stops plan and apply the same way, before any host is
+/// contacted, and the closure check never calls such an image provided.
+#[test]
+fn plan_and_apply_reject_local_input_errors_before_any_host() {
+    for (file, says) in [
+        ("41-sha256-mismatch.kdl", &["has sha256", "bf4e2dbaf8165b58064967a0bd45da6f17302b2e240cf4496e80229c9173409f"][..]),
+        ("42-image-no-riscv64.kdl", &["no linux/riscv64 image", "linux/amd64", "linux/arm64"]),
+    ] {
+        let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/invalid").join(file);
+        let line_col = std::fs::read_to_string(f.with_extension("expected")).unwrap();
+        let line_col: Vec<&str> = line_col.split(':').take(2).collect();
+        for cmd in ["check", "plan", "apply"] {
+            let out = assert_cmd::Command::cargo_bin("rvcluster")
+                .unwrap()
+                .args(["--color", "never", cmd])
+                .arg(&f)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{cmd} {file}:\n{stderr}");
+            assert!(stderr.contains(&format!("{file}:{}:{}", line_col[0], line_col[1])), "{cmd} {file}:\n{stderr}");
+            assert!(says.iter().all(|w| stderr.contains(w)), "{cmd} {file} says {says:?}:\n{stderr}");
+            assert!(out.stdout.is_empty(), "{cmd} {file}: no plan, no closure report:\n{}", String::from_utf8_lossy(&out.stdout));
+            assert!(!stderr.contains("provided by cluster.kdl"), "{stderr}");
+        }
+    }
+}
+
+/// Hostile names, addresses, labels, tags, users and URLs are refused one by one, each saying
+/// what is allowed there (the help line under the located error).
+#[test]
+fn hostile_values_are_refused_saying_what_is_allowed() {
+    for (file, problems, allowed) in [
+        ("44-hostile-node-names.kdl", 4, "lowercase letters, digits, `-` and `.`, at most 63 characters"),
+        ("45-hostile-addresses.kdl", 4, "an IPv4 or IPv6 address, or a host name: ASCII letters, digits and `-`"),
+        ("46-hostile-labels.kdl", 7, "Kubernetes label syntax"),
+        ("47-hostile-tags.kdl", 5, "a tag is ASCII letters, digits, `.`, `_` and `-`"),
+        ("48-hostile-ssh.kdl", 4, "a user name is ASCII letters, digits, `.`, `_` and `-`"),
+        ("49-hostile-registry.kdl", 7, "a registry user is printable ASCII without spaces or `:`"),
+    ] {
+        let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/invalid").join(file);
+        let out = assert_cmd::Command::cargo_bin("rvcluster").unwrap().args(["--color", "never", "check"]).arg(&f).output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // miette wraps long lines: compare with runs of whitespace (and the margin) collapsed.
+        let flat = stderr.split_whitespace().filter(|w| *w != "|" && *w != "│").collect::<Vec<_>>().join(" ");
+        assert!(flat.contains(&format!("({problems} problems)")), "{file}:\n{stderr}");
+        assert!(flat.contains(&format!("help: {allowed}")), "{file} says what is allowed ({allowed}):\n{stderr}");
+        assert!(!stderr.contains("rm -rf") || file == "45-hostile-addresses.kdl", "{stderr}");
+    }
+}

@@ -12,6 +12,7 @@ use crate::spec::filter::NodeFilter;
 use crate::spec::{Cluster, SpecError};
 
 pub mod check;
+pub mod duration;
 pub mod image;
 pub mod plan;
 pub mod status;

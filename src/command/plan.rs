@@ -52,9 +52,9 @@ pub struct ApplyArgs {
     /// Do not wait for nodes and pods to become Ready.
     #[arg(long)]
     pub no_wait: bool,
-    /// How long to wait for every pod to be Ready, in seconds.
-    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
-    pub timeout: u64,
+    /// How long to wait for every pod to be Ready: 90 (seconds), 90s, 5m, 1h30m (as kubectl --timeout).
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = super::duration::parse)]
+    pub timeout: Duration,
     /// Refuse to run when the k3s binary or an image resolves differently from cluster.lock.
     #[arg(long)]
     pub locked: bool,
@@ -453,14 +453,14 @@ fn wait_ready(global: &Global, c: &Cluster, profiles: &Profiles, pw: Option<&str
         out.error(&format!("cannot reach the server to verify: {e}"));
         (None, EXIT_FAILED)
     })?;
-    out.info(&format!("waiting for {} node(s) and every pod to be Ready (timeout {}s)", c.nodes.len(), a.timeout));
+    out.info(&format!("waiting for {} node(s) and every pod to be Ready (timeout {})", c.nodes.len(), super::duration::show(a.timeout)));
     let mut last_line = String::new();
     let k3s = converge::k3s_on(&ctx, server, &mut host).map_err(|e| {
         out.error(&format!("server {}: {e}", server.name));
         (None, EXIT_FAILED)
     })?;
     let mut srv = verify::Server { host: &mut host, k3s };
-    let result = verify::wait(&mut srv, c.nodes.len(), Duration::from_secs(a.timeout), Duration::from_secs(2), &mut |h| {
+    let result = verify::wait(&mut srv, c.nodes.len(), a.timeout, Duration::from_secs(2), &mut |h| {
         let pending: Vec<&str> = h.problems.iter().map(|p| p.pod.as_str()).take(4).collect();
         let line = format!(
             "  nodes {}/{} Ready, pods {}/{} Ready{}",
@@ -485,7 +485,7 @@ fn wait_ready(global: &Global, c: &Cluster, profiles: &Profiles, pw: Option<&str
             Err((Some(h), EXIT_FAILED))
         }
         WaitResult::TimedOut(h) => {
-            out.error(&format!("timed out after {}s", a.timeout));
+            out.error(&format!("timed out after {}", super::duration::show(a.timeout)));
             if let Some(h) = &h {
                 print_diagnosis(c, profiles, pw, h, Some(&mut srv), out);
             }

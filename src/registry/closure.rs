@@ -185,6 +185,9 @@ impl Entry {
     }
 }
 
+/// "needed by" for an image that is not a release image, in no manifest and no `image` entry.
+pub const UNLISTED: &str = "a pod; not a k3s release image, in no manifest and no `image` entry of cluster.kdl";
+
 impl ClosureReport {
     pub fn missing(&self) -> impl Iterator<Item = &Entry> {
         self.entries.iter().filter(|e| matches!(e.status, Status::Missing { .. }))
@@ -201,7 +204,9 @@ impl ClosureReport {
         let mut out = String::new();
         for e in &self.entries {
             let by: Vec<String> = e.needed_by.iter().map(|n| n.to_string()).collect();
-            let by = by.join(", ");
+            // An image no part of cluster.kdl asks for (a pod started by hand, a Helm chart's
+            // own image): say so rather than naming nobody.
+            let by = if by.is_empty() { UNLISTED.to_string() } else { by.join(", ") };
             match &e.status {
                 Status::ProvidedByCluster { source } => out.push_str(&format!("ok       {} (provided by cluster.kdl from {source}; needed by {by})\n", e.image)),
                 Status::PresentInRegistry { at, digest } => out.push_str(&format!("ok       {} (in registry at {at} {digest}; needed by {by})\n", e.image)),
@@ -492,5 +497,24 @@ mod tests {
         let fix = air.render().lines().find(|l| l.contains("fix:")).unwrap().to_string();
         assert!(fix.contains("delivered as a tarball to every node") && !fix.contains("push"), "{fix}");
         assert_eq!(j["entries"][0]["tried"][1]["outcome"], "no_riscv64");
+    }
+
+    #[test]
+    fn an_image_cluster_kdl_does_not_name_is_needed_by_a_pod_not_by_nobody() {
+        let entry = |status| Entry { image: "docker.io/someone/tool:1".into(), needed_by: vec![], status, substitute: None };
+        let r = ClosureReport {
+            entries: vec![
+                entry(Status::Missing { tried: vec![t("http://127.0.0.1:5000", false, Outcome::NotFound)] }),
+                entry(Status::Unknown { tried: vec![t("https://registry-1.docker.io", true, Outcome::Unreachable { reason: "refused".into() })] }),
+                entry(Status::PresentInRegistry { at: "127.0.0.1:5000/someone/tool:1".into(), digest: "sha256:d".into() }),
+            ],
+            delivery: FixDelivery::Registry,
+        };
+        let text = r.render();
+        assert!(!text.contains("needed by )") && !text.contains("needed by :"), "{text}");
+        assert_eq!(text.matches(&format!("needed by {UNLISTED}")).count(), 3, "{text}");
+        assert!(text.starts_with(
+            "MISSING  docker.io/someone/tool:1 (needed by a pod; not a k3s release image, in no manifest and no `image` entry of cluster.kdl): no linux/riscv64"
+        ), "{text}");
     }
 }

@@ -13,6 +13,7 @@ use super::diag::{Problem, Problems, SpecError};
 use super::kdl::{Entries, children, no_children, type_name, unknown_node};
 use super::model::*;
 use super::reference::ImageRef;
+use super::values;
 use crate::profile::Profiles;
 
 /// k3s `--disable` names (docs/k3s-behaviour.md §5.3 --disable).
@@ -105,6 +106,7 @@ impl Decoder<'_> {
         let mut nodes = Vec::new();
         let mut images: Vec<(Image, Option<SourceSpan>)> = Vec::new();
         let mut upstreams = Vec::new();
+        let mut declared_nodes = 0;
         let mut seen: HashMap<&str, SourceSpan> = HashMap::new();
         for node in doc.nodes() {
             let kind = node.name().value();
@@ -130,7 +132,10 @@ impl Decoder<'_> {
                 "cluster" => name = self.cluster_name(node),
                 "k3s" => k3s = self.k3s(node),
                 "registry" => registry = self.registry(node),
-                "node" => nodes.extend(self.node(node)),
+                "node" => {
+                    declared_nodes += 1;
+                    nodes.extend(self.node(node));
+                }
                 "image" => images.extend(self.image(node)),
                 _ => upstreams.extend(self.upstream(node)),
             }
@@ -148,7 +153,7 @@ impl Decoder<'_> {
             );
         }
         let images = self.deliveries(images, registry.as_ref());
-        self.cross_checks(&nodes, &images, registry.as_ref());
+        self.cross_checks(&nodes, declared_nodes, &images, registry.as_ref());
         Some(Cluster {
             name: name?,
             file: file.to_path_buf(),
@@ -169,7 +174,7 @@ impl Decoder<'_> {
         }
         let (name, span) = e.arg_str(0, "the name", &mut self.p)?;
         if !RFC1123.is_match(&name) || name.len() > 63 {
-            self.p.push(span, format!("cluster name `{name}` is not a valid name"), "expected lowercase letters, digits and `-`");
+            self.p.push(span, format!("cluster name `{}` is not a valid name", values::shown(&name)), "expected lowercase letters, digits and `-`");
         }
         Some(name)
     }
@@ -274,9 +279,10 @@ impl Decoder<'_> {
             None
         };
         let sha = e.required_prop_str("sha256", "64 lowercase hex digits", &mut self.p);
+        let sha_value = e.prop("sha256").map(value_span);
         let sha = sha.and_then(|(s, span)| {
             if HEX64.is_match(&s) {
-                Some(s)
+                Some((s, sha_value.unwrap_or(span)))
             } else {
                 self.p.push_help(
                     span,
@@ -298,7 +304,29 @@ impl Decoder<'_> {
             (None, Some((path, span))) => BinarySource::File(self.existing_file(&path, span, "binary")?),
             _ => return None,
         };
-        Some(Binary { source, sha256: sha?, span: c.span() })
+        let (sha, sha_span) = sha?;
+        // A local file is checked now: `check` catches a wrong digest, not the upload on the board.
+        // (A url= binary is checked when it is downloaded.)
+        if let BinarySource::File(p) = &source {
+            let written = e.args.first().and_then(|a| a.value().as_string()).unwrap_or_default();
+            match crate::artifact::file_sha256(p) {
+                Ok(actual) if actual == sha => {}
+                Ok(actual) => {
+                    self.p.push_help(
+                        sha_span,
+                        format!("sha256 does not match the file: `{written}` has sha256 {actual}"),
+                        "not the file's sha256",
+                        "if this is the file you mean, write its sha256 here (sha256sum FILE); otherwise fix the path",
+                    );
+                    return None;
+                }
+                Err(err) => {
+                    self.p.push(sha_span, format!("cannot read {} to check its sha256: {err}", p.display()), "unreadable file");
+                    return None;
+                }
+            }
+        }
+        Some(Binary { source, sha256: sha, span: c.span() })
     }
 
     fn manifest_name(&mut self, path: &Path, span: SourceSpan, earlier: &[Spanned<PathBuf>]) {
@@ -351,8 +379,22 @@ impl Decoder<'_> {
             let e = Entries::new(kv, &[], &mut self.p);
             no_children(kv, &mut self.p);
             let mut vals = Vec::new();
+            let problems_before = self.p.0.len();
             for a in &e.args {
                 match a.value() {
+                    kdl::KdlValue::String(s) if matches!(key.as_str(), "node-label" | "node-taint") => {
+                        let check = if key == "node-label" { values::node_label(s) } else { values::node_taint(s) };
+                        match check {
+                            Ok(()) => vals.push(ConfigValue::String(s.clone())),
+                            Err(why) => self.p.push_help(
+                                a.span(),
+                                format!("`{}` is not a valid {key}: {why}", values::shown(s)),
+                                "invalid label",
+                                "Kubernetes label syntax (k3s refuses to register the node otherwise): key = [DNS-subdomain/]name, \
+                                 name and value up to 63 ASCII letters, digits, `-`, `_`, `.`, starting and ending alphanumeric",
+                            ),
+                        }
+                    }
                     kdl::KdlValue::String(s) => vals.push(ConfigValue::String(s.clone())),
                     kdl::KdlValue::Bool(b) => vals.push(ConfigValue::Bool(*b)),
                     kdl::KdlValue::Integer(i) if i64::try_from(*i).is_ok() => vals.push(ConfigValue::Integer(*i as i64)),
@@ -360,6 +402,7 @@ impl Decoder<'_> {
                 }
             }
             let value = match vals.len() {
+                0 if self.p.0.len() > problems_before => continue,
                 0 => {
                     self.p.push(span, format!("`{key}` needs a value"), "no value");
                     continue;
@@ -417,28 +460,75 @@ impl Decoder<'_> {
             }
         });
         let identity = e.prop_str("identity", &mut self.p).map(|(p, _)| expand_home(&p, &self.base));
-        Ssh {
-            user: e.prop_str("user", &mut self.p).map(|(u, _)| u),
-            port: e.prop_port("port", &mut self.p),
-            host_key,
-            identity,
-            proxy_jump: e.prop_str("proxy-jump", &mut self.p).map(|(u, _)| u),
-        }
+        let user = e.prop_str("user", &mut self.p).and_then(|(u, span)| match values::ssh_user(&u) {
+            Ok(()) => Some(u),
+            Err(allowed) => {
+                self.p.push_help(span, format!("`{}` is not a user name", values::shown(&u)), "invalid user", allowed);
+                None
+            }
+        });
+        let proxy_jump = e.prop_str("proxy-jump", &mut self.p).and_then(|(j, span)| match self.proxy_jump(&j) {
+            Ok(()) => Some(j),
+            Err(why) => {
+                self.p.push_help(
+                    span,
+                    format!("proxy-jump `{}`: {why}", values::shown(&j)),
+                    "invalid proxy-jump",
+                    "hops are `user@host:port`, comma-separated, as OpenSSH's ProxyJump",
+                );
+                None
+            }
+        });
+        Ssh { user, port: e.prop_port("port", &mut self.p), host_key, identity, proxy_jump }
     }
 
     fn address(&mut self, e: &Entries, what: &str) -> Option<String> {
         let (a, span) = e.required_prop_str("address", what, &mut self.p)?;
-        if a.parse::<std::net::IpAddr>().is_err() && (!HOSTNAME.is_match(&a) || a.len() > 253) {
-            self.p.push(span, format!("`{a}` is not an IP address or host name"), "invalid address");
+        if !is_host(&a) {
+            self.p.push_help(
+                span,
+                format!("`{}` is not an IP address or host name", values::shown(&a)),
+                "invalid address",
+                "an IPv4 or IPv6 address, or a host name: ASCII letters, digits and `-`, labels separated by `.` (no port: use `ssh port=`)",
+            );
             return None;
         }
         Some(a)
     }
 
+    /// Each hop of a ProxyJump: a valid user (if given) and host.
+    fn proxy_jump(&self, j: &str) -> Result<(), String> {
+        let hops = crate::transport::ssh_config::parse_proxy_jump(j)?;
+        if hops.is_empty() {
+            return Err("no hop".into());
+        }
+        for h in hops {
+            if let Some(u) = &h.user {
+                values::ssh_user(u).map_err(|allowed| format!("user `{}`: {allowed}", values::shown(u)))?;
+            }
+            if !is_host(&h.host) {
+                return Err(format!("`{}` is not an IP address or host name", values::shown(&h.host)));
+            }
+        }
+        Ok(())
+    }
+
     fn registry(&mut self, node: &KdlNode) -> Option<Registry> {
         let e = Entries::new(node, &["address", "port", "external"], &mut self.p);
         e.expect_args(1, 1, "a name", &mut self.p);
-        let name = e.arg_str(0, "the name", &mut self.p).map(|(n, _)| n);
+        let name = e.arg_str(0, "the name", &mut self.p).and_then(|(n, span)| {
+            if RFC1123.is_match(&n) && n.len() <= 63 {
+                Some(n)
+            } else {
+                self.p.push_help(
+                    span,
+                    format!("registry name `{}` is not a valid name", values::shown(&n)),
+                    "invalid name",
+                    "lowercase letters, digits, `-` and `.`, at most 63 characters (it names the registry host in --on and in output)",
+                );
+                None
+            }
+        });
         let address = self.address(&e, "where the nodes reach the registry");
         let port = e.prop_port("port", &mut self.p).unwrap_or(5000);
         let external = e.prop_bool("external", &mut self.p).unwrap_or(false);
@@ -474,7 +564,9 @@ impl Decoder<'_> {
                     if e.expect_args(1, 1, "an absolute directory", &mut self.p)
                         && let Some((s, span)) = e.arg_str(0, "the directory", &mut self.p)
                     {
-                        if s.starts_with('/') {
+                        if let Err(why) = values::host_path(&s) {
+                            self.p.push(span, format!("storage `{}`: {why}", values::shown(&s)), "invalid path");
+                        } else if s.starts_with('/') {
                             reg.storage = s;
                         } else {
                             self.p.push(span, "storage must be an absolute path on the registry host", "expected /...");
@@ -553,9 +645,23 @@ impl Decoder<'_> {
             );
             return None;
         }
-        let user = e.required_prop_str("user", "the registry user name", &mut self.p);
+        let user = e.required_prop_str("user", "the registry user name", &mut self.p).and_then(|(u, span)| {
+            match values::htpasswd_user(&u) {
+                Ok(()) => Some((u, span)),
+                Err(allowed) => {
+                    self.p.push_help(span, format!("`{}` cannot be a registry user", values::shown(&u)), "invalid user", allowed);
+                    None
+                }
+            }
+        });
         let file = e.prop_str("password-file", &mut self.p);
-        let env = e.prop_str("password-env", &mut self.p);
+        let env = e.prop_str("password-env", &mut self.p).and_then(|(v, span)| match values::env_name(&v) {
+            Ok(()) => Some((v, span)),
+            Err(allowed) => {
+                self.p.push_help(span, format!("`{}` is not an environment variable name", values::shown(&v)), "invalid name", allowed);
+                None
+            }
+        });
         let password = match (file, env) {
             (Some((f, span)), None) => Secret::File(self.existing_file(&f, span, "password file")?),
             (None, Some((v, _))) => Secret::Env(v),
@@ -563,6 +669,7 @@ impl Decoder<'_> {
                 self.p.push(span, "give `password-file=` or `password-env=`, not both", "second password source");
                 return None;
             }
+            (None, None) if e.prop("password-file").is_some() || e.prop("password-env").is_some() => return None,
             (None, None) => {
                 self.p.push(c.name().span(), "`auth` needs `password-file=` or `password-env=`", "no password source");
                 return None;
@@ -588,7 +695,10 @@ impl Decoder<'_> {
             if ch.name().value() == "endpoint" {
                 for (u, span) in e.arg_strs("an endpoint URL", &mut self.p) {
                     if u.starts_with("http://") || u.starts_with("https://") {
-                        m.extra_endpoints.push(u);
+                        match values::url(&u) {
+                            Ok(()) => m.extra_endpoints.push(u),
+                            Err(why) => self.p.push(span, format!("endpoint `{}` is not a URL: {why}", values::shown(&u)), "invalid URL"),
+                        }
                     } else {
                         self.p.push_help(
                             span,
@@ -652,7 +762,7 @@ impl Decoder<'_> {
             } else {
                 self.p.push_help(
                     span,
-                    format!("node name `{n}` is not a valid Kubernetes node name"),
+                    format!("node name `{}` is not a valid Kubernetes node name", values::shown(&n)),
                     "invalid name",
                     "lowercase letters, digits, `-` and `.`, at most 63 characters",
                 );
@@ -693,10 +803,9 @@ impl Decoder<'_> {
                 "tags" => {
                     let e = Entries::new(c, &[], &mut self.p);
                     for (t, span) in e.arg_strs("a tag", &mut self.p) {
-                        if t.is_empty() || t.contains([',', '@', ' ']) {
-                            self.p.push(span, format!("tag `{t}` cannot be used in --on filters"), "no `,`, `@` or spaces");
-                        } else {
-                            tags.push(t);
+                        match values::tag(&t) {
+                            Ok(()) => tags.push(t),
+                            Err(allowed) => self.p.push_help(span, format!("tag `{}` cannot be used in --on filters", values::shown(&t)), "invalid tag", allowed),
                         }
                     }
                 }
@@ -783,6 +892,7 @@ impl Decoder<'_> {
             self.p.push(span, format!("unknown image source `{from}`"), "expected oci-archive:, oci:, docker-archive: or docker://");
             return None;
         };
+        self.local_image(&from, span, &source)?;
         // Without an explicit `deliver=` the document decides (registry block or not).
         let image = Image {
             reference: reference?,
@@ -793,6 +903,42 @@ impl Decoder<'_> {
         Some((image, deliver.map(|d| d.1)))
     }
 
+    /// A local image source (archive or layout directory) is read now: it must hold a
+    /// linux/riscv64 image. Only the index, manifests and configs are read, never the layers.
+    /// `docker://` sources are remote and are checked by plan and apply.
+    fn local_image(&mut self, from: &str, span: SourceSpan, source: &ImageSource) -> Option<()> {
+        use crate::registry::RegistryError;
+        use crate::registry::source::{self, RemoteSources, Source};
+        let src = match source {
+            ImageSource::OciArchive(p) => Source::OciArchive(p.clone()),
+            ImageSource::OciDir(p) => Source::OciDir(p.clone()),
+            ImageSource::DockerArchive(p) => Source::DockerArchive(p.clone()),
+            ImageSource::Docker(_) | ImageSource::Build(_) => return Some(()),
+        };
+        match source::load(&src, &RemoteSources::default()) {
+            Ok(_) => Some(()),
+            Err(RegistryError::NoRiscv64 { platforms, .. }) => {
+                let has = if platforms.is_empty() { "no platform information".to_string() } else { platforms.join(", ") };
+                self.p.push_help(
+                    span,
+                    format!("`{from}` has no linux/riscv64 image; it has: {has}"),
+                    "no linux/riscv64 inside",
+                    "the boards can only run linux/riscv64 images: build or port one (e.g. docker buildx build \
+                     --platform linux/riscv64 --output type=oci,dest=FILE.tar) and point `from` at it",
+                );
+                None
+            }
+            Err(RegistryError::BadSource { reason, .. }) => {
+                self.p.push(span, format!("`{from}` cannot be read as an image: {reason}"), "not a usable image");
+                None
+            }
+            Err(e) => {
+                self.p.push(span, format!("`{from}` cannot be read as an image: {e}"), "not a usable image");
+                None
+            }
+        }
+    }
+
     fn upstream(&mut self, node: &KdlNode) -> Option<Upstream> {
         let e = Entries::new(node, &["endpoint"], &mut self.p);
         no_children(node, &mut self.p);
@@ -801,6 +947,10 @@ impl Decoder<'_> {
         let (endpoint, span) = e.required_prop_str("endpoint", "an http:// or https:// URL", &mut self.p)?;
         if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
             self.p.push(span, format!("`{endpoint}` is not an http(s) URL"), "expected http:// or https://");
+            return None;
+        }
+        if let Err(why) = values::url(&endpoint) {
+            self.p.push(span, format!("`{}` is not a URL: {why}", values::shown(&endpoint)), "invalid URL");
             return None;
         }
         Some(Upstream { registry, endpoint, span: node.span() })
@@ -821,7 +971,9 @@ impl Decoder<'_> {
         }
     }
 
-    fn cross_checks(&mut self, nodes: &[Node], images: &[Image], registry: Option<&Registry>) {
+    /// `declared` counts every `node` in the file, rejected ones included (those already have a
+    /// problem of their own: no "no server" or "no node" on top).
+    fn cross_checks(&mut self, nodes: &[Node], declared: usize, images: &[Image], registry: Option<&Registry>) {
         let mut names: BTreeMap<&str, SourceSpan> = BTreeMap::new();
         let mut addrs: BTreeMap<(&str, u16), &str> = BTreeMap::new();
         for n in nodes {
@@ -834,14 +986,14 @@ impl Decoder<'_> {
             }
         }
         let servers = nodes.iter().filter(|n| n.role == Role::Server).count();
-        if servers == 0 && !nodes.is_empty() {
+        if servers == 0 && !nodes.is_empty() && declared == nodes.len() {
             self.p.push_help(
                 nodes[0].span,
                 "no node has role=\"server\"",
                 "no server",
                 "a k3s cluster needs one server node",
             );
-        } else if nodes.is_empty() {
+        } else if declared == 0 {
             self.p.push_help((0, 0).into(), "no `node` is declared", "no nodes", "add: node \"NAME\" address=\"IP\" role=\"server\"");
         }
         if servers > 1 {
@@ -909,6 +1061,11 @@ fn value_span(e: &kdl::KdlEntry) -> SourceSpan {
     let len = e.span().len();
     let name_len = e.name().map(|n| n.value().len() + 1).unwrap_or(0).min(len);
     (e.span().offset() + name_len, len - name_len).into()
+}
+
+/// An IP address, or a host name (ASCII letters, digits, `-`, dot-separated labels).
+fn is_host(a: &str) -> bool {
+    a.parse::<std::net::IpAddr>().is_ok() || (HOSTNAME.is_match(a) && a.len() <= 253)
 }
 
 pub(super) fn expand_home(p: &str, base: &Path) -> PathBuf {

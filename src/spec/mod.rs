@@ -9,6 +9,7 @@ pub mod kdl;
 pub mod load;
 pub mod model;
 pub mod reference;
+pub mod values;
 
 pub use diag::SpecError;
 pub use load::{load, parse};

@@ -204,8 +204,7 @@ pub struct Server<'a> {
 
 impl Server<'_> {
     fn kubectl(&mut self, args: &str, timeout: std::time::Duration) -> Result<crate::transport::ExecOutput, VerifyError> {
-        let cmd = format!("{} kubectl {args}", crate::transport::cmd::quote(&self.k3s));
-        Ok(self.host.exec(&cmd, None, Some(timeout))?)
+        Ok(self.host.exec(&kubectl_command(&self.k3s, args), None, Some(timeout))?)
     }
 }
 
@@ -265,14 +264,7 @@ pub fn wait(
 
 /// The last lines a crashing container printed (`kubectl logs --previous`, else the current run).
 pub fn last_logs(server: &mut Server, ns: &str, pod: &str, container: &str, lines: usize) -> Vec<String> {
-    use crate::transport::cmd::quote;
-    let base = format!(
-        "-n {} logs {} -c {} --tail {lines}",
-        quote(ns),
-        quote(pod),
-        quote(container)
-    );
-    for cmd in [format!("{base} --previous"), base] {
+    for cmd in [logs_args(ns, pod, container, lines, true), logs_args(ns, pod, container, lines, false)] {
         if let Ok(o) = server.kubectl(&cmd, std::time::Duration::from_secs(30))
             && o.success()
             && !o.stdout_str().trim().is_empty()
@@ -281,4 +273,22 @@ pub fn last_logs(server: &mut Server, ns: &str, pod: &str, container: &str, line
         }
     }
     Vec::new()
+}
+
+/// `kubectl logs` arguments for one container (`previous`: the run before the current one).
+/// Names come from the cluster (kubectl output), so each is quoted.
+pub fn logs_args(ns: &str, pod: &str, container: &str, lines: usize, previous: bool) -> String {
+    use crate::transport::cmd::quote;
+    format!(
+        "-n {} logs {} -c {} --tail {lines}{}",
+        quote(ns),
+        quote(pod),
+        quote(container),
+        if previous { " --previous" } else { "" }
+    )
+}
+
+/// The command that runs `k3s kubectl ARGS` with the server's k3s binary.
+pub fn kubectl_command(k3s: &str, args: &str) -> String {
+    format!("{} kubectl {args}", crate::transport::cmd::quote(k3s))
 }

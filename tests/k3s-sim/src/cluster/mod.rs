@@ -3,7 +3,7 @@
 //! in the real Kubernetes JSON shape. Pure data + logic: persistence and transport live in
 //! `server`/`api`, image pulls in `kubelet`.
 use crate::manifests::WorkloadSpec;
-use crate::util::{hash_suffix, random_suffix, rfc3339};
+use crate::util::{random_suffix, rfc3339, template_hash};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -358,7 +358,7 @@ impl State {
         let snapshot: Vec<Workload> = self.workloads.values().cloned().collect();
         for w in snapshot {
             let key = w.key();
-            let hash = hash_suffix(&serde_json::to_string(&(&w.spec.containers, &w.spec.init_containers, &w.spec.pull_policy)).unwrap_or_default(), 10);
+            let hash = template_hash(&serde_json::to_string(&(&w.spec.containers, &w.spec.init_containers, &w.spec.pull_policy)).unwrap_or_default());
             match w.spec.kind.as_str() {
                 "Deployment" => {
                     // replace pods of an older template (rolling update collapsed to one step)

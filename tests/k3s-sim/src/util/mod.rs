@@ -67,10 +67,13 @@ pub fn random_suffix(len: usize) -> String {
     random_bytes(len).iter().map(|b| ALPHANUMS[*b as usize % ALPHANUMS.len()] as char).collect()
 }
 
-/// A deterministic suffix from some seed text (ReplicaSet pod-template-hash style).
-pub fn hash_suffix(seed: &str, len: usize) -> String {
-    let d = Sha256::digest(seed.as_bytes());
-    d.iter().take(len).map(|b| ALPHANUMS[*b as usize % ALPHANUMS.len()] as char).collect()
+/// A ReplicaSet's pod-template-hash as the deployment controller makes it: the 32-bit FNV-1a hash
+/// of the pod template, written in decimal, each digit mapped through the alphabet
+/// (apimachinery's `rand.SafeEncodeString`). So only `456789bcdf` appear, and it is at most 10
+/// characters long.
+pub fn template_hash(seed: &str) -> String {
+    let h = seed.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    h.to_string().bytes().map(|d| ALPHANUMS[d as usize % ALPHANUMS.len()] as char).collect()
 }
 
 /// A log line in the logrus format k3s uses (`time="..." level=info msg="..."`), to stderr,
@@ -104,6 +107,9 @@ mod tests {
         let s = random_suffix(5);
         assert_eq!(s.len(), 5);
         assert!(s.bytes().all(|b| ALPHANUMS.contains(&b)));
-        assert_eq!(hash_suffix("x", 10), hash_suffix("x", 10));
+        assert_eq!(template_hash("x"), template_hash("x"));
+        // FNV-1a of nothing is its offset basis, 2166136261.
+        assert_eq!(template_hash(""), "65bb57b6b5");
+        assert!(template_hash("a pod template").bytes().all(|b| b"456789bcdf".contains(&b)));
     }
 }
