@@ -16,6 +16,7 @@ fn auth() -> AuthConfig {
         agent_socket: None,
         passphrase: None,
         prompt: false,
+        ..AuthConfig::default()
     }
 }
 

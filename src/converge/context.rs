@@ -28,6 +28,8 @@ pub struct Ctx<'a> {
     pub owner: String,
     /// Air-gap image tarballs every node gets (built beforehand by `images::tarballs`).
     pub tarballs: Vec<crate::render::airgap::Tarball>,
+    /// Credentials for every connection of this run (key passphrases asked once, kept here).
+    pub auth: crate::transport::AuthConfig,
 }
 
 impl<'a> Ctx<'a> {
@@ -43,6 +45,7 @@ impl<'a> Ctx<'a> {
             registry_password: None,
             owner: super::session::owner_line(),
             tarballs: Vec::new(),
+            auth: crate::transport::AuthConfig::from_env(),
         }
     }
 
@@ -66,7 +69,7 @@ impl<'a> Ctx<'a> {
         let target = spec.resolve(&config, &home)?;
         let mut policy = HostKeyPolicy::new(Some(known_hosts_path(self.cluster)));
         policy.accept_new = self.accept_new;
-        let mut host = SshHost::connect(&target, &policy)?;
+        let mut host = SshHost::connect_with(&target, &policy, &self.auth)?;
         if let Some(key) = host.accepted_new_key() {
             self.event(name, EventKind::Note(format!("recorded new host key {key}")));
         }

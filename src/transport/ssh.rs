@@ -70,6 +70,9 @@ pub struct AuthConfig {
     pub passphrase: Option<String>,
     /// Ask on the terminal for a passphrase when none is given (only when stdin/stderr are terminals).
     pub prompt: bool,
+    /// Passphrases asked on the terminal, once per key, shared by the clones of this config (one
+    /// run's connections), never written anywhere.
+    pub asked: Arc<Mutex<HashMap<PathBuf, String>>>,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -95,6 +98,7 @@ impl AuthConfig {
                 .map(PathBuf::from),
             passphrase: std::env::var(PASSPHRASE_ENV).ok(),
             prompt: true,
+            asked: Arc::default(),
         }
     }
 }
@@ -411,8 +415,6 @@ pub fn key_is_encrypted(text: &str) -> bool {
     text.contains("ENCRYPTED")
 }
 
-static PASSPHRASES: Mutex<Option<HashMap<PathBuf, String>>> = Mutex::new(None);
-
 /// Passphrase for an encrypted key: the configured one, else a prompt on the terminal (once per key).
 fn passphrase_for(path: &Path, auth: &AuthConfig) -> Option<String> {
     if let Some(p) = &auth.passphrase {
@@ -421,8 +423,7 @@ fn passphrase_for(path: &Path, auth: &AuthConfig) -> Option<String> {
     if !auth.prompt {
         return None;
     }
-    let mut cache = PASSPHRASES.lock().unwrap_or_else(|p| p.into_inner());
-    let map = cache.get_or_insert_with(HashMap::new);
+    let mut map = auth.asked.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(p) = map.get(path) {
         return Some(p.clone());
     }

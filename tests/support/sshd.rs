@@ -317,6 +317,7 @@ pub fn auth_files_only() -> AuthConfig {
         agent_socket: None,
         passphrase: None,
         prompt: false,
+        ..AuthConfig::default()
     }
 }
 
