@@ -11,17 +11,7 @@ use rvlab::{Lab, Role};
 mod e2e;
 
 fn write_cluster(lab: &Lab, dir: &Path) {
-    let k3s = rvlab::k3s_sim_binary().expect("the simulated k3s binary");
-    let b = lab.b("server1");
-    let kdl = format!(
-        "cluster \"lock\"\nk3s version=\"v1.33.4+k3s1\" {{\n    binary \"{}\" sha256=\"{}\"\n    disable \"traefik\" \"metrics-server\"\n}}\nnode \"server1\" address=\"{}\" role=\"server\" {{\n    ssh user=\"root\" identity=\"{}\"\n}}\n",
-        k3s.display(),
-        e2e::sha256(&k3s),
-        b.address(),
-        lab.client_key().display()
-    );
-    std::fs::write(dir.join("cluster.kdl"), kdl).unwrap();
-    std::fs::write(dir.join("known_hosts"), format!("{}\n", b.known_hosts_line())).unwrap();
+    e2e::write_lab_cluster(lab, dir, "lock", "");
 }
 
 fn lock_is_free(lab: &Lab) -> bool {

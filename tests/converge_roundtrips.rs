@@ -13,26 +13,7 @@ use rvlab::{Lab, Role};
 mod e2e;
 
 fn write_cluster(lab: &Lab, dir: &Path, extra_config: &str) {
-    let k3s = rvlab::k3s_sim_binary().expect("the simulated k3s binary");
-    let mut kdl = format!(
-        "cluster \"rt\"\nk3s version=\"v1.33.4+k3s1\" {{\n    binary \"{}\" sha256=\"{}\"\n    disable \"traefik\" \"metrics-server\"\n    config {{\n        write-kubeconfig-mode \"0600\"\n{extra_config}    }}\n}}\n",
-        k3s.display(),
-        e2e::sha256(&k3s)
-    );
-    let mut known = String::new();
-    for b in lab.boards() {
-        let role = if b.role() == Role::Server { "server" } else { "agent" };
-        kdl.push_str(&format!(
-            "node \"{}\" address=\"{}\" role=\"{role}\" {{\n    ssh user=\"root\" identity=\"{}\"\n}}\n",
-            b.name(),
-            b.address(),
-            lab.client_key().display()
-        ));
-        known.push_str(&b.known_hosts_line());
-        known.push('\n');
-    }
-    std::fs::write(dir.join("cluster.kdl"), kdl).unwrap();
-    std::fs::write(dir.join("known_hosts"), known).unwrap();
+    e2e::write_lab_cluster(lab, dir, "rt", extra_config);
 }
 
 /// Runs rvcluster and returns, per board, the remote commands it ran.

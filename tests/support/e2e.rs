@@ -27,3 +27,30 @@ pub fn rv(dir: &Path, args: &[&str]) -> Output {
 pub fn sha256(p: &Path) -> String {
     rvcluster::render::sha256_hex(&std::fs::read(p).unwrap())
 }
+
+/// cluster.kdl for every board of `lab` (server and agents, root with the lab key), the
+/// simulated k3s pinned, traefik and metrics-server disabled, `extra_config` lines inside the
+/// k3s `config` block; the boards' host keys in the known_hosts beside it.
+#[allow(dead_code)]
+pub fn write_lab_cluster(lab: &rvlab::Lab, dir: &Path, name: &str, extra_config: &str) {
+    let k3s = rvlab::k3s_sim_binary().expect("the simulated k3s binary");
+    let mut kdl = format!(
+        "cluster \"{name}\"\nk3s version=\"v1.33.4+k3s1\" {{\n    binary \"{}\" sha256=\"{}\"\n    disable \"traefik\" \"metrics-server\"\n    config {{\n        write-kubeconfig-mode \"0600\"\n{extra_config}    }}\n}}\n",
+        k3s.display(),
+        sha256(&k3s)
+    );
+    let mut known = String::new();
+    for b in lab.boards() {
+        let role = if b.role() == rvlab::Role::Server { "server" } else { "agent" };
+        kdl.push_str(&format!(
+            "node \"{}\" address=\"{}\" role=\"{role}\" {{\n    ssh user=\"root\" identity=\"{}\"\n}}\n",
+            b.name(),
+            b.address(),
+            lab.client_key().display()
+        ));
+        known.push_str(&b.known_hosts_line());
+        known.push('\n');
+    }
+    std::fs::write(dir.join("cluster.kdl"), kdl).unwrap();
+    std::fs::write(dir.join("known_hosts"), known).unwrap();
+}
