@@ -20,6 +20,9 @@ const FACTS_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the apply script may run (a server start waits up to 60 s for its token).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(900);
 
+/// From a host's facts, the state it must reach.
+pub type Render<'a> = &'a dyn Fn(&Facts) -> Result<HostState, Cause>;
+
 /// One host's job.
 pub struct Job<'a> {
     pub name: &'a str,
@@ -30,10 +33,10 @@ pub struct Job<'a> {
     /// Files whose content the caller needs to render the final state (token, htpasswd).
     pub reads: Vec<String>,
     /// From the facts, the state to converge to (an agent's waits for the server's token).
-    pub choose: &'a dyn Fn(&Facts) -> Result<HostState, Cause>,
+    pub choose: Render<'a>,
     /// From the facts, at once: the state as far as it is known before the server answers (apply
     /// streams its binaries meanwhile; they do not depend on the token).
-    pub early: Option<&'a dyn Fn(&Facts) -> Result<HostState, Cause>>,
+    pub early: Option<Render<'a>>,
 }
 
 /// What the agents need from the server once it is done: its token, where k3s lives on it, and

@@ -8,6 +8,10 @@
 //! Owns the order of operations on a host; builds shell text only through
 //! `transport::cmd::quote`, and never prints a secret.
 
+// ConvergeError carries the transport error with its miette help (a few hundred bytes); it is
+// built once per failed host, never in a loop.
+#![allow(clippy::result_large_err)]
+
 pub mod change;
 pub mod context;
 pub mod driver;

@@ -201,8 +201,8 @@ fn node_job<'a>(
     ctx: &Ctx<'a>,
     node: &'a Node,
     token: Option<&'a str>,
-    choose: &'a dyn Fn(&Facts) -> Result<HostState, Cause>,
-    early: Option<&'a dyn Fn(&Facts) -> Result<HostState, Cause>>,
+    choose: driver::Render<'a>,
+    early: Option<driver::Render<'a>>,
 ) -> Job<'a> {
     let secrets = Secrets { token, registry_password: ctx.registry_password.as_deref() };
     let candidates = candidate_profiles(ctx, node).into_iter().filter_map(|os| node_state(ctx, os, node, &secrets).ok()).collect();
