@@ -139,6 +139,7 @@ fn main() -> ExitCode {
         agent_socket: None,
         passphrase: None,
         prompt: false,
+        ..AuthConfig::default()
     };
     match mode.as_str() {
         "facts" => {
