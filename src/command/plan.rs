@@ -287,7 +287,31 @@ fn indent(s: &str) -> String {
     s.lines().map(|l| format!("  {l}\n")).collect()
 }
 
+/// Exit status of an apply stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// After Ctrl-C: which hosts are done, half done and untouched; exit 130.
+fn interrupted(plans: &[HostPlan], out: &Output) -> i32 {
+    let names = |f: &dyn Fn(&HostPlan) -> bool| {
+        let v: Vec<&str> = plans.iter().filter(|p| f(p)).map(|p| p.node.as_str()).collect();
+        if v.is_empty() { "none".to_string() } else { v.join(", ") }
+    };
+    let partial = |p: &HostPlan| matches!(p.error.as_ref().map(|e| &e.cause), Some(converge::Cause::Interrupted { partial: true }));
+    let untouched = |p: &HostPlan| matches!(p.error.as_ref().map(|e| &e.cause), Some(converge::Cause::Interrupted { partial: false }));
+    out.error("interrupted: no new work was started; the board locks are released");
+    eprintln!("  done:       {}", names(&|p| p.error.is_none()));
+    eprintln!("  half done:  {}", names(&partial));
+    eprintln!("  untouched:  {}", names(&untouched));
+    let failed = names(&|p| p.error.is_some() && !partial(p) && !untouched(p));
+    if failed != "none" {
+        eprintln!("  failed:     {failed}");
+    }
+    eprintln!("  apply again to finish: no manual step is needed");
+    EXIT_INTERRUPTED
+}
+
 pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
+    converge::interrupt::install();
     let (profiles, cluster, filter, pw) = match prepare(global, &a.target, out) {
         Ok(x) => x,
         Err(code) => return code,
@@ -407,6 +431,9 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
     if !a.json {
         print_hosts(&plans, true, out);
     }
+    if converge::interrupt::interrupted() {
+        return interrupted(&plans, out);
+    }
     if plans.iter().any(|p| p.error.is_some()) {
         summary(&plans, true, out);
         return EXIT_FAILED;
@@ -483,6 +510,10 @@ fn wait_ready(global: &Global, c: &Cluster, profiles: &Profiles, pw: Option<&str
         WaitResult::Stuck(h) => {
             print_diagnosis(c, profiles, pw, &h, Some(&mut srv), out);
             Err((Some(h), EXIT_FAILED))
+        }
+        WaitResult::TimedOut(_) if converge::interrupt::interrupted() => {
+            out.error("interrupted while waiting for Ready: every host was converged; `rvcluster status` shows the cluster");
+            Err((None, EXIT_INTERRUPTED))
         }
         WaitResult::TimedOut(h) => {
             out.error(&format!("timed out after {}", super::duration::show(a.timeout)));

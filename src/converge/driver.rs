@@ -208,7 +208,15 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
     if !made.is_empty() {
         done("files", format!("{} binaries streamed before the plan", made.len()));
     }
-    let st = (job.choose)(&facts).map_err(err("render"))?;
+    let stop = |partial: bool| err("interrupted")(Cause::Interrupted { partial });
+    if super::interrupt::interrupted() {
+        let _ = held.finish(b"", Some(FACTS_TIMEOUT));
+        return Err(stop(!made.is_empty()));
+    }
+    let st = (job.choose)(&facts).map_err(|c| match c {
+        _ if super::interrupt::interrupted() => stop(!made.is_empty()),
+        c => err("render")(c),
+    })?;
     let want = Desired::new(&st, job.role);
     let mut seen = Observed::new(&q, facts);
     let info = server.as_ref().and_then(|s| s.info());
@@ -239,6 +247,10 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
         let _ = held.finish(b"", Some(FACTS_TIMEOUT));
         return Ok(outcome);
     }
+    if super::interrupt::interrupted() {
+        let _ = held.finish(b"", Some(FACTS_TIMEOUT));
+        return Err(stop(premade > 0));
+    }
     ctx.event(name, EventKind::Step(format!("applying {} change(s)", outcome.changes.len())));
     for (i, node) in &acts.on_server {
         let (Some(s), Some(inf)) = (&server, &info) else { unreachable!("on_server only planned with a server") };
@@ -250,6 +262,10 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
     }
     if !acts.uploads.is_empty() {
         done("files", format!("{} upload(s)", acts.uploads.len()));
+    }
+    if super::interrupt::interrupted() {
+        let _ = held.finish(b"", Some(FACTS_TIMEOUT));
+        return Err(stop(true));
     }
     if !acts.script.is_empty() {
         ctx.event(name, EventKind::Step("running the apply script".into()));

@@ -79,6 +79,10 @@ pub enum Cause {
     #[diagnostic(code(rvcluster::converge::no_token))]
     NoToken,
 
+    #[error("interrupted: {}", if *partial { "half done (what was written is whole; apply again to finish)" } else { "untouched" })]
+    #[diagnostic(code(rvcluster::converge::interrupted), help("apply again: it finishes the job, no manual step is needed"))]
+    Interrupted { partial: bool },
+
     #[error("the registry at {endpoint} did not become healthy: {last}")]
     #[diagnostic(code(rvcluster::converge::registry_unhealthy))]
     RegistryUnhealthy { endpoint: String, last: String },

@@ -18,6 +18,7 @@ pub mod driver;
 pub mod error;
 pub mod files;
 pub mod forget;
+pub mod interrupt;
 pub mod kernel;
 pub mod phase;
 pub mod removed;

@@ -63,8 +63,13 @@ pub struct HostPlan {
 
 /// Runs one host's work and turns it into its plan, with progress events around it.
 fn host_plan(ctx: &Ctx, name: &str, address: &str, role: HostRole, work: impl FnOnce() -> Result<Vec<Change>, ConvergeError>) -> HostPlan {
-    ctx.event(name, EventKind::Started);
     let mut plan = HostPlan { node: name.to_string(), address: address.to_string(), role, changes: vec![], error: None };
+    if super::interrupt::interrupted() {
+        // Interrupted before this host was started: no connection is made.
+        plan.error = Some(ConvergeError::new(name, "interrupted", Cause::Interrupted { partial: false }));
+        return plan;
+    }
+    ctx.event(name, EventKind::Started);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
         .unwrap_or_else(|_| Err(ConvergeError::new(name, "internal", Cause::Input("internal error (panic)".into()))));
     match result {

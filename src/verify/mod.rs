@@ -255,7 +255,8 @@ pub fn wait(
             }
             last = Some(h);
         }
-        if start.elapsed() >= timeout {
+        // Ctrl-C while waiting: stop looking (apply reports the interruption).
+        if start.elapsed() >= timeout || crate::converge::interrupt::interrupted() {
             return WaitResult::TimedOut(last);
         }
         std::thread::sleep(interval);
