@@ -88,3 +88,52 @@ fn noop_plan_and_apply_are_one_remote_command_per_host_and_a_changed_key_at_most
         }
     }
 }
+
+/// Secrets never reach an output channel: with the most verbose logging (-vv, and as JSON lines)
+/// and --json reports, the k3s token the agents received appears on no stdout or stderr of plan
+/// and apply, while the env file holding it on the boards is mode 0600.
+#[test]
+fn the_token_appears_in_no_output_even_at_vv_and_json_logs_are_json() {
+    let lab = Lab::builder()
+        .board("server1", Role::Server)
+        .board("agent1", Role::Agent)
+        .ready_delay_ms(200)
+        .start()
+        .expect("lab starts (needs root, sshd)");
+    let dir = tempfile::tempdir().unwrap();
+    write_cluster(&lab, dir.path(), "");
+    let mut outputs = Vec::new();
+    let mut run = |args: &[&str]| {
+        let mut all = vec!["-vv"];
+        all.extend_from_slice(args);
+        let out = e2e::rv(dir.path(), &all);
+        outputs.push(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+        out
+    };
+    assert_eq!(run(&["apply", "cluster.kdl", "--no-wait", "--skip-closure-check"]).status.code(), Some(0));
+    write_cluster(&lab, dir.path(), "        node-label \"zone=x\"\n");
+    assert_eq!(run(&["plan", "cluster.kdl", "--skip-closure-check", "--json"]).status.code(), Some(0));
+    assert_eq!(run(&["apply", "cluster.kdl", "--no-wait", "--skip-closure-check", "--json"]).status.code(), Some(0));
+    let json_log = run(&["--log-format", "json", "plan", "cluster.kdl", "--skip-closure-check"]);
+    let token = std::fs::read_to_string(lab.b("server1").path("/var/lib/rancher/k3s/server/token")).unwrap();
+    let token = token.trim();
+    assert!(token.len() > 20, "a real token: {token:?}");
+    let env = lab.b("agent1").path("/etc/systemd/system/k3s-agent.service.env");
+    assert!(std::fs::read_to_string(&env).unwrap().contains(token), "the agent got the token");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&env).unwrap().mode() & 0o777, 0o600);
+    // The secret part of a K10 token is after `::server:`; neither it nor the whole token shows.
+    let secret = token.rsplit(':').next().unwrap();
+    for (i, o) in outputs.iter().enumerate() {
+        assert!(!o.contains(token) && !o.contains(secret), "output {i} holds the token:\n{o}");
+    }
+    // -vv logged the remote commands (proof the most verbose level was on), as JSON lines when asked.
+    assert!(outputs[0].contains("remote command"), "{}", outputs[0]);
+    let stderr = String::from_utf8_lossy(&json_log.stderr).into_owned();
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with('{')).collect();
+    assert!(!lines.is_empty(), "json log lines");
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(v.get("level").is_some() && v.get("fields").is_some(), "{l}");
+    }
+}
