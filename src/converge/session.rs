@@ -1,5 +1,5 @@
-//! The lock+facts phase: ONE remote command per host. It takes the board lock (apply only:
-//! `flock` on /var/lib/rvcluster/apply.lock held by this command's shell), prints the facts
+//! The lock+facts phase: ONE remote command per host (docs/converge.md §1, §2). It takes the
+//! board lock (apply only: `flock` on /var/lib/rvcluster/apply.lock held by this command's shell), prints the facts
 //! every phase asked for, then waits on stdin for the apply script (its sha256 on the first
 //! line), checks it arrived whole and runs it. The lock lives exactly as long as this command:
 //! a finished apply, a lost connection, a kill -9 or Ctrl-C of rvcluster all release it, and no
