@@ -137,3 +137,34 @@ fn the_token_appears_in_no_output_even_at_vv_and_json_logs_are_json() {
         assert!(v.get("level").is_some() && v.get("fields").is_some(), "{l}");
     }
 }
+
+/// A non-root login with `sudo -n` (as on a board whose root login is closed): the held
+/// lock+facts command and the apply script on its stdin run through sudo, the cluster converges,
+/// and a no-op plan is still one remote command per host.
+#[test]
+fn a_sudo_login_converges_in_one_command_per_host() {
+    let lab = Lab::builder()
+        .board("server1", Role::Server)
+        .board("agent1", Role::Agent)
+        .sudo_user("euler")
+        .ready_delay_ms(200)
+        .start()
+        .expect("lab starts (needs root, sshd, sudo)");
+    let dir = tempfile::tempdir().unwrap();
+    write_cluster(&lab, dir.path(), "");
+    let kdl = std::fs::read_to_string(dir.path().join("cluster.kdl")).unwrap();
+    std::fs::write(dir.path().join("cluster.kdl"), kdl.replace("user=\"root\"", "user=\"euler\"")).unwrap();
+    let (out, _) = counted(&lab, dir.path(), &["apply", "cluster.kdl", "--no-wait", "--skip-closure-check"]);
+    assert_eq!(out.status.code(), Some(0));
+    for b in lab.boards() {
+        let bin = b.path("/usr/local/bin/k3s");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&bin).unwrap().uid(), 0, "{}: written as root through sudo", b.name());
+    }
+    let (out, plan) = counted(&lab, dir.path(), &["plan", "cluster.kdl", "--skip-closure-check", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "nothing pending");
+    assert_each(&plan, "no-op plan through sudo", |n| n == 1);
+    for (board, cmds) in &plan {
+        assert!(cmds.iter().all(|c| c.contains(" euler ")), "{board}: ran as euler: {cmds:?}");
+    }
+}
