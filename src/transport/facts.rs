@@ -108,14 +108,15 @@ pub fn script(q: &FactsQuery) -> String {
     s.push_str("echo '@@rv hostname'; hostname 2>/dev/null || cat /proc/sys/kernel/hostname\n");
     s.push_str("echo '@@rv os-release'; cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release 2>/dev/null; echo\n");
     s.push_str("echo '@@rv end-os-release'\n");
+    // The cache: lines `h KEY STAMP SHA256` and `v KEY STAMP VERSION-HEX` (KEY: the path in
+    // hex), loaded once; new lines are written at the end (apply only).
+    match &q.hash_cache {
+        Some((p, _)) => s.push_str(&format!("rv_hc=$(cat {} 2>/dev/null); rv_new=''\n", quote(p))),
+        None => s.push_str("rv_hc=''; rv_new=''\n"),
+    }
     if !q.paths.is_empty() {
         s.push_str(super::cmd::SHA_FN);
         s.push('\n');
-        // The hash cache: lines `h KEY STAMP SHA256` (KEY: the path in hex), loaded once.
-        match &q.hash_cache {
-            Some((p, _)) => s.push_str(&format!("rv_hc=$(cat {} 2>/dev/null); rv_new=''\n", quote(p))),
-            None => s.push_str("rv_hc=''; rv_new=''\n"),
-        }
         s.push_str(concat!(
             "f() {\n",
             "  if [ -L \"$2\" ]; then m=$(stat -c '%a %U %G' \"$2\") || m='- - -'; ",
@@ -134,14 +135,6 @@ pub fn script(q: &FactsQuery) -> String {
         ));
         for (i, p) in q.paths.iter().enumerate() {
             s.push_str(&format!("f {i} {} {}\n", quote(p), hex::encode(p.as_bytes())));
-        }
-        if let Some((p, true)) = &q.hash_cache {
-            // Kept small: a cache past 256 KiB starts over.
-            s.push_str(&format!(
-                "if [ -n \"$rv_new\" ]; then c={p}; [ \"$(wc -c < \"$c\" 2>/dev/null || echo 0)\" -lt 262144 ] || : > \"$c\"; \
-                 (umask 077; printf '%b' \"$rv_new\" >> \"$c\"); fi\n",
-                p = quote(p)
-            ));
         }
     }
     if !q.services.is_empty() {
@@ -179,10 +172,30 @@ pub fn script(q: &FactsQuery) -> String {
             s.push_str(&format!("p {i} {}\n", quote(c)));
         }
     }
-    s.push_str(&format!(
-        "echo '@@rv k3s'; if [ -x {b} ]; then {b} --version 2>/dev/null | head -n 1; fi\n",
-        b = quote(&q.k3s_binary)
-    ));
+    if q.hash_cache.is_some() {
+        // `k3s --version` starts a large Go binary: asked once per binary stamp.
+        s.push_str(&format!(
+            "echo '@@rv k3s'; if [ -x {b} ]; then st=$(stat -c '%d:%i:%s:%.9Y:%.9Z' {b} 2>/dev/null) || st=-; \
+             case \"$rv_hc\" in *\"v {k} $st \"*) v=${{rv_hc#*\"v {k} $st \"}}; echo \"@@rv k3s-hex ${{v%%[!0-9a-f]*}}\";; \
+             *) l=$({b} --version 2>/dev/null | head -n 1); echo \"$l\"; [ -z \"$l\" ] || [ \"$st\" = - ] || \
+             rv_new=\"${{rv_new}}v {k} $st $(printf '%s' \"$l\" | od -An -v -tx1 | tr -d ' \\n')\\n\";; esac; fi\n",
+            b = quote(&q.k3s_binary),
+            k = hex::encode(q.k3s_binary.as_bytes())
+        ));
+    } else {
+        s.push_str(&format!(
+            "echo '@@rv k3s'; if [ -x {b} ]; then {b} --version 2>/dev/null | head -n 1; fi\n",
+            b = quote(&q.k3s_binary)
+        ));
+    }
+    if let Some((p, true)) = &q.hash_cache {
+        // Kept small: a cache past 256 KiB starts over.
+        s.push_str(&format!(
+            "if [ -n \"$rv_new\" ]; then c={p}; [ \"$(wc -c < \"$c\" 2>/dev/null || echo 0)\" -lt 262144 ] || : > \"$c\"; \
+             (umask 077; printf '%b' \"$rv_new\" >> \"$c\"); fi\n",
+            p = quote(p)
+        ));
+    }
     s.push_str("echo '@@rv end'\n");
     s
 }
@@ -233,6 +246,12 @@ pub fn parse(q: &FactsQuery, out: &str) -> Result<Facts, String> {
                     section = "";
                 }
                 "end-os-release" => section = "",
+                "k3s-hex" => {
+                    let text = hex::decode(words.next().unwrap_or("")).map_err(|_| format!("bad k3s version in `{line}`"))?;
+                    let v = String::from_utf8_lossy(&text).trim().to_string();
+                    f.k3s_version = Some(v).filter(|v| !v.is_empty());
+                    section = "";
+                }
                 s @ ("arch" | "hostname" | "os-release" | "k3s") => section = s,
                 other => return Err(format!("unexpected marker `{other}`")),
             }
@@ -524,6 +543,35 @@ NAME=\"openEuler\"\nVERSION=\"24.03 (LTS-SP1)\"\nID=openEuler\nPRETTY_NAME='open
         // Rewriting the file changes its stamp (ctime at least): hashed again, truly.
         std::fs::write(&f, "two").unwrap();
         assert_eq!(run(&q(false)), crate::render::sha256_hex(b"two"));
+    }
+
+    #[test]
+    fn k3s_version_is_asked_once_per_binary_stamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("k3s");
+        let calls = dir.path().join("calls");
+        let script = |v: &str| format!("#!/bin/sh\necho x >> '{}'\necho 'k3s version {v} (abc)'\necho 'go version go1.24'\n", calls.display());
+        std::fs::write(&bin, script("v1.33.4+k3s1")).unwrap();
+        std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let cache = dir.path().join("cache").display().to_string();
+        let q = |write: bool| FactsQuery { k3s_binary: bin.display().to_string(), hash_cache: Some((cache.clone(), write)), ..FactsQuery::default() };
+        let run = |q: &FactsQuery| {
+            let out = std::process::Command::new("sh").arg("-c").arg(script_of(q)).output().unwrap();
+            parse(q, &String::from_utf8_lossy(&out.stdout)).unwrap().k3s_version
+        };
+        let ncalls = || std::fs::read_to_string(&calls).unwrap_or_default().lines().count();
+        assert_eq!(run(&q(true)).as_deref(), Some("k3s version v1.33.4+k3s1 (abc)"));
+        assert_eq!(ncalls(), 1);
+        assert_eq!(run(&q(false)).as_deref(), Some("k3s version v1.33.4+k3s1 (abc)"), "from the cache");
+        assert_eq!(ncalls(), 1, "the binary was not started again");
+        // Another binary in place (new stamp): asked again, never the stale answer.
+        std::fs::write(&bin, script("v1.34.3+k3s1")).unwrap();
+        assert_eq!(run(&q(false)).as_deref(), Some("k3s version v1.34.3+k3s1 (abc)"));
+        assert_eq!(ncalls(), 2);
+    }
+
+    fn script_of(q: &FactsQuery) -> String {
+        script(q)
     }
 
     #[test]
