@@ -143,74 +143,42 @@ pub fn actions(want: &Desired, seen: &Observed, planned: &[(&'static dyn Phase, 
     acts
 }
 
+/// Phase timings for `-v`: each call logs the time since the previous one.
+struct Timer<'a> {
+    host: &'a str,
+    last: std::cell::Cell<std::time::Instant>,
+}
+
+impl Timer<'_> {
+    fn done(&self, phase: &str, detail: String) {
+        let t = self.last.replace(std::time::Instant::now());
+        tracing::info!(host = self.host, phase, ms = t.elapsed().as_millis() as u64, "{detail}");
+    }
+}
+
+/// Close a held command without sending a script: it ends, and the board lock with it.
+fn release(held: Box<dyn crate::transport::Held>) {
+    let _ = held.finish(b"", Some(FACTS_TIMEOUT));
+}
+
 pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<ServerLink>) -> Result<Outcome, ConvergeError> {
     let name = job.name;
     let err = |phase: &'static str| move |c: Cause| ConvergeError::new(name, phase, c);
+    let timer = Timer { host: name, last: std::cell::Cell::new(std::time::Instant::now()) };
     let q = query(job, ctx.wet);
-    let phase_t = std::cell::Cell::new(std::time::Instant::now());
-    let done = |phase: &str, detail: String| {
-        let t = phase_t.replace(std::time::Instant::now());
-        tracing::info!(host = name, phase, ms = t.elapsed().as_millis() as u64, "{detail}");
-    };
-    let held = host
-        .exec_held(&session::command(ctx.wet, &ctx.owner, &q), session::HEAD_END, Some(FACTS_TIMEOUT))
-        .map_err(|e| err("lock+facts")(e.into()))?;
-    if held.ended() {
-        // The command stopped before its facts (sudo refused, no shell...): say why.
-        let out = held.finish(b"", Some(FACTS_TIMEOUT)).map_err(|e| err("lock+facts")(e.into()))?;
-        host.check_sudo(&out).map_err(|e| err("lock+facts")(e.into()))?;
-        return Err(err("lock+facts")(Cause::StepFailed {
-            what: "gathering facts".into(),
-            status: out.status,
-            stderr: tail(&out.stderr_str()),
-        }));
-    }
-    let head = String::from_utf8_lossy(held.head()).into_owned();
-    done("lock+facts", format!("{} paths, {} probes, {} reads", q.paths.len(), q.probes.len(), q.reads.len() + q.reads_unless.len()));
-    let (lock, facts) = session::parse_head(&q, &head).map_err(err("lock+facts"))?;
-    let facts = match (lock.clone(), facts) {
-        (LockState::Locked(owner), _) => {
-            let _ = held.finish(b"", Some(FACTS_TIMEOUT));
-            return Err(err("lock+facts")(Cause::Locked { owner }));
-        }
-        (LockState::NoFlock, _) | (_, None) => {
-            let _ = held.finish(b"", Some(FACTS_TIMEOUT));
-            return Err(err("lock+facts")(Cause::NoFlock));
-        }
-        (_, Some(f)) => f,
-    };
-    if let LockState::Busy(owner) = &lock {
-        ctx.event(name, EventKind::Note(format!("an apply is running on this host ({owner}); this plan may be stale")));
-    }
+    let (held, lock, mut facts) = open(ctx, host, name, &q)?;
+    timer.done("lock+facts", format!("{} paths, {} probes, {} reads", q.paths.len(), q.probes.len(), q.reads.len() + q.reads_unless.len()));
     // Every early return below drops `held`: the channel closes, the lock goes with it.
-    let mut facts = facts;
-    let mut made: Vec<(&'static dyn Phase, Change)> = Vec::new();
-    if ctx.wet
-        && let Some(early) = job.early
-    {
-        let st0 = early(&facts).map_err(err("render"))?;
-        let want0 = Desired::new(&st0, job.role);
-        let seen0 = Observed::new(&q, facts.clone());
-        for f in st0.files.iter().filter(|f| matches!(f.content, crate::render::Content::Local { .. })) {
-            let Some(change) = super::files::file_change(f, &seen0) else { continue };
-            if matches!(change, Change::FixMode { .. }) {
-                continue;
-            }
-            let mut acts = Actions::default();
-            super::files::Files.apply(&want0, &seen0, 0, &change, &mut acts);
-            for u in &acts.uploads {
-                upload(ctx, host, name, u).map_err(|e| err("files")(e.into()))?;
-            }
-            facts.files.insert(f.path.clone(), uploaded(f));
-            made.push((&super::files::Files, change));
-        }
-    }
+    let made = match job.early {
+        Some(early) if ctx.wet => stream_early(ctx, host, job, &q, early, &mut facts)?,
+        _ => Vec::new(),
+    };
     if !made.is_empty() {
-        done("files", format!("{} binaries streamed before the plan", made.len()));
+        timer.done("files", format!("{} binaries streamed before the plan", made.len()));
     }
     let stop = |partial: bool| err("interrupted")(Cause::Interrupted { partial });
     if super::interrupt::interrupted() {
-        let _ = held.finish(b"", Some(FACTS_TIMEOUT));
+        release(held);
         return Err(stop(!made.is_empty()));
     }
     let st = (job.choose)(&facts).map_err(|c| match c {
@@ -220,20 +188,11 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
     let want = Desired::new(&st, job.role);
     let mut seen = Observed::new(&q, facts);
     let info = server.as_ref().and_then(|s| s.info());
-    if super::forget::is_fresh(&want, &seen)
-        && info.as_ref().is_some_and(|i| i.new)
-    {
-        seen.server_knows_node = Some(false);
-    } else if super::forget::is_fresh(&want, &seen)
-        && let (Some(s), Some(i)) = (&server, &info)
-    {
-        let probe = super::forget::known_probe(&i.k3s, &st.node);
-        let known = s.exec("asking the server", &probe, false).map_err(|e| err("forget-node")(e.into()))?;
-        seen.server_knows_node = Some(!known.stdout_str().trim().is_empty());
+    if super::forget::is_fresh(&want, &seen) {
+        seen.server_knows_node = ask_server(server.as_ref(), info.as_ref(), &st.node).map_err(|e| err("forget-node")(e.into()))?;
     }
     let premade = made.len();
     let planned = plan(&want, &seen, made)?;
-    let changes: Vec<Change> = planned.iter().map(|(_, c)| c.clone()).collect();
     let acts = actions(&want, &seen, &planned, premade);
     for p in phase::all() {
         let n = planned.iter().filter(|(q, _)| q.name() == p.name()).count();
@@ -241,14 +200,15 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
             tracing::info!(host = name, phase = p.name(), changes = n, "planned");
         }
     }
-    done("plan", format!("{} change(s)", planned.len()));
+    timer.done("plan", format!("{} change(s)", planned.len()));
+    let changes = planned.iter().map(|(_, c)| c.clone()).collect();
     let mut outcome = Outcome { changes, facts: seen.facts.clone(), values: vec![], lock: Some(lock) };
     if !ctx.wet || acts.script.is_empty() && acts.uploads.is_empty() && acts.on_server.is_empty() {
-        let _ = held.finish(b"", Some(FACTS_TIMEOUT));
+        release(held);
         return Ok(outcome);
     }
     if super::interrupt::interrupted() {
-        let _ = held.finish(b"", Some(FACTS_TIMEOUT));
+        release(held);
         return Err(stop(premade > 0));
     }
     ctx.event(name, EventKind::Step(format!("applying {} change(s)", outcome.changes.len())));
@@ -261,42 +221,128 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
         upload(ctx, host, name, u).map_err(|e| err("files")(e.into()))?;
     }
     if !acts.uploads.is_empty() {
-        done("files", format!("{} upload(s)", acts.uploads.len()));
+        timer.done("files", format!("{} upload(s)", acts.uploads.len()));
     }
     if super::interrupt::interrupted() {
-        let _ = held.finish(b"", Some(FACTS_TIMEOUT));
+        release(held);
         return Err(stop(true));
     }
-    if !acts.script.is_empty() {
-        ctx.event(name, EventKind::Step("running the apply script".into()));
-        let text = acts.script.render();
-        let out = held.finish(&session::script_input(&text), Some(SCRIPT_TIMEOUT)).map_err(|e| err("apply")(e.into()))?;
-        host.check_sudo(&out).map_err(|e| err("apply")(e.into()))?;
-        let stdout = out.stdout_str();
-        if stdout.lines().any(|l| l == "@@rv truncated") {
-            return Err(err("apply")(Cause::ScriptTruncated));
-        }
-        let r = super::script::parse(&stdout);
-        done("apply", format!("script of {} fragment(s), exit status {}", r.started.len(), out.status));
-        outcome.values = r.values;
-        if let Some((id, status)) = r.failed {
-            let (phase, what) = match id.parse::<usize>().ok().and_then(|i| planned.get(i)) {
-                Some((p, c)) => (p.name(), c.label()),
-                None => ("apply", "recording the managed files".to_string()),
-            };
-            return Err(ConvergeError::new(name, phase, Cause::StepFailed { what, status, stderr: tail(&out.stderr_str()) }));
-        }
-        if !r.finished {
-            return Err(err("apply")(Cause::StepFailed {
-                what: "the apply script".into(),
-                status: out.status,
-                stderr: tail(&out.stderr_str()),
-            }));
-        }
+    if acts.script.is_empty() {
+        release(held);
     } else {
-        let _ = held.finish(b"", Some(FACTS_TIMEOUT));
+        outcome.values = run_script(ctx, host, name, held, &acts, &planned, &timer)?;
     }
     Ok(outcome)
+}
+
+/// Start the held lock+facts command and read its head: the lock state and the facts.
+fn open(ctx: &Ctx, host: &mut dyn Host, name: &str, q: &FactsQuery) -> Result<(Box<dyn crate::transport::Held>, LockState, Facts), ConvergeError> {
+    let err = |c: Cause| ConvergeError::new(name, "lock+facts", c);
+    let held = host
+        .exec_held(&session::command(ctx.wet, &ctx.owner, q), session::HEAD_END, Some(FACTS_TIMEOUT))
+        .map_err(|e| err(e.into()))?;
+    if held.ended() {
+        // The command stopped before its facts (sudo refused, no shell...): say why.
+        let out = held.finish(b"", Some(FACTS_TIMEOUT)).map_err(|e| err(e.into()))?;
+        host.check_sudo(&out).map_err(|e| err(e.into()))?;
+        return Err(err(Cause::StepFailed { what: "gathering facts".into(), status: out.status, stderr: tail(&out.stderr_str()) }));
+    }
+    let head = String::from_utf8_lossy(held.head()).into_owned();
+    let (lock, facts) = session::parse_head(q, &head).map_err(err)?;
+    let facts = match (lock.clone(), facts) {
+        (LockState::Locked(owner), _) => {
+            release(held);
+            return Err(err(Cause::Locked { owner }));
+        }
+        (LockState::NoFlock, _) | (_, None) => {
+            release(held);
+            return Err(err(Cause::NoFlock));
+        }
+        (_, Some(f)) => f,
+    };
+    if let LockState::Busy(owner) = &lock {
+        ctx.event(name, EventKind::Note(format!("an apply is running on this host ({owner}); this plan may be stale")));
+    }
+    Ok((held, lock, facts))
+}
+
+/// Apply, before the server answers: stream the local binaries the early state needs (they do not
+/// depend on the token) and record them in `facts` as present; returns them as changes made.
+fn stream_early(
+    ctx: &Ctx,
+    host: &mut dyn Host,
+    job: &Job,
+    q: &FactsQuery,
+    early: Render,
+    facts: &mut Facts,
+) -> Result<Vec<(&'static dyn Phase, Change)>, ConvergeError> {
+    let err = |phase: &'static str| move |c: Cause| ConvergeError::new(job.name, phase, c);
+    let st0 = early(facts).map_err(err("render"))?;
+    let want0 = Desired::new(&st0, job.role);
+    let seen0 = Observed::new(q, facts.clone());
+    let mut made: Vec<(&'static dyn Phase, Change)> = Vec::new();
+    for f in st0.files.iter().filter(|f| matches!(f.content, crate::render::Content::Local { .. })) {
+        let Some(change) = super::files::file_change(f, &seen0) else { continue };
+        if matches!(change, Change::FixMode { .. }) {
+            continue;
+        }
+        let mut acts = Actions::default();
+        super::files::Files.apply(&want0, &seen0, 0, &change, &mut acts);
+        for u in &acts.uploads {
+            upload(ctx, host, job.name, u).map_err(|e| err("files")(e.into()))?;
+        }
+        facts.files.insert(f.path.clone(), uploaded(f));
+        made.push((&super::files::Files, change));
+    }
+    Ok(made)
+}
+
+/// For a fresh agent: whether the server still knows a node of its name. A brand-new server
+/// knows none (no question asked); without a server nothing is known.
+fn ask_server(server: Option<&ServerLink>, info: Option<&ServerInfo>, node: &str) -> Result<Option<bool>, crate::transport::TransportError> {
+    match (server, info) {
+        (_, Some(i)) if i.new => Ok(Some(false)),
+        (Some(s), Some(i)) => {
+            let known = s.exec("asking the server", &super::forget::known_probe(&i.k3s, node), false)?;
+            Ok(Some(!known.stdout_str().trim().is_empty()))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Send the apply script on the held command's stdin and read what it did; returns the values it
+/// printed (the server's token).
+fn run_script(
+    ctx: &Ctx,
+    host: &mut dyn Host,
+    name: &str,
+    held: Box<dyn crate::transport::Held>,
+    acts: &Actions,
+    planned: &[(&'static dyn Phase, Change)],
+    timer: &Timer,
+) -> Result<Vec<(String, Vec<u8>)>, ConvergeError> {
+    let err = |c: Cause| ConvergeError::new(name, "apply", c);
+    ctx.event(name, EventKind::Step("running the apply script".into()));
+    let text = acts.script.render();
+    let out = held.finish(&session::script_input(&text), Some(SCRIPT_TIMEOUT)).map_err(|e| err(e.into()))?;
+    host.check_sudo(&out).map_err(|e| err(e.into()))?;
+    let stdout = out.stdout_str();
+    if stdout.lines().any(|l| l == "@@rv truncated") {
+        return Err(err(Cause::ScriptTruncated));
+    }
+    let r = super::script::parse(&stdout);
+    timer.done("apply", format!("script of {} fragment(s), exit status {}", r.started.len(), out.status));
+    if let Some((id, status)) = r.failed {
+        let (phase, what) = match id.parse::<usize>().ok().and_then(|i| planned.get(i)) {
+            Some((p, c)) => (p.name(), c.label()),
+            None => ("apply", "recording the managed files".to_string()),
+        };
+        return Err(ConvergeError::new(name, phase, Cause::StepFailed { what, status, stderr: tail(&out.stderr_str()) }));
+    }
+    if !r.finished {
+        return Err(err(Cause::StepFailed { what: "the apply script".into(), status: out.status, stderr: tail(&out.stderr_str()) }));
+    }
+    Ok(r.values)
 }
 
 /// Stream one local file (compressed when the host can undo it), atomically, verified.
