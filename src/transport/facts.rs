@@ -550,13 +550,13 @@ NAME=\"openEuler\"\nVERSION=\"24.03 (LTS-SP1)\"\nID=openEuler\nPRETTY_NAME='open
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("k3s");
         let calls = dir.path().join("calls");
-        let script = |v: &str| format!("#!/bin/sh\necho x >> '{}'\necho 'k3s version {v} (abc)'\necho 'go version go1.24'\n", calls.display());
-        std::fs::write(&bin, script("v1.33.4+k3s1")).unwrap();
+        let fake_k3s = |v: &str| format!("#!/bin/sh\necho x >> '{}'\necho 'k3s version {v} (abc)'\necho 'go version go1.24'\n", calls.display());
+        std::fs::write(&bin, fake_k3s("v1.33.4+k3s1")).unwrap();
         std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let cache = dir.path().join("cache").display().to_string();
         let q = |write: bool| FactsQuery { k3s_binary: bin.display().to_string(), hash_cache: Some((cache.clone(), write)), ..FactsQuery::default() };
         let run = |q: &FactsQuery| {
-            let out = std::process::Command::new("sh").arg("-c").arg(script_of(q)).output().unwrap();
+            let out = std::process::Command::new("sh").arg("-c").arg(script(q)).output().unwrap();
             parse(q, &String::from_utf8_lossy(&out.stdout)).unwrap().k3s_version
         };
         let ncalls = || std::fs::read_to_string(&calls).unwrap_or_default().lines().count();
@@ -565,13 +565,9 @@ NAME=\"openEuler\"\nVERSION=\"24.03 (LTS-SP1)\"\nID=openEuler\nPRETTY_NAME='open
         assert_eq!(run(&q(false)).as_deref(), Some("k3s version v1.33.4+k3s1 (abc)"), "from the cache");
         assert_eq!(ncalls(), 1, "the binary was not started again");
         // Another binary in place (new stamp): asked again, never the stale answer.
-        std::fs::write(&bin, script("v1.34.3+k3s1")).unwrap();
+        std::fs::write(&bin, fake_k3s("v1.34.3+k3s1")).unwrap();
         assert_eq!(run(&q(false)).as_deref(), Some("k3s version v1.34.3+k3s1 (abc)"));
         assert_eq!(ncalls(), 2);
-    }
-
-    fn script_of(q: &FactsQuery) -> String {
-        script(q)
     }
 
     #[test]
