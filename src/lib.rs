@@ -9,6 +9,7 @@ pub mod build;
 pub mod command;
 pub mod converge;
 pub mod event;
+pub mod generation;
 pub mod images;
 pub mod lock;
 pub mod pki;

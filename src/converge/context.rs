@@ -30,6 +30,12 @@ pub struct Ctx<'a> {
     pub tarballs: Vec<crate::render::airgap::Tarball>,
     /// Credentials for every connection of this run (key passphrases asked once, kept here).
     pub auth: crate::transport::AuthConfig,
+    /// Why the generations this run records are made (`apply`, `rollback to N`).
+    pub reason: String,
+    /// sha256 of cluster.kdl + cluster.lock, recorded in each generation.
+    pub source: Option<String>,
+    /// Generations kept per host (plus generation 0).
+    pub keep: u32,
 }
 
 impl<'a> Ctx<'a> {
@@ -46,6 +52,9 @@ impl<'a> Ctx<'a> {
             owner: super::session::owner_line(),
             tarballs: Vec::new(),
             auth: crate::transport::AuthConfig::from_env(),
+            reason: "apply".into(),
+            source: crate::generation::source_digest(&cluster.file, &crate::lock::path_for(cluster)),
+            keep: cluster.generations_keep,
         }
     }
 

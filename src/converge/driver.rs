@@ -101,6 +101,8 @@ pub struct Outcome {
     /// Values the apply script printed (the server's token after a start).
     pub values: Vec<(String, Vec<u8>)>,
     pub lock: Option<LockState>,
+    /// The host's current generation after this run (None: it has none).
+    pub generation: Option<u64>,
 }
 
 /// The facts query for a job (pure). Apply records what it hashed in the host's hash cache.
@@ -115,7 +117,46 @@ pub fn query(job: &Job, wet: bool) -> FactsQuery {
     for r in &job.reads {
         phase::add_read(&mut q, r);
     }
+    phase::add_read(&mut q, crate::generation::CURRENT);
     q
+}
+
+/// Apply, when anything changes: generation 0 first on a host that has none (what it had, kept
+/// before any change), the new generation after every change (docs/generations.md). Returns its number.
+fn record_generation(ctx: &Ctx, want: &Desired, seen: &Observed, acts: &mut Actions) -> u64 {
+    use crate::generation as g;
+    let meta = g::Meta::now(&ctx.owner, &ctx.reason, ctx.source.clone());
+    let current = g::current(&seen.facts);
+    if current.is_none() {
+        acts.script.bookkeeping_first(g::found_fragment(&g::found(want.st, &seen.facts, &meta)));
+    }
+    let n = current.map(|m| m.number + 1).unwrap_or(1);
+    acts.script.bookkeeping(g::record_fragment(&g::next(want.st, n, &meta), ctx.keep));
+    n
+}
+
+/// Apply on a host with no generation yet: files an upload is about to replace are kept in the
+/// store first, so generation 0 can bring them back (one command, on a board's first apply only).
+fn keep_found(ctx: &Ctx, host: &mut dyn Host, name: &str, facts: &Facts, dests: &[&str]) -> Result<(), ConvergeError> {
+    if !ctx.wet || facts.contents.contains_key(crate::generation::CURRENT) {
+        return Ok(());
+    }
+    let keep: Vec<String> = dests
+        .iter()
+        .filter_map(|p| match facts.files.get(*p) {
+            Some(crate::transport::FileFact::Present { kind: crate::transport::facts::FileKind::Regular, sha256: Some(h), .. }) => {
+                Some(crate::generation::store_fragment(p, h))
+            }
+            _ => None,
+        })
+        .collect();
+    if keep.is_empty() {
+        return Ok(());
+    }
+    let command = format!("{}{}", crate::transport::cmd::SHA_FN, keep.join(" && "));
+    host.exec_ok("keeping what the board had (generation 0)", &command, None, Some(FACTS_TIMEOUT))
+        .map(|_| ())
+        .map_err(|e| ConvergeError::new(name, "generation", e))
 }
 
 /// Pure: every phase's changes, in order, with the phase that owns each, after the changes
@@ -193,7 +234,11 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
     }
     let premade = made.len();
     let planned = plan(&want, &seen, made)?;
-    let acts = actions(&want, &seen, &planned, premade);
+    let mut acts = actions(&want, &seen, &planned, premade);
+    let mut generation = crate::generation::current(&seen.facts).map(|m| m.number);
+    if ctx.wet && !planned.is_empty() {
+        generation = Some(record_generation(ctx, &want, &seen, &mut acts));
+    }
     for p in phase::all() {
         let n = planned.iter().filter(|(q, _)| q.name() == p.name()).count();
         if n > 0 {
@@ -202,7 +247,7 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
     }
     timer.done("plan", format!("{} change(s)", planned.len()));
     let changes = planned.iter().map(|(_, c)| c.clone()).collect();
-    let mut outcome = Outcome { changes, facts: seen.facts.clone(), values: vec![], lock: Some(lock) };
+    let mut outcome = Outcome { changes, facts: seen.facts.clone(), values: vec![], lock: Some(lock), generation };
     if !ctx.wet || acts.script.is_empty() && acts.uploads.is_empty() && acts.on_server.is_empty() {
         release(held);
         return Ok(outcome);
@@ -217,6 +262,8 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
         s.exec(&planned[*i].1.label(), &super::forget::delete_command(&inf.k3s, node), true)
             .map_err(|e| err("forget-node")(e.into()))?;
     }
+    let dests: Vec<&str> = acts.uploads.iter().map(|u| u.dest.path.as_str()).collect();
+    keep_found(ctx, host, name, &seen.facts, &dests)?;
     for u in &acts.uploads {
         upload(ctx, host, name, u).map_err(|e| err("files")(e.into()))?;
     }
@@ -288,6 +335,7 @@ fn stream_early(
         }
         let mut acts = Actions::default();
         super::files::Files.apply(&want0, &seen0, 0, &change, &mut acts);
+        keep_found(ctx, host, job.name, facts, &[f.path.as_str()])?;
         for u in &acts.uploads {
             upload(ctx, host, job.name, u).map_err(|e| err("files")(e.into()))?;
         }

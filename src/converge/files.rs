@@ -38,7 +38,13 @@ impl Phase for Files {
         for f in &want.st.files {
             add_path(q, &f.path);
             // The old content of a changed text file comes with the facts, for the diff.
-            if let Content::Text(_) = f.content
+            if let Content::Stored { sha256, binary: false } = &f.content
+                && !f.secret
+            {
+                // A rollback's diff: the stored content it goes back to.
+                super::phase::add_read(q, &crate::generation::store_path(sha256));
+            }
+            if let Content::Text(_) | Content::Stored { binary: false, .. } = f.content
                 && !f.secret
                 && !q.reads_unless.iter().any(|(p, _)| *p == f.path)
             {
@@ -63,6 +69,11 @@ impl Phase for Files {
             Content::Text(t) => {
                 let tmp = cmd::temp_path_for(&f.path, &format!("{}.{i}", std::process::id()));
                 acts.script.change(i, cmd::write_inline(&f.path, &tmp, t, &f.sha256(), f.mode, Some(&f.owner)));
+            }
+            Content::Stored { sha256, .. } => {
+                let tmp = cmd::temp_path_for(&f.path, &format!("{}.{i}", std::process::id()));
+                let src = crate::generation::store_path(sha256);
+                acts.script.change(i, cmd::copy_verified(&src, &f.path, &tmp, sha256, f.mode, Some(&f.owner)));
             }
             Content::Local { path: local, sha256 } => acts.uploads.push(Upload {
                 change: i,
@@ -90,6 +101,7 @@ pub fn file_change(f: &DesiredFile, seen: &Observed) -> Option<Change> {
                 }
                 Content::Text(t) if f.secret => format!("{} lines, content hidden (secret)", t.lines().count()),
                 Content::Text(t) => format!("{} lines", t.lines().count()),
+                Content::Stored { sha256, .. } => format!("from the generation store, sha256:{}", &sha256[..16.min(sha256.len())]),
             },
         }),
         Some(FileFact::Present { sha256, mode, owner, .. }) => {
@@ -100,7 +112,11 @@ pub fn file_change(f: &DesiredFile, seen: &Observed) -> Option<Change> {
                         let old = seen.facts.contents.get(&f.path).map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
                         unified_diff(&old, t, &f.path)
                     }
-                    Content::Local { sha256: new, .. } => format!(
+                    Content::Stored { sha256: new, binary: false } => {
+                        let text = |p: &str| seen.facts.contents.get(p).map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+                        unified_diff(&text(&f.path), &text(&crate::generation::store_path(new)), &f.path)
+                    }
+                    Content::Local { sha256: new, .. } | Content::Stored { sha256: new, .. } => format!(
                         "    sha256:{} -> sha256:{}",
                         sha256.as_deref().map(|s| &s[..16.min(s.len())]).unwrap_or("?"),
                         &new[..16.min(new.len())]

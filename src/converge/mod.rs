@@ -30,7 +30,7 @@ pub mod steps;
 pub mod symlinks;
 pub mod version;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 pub use change::{Change, unified_diff};
 pub use context::{Ctx, known_hosts_path, target_spec};

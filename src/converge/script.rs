@@ -24,6 +24,11 @@ impl Script {
         self.parts.push((None, commands.into()));
     }
 
+    /// Bookkeeping that must run before every change (keeping what the host had).
+    pub fn bookkeeping_first(&mut self, commands: impl Into<String>) {
+        self.parts.insert(0, (None, commands.into()));
+    }
+
     pub fn is_empty(&self) -> bool {
         self.parts.is_empty()
     }

@@ -18,6 +18,8 @@ pub enum Content {
     Text(String),
     /// A local file streamed as is (the k3s binary), known by digest.
     Local { path: PathBuf, sha256: String },
+    /// Already on the host, in the generation store (a rollback): copied from there, verified.
+    Stored { sha256: String, binary: bool },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +38,7 @@ impl DesiredFile {
     pub fn sha256(&self) -> String {
         match &self.content {
             Content::Text(t) => crate::render::sha256_hex(t.as_bytes()),
-            Content::Local { sha256, .. } => sha256.clone(),
+            Content::Local { sha256, .. } | Content::Stored { sha256, .. } => sha256.clone(),
         }
     }
 }

@@ -136,6 +136,22 @@ impl<'a> Entries<'a> {
         }
     }
 
+    /// An integer property within `range` (`what` says what it counts, for the error).
+    pub fn prop_count(&self, key: &str, range: std::ops::RangeInclusive<i128>, what: &str, p: &mut Problems) -> Option<u32> {
+        let e = self.prop(key)?;
+        match e.value() {
+            KdlValue::Integer(i) if range.contains(i) => Some(*i as u32),
+            v => {
+                p.push(
+                    e.span(),
+                    format!("`{key}` must be {what} from {} to {}, found {}", range.start(), range.end(), type_name(v)),
+                    format!("expected an integer {}..{}", range.start(), range.end()),
+                );
+                None
+            }
+        }
+    }
+
     pub fn prop_port(&self, key: &str, p: &mut Problems) -> Option<u16> {
         let e = self.prop(key)?;
         entry_port(e, key, p)

@@ -30,7 +30,7 @@ const MANAGED_KEYS: &[(&str, &str)] = &[
 /// Keys whose value is a secret: never inline in cluster.kdl.
 const SECRET_KEYS: &[&str] = &["token", "agent-token", "datastore-endpoint", "etcd-s3-secret-key", "etcd-s3-access-key"];
 
-const TOP: &[&str] = &["cluster", "k3s", "registry", "node", "image", "upstream"];
+const TOP: &[&str] = &["cluster", "k3s", "registry", "node", "image", "upstream", "generations"];
 
 static RFC1123: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$").unwrap());
@@ -106,6 +106,7 @@ impl Decoder<'_> {
         let mut nodes = Vec::new();
         let mut images: Vec<(Image, Option<SourceSpan>)> = Vec::new();
         let mut upstreams = Vec::new();
+        let mut keep = crate::generation::DEFAULT_KEEP;
         let mut declared_nodes = 0;
         let mut seen: HashMap<&str, SourceSpan> = HashMap::new();
         for node in doc.nodes() {
@@ -114,7 +115,7 @@ impl Decoder<'_> {
                 unknown_node(node, TOP, "at the top level", &mut self.p);
                 continue;
             }
-            if matches!(kind, "cluster" | "k3s" | "registry") {
+            if matches!(kind, "cluster" | "k3s" | "registry" | "generations") {
                 if let Some(first) = seen.get(kind) {
                     let (l, _) = (first.offset(), 0);
                     let _ = l;
@@ -137,6 +138,7 @@ impl Decoder<'_> {
                     nodes.extend(self.node(node));
                 }
                 "image" => images.extend(self.image(node)),
+                "generations" => keep = self.generations(node).unwrap_or(keep),
                 _ => upstreams.extend(self.upstream(node)),
             }
         }
@@ -163,7 +165,16 @@ impl Decoder<'_> {
             nodes,
             images,
             upstreams,
+            generations_keep: keep,
         })
+    }
+
+    /// `generations keep=10`: how many generations each host keeps (plus generation 0).
+    fn generations(&mut self, node: &KdlNode) -> Option<u32> {
+        let e = Entries::new(node, &["keep"], &mut self.p);
+        no_children(node, &mut self.p);
+        e.expect_args(0, 0, "no arguments", &mut self.p);
+        e.prop_count("keep", 1..=1000, "a number of generations", &mut self.p)
     }
 
     fn cluster_name(&mut self, node: &KdlNode) -> Option<String> {

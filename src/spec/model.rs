@@ -20,6 +20,8 @@ pub struct Cluster {
     pub images: Vec<Image>,
     /// Where rvcluster itself (not the boards) reaches an upstream registry, for the closure check.
     pub upstreams: Vec<Upstream>,
+    /// Generations each host keeps besides generation 0 (`generations keep=N`).
+    pub generations_keep: u32,
 }
 
 #[derive(Debug, Clone)]

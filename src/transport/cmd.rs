@@ -237,6 +237,24 @@ pub fn write_inline(dest: &str, tmp: &str, content: &str, sha256: &str, mode: u3
     )
 }
 
+/// Commands that copy `src` (a file already on the host) to `dest` the same atomic way: temp file
+/// beside `dest`, sha256 verified, mode and owner fixed, rename.
+pub fn copy_verified(src: &str, dest: &str, tmp: &str, sha256: &str, mode: u32, owner: Option<&str>) -> String {
+    let mkdir = match parent_dir(dest) {
+        Some(p) => format!("mkdir -p {} && ", quote(p)),
+        None => String::new(),
+    };
+    format!(
+        "d={d}; t={t}; {mkdir}cp {s} \"$t\" && h=$(rv_sha < \"$t\") && \
+         [ \"${{h%% *}}\" = {sha} ] && {fix} && mv -f \"$t\" \"$d\" || {{ rm -f \"$t\"; false; }}",
+        d = quote(dest),
+        t = quote(tmp),
+        s = quote(src),
+        sha = quote(sha256),
+        fix = chmod_chown("t", mode, owner),
+    )
+}
+
 /// A remote command as logged: its first line, at most 160 characters, with anything that looks
 /// like a secret assignment masked (`K3S_TOKEN=…`, `password: …`, `--token …`).
 pub fn redact_command(cmd: &str) -> String {

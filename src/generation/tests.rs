@@ -1,0 +1,88 @@
+use super::*;
+use crate::converge::testutil::{facts_with, state};
+
+fn meta() -> Meta {
+    Meta { time: 1, user: "me@here".into(), reason: "apply".into(), source: Some("ab".repeat(32)) }
+}
+
+#[test]
+fn generation_zero_keeps_what_existed_and_names_what_did_not() {
+    let st = state();
+    let cfg = &st.files[1];
+    let mut facts = facts_with(&[(&cfg.path, "cd")]).facts;
+    facts.k3s_version = Some("k3s version v1.30.1+k3s1 (abc)".into());
+    let m = found(&st, &facts, &meta());
+    assert_eq!(m.number, 0);
+    assert_eq!(m.files.len(), 1);
+    assert_eq!(m.files[0].path, cfg.path);
+    assert_eq!(m.files[0].sha256, "cd");
+    assert_eq!(m.absent.len(), st.files.len() - 1 + st.symlinks.len());
+    assert_eq!(m.k3s.as_deref(), Some("v1.30.1+k3s1"));
+}
+
+#[test]
+fn next_generation_round_trips_and_back_to_a_state() {
+    let st = state();
+    let m = next(&st, 4, &meta());
+    let text = serde_json::to_string(&m).unwrap();
+    let back: Manifest = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, m);
+    let again = to_state(&m, &st);
+    assert_eq!(again.files.len(), st.files.len());
+    for (a, b) in again.files.iter().zip(m.files.iter()) {
+        assert_eq!(a.sha256(), b.sha256);
+        assert!(matches!(a.content, Content::Stored { .. }));
+    }
+    // The state of a generation makes the same generation again.
+    let m2 = next(&again, 4, &meta());
+    assert_eq!(m2.files, m.files);
+}
+
+#[test]
+fn history_parses_and_finds_previous() {
+    let st = state();
+    let g: Vec<String> = [0u64, 1, 2].iter().map(|n| serde_json::to_string_pretty(&next(&st, *n, &meta())).unwrap()).collect();
+    let out = format!("@@rv gen\n{}\n@@rv gen\n{}\n@@rv gen\n{}\n@@rv current\n{}\n@@rv store\n1234\n", g[2], g[0], g[1], g[2]);
+    let h = parse_all(&out).unwrap();
+    assert_eq!(h.generations.iter().map(|m| m.number).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert_eq!(h.current, Some(2));
+    assert_eq!(h.previous().map(|m| m.number), Some(1));
+    assert_eq!(h.store_kib, 1234);
+    assert!(parse_all("@@rv gen\n{not json\n").is_err());
+}
+
+#[test]
+fn summary_and_diff_name_what_changed_and_hide_secrets() {
+    let st = state();
+    let a = next(&st, 1, &meta());
+    let mut b = a.clone();
+    b.number = 2;
+    b.k3s = Some("v9.9.9+k3s1".into());
+    let text_i = b.files.iter().position(|f| !f.binary && !f.secret).unwrap();
+    b.files[text_i].sha256 = "11".repeat(32);
+    let secret_i = b.files.iter().position(|f| f.secret);
+    if let Some(i) = secret_i {
+        b.files[i].sha256 = "22".repeat(32);
+    }
+    let s = summary(Some(&a), &b);
+    assert!(s.contains("k3s") && s.contains("changed"), "{s}");
+    let want = diff::wanted(&a, &b);
+    assert!(want.contains(&"11".repeat(32)));
+    assert!(!want.contains(&"22".repeat(32)), "secrets are never fetched");
+    let mut blobs = BTreeMap::new();
+    blobs.insert(a.files[text_i].sha256.clone(), b"old line\n".to_vec());
+    blobs.insert("11".repeat(32), b"new line\n".to_vec());
+    let d = diff::render(&a, &b, &blobs);
+    assert!(d.contains("-old line") && d.contains("+new line"), "{d}");
+    if secret_i.is_some() {
+        assert!(d.contains("content hidden"), "{d}");
+    }
+    assert_eq!(diff::render(&a, &a, &blobs), "no differences\n");
+}
+
+#[test]
+fn minor_versions() {
+    assert_eq!(minor_of("v1.33.4+k3s1"), Some((1, 33)));
+    assert_eq!(minor_of("1.34.0"), Some((1, 34)));
+    assert_eq!(minor_of("latest"), None);
+}
