@@ -13,6 +13,7 @@ use crate::spec::{Cluster, SpecError};
 
 pub mod check;
 pub mod duration;
+pub mod generations;
 pub mod image;
 pub mod plan;
 pub mod status;
@@ -94,6 +95,14 @@ pub enum Command {
     Kubeconfig(kubeconfig::KubeconfigArgs),
     /// Record a node's SSH host key (after checking its fingerprint); --replace for a re-flashed board.
     Trust(trust::TrustArgs),
+    /// Each host's generations: what every apply made of it, which one is current, store size.
+    Generations(generations::GenerationsArgs),
+    /// Unified diff between two generations of one node (--on NODE A [B]); secrets hidden.
+    Diff(generations::DiffArgs),
+    /// Go back to an earlier generation (default: the previous one), server first; recorded as a new generation.
+    Rollback(generations::RollbackArgs),
+    /// Delete generations beyond `generations keep=` (and store entries none of them needs).
+    Gc(generations::GcArgs),
     /// Build the images cluster.kdl declares with a `build` block (reproducible OCI archives).
     Image(image::ImageArgs),
     /// Print shell completions.
@@ -159,6 +168,10 @@ fn run(cli: Cli, out: &Output) -> i32 {
         Command::Kubeconfig(a) => kubeconfig::run(&cli.global, &a, out),
         Command::Trust(a) => trust::run(&cli.global, &a, out),
         Command::Image(a) => image::run(&cli.global, &a, out),
+        Command::Generations(a) => generations::run_generations(&cli.global, &a, out),
+        Command::Diff(a) => generations::run_diff(&cli.global, &a, out),
+        Command::Rollback(a) => generations::run_rollback(&cli.global, &a, out),
+        Command::Gc(a) => generations::run_gc(&cli.global, &a, out),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "rvcluster", &mut std::io::stdout());
             EXIT_OK

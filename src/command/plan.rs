@@ -446,7 +446,7 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
     let mut health = None;
     let mut code = EXIT_OK;
     if !a.no_wait {
-        match wait_ready(global, &cluster, &profiles, pw.as_deref(), a, out) {
+        match wait_ready(global, &cluster, &profiles, pw.as_deref(), a.accept_new, a.timeout, out) {
             Ok(h) => health = Some(h),
             Err((h, c)) => {
                 health = h;
@@ -472,22 +472,31 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
 
 type WaitErr = (Option<Health>, i32);
 
-fn wait_ready(global: &Global, c: &Cluster, profiles: &Profiles, pw: Option<&str>, a: &ApplyArgs, out: &Output) -> Result<Health, WaitErr> {
+/// After apply or rollback: wait until every node and pod is Ready, or say why not.
+pub fn wait_ready(
+    global: &Global,
+    c: &Cluster,
+    profiles: &Profiles,
+    pw: Option<&str>,
+    accept_new: bool,
+    timeout: Duration,
+    out: &Output,
+) -> Result<Health, WaitErr> {
     let Some(server) = c.servers().next() else { return Err((None, EXIT_FAILED)) };
     let mut ctx = global.ctx(c, profiles, false);
-    ctx.accept_new = a.accept_new;
+    ctx.accept_new = accept_new;
     let mut host = ctx.connect(server).map_err(|e| {
         out.error(&format!("cannot reach the server to verify: {e}"));
         (None, EXIT_FAILED)
     })?;
-    out.info(&format!("waiting for {} node(s) and every pod to be Ready (timeout {})", c.nodes.len(), super::duration::show(a.timeout)));
+    out.info(&format!("waiting for {} node(s) and every pod to be Ready (timeout {})", c.nodes.len(), super::duration::show(timeout)));
     let mut last_line = String::new();
     let k3s = converge::k3s_on(&ctx, server, &mut host).map_err(|e| {
         out.error(&format!("server {}: {e}", server.name));
         (None, EXIT_FAILED)
     })?;
     let mut srv = verify::Server { host: &mut host, k3s };
-    let result = verify::wait(&mut srv, c.nodes.len(), a.timeout, Duration::from_secs(2), &mut |h| {
+    let result = verify::wait(&mut srv, c.nodes.len(), timeout, Duration::from_secs(2), &mut |h| {
         let pending: Vec<&str> = h.problems.iter().map(|p| p.pod.as_str()).take(4).collect();
         let line = format!(
             "  nodes {}/{} Ready, pods {}/{} Ready{}",
@@ -516,7 +525,7 @@ fn wait_ready(global: &Global, c: &Cluster, profiles: &Profiles, pw: Option<&str
             Err((None, EXIT_INTERRUPTED))
         }
         WaitResult::TimedOut(h) => {
-            out.error(&format!("timed out after {}", super::duration::show(a.timeout)));
+            out.error(&format!("timed out after {}", super::duration::show(timeout)));
             if let Some(h) = &h {
                 print_diagnosis(c, profiles, pw, h, Some(&mut srv), out);
             }

@@ -36,6 +36,8 @@ pub struct Ctx<'a> {
     pub source: Option<String>,
     /// Generations kept per host (plus generation 0).
     pub keep: u32,
+    /// `rvcluster rollback`: per node, the generation it goes back to (its files from the store).
+    pub rollback: std::collections::BTreeMap<String, crate::generation::Rollback>,
 }
 
 impl<'a> Ctx<'a> {
@@ -55,6 +57,7 @@ impl<'a> Ctx<'a> {
             reason: "apply".into(),
             source: crate::generation::source_digest(&cluster.file, &crate::lock::path_for(cluster)),
             keep: cluster.generations_keep,
+            rollback: Default::default(),
         }
     }
 

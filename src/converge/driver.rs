@@ -37,6 +37,8 @@ pub struct Job<'a> {
     /// From the facts, at once: the state as far as it is known before the server answers (apply
     /// streams its binaries meanwhile; they do not depend on the token).
     pub early: Option<Render<'a>>,
+    /// A rollback: the generation this host goes back to (its state comes from `choose`).
+    pub rollback: Option<&'a crate::generation::Rollback>,
 }
 
 /// What the agents need from the server once it is done: its token, where k3s lives on it, and
@@ -123,9 +125,13 @@ pub fn query(job: &Job, wet: bool) -> FactsQuery {
 
 /// Apply, when anything changes: generation 0 first on a host that has none (what it had, kept
 /// before any change), the new generation after every change (docs/generations.md). Returns its number.
-fn record_generation(ctx: &Ctx, want: &Desired, seen: &Observed, acts: &mut Actions) -> u64 {
+fn record_generation(ctx: &Ctx, job: &Job, want: &Desired, seen: &Observed, acts: &mut Actions) -> u64 {
     use crate::generation as g;
-    let meta = g::Meta::now(&ctx.owner, &ctx.reason, ctx.source.clone());
+    let reason = match job.rollback {
+        Some(r) => format!("rollback to {}", r.to.number),
+        None => ctx.reason.clone(),
+    };
+    let meta = g::Meta::now(&ctx.owner, &reason, ctx.source.clone());
     let current = g::current(&seen.facts);
     if current.is_none() {
         acts.script.bookkeeping_first(g::found_fragment(&g::found(want.st, &seen.facts, &meta)));
@@ -222,6 +228,17 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
         release(held);
         return Err(stop(!made.is_empty()));
     }
+    if let Some(r) = job.rollback {
+        let now = crate::generation::current(&facts).map(|m| m.number);
+        if now != Some(r.from) {
+            release(held);
+            return Err(err("rollback")(Cause::Input(format!(
+                "the current generation changed while the rollback was planned (was {}, now {}): plan it again",
+                r.from,
+                now.map(|n| n.to_string()).unwrap_or_else(|| "none".into())
+            ))));
+        }
+    }
     let st = (job.choose)(&facts).map_err(|c| match c {
         _ if super::interrupt::interrupted() => stop(!made.is_empty()),
         c => err("render")(c),
@@ -237,7 +254,7 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
     let mut acts = actions(&want, &seen, &planned, premade);
     let mut generation = crate::generation::current(&seen.facts).map(|m| m.number);
     if ctx.wet && !planned.is_empty() {
-        generation = Some(record_generation(ctx, &want, &seen, &mut acts));
+        generation = Some(record_generation(ctx, job, &want, &seen, &mut acts));
     }
     for p in phase::all() {
         let n = planned.iter().filter(|(q, _)| q.name() == p.name()).count();

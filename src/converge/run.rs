@@ -176,6 +176,7 @@ pub fn converge_registry(ctx: &Ctx) -> Option<HostPlan> {
             reads: if r.auth.is_some() { vec![htpasswd.clone()] } else { vec![] },
             choose: &choose,
             early: None,
+            rollback: None,
         };
         let out = driver::converge(ctx, &mut host, &job, None)?;
         if ctx.wet {
@@ -203,7 +204,7 @@ pub fn wait_registry_healthy(ctx: &Ctx) -> Result<(), Cause> {
 
 /// A node's job: candidates for every profile it may have, the final render from its facts.
 fn node_job<'a>(
-    ctx: &Ctx<'a>,
+    ctx: &'a Ctx<'a>,
     node: &'a Node,
     token: Option<&'a str>,
     choose: driver::Render<'a>,
@@ -218,6 +219,7 @@ fn node_job<'a>(
         reads: if node.role == Role::Server { vec![SERVER_TOKEN.to_string()] } else { vec![] },
         choose,
         early,
+        rollback: ctx.rollback.get(&node.name),
     }
 }
 
@@ -228,9 +230,13 @@ fn render_for<'a>(ctx: &'a Ctx<'a>, node: &'a Node, token: Option<&'a str>) -> i
     }
 }
 
-/// A node's rendered state plus the air-gap image tarballs it gets.
+/// A node's rendered state plus the air-gap image tarballs it gets; for a rollback, the state of
+/// the generation it goes back to.
 fn node_state(ctx: &Ctx, os: &OsProfile, node: &Node, secrets: &Secrets) -> Result<HostState, Cause> {
     let mut st = render::node_state(ctx.cluster, os, node, secrets).map_err(Cause::Input)?;
+    if let Some(m) = ctx.rollback.get(&node.name) {
+        return Ok(crate::generation::to_state(&m.to, &st));
+    }
     st.files.extend(render::airgap::files(&ctx.tarballs, &ctx.cluster.k3s.version, &st.service.unit));
     Ok(st)
 }

@@ -95,6 +95,14 @@ pub struct Snapshot {
     pub k3s: String,
 }
 
+/// A rollback of one host: the generation it goes back to, from the one that was current when
+/// the rollback was planned (under the lock, another current one stops it).
+#[derive(Debug, Clone)]
+pub struct Rollback {
+    pub to: Manifest,
+    pub from: u64,
+}
+
 /// What every generation made by one run shares.
 #[derive(Debug, Clone, Default)]
 pub struct Meta {
@@ -289,6 +297,17 @@ pub fn gc_commands(current: u64, keep: u32) -> String {
          rm -f ./.keep.$$; }}",
         gen = quote(GEN_DIR),
         store = quote(STORE_DIR),
+    )
+}
+
+/// `rvcluster gc` on its own: the same collection, under the board lock (an apply running
+/// now makes it stop with status 75).
+pub fn gc_held_command(current: u64, keep: u32) -> String {
+    format!(
+        "mkdir -p {dir} && exec 9>>{lock} && {{ flock -n 9 || {{ echo 'an apply holds the board lock; try again when it is done' >&2; exit 75; }}; }} && {}",
+        gc_commands(current, keep),
+        dir = quote(crate::converge::STATE_DIR),
+        lock = quote(crate::converge::LOCK_FILE),
     )
 }
 
