@@ -38,6 +38,10 @@ pub struct Ctx<'a> {
     pub keep: u32,
     /// `rvcluster rollback`: per node, the generation it goes back to (its files from the store).
     pub rollback: std::collections::BTreeMap<String, crate::generation::Rollback>,
+    /// The health gate after a (re)start: how long a node has to come back (None: no gate).
+    pub confirm: Option<std::time::Duration>,
+    /// Set by the first host that failed its health gate: no further host is changed.
+    halt: std::sync::Mutex<Option<String>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -58,7 +62,19 @@ impl<'a> Ctx<'a> {
             source: crate::generation::source_digest(&cluster.file, &crate::lock::path_for(cluster)),
             keep: cluster.generations_keep,
             rollback: Default::default(),
+            confirm: None,
+            halt: std::sync::Mutex::new(None),
         }
+    }
+
+    /// A host failed its health gate: apply stops before the hosts not yet changed.
+    pub fn halt(&self, host: &str) {
+        let mut g = self.halt.lock().unwrap_or_else(|p| p.into_inner());
+        g.get_or_insert_with(|| host.to_string());
+    }
+
+    pub fn halted_by(&self) -> Option<String> {
+        self.halt.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn event(&self, host: &str, kind: EventKind) {

@@ -94,6 +94,14 @@ impl ServerLink<'_> {
     fn info(&self) -> Option<ServerInfo> {
         self.cell.wait().ok()
     }
+    /// Where k3s lives on the server (None: the server failed).
+    pub fn k3s(&self) -> Option<String> {
+        self.info().map(|i| i.k3s)
+    }
+    /// Run a command on the server (its status is the caller's to judge).
+    pub fn run(&self, command: &str) -> Result<crate::transport::ExecOutput, crate::transport::TransportError> {
+        self.exec("asking the server", command, false)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -103,8 +111,9 @@ pub struct Outcome {
     /// Values the apply script printed (the server's token after a start).
     pub values: Vec<(String, Vec<u8>)>,
     pub lock: Option<LockState>,
-    /// The host's current generation after this run (None: it has none).
+    /// The host's current generation after this run and the sha256 of its manifest (None: it has none).
     pub generation: Option<u64>,
+    pub manifest_sha: Option<String>,
 }
 
 /// The facts query for a job (pure). Apply records what it hashed in the host's hash cache.
@@ -125,7 +134,7 @@ pub fn query(job: &Job, wet: bool) -> FactsQuery {
 
 /// Apply, when anything changes: generation 0 first on a host that has none (what it had, kept
 /// before any change), the new generation after every change (docs/generations.md). Returns its number.
-fn record_generation(ctx: &Ctx, job: &Job, want: &Desired, seen: &Observed, acts: &mut Actions) -> u64 {
+fn record_generation(ctx: &Ctx, job: &Job, want: &Desired, seen: &Observed, acts: &mut Actions) -> (u64, String) {
     use crate::generation as g;
     let reason = match job.rollback {
         Some(r) => format!("rollback to {}", r.to.number),
@@ -137,8 +146,9 @@ fn record_generation(ctx: &Ctx, job: &Job, want: &Desired, seen: &Observed, acts
         acts.script.bookkeeping_first(g::found_fragment(&g::found(want.st, &seen.facts, &meta)));
     }
     let n = current.map(|m| m.number + 1).unwrap_or(1);
-    acts.script.bookkeeping(g::record_fragment(&g::next(want.st, n, &meta), ctx.keep));
-    n
+    let m = g::next(want.st, n, &meta);
+    acts.script.bookkeeping(g::record_fragment(&m, ctx.keep));
+    (n, crate::render::sha256_hex(g::manifest_text(&m).as_bytes()))
 }
 
 /// Apply on a host with no generation yet: files an upload is about to replace are kept in the
@@ -253,8 +263,10 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
     let planned = plan(&want, &seen, made)?;
     let mut acts = actions(&want, &seen, &planned, premade);
     let mut generation = crate::generation::current(&seen.facts).map(|m| m.number);
+    let mut manifest_sha = seen.facts.contents.get(crate::generation::CURRENT).map(|b| crate::render::sha256_hex(b));
     if ctx.wet && !planned.is_empty() {
-        generation = Some(record_generation(ctx, job, &want, &seen, &mut acts));
+        let (n, sha) = record_generation(ctx, job, &want, &seen, &mut acts);
+        (generation, manifest_sha) = (Some(n), Some(sha));
     }
     for p in phase::all() {
         let n = planned.iter().filter(|(q, _)| q.name() == p.name()).count();
@@ -264,7 +276,7 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
     }
     timer.done("plan", format!("{} change(s)", planned.len()));
     let changes = planned.iter().map(|(_, c)| c.clone()).collect();
-    let mut outcome = Outcome { changes, facts: seen.facts.clone(), values: vec![], lock: Some(lock), generation };
+    let mut outcome = Outcome { changes, facts: seen.facts.clone(), values: vec![], lock: Some(lock), generation, manifest_sha };
     if !ctx.wet || acts.script.is_empty() && acts.uploads.is_empty() && acts.on_server.is_empty() {
         release(held);
         return Ok(outcome);
@@ -272,6 +284,10 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
     if super::interrupt::interrupted() {
         release(held);
         return Err(stop(premade > 0));
+    }
+    if let Some(by) = ctx.halted_by() {
+        release(held);
+        return Err(err("halted")(Cause::Halted { by }));
     }
     ctx.event(name, EventKind::Step(format!("applying {} change(s)", outcome.changes.len())));
     for (i, node) in &acts.on_server {
@@ -296,7 +312,74 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
     } else {
         outcome.values = run_script(ctx, host, name, held, &acts, &planned, &timer)?;
     }
+    if let Some(timeout) = ctx.confirm
+        && job.rollback.is_none()
+        && ctx.cluster.nodes.iter().any(|n| n.name == name)
+        && planned.iter().any(|(_, c)| matches!(c, Change::Start { unit } | Change::Restart { unit, .. } if *unit == want.unit_file))
+    {
+        ctx.event(name, EventKind::Step("confirming the node came back (new SSH connection)".into()));
+        let k3s = k3s_path(&st);
+        let old_pid = mainpid(&outcome.values);
+        if let Err(f) = super::confirm::confirm(ctx, name, job.role, &want.unit_file, &k3s, old_pid, server.as_ref(), timeout) {
+            timer.done("confirm", format!("failed: {}", f.reason));
+            ctx.halt(name);
+            let before = crate::generation::current(&seen.facts);
+            return Err(go_back(ctx, host, job, &st, before, outcome.generation, f, server.as_ref(), timeout));
+        }
+        timer.done("confirm", "the node came back".into());
+    }
     Ok(outcome)
+}
+
+fn k3s_path(st: &HostState) -> String {
+    st.files.iter().find(|f| f.path.ends_with("/k3s")).map(|f| f.path.clone()).unwrap_or_else(|| crate::render::K3S_BIN.to_string())
+}
+
+/// The unit's main process before the script restarted it (0: it was not running).
+fn mainpid(values: &[(String, Vec<u8>)]) -> u64 {
+    values.iter().rev().find(|(k, _)| k == "mainpid").and_then(|(_, v)| String::from_utf8_lossy(v).trim().parse().ok()).unwrap_or(0)
+}
+
+/// The health gate failed: converge the host back to the generation it had before this apply
+/// (as a new generation), confirm again, and say what happened.
+#[allow(clippy::too_many_arguments)]
+fn go_back(
+    ctx: &Ctx,
+    host: &mut dyn Host,
+    job: &Job,
+    st: &HostState,
+    before: Option<crate::generation::Manifest>,
+    made: Option<u64>,
+    f: super::confirm::Failure,
+    server: Option<&ServerLink>,
+    timeout: Duration,
+) -> ConvergeError {
+    let name = job.name;
+    let fail = |rolled_back: String| ConvergeError::new(name, "confirm", Cause::NotConfirmed { reason: f.reason.clone(), logs: f.logs.clone(), rolled_back });
+    let (Some(prev), Some(made)) = (before, made) else {
+        return fail("no earlier generation to go back to (this was the host's first apply); fix cluster.kdl and apply again".into());
+    };
+    ctx.event(name, EventKind::Step(format!("rolling back to generation {}", prev.number)));
+    let r = crate::generation::Rollback { to: prev.clone(), from: made };
+    let state = crate::generation::to_state(&prev, st);
+    let choose = |_: &Facts| -> Result<HostState, Cause> { Ok(state.clone()) };
+    let back = Job { name, role: job.role, candidates: vec![state.clone()], reads: job.reads.clone(), choose: &choose, early: None, rollback: Some(&r) };
+    match converge(ctx, host, &back, server.map(|s| ServerLink { host: s.host, cell: s.cell })) {
+        Ok(o) => {
+            let now = o.generation.map(|n| n.to_string()).unwrap_or_else(|| "?".into());
+            let unit = format!("{}.service", st.service.unit);
+            let came_back = super::confirm::confirm(ctx, name, job.role, &unit, &k3s_path(&state), mainpid(&o.values), server, timeout);
+            fail(format!(
+                "rolled back to generation {} (recorded as generation {now}, active now); {}",
+                prev.number,
+                match came_back {
+                    Ok(()) => "the node is Ready again".to_string(),
+                    Err(e) => format!("but it is still not Ready: {}", e.reason),
+                }
+            ))
+        }
+        Err(e) => fail(format!("the rollback to generation {} failed too: {e}", prev.number)),
+    }
 }
 
 /// Start the held lock+facts command and read its head: the lock state and the facts.

@@ -83,6 +83,14 @@ pub enum Cause {
     #[diagnostic(code(rvcluster::converge::interrupted), help("apply again: it finishes the job, no manual step is needed"))]
     Interrupted { partial: bool },
 
+    #[error("the node did not come back after the change: {reason}; {rolled_back}{}", if logs.is_empty() { String::new() } else { format!("\n  last log lines:\n{}", logs.lines().map(|l| format!("    | {l}")).collect::<Vec<_>>().join("\n")) })]
+    #[diagnostic(code(rvcluster::converge::not_confirmed), help("`rvcluster generations` lists what each host has; fix cluster.kdl and apply again (--no-rollback keeps a failing change for debugging)"))]
+    NotConfirmed { reason: String, logs: String, rolled_back: String },
+
+    #[error("not changed: {by} failed its health gate, so apply stopped before this host")]
+    #[diagnostic(code(rvcluster::converge::halted))]
+    Halted { by: String },
+
     #[error("the registry at {endpoint} did not become healthy: {last}")]
     #[diagnostic(code(rvcluster::converge::registry_unhealthy))]
     RegistryUnhealthy { endpoint: String, last: String },

@@ -13,6 +13,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod change;
+pub mod confirm;
 pub mod context;
 pub mod driver;
 pub mod error;
@@ -35,7 +36,7 @@ pub(crate) mod testutil;
 pub use change::{Change, unified_diff};
 pub use context::{Ctx, known_hosts_path, target_spec};
 pub use error::{Cause, ConvergeError};
-pub use run::{HostPlan, HostRole, converge_registry, k3s_on, node_profile, run_nodes, totals, wait_registry_healthy};
+pub use run::{HostGeneration, HostPlan, HostRole, converge_registry, k3s_on, node_profile, run_nodes, totals, wait_registry_healthy};
 pub use session::{LOCK_FILE, STATE_DIR};
 
 /// The registry password from its file or environment variable (never printed).

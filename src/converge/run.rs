@@ -59,24 +59,47 @@ pub struct HostPlan {
     pub changes: Vec<Change>,
     /// Why this host could not be planned or applied.
     pub error: Option<ConvergeError>,
+    /// The host's current generation after this run (plan: before it), for cluster.lock.
+    pub generation: Option<HostGeneration>,
 }
 
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct HostGeneration {
+    pub number: u64,
+    /// sha256 of its manifest (current.json).
+    pub manifest: String,
+}
+
+impl HostGeneration {
+    fn of(o: &driver::Outcome) -> Option<HostGeneration> {
+        Some(HostGeneration { number: o.generation?, manifest: o.manifest_sha.clone()? })
+    }
+}
+
+/// What a host's work gives back.
+type Done = (Vec<Change>, Option<HostGeneration>);
+
 /// Runs one host's work and turns it into its plan, with progress events around it.
-fn host_plan(ctx: &Ctx, name: &str, address: &str, role: HostRole, work: impl FnOnce() -> Result<Vec<Change>, ConvergeError>) -> HostPlan {
-    let mut plan = HostPlan { node: name.to_string(), address: address.to_string(), role, changes: vec![], error: None };
+fn host_plan(ctx: &Ctx, name: &str, address: &str, role: HostRole, work: impl FnOnce() -> Result<Done, ConvergeError>) -> HostPlan {
+    let mut plan = HostPlan { node: name.to_string(), address: address.to_string(), role, changes: vec![], error: None, generation: None };
     if super::interrupt::interrupted() {
         // Interrupted before this host was started: no connection is made.
         plan.error = Some(ConvergeError::new(name, "interrupted", Cause::Interrupted { partial: false }));
+        return plan;
+    }
+    if let Some(by) = ctx.halted_by() {
+        plan.error = Some(ConvergeError::new(name, "halted", Cause::Halted { by }));
         return plan;
     }
     ctx.event(name, EventKind::Started);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
         .unwrap_or_else(|_| Err(ConvergeError::new(name, "internal", Cause::Input("internal error (panic)".into()))));
     match result {
-        Ok(ch) => {
+        Ok((ch, generation)) => {
             let verb = if ctx.wet { "made" } else { "pending" };
             ctx.event(name, EventKind::Done(format!("{} change(s) {verb}", ch.len())));
             plan.changes = ch;
+            plan.generation = generation;
         }
         Err(e) => {
             ctx.event(name, EventKind::Failed(e.to_string().lines().next().unwrap_or("").to_string()));
@@ -182,7 +205,7 @@ pub fn converge_registry(ctx: &Ctx) -> Option<HostPlan> {
         if ctx.wet {
             wait_registry_healthy(ctx).map_err(err("verify"))?;
         }
-        Ok(out.changes)
+        Ok((out.changes.clone(), HostGeneration::of(&out)))
     }))
 }
 
@@ -267,6 +290,7 @@ pub fn run_nodes(ctx: &Ctx, selected: &dyn Fn(&Node) -> bool) -> Vec<HostPlan> {
                 role: n.role.into(),
                 changes: vec![],
                 error: Some(ConvergeError::new(&n.name, "fetch", Cause::Input(e.clone()))),
+                generation: None,
             })
             .collect();
     }
@@ -315,7 +339,7 @@ fn server_job(
             let k3s = k3s_on(ctx, s, &mut host).unwrap_or_else(|_| render::K3S_BIN.into());
             info = Some(ServerInfo { new: token.is_none(), token, k3s });
             *server_host.lock().unwrap_or_else(|p| p.into_inner()) = Some(host);
-            return Ok(vec![]);
+            return Ok((vec![], None));
         }
         let choose = render_for(ctx, s, None);
         let job = node_job(ctx, s, None, &choose, None);
@@ -332,7 +356,7 @@ fn server_job(
         }
         info = Some(ServerInfo { token, k3s: k3s_path(os), new });
         *server_host.lock().unwrap_or_else(|p| p.into_inner()) = Some(host);
-        Ok(out.changes)
+        Ok((out.changes.clone(), HostGeneration::of(&out)))
     });
     match (info, &plan.error) {
         (Some(i), None) => cell.set(Ok(i)),
@@ -351,7 +375,8 @@ fn agent_job(ctx: &Ctx, a: &Node, cell: &ServerCell, server_host: &std::sync::Mu
         };
         let job = node_job(ctx, a, None, &choose, Some(&early));
         let link = ServerLink { host: server_host, cell };
-        Ok(driver::converge(ctx, &mut host, &job, Some(link))?.changes)
+        let out = driver::converge(ctx, &mut host, &job, Some(link))?;
+        Ok((out.changes.clone(), HostGeneration::of(&out)))
     })
 }
 

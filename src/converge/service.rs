@@ -69,6 +69,10 @@ impl Phase for ServicePhase {
             Change::Restart { .. } => format!("systemctl restart --no-block {u}"),
             _ => return,
         };
+        if matches!(change, Change::Start { .. } | Change::Restart { .. }) {
+            // The health gate tells the new main process from the old one.
+            acts.script.bookkeeping(super::confirm::mainpid_fragment(&want.unit_file));
+        }
         acts.script.change(i, text);
         if want.role == Role::Server && want.st.k3s_version.is_some() && matches!(change, Change::Start { .. } | Change::Restart { .. }) {
             acts.script.bookkeeping(wait_and_print("token", SERVER_TOKEN, 120));

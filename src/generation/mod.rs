@@ -253,9 +253,14 @@ pub fn store_fragment(path: &str, sha256: &str) -> String {
     )
 }
 
+/// The manifest's file text (what current.json holds; its sha256 is what cluster.lock records).
+pub fn manifest_text(m: &Manifest) -> String {
+    serde_json::to_string_pretty(m).expect("manifest serializes") + "\n"
+}
+
 /// Commands that write manifest `m` (its directory, then `current.json` when `make_current`).
 fn write_manifest(m: &Manifest, make_current: bool) -> String {
-    let text = serde_json::to_string_pretty(m).expect("manifest serializes") + "\n";
+    let text = manifest_text(m);
     let sha = crate::render::sha256_hex(text.as_bytes());
     let path = manifest_path(m.number);
     let tag = format!("{}.g{}", std::process::id(), m.number);

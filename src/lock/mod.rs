@@ -15,6 +15,15 @@ pub struct Lock {
     pub k3s: Option<LockedK3s>,
     /// Keyed by the normalized image reference.
     pub images: BTreeMap<String, LockedImage>,
+    /// Each host's current generation after the last apply (host name -> generation).
+    pub hosts: BTreeMap<String, LockedHost>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockedHost {
+    pub generation: u64,
+    /// sha256 of the generation's manifest (the board's /var/lib/rvcluster/generations/current.json).
+    pub manifest: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +83,9 @@ impl Lock {
                 s.push_str(&format!("repository={} source={}\n", q(&i.repository), q(&i.source)));
             }
         }
+        for (name, h) in &self.hosts {
+            s.push_str(&format!("host {} generation={} manifest={}\n", q(name), h.generation, q(&h.manifest)));
+        }
         s
     }
 
@@ -103,6 +115,12 @@ impl Lock {
                         },
                     );
                 }
+                "host" => {
+                    let name = arg.ok_or("host entry without a name")?;
+                    let generation = n.get("generation").and_then(|v| v.as_integer()).ok_or("host entry without generation=")?;
+                    let manifest = prop(n, "manifest").ok_or("host entry without manifest=")?;
+                    lock.hosts.insert(name, LockedHost { generation: u64::try_from(generation).map_err(|_| "negative generation")?, manifest });
+                }
                 other => return Err(format!("unknown entry `{other}`")),
             }
         }
@@ -127,6 +145,24 @@ impl Lock {
         std::fs::write(&tmp, &text)?;
         std::fs::rename(&tmp, path)?;
         Ok(true)
+    }
+
+    /// Hosts whose current generation (read from the boards: name -> manifest sha256, None when
+    /// the board has none) is not the one this lock recorded.
+    pub fn moved_hosts(&self, now: &BTreeMap<String, Option<(u64, String)>>) -> Vec<String> {
+        let mut d = Vec::new();
+        for (name, want) in &self.hosts {
+            match now.get(name) {
+                Some(Some((_, sha))) if *sha == want.manifest => {}
+                Some(Some((n, _))) => d.push(format!(
+                    "host {name}: locked generation {} but the board is at generation {n} (someone changed it)",
+                    want.generation
+                )),
+                Some(None) => d.push(format!("host {name}: locked generation {} but the board has no generation (re-flashed?)", want.generation)),
+                None => {}
+            }
+        }
+        d
     }
 
     /// What differs between this (the lock on disk) and `now` (what resolution gives today).
@@ -171,7 +207,9 @@ mod tests {
         let mut l = Lock {
             k3s: Some(LockedK3s { version: "v1.34.3+k3s1".into(), sha256: "a".repeat(64), source: "file:k3s".into() }),
             images: BTreeMap::new(),
+            hosts: BTreeMap::new(),
         };
+        l.hosts.insert("server1".into(), LockedHost { generation: 3, manifest: "d".repeat(64) });
         l.images.insert(
             "docker.io/riscv64/redis:1.1".into(),
             LockedImage {
@@ -215,5 +253,18 @@ mod tests {
         assert_eq!(d.len(), 2, "{d:?}");
         assert!(d[0].starts_with("k3s: locked"));
         assert!(d[1].contains("redis") && d[1].contains("dddd"));
+    }
+
+    #[test]
+    fn a_host_at_another_generation_is_named() {
+        let l = sample();
+        let mut now = BTreeMap::new();
+        now.insert("server1".to_string(), Some((3, "d".repeat(64))));
+        assert!(l.moved_hosts(&now).is_empty());
+        now.insert("server1".to_string(), Some((4, "e".repeat(64))));
+        let d = l.moved_hosts(&now);
+        assert!(d[0].contains("locked generation 3") && d[0].contains("generation 4"), "{d:?}");
+        now.insert("server1".to_string(), None);
+        assert!(l.moved_hosts(&now)[0].contains("re-flashed"));
     }
 }

@@ -1,0 +1,168 @@
+//! The health gate (deploy-rs's "magic rollback"): after apply (re)started k3s on a node, confirm
+//! over a NEW SSH connection that the board can still be reached, that its unit is active with a
+//! new main process, and that the node is Ready (for the server also that the API answers
+//! `/readyz`), twice in a row, within `--confirm-timeout`. When it is not, the driver converges
+//! the node back to the generation it had before this apply (docs/generations.md §4).
+
+use std::time::{Duration, Instant};
+
+use crate::spec::Role;
+use crate::transport::Host;
+use crate::transport::cmd::quote;
+
+use super::context::Ctx;
+use super::driver::ServerLink;
+
+/// What the gate saw last when it gave up.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub reason: String,
+    /// The unit's last log lines on the board.
+    pub logs: String,
+}
+
+/// Whether a Kubernetes node object (JSON) has condition Ready=True.
+pub fn node_ready(json: &str) -> Result<(), String> {
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|_| "the API did not return the node".to_string())?;
+    let conds = v["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    match conds.iter().find(|c| c["type"] == "Ready") {
+        Some(c) if c["status"] == "True" => Ok(()),
+        Some(c) => Err(format!(
+            "node is NotReady ({})",
+            c["reason"].as_str().or(c["message"].as_str()).unwrap_or("no reason given")
+        )),
+        None => Err("node has no Ready condition yet".into()),
+    }
+}
+
+/// `ActiveState` and `MainPID` out of `systemctl show -p ActiveState,MainPID`.
+pub fn unit_state(text: &str) -> (String, u64) {
+    let mut state = String::new();
+    let mut pid = 0;
+    for l in text.lines() {
+        if let Some(v) = l.strip_prefix("ActiveState=") {
+            state = v.trim().to_string();
+        } else if let Some(v) = l.strip_prefix("MainPID=") {
+            pid = v.trim().parse().unwrap_or(0);
+        }
+    }
+    (state, pid)
+}
+
+/// The node's object as the server's API returns it, over `run` (a command on the server).
+fn ask_node(run: &mut dyn FnMut(&str) -> Result<String, String>, k3s: &str, node: &str, server: bool) -> Result<(), String> {
+    if server {
+        let ready = run(&format!("{} kubectl get --raw /readyz", quote(k3s)))?;
+        if ready.trim() != "ok" {
+            return Err(format!("the API's /readyz says `{}`", ready.trim()));
+        }
+    }
+    node_ready(&run(&format!("{} kubectl get node {} -o json", quote(k3s), quote(node)))?)
+}
+
+/// Wait for the node to come back from a (re)start; `old_pid` is the main process before it.
+pub fn confirm(
+    ctx: &Ctx,
+    name: &str,
+    role: Role,
+    unit: &str,
+    k3s: &str,
+    old_pid: u64,
+    server: Option<&ServerLink>,
+    timeout: Duration,
+) -> Result<(), Failure> {
+    let deadline = Instant::now() + timeout;
+    let node = ctx.cluster.nodes.iter().find(|n| n.name == name).expect("the gate runs on nodes");
+    let mut fresh = None;
+    let mut last = String::from("not checked yet");
+    let mut good = 0;
+    loop {
+        if fresh.is_none() {
+            match ctx.connect(node) {
+                Ok(h) => fresh = Some(h),
+                Err(e) => last = format!("a new SSH connection to the board fails: {e}"),
+            }
+        }
+        if let Some(h) = fresh.as_mut() {
+            match check(h, role, unit, k3s, name, old_pid, server) {
+                Ok(()) => good += 1,
+                Err(e) => {
+                    good = 0;
+                    last = e;
+                }
+            }
+        }
+        if good >= 2 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline || super::interrupt::interrupted() {
+            let logs = fresh.as_mut().map(|h| last_logs(h, unit)).unwrap_or_default();
+            return Err(Failure { reason: last, logs });
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn check(h: &mut crate::transport::SshHost, role: Role, unit: &str, k3s: &str, name: &str, old_pid: u64, server: Option<&ServerLink>) -> Result<(), String> {
+    let t = Some(Duration::from_secs(30));
+    let out = h.exec(&format!("systemctl show -p ActiveState,MainPID {}", quote(unit)), None, t).map_err(|e| e.to_string())?;
+    let (state, pid) = unit_state(&out.stdout_str());
+    if state != "active" {
+        return Err(format!("{unit} is {}", if state.is_empty() { "unknown" } else { &state }));
+    }
+    if pid == 0 || pid == old_pid {
+        return Err(format!("{unit} has not restarted yet"));
+    }
+    match role {
+        Role::Server => {
+            let mut run = |c: &str| -> Result<String, String> {
+                let o = h.exec(c, None, t).map_err(|e| e.to_string())?;
+                if o.success() { Ok(o.stdout_str()) } else { Err(first_line(&o.stderr_str(), "the API does not answer")) }
+            };
+            ask_node(&mut run, k3s, name, true)
+        }
+        Role::Agent => {
+            let Some(s) = server else { return Ok(()) };
+            let k = s.k3s().ok_or("the server is not known")?;
+            let mut run = |c: &str| -> Result<String, String> {
+                let o = s.run(c).map_err(|e| e.to_string())?;
+                if o.success() { Ok(o.stdout_str()) } else { Err(first_line(&o.stderr_str(), "the server does not answer")) }
+            };
+            ask_node(&mut run, &k, name, false)
+        }
+    }
+}
+
+fn first_line(s: &str, default: &str) -> String {
+    s.lines().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string()).unwrap_or_else(|| default.to_string())
+}
+
+/// The unit's last 5 log lines on the board.
+pub fn last_logs(h: &mut dyn Host, unit: &str) -> String {
+    h.exec(&format!("journalctl -u {} -n 5 -o cat --no-pager 2>/dev/null | tail -n 5", quote(unit)), None, Some(Duration::from_secs(30)))
+        .map(|o| o.stdout_str().trim_end().to_string())
+        .unwrap_or_default()
+}
+
+/// The fragment that prints the unit's main process before a restart (`@@rv value mainpid`).
+pub fn mainpid_fragment(unit: &str) -> String {
+    format!(
+        "printf '@@rv value mainpid '; systemctl show -p MainPID --value {} 2>/dev/null | tr -d '\\n' | od -An -v -tx1 | tr -d ' \\n'; echo",
+        quote(unit)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_and_not_ready_nodes() {
+        let ok = r#"{"status":{"conditions":[{"type":"Ready","status":"True"}]}}"#;
+        assert!(node_ready(ok).is_ok());
+        let no = r#"{"status":{"conditions":[{"type":"Ready","status":"False","reason":"KubeletNotReady"}]}}"#;
+        assert_eq!(node_ready(no).unwrap_err(), "node is NotReady (KubeletNotReady)");
+        assert!(node_ready("Error from server (NotFound)").is_err());
+        assert_eq!(unit_state("ActiveState=active\nMainPID=42\n"), ("active".to_string(), 42));
+    }
+}
