@@ -627,6 +627,7 @@ pub fn run(args: &[String]) -> i32 {
         let audit_paths = paths.clone();
         std::thread::spawn(move || loop {
             let pods = assignments_for(&sh.state.lock().unwrap_or_else(|e| e.into_inner()), &info.name);
+            kubelet.gc_sandboxes(&pods);
             let (reports, events) = kubelet.sync(&pods, now_ms());
             {
                 let mut st = sh.state.lock().unwrap_or_else(|e| e.into_inner());
