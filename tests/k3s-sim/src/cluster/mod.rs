@@ -239,16 +239,16 @@ impl State {
         self.reported.retain(|n, _| self.nodes.contains_key(n));
     }
 
-    /// cordon (true) / uncordon (false). Ok(changed), Err if no such node.
-    pub fn set_unschedulable(&mut self, name: &str, on: bool, now: u64) -> Result<bool, ()> {
-        let n = self.nodes.get_mut(name).ok_or(())?;
+    /// cordon (true) / uncordon (false). Some(changed), None if there is no such node.
+    pub fn set_unschedulable(&mut self, name: &str, on: bool, now: u64) -> Option<bool> {
+        let n = self.nodes.get_mut(name)?;
         if n.unschedulable == on {
-            return Ok(false);
+            return Some(false);
         }
         n.unschedulable = on;
         n.unschedulable_since_ms = now;
         self.audit(now, if on { "cordon" } else { "uncordon" }, "Node", None, name, &[]);
-        Ok(true)
+        Some(true)
     }
 
     /// Eviction (or DELETE with --disable-eviction) of a pod: it gets a deletionTimestamp and

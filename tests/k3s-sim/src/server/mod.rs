@@ -350,8 +350,8 @@ fn handle(sh: &Shared, req: Request) -> Response {
                 let r = st.set_unschedulable(name, b["unschedulable"].as_bool().unwrap_or(true), now);
                 flush_audit(&sh.paths, &mut st);
                 return match r {
-                    Ok(changed) => Response::json(200, &json!({"changed": changed})),
-                    Err(()) => Response::json(404, &json!({"changed": false})),
+                    Some(changed) => Response::json(200, &json!({"changed": changed})),
+                    None => Response::json(404, &json!({"changed": false})),
                 };
             }
             if p == "/v1-k3s/rvlab/evict" {
