@@ -10,6 +10,7 @@ pub mod config;
 pub mod image;
 pub mod kubectl;
 pub mod kubelet;
+pub mod leftovers;
 pub mod manifests;
 pub mod paths;
 pub mod pull;

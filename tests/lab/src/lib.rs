@@ -14,7 +14,7 @@ pub mod registry;
 pub mod systemd;
 
 pub use artifacts::{k3s_sim_binary, rvcluster_binary};
-pub use board::{Board, Role};
+pub use board::{Board, K3S_PATHS, K3sLeftovers, Role};
 pub use error::{LabError, Result};
 pub use flavour::Flavour;
 pub use lab::{Lab, LabBuilder, SeededImage};

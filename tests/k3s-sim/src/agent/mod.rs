@@ -101,6 +101,29 @@ pub fn run(args: &[String]) -> i32 {
                 continue;
             }
         };
+        // Version skew policy: a kubelet must not be newer than kube-apiserver. The simulator's
+        // agent refuses to join a server of an older minor version (its own choice, see
+        // docs/k3s-day2.md) and keeps retrying, so the node never registers.
+        match client.call("GET", "/version", None) {
+            Ok((200, body)) => {
+                let server_v = serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v["gitVersion"].as_str().map(str::to_string)).unwrap_or_default();
+                if let Some(e) = skew_error(&c.version, &server_v) {
+                    log("error", &e);
+                    std::thread::sleep(retry);
+                    continue;
+                }
+            }
+            Ok((st, _)) => {
+                log("info", &format!("Waiting to retrieve agent configuration; server is not ready: /version: {st}"));
+                std::thread::sleep(retry);
+                continue;
+            }
+            Err(e) => {
+                log("info", &format!("Waiting to retrieve agent configuration; server is not ready: {e}"));
+                std::thread::sleep(retry);
+                continue;
+            }
+        }
         match client.call("POST", "/v1-k3s/rvlab/register", Some(&serde_json::to_value(&c.node).unwrap_or_default())) {
             Ok((200, _)) => break client,
             Ok((401, _)) => log("info", "Waiting to retrieve agent configuration; server is not ready: failed to get CA certs: 401 Unauthorized (token)"),
@@ -118,6 +141,7 @@ pub fn run(args: &[String]) -> i32 {
         match client.call("POST", "/v1-k3s/rvlab/sync", Some(&serde_json::to_value(&pending).unwrap_or_default())) {
             Ok((200, body)) => {
                 pods = serde_json::from_slice(&body).unwrap_or_default();
+                kubelet.gc_sandboxes(&pods);
                 pending.reports.clear();
                 pending.events.clear();
             }
@@ -140,9 +164,30 @@ pub fn run(args: &[String]) -> i32 {
     }
 }
 
+fn major_minor(v: &str) -> Option<(u32, u32)> {
+    let mut it = v.trim_start_matches('v').split(['.', '+', '-']);
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// The error the agent logs when its kubelet would be newer (by minor version) than the server.
+pub fn skew_error(agent: &str, server: &str) -> Option<String> {
+    let (a, s) = (major_minor(agent)?, major_minor(server)?);
+    (a > s).then(|| {
+        format!(
+            "Failed to join server: kubelet version {agent} is newer than kube-apiserver version {server}; the Kubernetes version skew policy does not allow a kubelet newer than kube-apiserver (upgrade the server first)"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[test]
+    fn kubelet_newer_than_apiserver_is_refused() {
+        assert!(skew_error("v1.34.3+k3s1", "v1.33.4+k3s1").is_some_and(|e| e.contains("newer than kube-apiserver")));
+        assert!(skew_error("v1.33.9+k3s1", "v1.33.4+k3s1").is_none(), "patch versions may differ");
+        assert!(skew_error("v1.32.1+k3s1", "v1.34.3+k3s1").is_none(), "older kubelets are allowed");
+    }
     #[test]
     fn https_only() {
         let e = check_server_url("http://127.0.3.1:6443").unwrap_err();

@@ -168,6 +168,9 @@ pub fn main() -> i32 {
     let prog = argv.first().map(|a| a.rsplit('/').next().unwrap_or(a).to_string()).unwrap_or_default();
     let paths = Paths::from_env();
     let rest: Vec<String> = argv.iter().skip(1).cloned().collect();
+    if prog.starts_with("containerd-shim") {
+        return crate::leftovers::shim_main();
+    }
     let (cmd, args) = match prog.as_str() {
         "kubectl" | "crictl" | "ctr" => (prog.clone(), rest),
         _ => (rest.first().cloned().unwrap_or_default(), rest.iter().skip(1).cloned().collect()),

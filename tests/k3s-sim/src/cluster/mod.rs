@@ -23,6 +23,12 @@ pub struct Node {
     pub arch: String,
     pub kubelet_version: String,
     pub container_runtime: String,
+    /// spec.unschedulable (kubectl cordon); shown with the node.kubernetes.io/unschedulable taint
+    #[serde(default)]
+    pub unschedulable: bool,
+    /// when it was cordoned (the taint's timeAdded)
+    #[serde(default)]
+    pub unschedulable_since_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -73,6 +79,12 @@ pub struct Pod {
     pub restart_policy: String,
     pub template_hash: String,
     pub status: PodStatus,
+    /// metadata.deletionTimestamp: evicted/deleted, waiting for its kubelet to confirm
+    #[serde(default)]
+    pub deleting_ms: Option<u64>,
+    /// mounts an emptyDir volume
+    #[serde(default)]
+    pub empty_dir: bool,
 }
 
 impl Pod {
@@ -94,6 +106,11 @@ impl Pod {
     }
     pub fn ready(&self) -> bool {
         !self.status.containers.is_empty() && self.status.containers.iter().all(|c| c.ready)
+    }
+    /// Not being deleted (controllers count only these, as the ReplicaSet controller's
+    /// FilterActivePods does).
+    pub fn active(&self) -> bool {
+        self.deleting_ms.is_none()
     }
 }
 
@@ -178,6 +195,12 @@ pub struct State {
     pub lb_image: String,
     /// container logs the kubelets reported: "ns/pod/container" -> lines
     pub logs: BTreeMap<String, Vec<String>>,
+    /// last (Ready, kubeletVersion) recorded in the audit log per node
+    #[serde(default)]
+    pub reported: BTreeMap<String, (bool, String)>,
+    /// audit records not yet written (the server appends them to server/logs/audit.log)
+    #[serde(skip)]
+    pub audit: Vec<Value>,
 }
 
 pub fn uid() -> String {
@@ -185,7 +208,66 @@ pub fn uid() -> String {
     format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
+/// One audit record (a line of server/logs/audit.log): time with milliseconds, verb, kind, name.
+pub fn audit_record(now: u64, verb: &str, kind: &str, namespace: Option<&str>, name: &str) -> Value {
+    let mut v = json!({"time": crate::util::rfc3339_ms(now), "verb": verb, "kind": kind, "name": name});
+    if let Some(ns) = namespace {
+        v["namespace"] = json!(ns);
+    }
+    v
+}
+
 impl State {
+    pub fn audit(&mut self, now: u64, verb: &str, kind: &str, namespace: Option<&str>, name: &str, extra: &[(&str, Value)]) {
+        let mut v = audit_record(now, verb, kind, namespace, name);
+        for (k, x) in extra {
+            v[*k] = x.clone();
+        }
+        self.audit.push(v);
+    }
+
+    /// Record a `status` audit line for every node whose (Ready, kubeletVersion) changed since
+    /// the last one recorded.
+    pub fn audit_node_transitions(&mut self, now: u64, grace_ms: u64) {
+        let current: Vec<(String, bool, String)> = self.nodes.values().map(|n| (n.name.clone(), node_ready(n, now, grace_ms), n.kubelet_version.clone())).collect();
+        for (name, ready, version) in current {
+            if self.reported.get(&name) != Some(&(ready, version.clone())) {
+                self.reported.insert(name.clone(), (ready, version.clone()));
+                self.audit(now, "status", "Node", None, &name, &[("node", json!(name)), ("ready", json!(ready)), ("kubeletVersion", json!(version))]);
+            }
+        }
+        self.reported.retain(|n, _| self.nodes.contains_key(n));
+    }
+
+    /// cordon (true) / uncordon (false). Some(changed), None if there is no such node.
+    pub fn set_unschedulable(&mut self, name: &str, on: bool, now: u64) -> Option<bool> {
+        let n = self.nodes.get_mut(name)?;
+        if n.unschedulable == on {
+            return Some(false);
+        }
+        n.unschedulable = on;
+        n.unschedulable_since_ms = now;
+        self.audit(now, if on { "cordon" } else { "uncordon" }, "Node", None, name, &[]);
+        Some(true)
+    }
+
+    /// Eviction (or DELETE with --disable-eviction) of a pod: it gets a deletionTimestamp and
+    /// is removed once its node's kubelet confirms (next sync). A pod not yet bound to a node
+    /// goes at once. Returns false if there is no such pod.
+    pub fn evict(&mut self, ns: &str, name: &str, verb: &str, now: u64) -> bool {
+        let k = format!("{ns}/{name}");
+        let Some(p) = self.pods.get_mut(&k) else { return false };
+        let node = p.node.clone();
+        if p.deleting_ms.is_none() {
+            p.deleting_ms = Some(now);
+        }
+        if node.is_empty() {
+            self.pods.remove(&k);
+        }
+        self.audit(now, verb, "Pod", Some(ns), name, &[("node", json!(node))]);
+        true
+    }
+
     pub fn add_event(&mut self, r: &EventReport, now: u64) {
         if let Some(e) = self.events.iter_mut().find(|e| e.object_uid == r.pod_uid && e.reason == r.reason && e.message == r.message) {
             e.count += 1;
@@ -275,17 +357,15 @@ impl State {
 
     fn pick_node(&self, spec: &WorkloadSpec) -> Option<String> {
         if let Some(n) = &spec.node_name {
-            return Some(n.clone());
+            return Some(n.clone()); // spec.nodeName bypasses the scheduler
         }
-        if let Some(h) = &spec.node_selector_host {
-            return self.nodes.contains_key(h).then(|| h.clone());
-        }
-        let load = |n: &str| self.pods.values().filter(|p| p.node == n && p.owner_kind != "DaemonSet").count();
-        self.nodes.values().filter(|n| n.ready).min_by_key(|n| (load(&n.name), n.index)).map(|n| n.name.clone())
+        let fits = |n: &Node| n.ready && !n.unschedulable && spec.node_selector_host.as_ref().is_none_or(|h| h == &n.name);
+        let load = |n: &str| self.pods.values().filter(|p| p.node == n && p.owner_kind != "DaemonSet" && p.active()).count();
+        self.nodes.values().filter(|n| fits(n)).min_by_key(|n| (load(&n.name), n.index)).map(|n| n.name.clone())
     }
 
     fn new_pod(&mut self, w: &Workload, name: String, node: String, hash: &str, now: u64) -> Pod {
-        let ip = self.alloc_ip(&node);
+        let ip = if node.is_empty() { String::new() } else { self.alloc_ip(&node) };
         let mut labels = w.spec.labels.clone();
         if w.spec.kind == "Deployment" {
             labels.insert("pod-template-hash".into(), hash.to_string());
@@ -310,10 +390,44 @@ impl State {
             restart_policy: w.spec.restart_policy.clone(),
             template_hash: hash.to_string(),
             status: PodStatus::default(),
+            deleting_ms: None,
+            empty_dir: w.spec.empty_dir,
         }
     }
 
+    /// The scheduler's message when no node fits (as kube-scheduler words FailedScheduling).
+    fn unschedulable_message(&self) -> String {
+        let total = self.nodes.len();
+        let cordoned = self.nodes.values().filter(|n| n.unschedulable).count();
+        let not_ready = self.nodes.values().filter(|n| !n.unschedulable && !n.ready).count();
+        let mut why = Vec::new();
+        if not_ready > 0 {
+            why.push(format!("{not_ready} node(s) had untolerated taint {{node.kubernetes.io/unreachable: }}"));
+        }
+        if cordoned > 0 {
+            why.push(format!("{cordoned} node(s) were unschedulable"));
+        }
+        let why = if why.is_empty() { String::new() } else { format!(" {}.", why.join(", ")) };
+        format!("0/{total} nodes are available:{why} preemption: 0/{total} nodes are available: {total} Preemption is not helpful for scheduling.")
+    }
+
     fn schedule(&mut self, pod: Pod, now: u64) {
+        self.audit(now, "create", "Pod", Some(&pod.namespace), &pod.name, &[("node", json!(pod.node))]);
+        if pod.node.is_empty() {
+            let r = EventReport {
+                namespace: pod.namespace.clone(),
+                pod: pod.name.clone(),
+                pod_uid: pod.uid.clone(),
+                reason: "FailedScheduling".into(),
+                message: self.unschedulable_message(),
+                warning: true,
+                component: "default-scheduler".into(),
+                host: String::new(),
+            };
+            self.add_event(&r, now);
+            self.pods.insert(pod.key(), pod);
+            return;
+        }
         let r = EventReport {
             namespace: pod.namespace.clone(),
             pod: pod.name.clone(),
@@ -363,9 +477,9 @@ impl State {
                 "Deployment" => {
                     // replace pods of an older template (rolling update collapsed to one step)
                     self.pods.retain(|_, p| !(p.workload == key && p.template_hash != hash));
-                    let have = self.pods.values().filter(|p| p.workload == key).count() as u32;
+                    let have = self.pods.values().filter(|p| p.workload == key && p.active()).count() as u32;
                     for _ in have..w.spec.replicas {
-                        let Some(node) = self.pick_node(&w.spec) else { break };
+                        let node = self.pick_node(&w.spec).unwrap_or_default(); // none fits: Pending
                         let name = format!("{}-{hash}-{}", w.spec.name, random_suffix(5));
                         let pod = self.new_pod(&w, name, node, &hash, now);
                         self.schedule(pod, now);
@@ -383,7 +497,7 @@ impl State {
                     }
                 }
                 "Job" => {
-                    let pod = self.pods.values().find(|p| p.workload == key);
+                    let pod = self.pods.values().find(|p| p.workload == key && p.active());
                     match pod {
                         Some(p) if p.phase() == "Succeeded" => {
                             if let Some(wm) = self.workloads.get_mut(&key) {
@@ -392,11 +506,10 @@ impl State {
                         }
                         Some(_) => {}
                         None if !w.done => {
-                            if let Some(node) = self.pick_node(&w.spec) {
-                                let name = format!("{}-{}", w.spec.name, random_suffix(5));
-                                let pod = self.new_pod(&w, name, node, &hash, now);
-                                self.schedule(pod, now);
-                            }
+                            let node = self.pick_node(&w.spec).unwrap_or_default();
+                            let name = format!("{}-{}", w.spec.name, random_suffix(5));
+                            let pod = self.new_pod(&w, name, node, &hash, now);
+                            self.schedule(pod, now);
                         }
                         None => {}
                     }
@@ -415,9 +528,49 @@ impl State {
                 _ => {}
             }
         }
+        // the scheduler: bind Pending pods once a node fits
+        let unbound: Vec<String> = self.pods.values().filter(|p| p.node.is_empty() && p.active()).map(|p| p.key()).collect();
+        for k in unbound {
+            let Some(spec) = self.pods.get(&k).and_then(|p| self.workloads.get(&p.workload)).map(|w| w.spec.clone()) else { continue };
+            match self.pick_node(&spec) {
+                Some(node) => {
+                    let ip = self.alloc_ip(&node);
+                    let Some(p) = self.pods.get_mut(&k) else { continue };
+                    p.node = node.clone();
+                    p.ip = ip;
+                    let r = EventReport {
+                        namespace: p.namespace.clone(),
+                        pod: p.name.clone(),
+                        pod_uid: p.uid.clone(),
+                        reason: "Scheduled".into(),
+                        message: format!("Successfully assigned {}/{} to {node}", p.namespace, p.name),
+                        warning: false,
+                        component: "default-scheduler".into(),
+                        host: String::new(),
+                    };
+                    let (ns, name) = (p.namespace.clone(), p.name.clone());
+                    self.add_event(&r, now);
+                    self.audit(now, "bind", "Pod", Some(&ns), &name, &[("node", json!(node))]);
+                }
+                None => {
+                    let Some(p) = self.pods.get(&k) else { continue };
+                    let r = EventReport {
+                        namespace: p.namespace.clone(),
+                        pod: p.name.clone(),
+                        pod_uid: p.uid.clone(),
+                        reason: "FailedScheduling".into(),
+                        message: self.unschedulable_message(),
+                        warning: true,
+                        component: "default-scheduler".into(),
+                        host: String::new(),
+                    };
+                    self.add_event(&r, now);
+                }
+            }
+        }
         // pods whose workload or node is gone
         let wl: Vec<String> = self.workloads.keys().cloned().collect();
-        self.pods.retain(|_, p| wl.contains(&p.workload) && self.nodes.contains_key(&p.node));
+        self.pods.retain(|_, p| wl.contains(&p.workload) && (p.node.is_empty() || self.nodes.contains_key(&p.node)));
     }
 
     fn derived(&mut self, parent: &Workload, kind: &str, name: &str, containers: Vec<(String, String)>, now: u64) -> String {
@@ -437,6 +590,8 @@ impl State {
             job_image: None,
             lb_ports: vec![],
             restart_policy: if kind == "Job" { "OnFailure".into() } else { "Always".into() },
+            // the traefik chart's Deployment mounts emptyDir `data` and `tmp` volumes
+            empty_dir: kind == "Deployment",
         };
         match self.workloads.get_mut(&k) {
             Some(w) if w.spec.containers != spec.containers => {
@@ -498,11 +653,16 @@ pub fn node_json(n: &Node, now: u64, grace_ms: u64) -> Value {
     let mut m = meta(&n.name, None, &n.uid, n.created_ms);
     m["labels"] = labels;
     m["annotations"] = json!({"k3s.io/internal-ip": n.internal_ip, "k3s.io/hostname": n.name, "node.alpha.kubernetes.io/ttl": "0"});
+    let mut spec = json!({"podCIDR": format!("10.42.{}.0/24", n.index), "podCIDRs": [format!("10.42.{}.0/24", n.index)], "providerID": format!("k3s://{}", n.name)});
+    if n.unschedulable {
+        spec["unschedulable"] = json!(true);
+        spec["taints"] = json!([{"effect": "NoSchedule", "key": "node.kubernetes.io/unschedulable", "timeAdded": rfc3339(n.unschedulable_since_ms)}]);
+    }
     json!({
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": m,
-        "spec": {"podCIDR": format!("10.42.{}.0/24", n.index), "podCIDRs": [format!("10.42.{}.0/24", n.index)], "providerID": format!("k3s://{}", n.name)},
+        "spec": spec,
         "status": {
             "addresses": [{"type": "InternalIP", "address": n.internal_ip}, {"type": "Hostname", "address": n.name}],
             "conditions": [
@@ -591,8 +751,15 @@ pub fn pod_json(p: &Pod) -> Value {
         initialized,
         ready_cond("Ready"),
         ready_cond("ContainersReady"),
-        json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": scheduled}),
+        if p.node.is_empty() {
+            json!({"type": "PodScheduled", "status": "False", "lastProbeTime": null, "lastTransitionTime": scheduled, "reason": "Unschedulable", "message": "0/0 nodes are available"})
+        } else {
+            json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": scheduled})
+        },
     ];
+    if p.node.is_empty() {
+        conditions = vec![conditions.pop().unwrap_or(Value::Null)];
+    }
     if p.status.start_ms.is_none() && !p.status.sandbox_ready {
         conditions[0]["status"] = json!("False");
     }
@@ -641,6 +808,22 @@ pub fn pod_json(p: &Pod) -> Value {
     });
     if !init_spec.is_empty() {
         v["spec"]["initContainers"] = json!(init_spec);
+    }
+    if p.node.is_empty() {
+        if let Some(s) = v["spec"].as_object_mut() {
+            s.remove("nodeName");
+        }
+        if let Some(s) = v["status"].as_object_mut() {
+            s.remove("containerStatuses");
+            s.remove("startTime");
+        }
+    }
+    if let Some(d) = p.deleting_ms {
+        v["metadata"]["deletionTimestamp"] = json!(rfc3339(d));
+        v["metadata"]["deletionGracePeriodSeconds"] = json!(30);
+    }
+    if p.empty_dir {
+        v["spec"]["volumes"] = json!([{"name": "data", "emptyDir": {}}]);
     }
     v
 }

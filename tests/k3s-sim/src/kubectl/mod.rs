@@ -20,6 +20,13 @@ struct Args {
     container: Option<String>,
     kubeconfig: Option<String>,
     ignore_not_found: bool,
+    raw: Option<String>,
+    force: bool,
+    ignore_daemonsets: bool,
+    delete_emptydir_data: bool,
+    disable_eviction: bool,
+    /// --timeout (0: wait for ever, as kubectl drain's default)
+    timeout_ms: u64,
 }
 
 fn parse_args(args: &[String]) -> Result<Args, String> {
@@ -46,8 +53,22 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "-c" | "--container" => a.container = Some(val(&mut i)?),
             "--kubeconfig" => a.kubeconfig = Some(val(&mut i)?),
             "--ignore-not-found" => a.ignore_not_found = inline.as_deref() != Some("false"),
-            "--no-headers" | "--wait" | "--force" => {}
-            "--grace-period" | "--timeout" | "--tail" | "--request-timeout" => {
+            "--force" => a.force = inline.as_deref() != Some("false"),
+            "--ignore-daemonsets" => a.ignore_daemonsets = inline.as_deref() != Some("false"),
+            // --delete-local-data is the deprecated name of --delete-emptydir-data
+            "--delete-emptydir-data" | "--delete-local-data" => a.delete_emptydir_data = inline.as_deref() != Some("false"),
+            "--disable-eviction" => a.disable_eviction = inline.as_deref() != Some("false"),
+            "--raw" => a.raw = Some(val(&mut i)?),
+            "--timeout" => {
+                let v = val(&mut i)?;
+                a.timeout_ms = parse_go_duration(&v).ok_or(format!("error: invalid argument \"{v}\" for \"--timeout\" flag: time: invalid duration \"{v}\""))?;
+            }
+            "--grace-period" => {
+                let v = val(&mut i)?;
+                v.parse::<i64>().map_err(|_| format!("error: invalid argument \"{v}\" for \"--grace-period\" flag: strconv.ParseInt: parsing \"{v}\": invalid syntax"))?;
+            }
+            "--no-headers" | "--wait" => {}
+            "--tail" | "--request-timeout" => {
                 val(&mut i)?;
             }
             f if f.starts_with('-') && f.len() > 1 => return Err(format!("error: unknown flag: {f}")),
@@ -72,6 +93,50 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     }
     a.names.extend(rest);
     Ok(a)
+}
+
+/// A Go duration (`300ms`, `5s`, `1m30s`, `2h`) in milliseconds.
+pub fn parse_go_duration(s: &str) -> Option<u64> {
+    if s == "0" {
+        return Some(0);
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num: f64 = rest[..n].parse().ok()?;
+        rest = &rest[n..];
+        let u = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let mult = match &rest[..u] {
+            "ms" => 1.0,
+            "s" => 1000.0,
+            "m" => 60_000.0,
+            "h" => 3_600_000.0,
+            _ => return None,
+        };
+        total += num * mult;
+        rest = &rest[u..];
+    }
+    Some(total as u64)
+}
+
+/// Go's time.Duration.String() for whole milliseconds (`5s`, `1m30s`, `5m0s`, `300ms`).
+pub fn go_duration(ms: u64) -> String {
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (h, m, s, frac) = (ms / 3_600_000, (ms / 60_000) % 60, (ms / 1000) % 60, ms % 1000);
+    let secs = if frac == 0 { format!("{s}s") } else { format!("{s}.{}s", format!("{frac:03}").trim_end_matches('0')) };
+    if h > 0 {
+        format!("{h}h{m}m{secs}")
+    } else if m > 0 {
+        format!("{m}m{secs}")
+    } else {
+        secs
+    }
 }
 
 fn canonical(r: &str) -> Option<&'static str> {
@@ -130,6 +195,12 @@ fn table(rows: Vec<Vec<String>>) -> String {
 
 /// The STATUS column kubectl computes for a pod.
 pub fn pod_status_column(p: &Pod) -> String {
+    if p.deleting_ms.is_some() {
+        return "Terminating".into();
+    }
+    if p.node.is_empty() {
+        return "Pending".into();
+    }
     let phase = p.phase();
     if phase == "Succeeded" {
         return "Completed".into();
@@ -252,6 +323,30 @@ pub fn run(args: &[String], paths: &Paths) -> Out {
                 Err(e) => Out { stdout: client, stderr: e + "\n", code: 1 },
             }
         }
+        "cordon" | "uncordon" | "drain" => {
+            let Some(node) = a.names.first().cloned().or_else(|| a.resources.first().cloned()) else {
+                return err(format!("error: USAGE: {} NODE [flags]\nSee 'kubectl {} -h' for help and examples", a.verb, a.verb));
+            };
+            let conn = match connect(&a, paths) {
+                Ok(c) => c,
+                Err(e) => return err(e),
+            };
+            if a.verb == "drain" { drain(&a, &conn, &node) } else { cordon(&conn, &node, a.verb == "cordon") }
+        }
+        "get" if a.raw.is_some() => {
+            let conn = match connect(&a, paths) {
+                Ok(c) => c,
+                Err(e) => return err(e),
+            };
+            let path = a.raw.clone().unwrap_or_default();
+            match conn.client.call("GET", &path, None) {
+                Ok((200, body)) => ok(String::from_utf8_lossy(&body).into_owned()),
+                Ok((401, _)) => err("error: You must be logged in to the server (Unauthorized)".into()),
+                Ok((404, _)) => err("Error from server (NotFound): the server could not find the requested resource".into()),
+                Ok((st, body)) => err(format!("Error from server ({st}): {}", String::from_utf8_lossy(&body).trim())),
+                Err(_) => err(unreachable(&conn)),
+            }
+        }
         "get" | "describe" | "delete" | "logs" => {
             if a.verb != "logs" && a.resources.is_empty() {
                 return err(format!("error: You must specify the type of resource to {}. Use \"kubectl api-resources\" for a complete list of supported resources.", a.verb));
@@ -275,9 +370,124 @@ pub fn run(args: &[String], paths: &Paths) -> Out {
                 }
             }
         }
-        "" => err("kubectl controls the Kubernetes cluster manager (rvlab k3s simulator subset: get, describe, logs, delete, version)".into()),
+        "" => err("kubectl controls the Kubernetes cluster manager (rvlab k3s simulator subset: get, describe, logs, delete, cordon, uncordon, drain, version)".into()),
         v => err(format!("error: unknown command \"{v}\" for \"kubectl\" (not simulated by rvlab)")),
     }
+}
+
+/// `kubectl cordon|uncordon NODE`: patch spec.unschedulable.
+fn cordon(conn: &Conn, node: &str, on: bool) -> Out {
+    let node = node.strip_prefix("node/").or_else(|| node.strip_prefix("nodes/")).unwrap_or(node);
+    let body = serde_json::json!({"name": node, "unschedulable": on});
+    match conn.client.call("POST", "/v1-k3s/rvlab/cordon", Some(&body)) {
+        Ok((200, b)) => {
+            let changed = serde_json::from_slice::<Value>(&b).ok().and_then(|v| v["changed"].as_bool()).unwrap_or(true);
+            let what = if on { "cordoned" } else { "uncordoned" };
+            ok(if changed { format!("node/{node} {what}\n") } else { format!("node/{node} already {what}\n") })
+        }
+        Ok((404, _)) => err(format!("Error from server (NotFound): nodes \"{node}\" not found")),
+        Ok((401, _)) => err("error: You must be logged in to the server (Unauthorized)".into()),
+        Ok((st, b)) => err(format!("Error from server: {st} {}", String::from_utf8_lossy(&b))),
+        Err(_) => err(unreachable(conn)),
+    }
+}
+
+/// `kubectl drain NODE`: cordon, then the pod filters of kubectl's drain package in their order
+/// (DaemonSet, local storage, unreplicated; finished pods always deletable), refusing before
+/// evicting anything; then evict (or delete) and wait until every pod is gone.
+fn drain(a: &Args, conn: &Conn, node: &str) -> Out {
+    let node = node.strip_prefix("node/").or_else(|| node.strip_prefix("nodes/")).unwrap_or(node).to_string();
+    let c = cordon(conn, &node, true);
+    if c.code != 0 {
+        return c;
+    }
+    let mut stdout = c.stdout;
+    print!("{stdout}");
+    stdout.clear();
+    let snap = match snapshot(conn) {
+        Ok(s) => s,
+        Err(e) => return err(e),
+    };
+    let fail = |stdout: String, msg: String, pending: &str| -> Out {
+        Out { stdout, stderr: format!("{pending}error: unable to drain node \"{node}\" due to error: {msg}, continuing command...\nThere are pending nodes to be drained:\n {node}\n{msg}\n"), code: 1 }
+    };
+    let mut errors: Vec<(&str, Vec<String>)> = vec![
+        ("DaemonSet-managed Pods (use --ignore-daemonsets to ignore)", vec![]),
+        ("Pods with local storage (use --delete-emptydir-data to override)", vec![]),
+        ("Pods declare no controller (use --force to override)", vec![]),
+    ];
+    let mut warnings: Vec<(&str, Vec<String>)> = vec![("ignoring DaemonSet-managed Pods", vec![]), ("deleting Pods with local storage", vec![]), ("deleting Pods that declare no controller", vec![])];
+    let mut victims: Vec<&Pod> = Vec::new();
+    for p in snap.state.pods.values().filter(|p| p.node == node) {
+        let id = p.key();
+        let finished = matches!(p.phase(), "Succeeded" | "Failed");
+        if p.owner_kind == "DaemonSet" {
+            if a.ignore_daemonsets { warnings[0].1.push(id) } else { errors[0].1.push(id) }
+            continue;
+        }
+        if p.empty_dir && !finished {
+            if !a.delete_emptydir_data {
+                errors[1].1.push(id);
+                continue;
+            }
+            warnings[1].1.push(id.clone());
+        }
+        if p.owner_kind == "Pod" && !finished {
+            if !a.force {
+                errors[2].1.push(id);
+                continue;
+            }
+            warnings[2].1.push(id.clone());
+        }
+        victims.push(p);
+    }
+    let errs: Vec<String> = errors.iter().filter(|(_, l)| !l.is_empty()).map(|(m, l)| format!("cannot delete {m}: {}", l.join(", "))).collect();
+    if !errs.is_empty() {
+        let msg = if errs.len() == 1 { errs[0].clone() } else { format!("[{}]", errs.join(", ")) };
+        return fail(stdout, msg, "");
+    }
+    let warns: Vec<String> = warnings.iter().filter(|(_, l)| !l.is_empty()).map(|(m, l)| format!("{m}: {}", l.join(", "))).collect();
+    if !warns.is_empty() {
+        eprintln!("Warning: {}", warns.join("; "));
+    }
+    let mut waiting: Vec<(String, String, String)> = Vec::new(); // ns, name, uid
+    for p in &victims {
+        if !a.disable_eviction {
+            println!("evicting pod {}/{}", p.namespace, p.name);
+        }
+        let body = serde_json::json!({"namespace": p.namespace, "name": p.name, "delete": a.disable_eviction});
+        match conn.client.call("POST", "/v1-k3s/rvlab/evict", Some(&body)) {
+            Ok((200, _)) | Ok((404, _)) => waiting.push((p.namespace.clone(), p.name.clone(), p.uid.clone())),
+            Ok((st, b)) => return fail(stdout, format!("error when evicting pods/\"{}\" -n \"{}\": {st} {}", p.name, p.namespace, String::from_utf8_lossy(&b).trim()), ""),
+            Err(_) => return err(unreachable(conn)),
+        }
+    }
+    let start = std::time::Instant::now();
+    let done_word = if a.disable_eviction { "deleted" } else { "evicted" };
+    while !waiting.is_empty() {
+        let snap = match snapshot(conn) {
+            Ok(s) => s,
+            Err(e) => return Out { stdout, stderr: e + "\n", code: 1 },
+        };
+        waiting.retain(|(ns, name, uid)| {
+            let gone = snap.state.pods.get(&format!("{ns}/{name}")).is_none_or(|p| &p.uid != uid);
+            if gone {
+                println!("pod/{name} {done_word}");
+            }
+            !gone
+        });
+        if waiting.is_empty() {
+            break;
+        }
+        if a.timeout_ms > 0 && start.elapsed().as_millis() as u64 >= a.timeout_ms {
+            let msg = format!("drain did not complete within {}", go_duration(a.timeout_ms));
+            let pending: String = waiting.iter().map(|(_, n, _)| format!("pod/{n}\n")).collect();
+            return fail(stdout, msg.clone(), &format!("There are pending pods in node \"{node}\" when an error occurred: {msg}\n{pending}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    stdout.push_str(&format!("node/{node} drained\n"));
+    ok(stdout)
 }
 
 fn delete(a: &Args, conn: &Conn) -> Out {
@@ -355,7 +565,7 @@ fn get(a: &Args, snap: &Snapshot) -> Out {
                     let ready = cluster::node_ready(n, now, snap.node_grace_ms);
                     let mut row = vec![
                         n.name.clone(),
-                        if ready { "Ready".into() } else { "NotReady".into() },
+                        format!("{}{}", if ready { "Ready" } else { "NotReady" }, if n.unschedulable { ",SchedulingDisabled" } else { "" }),
                         if n.server { "control-plane,master".into() } else { "<none>".into() },
                         age(now.saturating_sub(n.created_ms)),
                         n.kubelet_version.clone(),

@@ -51,6 +51,10 @@ pub struct Kubelet {
     store: BTreeMap<String, Pulled>,
     backoff: HashMap<String, Backoff>,
     imported: std::collections::BTreeSet<String>,
+    /// the k3s version (names the data dir the shims start from)
+    pub version: String,
+    /// pod uids whose sandbox (shim, mounts, veth) this process has started or adopted
+    sandboxes: std::collections::BTreeSet<String>,
 }
 
 /// Read a node's image store file.
@@ -70,6 +74,7 @@ pub fn add_to_store(paths: &Paths, items: Vec<Pulled>) -> std::io::Result<()> {
 impl Kubelet {
     pub fn new(node: &str, puller: Puller, pause_image: &str, sim: &crate::simconf::SimConf, paths: &Paths) -> Kubelet {
         let store = load_store(paths);
+        crate::leftovers::network_up(paths);
         Kubelet {
             node: node.to_string(),
             puller,
@@ -80,6 +85,8 @@ impl Kubelet {
             store,
             backoff: HashMap::new(),
             imported: Default::default(),
+            version: crate::release::effective_version(sim),
+            sandboxes: Default::default(),
         }
     }
 
@@ -182,6 +189,17 @@ impl Kubelet {
         }
     }
 
+    /// Stop the sandboxes of pods no longer assigned to this node (evicted, deleted). Call it
+    /// only with a list the API server just returned (never while it is unreachable).
+    pub fn gc_sandboxes(&mut self, pods: &[PodAssignment]) {
+        for (id, uid) in crate::leftovers::sandboxes(&self.paths) {
+            if !pods.iter().any(|p| p.uid == uid) {
+                crate::leftovers::stop_sandbox(&self.paths, &id, &uid);
+                self.sandboxes.remove(&uid);
+            }
+        }
+    }
+
     /// One sync over the node's pods: returns their statuses and the events to record.
     pub fn sync(&mut self, pods: &[PodAssignment], now: u64) -> (Vec<PodReport>, Vec<EventReport>) {
         self.refresh();
@@ -213,6 +231,9 @@ impl Kubelet {
                         continue;
                     }
                 }
+            }
+            if st.sandbox_ready && self.sandboxes.insert(a.uid.clone()) {
+                crate::leftovers::start_sandbox(&self.paths, &self.version, &a.uid);
             }
             // init containers one after the other, each to completion; then the containers
             let mut init_out = Vec::new();

@@ -30,6 +30,9 @@ pub struct WorkloadSpec {
     /// LoadBalancer Service / HelmChart with a LoadBalancer service: its ports
     pub lb_ports: Vec<u16>,
     pub restart_policy: String,
+    /// the pod template mounts an emptyDir volume (kubectl drain: "local storage")
+    #[serde(default)]
+    pub empty_dir: bool,
 }
 
 /// Packaged addon files: (addon name for --disable, relative path, content).
@@ -48,7 +51,9 @@ pub fn packaged(rel: &Release, system_default_registry: Option<&str>) -> Vec<(&'
             + "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: kube-dns\n  namespace: kube-system\nspec:\n  type: ClusterIP\n  clusterIP: 10.43.0.10\n  ports:\n  - name: dns\n    port: 53\n    protocol: UDP\n"),
         ("local-storage", "local-storage.yaml", deploy("local-path-provisioner", "app: local-path-provisioner", "local-path-provisioner", img("local-storage"))
             + &format!("---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: local-path-config\n  namespace: kube-system\ndata:\n  helperPod.yaml: |-\n    apiVersion: v1\n    kind: Pod\n    metadata:\n      name: helper-pod\n    spec:\n      containers:\n      - name: helper-pod\n        image: \"{}\"\n", img("local-storage-helper"))),
-        ("metrics-server", "metrics-server/metrics-server-deployment.yaml", deploy("metrics-server", "k8s-app: metrics-server", "metrics-server", img("metrics-server"))),
+        // as k3s' metrics-server-deployment.yaml: an emptyDir `tmp-dir` mounted at /tmp
+        ("metrics-server", "metrics-server/metrics-server-deployment.yaml", deploy("metrics-server", "k8s-app: metrics-server", "metrics-server", img("metrics-server"))
+            + "        volumeMounts:\n        - name: tmp-dir\n          mountPath: /tmp\n      volumes:\n      - name: tmp-dir\n        emptyDir: {}\n"),
         ("traefik", "traefik.yaml", format!(
             "apiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata:\n  name: traefik-crd\n  namespace: kube-system\nspec:\n  chart: https://%{{KUBERNETES_API}}%/static/charts/traefik-crd.tgz\n---\napiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata:\n  name: traefik\n  namespace: kube-system\nspec:\n  chart: https://%{{KUBERNETES_API}}%/static/charts/traefik.tgz\n  set:\n    global.systemDefaultRegistry: \"{}\"\n  valuesContent: |-\n    image:\n      repository: \"{reg}{trepo}\"\n      tag: \"{ttag}\"\n    service:\n      type: LoadBalancer\n    ports:\n      web:\n        exposedPort: 80\n      websecure:\n        exposedPort: 443\n",
             reg.trim_end_matches('/')
@@ -180,6 +185,7 @@ pub fn parse(text: &str, origin: &str, helm_image: &str) -> Result<Vec<WorkloadS
             job_image: None,
             lb_ports: vec![],
             restart_policy: "Always".into(),
+            empty_dir: false,
         };
         let pod_spec = match kind.as_str() {
             "Deployment" | "DaemonSet" | "Job" | "StatefulSet" | "ReplicaSet" => {
@@ -229,6 +235,7 @@ pub fn parse(text: &str, origin: &str, helm_image: &str) -> Result<Vec<WorkloadS
         }
         w.node_name = pod_spec["nodeName"].as_str().map(str::to_string);
         w.node_selector_host = pod_spec["nodeSelector"]["kubernetes.io/hostname"].as_str().map(str::to_string);
+        w.empty_dir = pod_spec["volumes"].as_array().into_iter().flatten().any(|v| v.get("emptyDir").is_some());
         w.restart_policy = pod_spec["restartPolicy"].as_str().unwrap_or(if kind == "Job" { "OnFailure" } else { "Always" }).to_string();
         if w.containers.iter().chain(&w.init_containers).any(|(_, i)| i.is_empty()) {
             return Err(format!("{origin}: {kind} {}: container without image", w.name));

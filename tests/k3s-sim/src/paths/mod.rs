@@ -57,6 +57,10 @@ impl Paths {
     pub fn state_db(&self) -> PathBuf {
         self.p("/var/lib/rancher/k3s/server/db/rvlab-state.json")
     }
+    /// The simulator's API audit log (one JSON object per line).
+    pub fn audit_log(&self) -> PathBuf {
+        self.p("/var/lib/rancher/k3s/server/logs/audit.log")
+    }
     pub fn admin_token(&self) -> PathBuf {
         self.p("/var/lib/rancher/k3s/server/cred/rvlab-admin.token")
     }

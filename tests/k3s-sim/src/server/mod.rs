@@ -163,9 +163,11 @@ fn upsert_node(st: &mut State, info: &NodeInfo, server: bool, now: u64) {
             let i = st.next_node_index;
             st.next_node_index += 1;
             log("info", &format!("Node {} registered (10.42.{i}.0/24)", info.name));
+            st.audit(now, "create", "Node", None, &info.name, &[]);
             i
         }
     };
+    let (unschedulable, unschedulable_since_ms) = st.nodes.get(&info.name).map(|n| (n.unschedulable, n.unschedulable_since_ms)).unwrap_or_default();
     let created = st.nodes.get(&info.name).map(|n| n.created_ms).unwrap_or(now);
     let uid = st.nodes.get(&info.name).map(|n| n.uid.clone()).unwrap_or_else(cluster::uid);
     st.nodes.insert(
@@ -184,6 +186,8 @@ fn upsert_node(st: &mut State, info: &NodeInfo, server: bool, now: u64) {
             arch: info.arch.clone(),
             kubelet_version: info.kubelet_version.clone(),
             container_runtime: info.container_runtime.clone(),
+            unschedulable,
+            unschedulable_since_ms,
         },
     );
 }
@@ -191,7 +195,7 @@ fn upsert_node(st: &mut State, info: &NodeInfo, server: bool, now: u64) {
 pub fn assignments_for(st: &State, node: &str) -> Vec<PodAssignment> {
     st.pods
         .values()
-        .filter(|p| p.node == node)
+        .filter(|p| p.node == node && p.active())
         .map(|p| PodAssignment {
             namespace: p.namespace.clone(),
             name: p.name.clone(),
@@ -211,9 +215,14 @@ pub fn apply_sync(st: &mut State, req: &SyncRequest, server: bool, now: u64) {
     if let Some(n) = st.nodes.get_mut(&req.node.name) {
         n.last_heartbeat_ms = now;
         n.ready = true;
+        n.kubelet_version = req.node.kubelet_version.clone();
     } else {
         upsert_node(st, &req.node, server, now);
     }
+    // pods with a deletionTimestamp on this node: its kubelet has stopped them (it no longer
+    // gets them assigned), so the API object goes
+    let node = req.node.name.clone();
+    st.pods.retain(|_, p| !(p.node == node && p.deleting_ms.is_some()));
     for r in &req.reports {
         if let Some(p) = st.pods.get_mut(&format!("{}/{}", r.namespace, r.name))
             && p.uid == r.uid && p.node == req.node.name {
@@ -227,7 +236,57 @@ pub fn apply_sync(st: &mut State, req: &SyncRequest, server: bool, now: u64) {
     }
 }
 
+/// Append the pending audit records to server/logs/audit.log, one JSON object per line.
+/// Real k3s writes a kube-apiserver audit log only with `kube-apiserver-arg: audit-log-path=...`
+/// (and a policy); the simulator always writes this simplified one so tests can assert order.
+pub fn flush_audit(paths: &Paths, st: &mut State) {
+    if st.audit.is_empty() {
+        return;
+    }
+    let mut text = String::new();
+    for r in st.audit.drain(..) {
+        text.push_str(&r.to_string());
+        text.push('\n');
+    }
+    let path = paths.audit_log();
+    if let Some(d) = path.parent() {
+        let _ = std::fs::create_dir_all(d);
+    }
+    use std::io::Write;
+    match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+        Ok(mut f) => {
+            let _ = f.write_all(text.as_bytes());
+        }
+        Err(e) => log("error", &format!("failed to write audit log {}: {e}", path.display())),
+    }
+}
+
+/// kube-apiserver's /version document for a k3s version.
+pub fn version_json(version: &str) -> Value {
+    let core = version.trim_start_matches('v');
+    let mut it = core.split(['.', '+', '-']);
+    let (major, minor) = (it.next().unwrap_or("1"), it.next().unwrap_or("0"));
+    json!({"major": major, "minor": minor, "gitVersion": version, "gitCommit": crate::util::sha256_hex(version.as_bytes())[..40].to_string(), "gitTreeState": "clean", "goVersion": release::for_version(version).get("go"), "compiler": "gc", "platform": "linux/riscv64"})
+}
+
+/// The health endpoints kube-apiserver serves (/readyz, /livez, /healthz); `?verbose` lists checks.
+fn health(path: &str, query: &str) -> Response {
+    let name = path.trim_start_matches('/');
+    if !query.split('&').any(|q| q == "verbose" || q.starts_with("verbose=")) {
+        return Response::text(200, "ok");
+    }
+    let mut checks = vec!["ping", "log", "etcd", "poststarthook/start-apiserver-admission-initializer"];
+    if name == "readyz" {
+        checks.insert(2, "informer-sync");
+        checks.push("shutdown");
+    }
+    let mut out: String = checks.iter().map(|c| format!("[+]{c} ok\n")).collect();
+    out.push_str(&format!("{name} check passed\n"));
+    Response::text(200, &out)
+}
+
 struct Shared {
+    paths: Paths,
     state: Mutex<State>,
     token_password: String,
     admin_token: String,
@@ -248,6 +307,11 @@ fn handle(sh: &Shared, req: Request) -> Response {
     match (req.method.as_str(), req.path.as_str()) {
         ("GET", "/cacerts") => Response::text(200, &sh.ca_pem),
         ("GET", "/ping") => Response::text(200, "pong"),
+        ("GET", "/readyz") | ("GET", "/livez") | ("GET", "/healthz") => health(&req.path, &req.query),
+        ("GET", "/version") => {
+            let v = sh.state.lock().unwrap_or_else(|e| e.into_inner()).version.clone();
+            Response::json(200, &version_json(&v))
+        }
         ("POST", "/v1-k3s/rvlab/register") | ("POST", "/v1-k3s/rvlab/sync") => {
             if basic_password(&req).as_deref() != Some(sh.token_password.as_str()) {
                 return Response::text(401, "Unauthorized");
@@ -256,17 +320,22 @@ fn handle(sh: &Shared, req: Request) -> Response {
             let mut st = sh.state.lock().unwrap_or_else(|e| e.into_inner());
             if req.path.ends_with("register") {
                 let Ok(info) = serde_json::from_value::<NodeInfo>(body) else { return Response::text(400, "bad node info") };
-                match admit(&mut st, &info, false, now) {
+                let r = admit(&mut st, &info, false, now);
+                st.audit_node_transitions(now, sh.sim.node_grace_ms);
+                flush_audit(&sh.paths, &mut st);
+                match r {
                     Ok(()) => Response::json(200, &json!({"ok": true})),
                     Err(e) => Response::text(403, &e),
                 }
             } else {
                 let Ok(sync) = serde_json::from_value::<SyncRequest>(body) else { return Response::text(400, "bad sync") };
                 apply_sync(&mut st, &sync, false, now);
+                st.audit_node_transitions(now, sh.sim.node_grace_ms);
+                flush_audit(&sh.paths, &mut st);
                 Response::json(200, &serde_json::to_value(assignments_for(&st, &sync.node.name)).unwrap_or(Value::Null))
             }
         }
-        (m, p) if p.starts_with("/v1-k3s/rvlab/state") || p.starts_with("/v1-k3s/rvlab/delete") => {
+        (m, p) if p.starts_with("/v1-k3s/rvlab/state") || p.starts_with("/v1-k3s/rvlab/delete") || p == "/v1-k3s/rvlab/cordon" || p == "/v1-k3s/rvlab/evict" => {
             if req.header("authorization") != Some(&format!("Bearer {}", sh.admin_token)) {
                 return Response::json(401, &json!({"kind": "Status", "status": "Failure", "message": "Unauthorized", "reason": "Unauthorized", "code": 401}));
             }
@@ -277,6 +346,20 @@ fn handle(sh: &Shared, req: Request) -> Response {
             }
             let Ok(b) = req.json() else { return Response::text(400, "bad request") };
             let (kind, ns, name) = (b["kind"].as_str().unwrap_or(""), b["namespace"].as_str().unwrap_or("default"), b["name"].as_str().unwrap_or(""));
+            if p == "/v1-k3s/rvlab/cordon" {
+                let r = st.set_unschedulable(name, b["unschedulable"].as_bool().unwrap_or(true), now);
+                flush_audit(&sh.paths, &mut st);
+                return match r {
+                    Some(changed) => Response::json(200, &json!({"changed": changed})),
+                    None => Response::json(404, &json!({"changed": false})),
+                };
+            }
+            if p == "/v1-k3s/rvlab/evict" {
+                let verb = if b["delete"].as_bool().unwrap_or(false) { "delete" } else { "evict" };
+                let found = st.evict(ns, name, verb, now);
+                flush_audit(&sh.paths, &mut st);
+                return if found { Response::json(200, &json!({"evicted": true})) } else { Response::json(404, &json!({"evicted": false})) };
+            }
             let found = match kind {
                 "node" => st.delete_node(name),
                 "secret" => st.secrets.remove(&format!("{ns}/{name}")).is_some(),
@@ -297,6 +380,18 @@ fn handle(sh: &Shared, req: Request) -> Response {
                 }
                 _ => return Response::text(400, &format!("the server doesn't have a resource type \"{kind}\"")),
             };
+            if found {
+                let k = match kind {
+                    "node" => "Node",
+                    "secret" => "Secret",
+                    "pod" => "Pod",
+                    "deployment" => "Deployment",
+                    "daemonset" => "DaemonSet",
+                    _ => "Job",
+                };
+                st.audit(now, "delete", k, (kind != "node").then_some(ns), name, &[]);
+                flush_audit(&sh.paths, &mut st);
+            }
             if found { Response::json(200, &json!({"deleted": true})) } else { Response::json(404, &json!({"deleted": false})) }
         }
         _ => Response::text(404, "404 page not found"),
@@ -512,7 +607,7 @@ pub fn run(args: &[String]) -> i32 {
         log("error", &e);
     }
     st.applied.clear(); // re-apply every manifest at start
-    let shared = Arc::new(Shared { state: Mutex::new(st), token_password, admin_token, ca_pem: tls.ca_pem.clone(), sim: c.sim.clone() });
+    let shared = Arc::new(Shared { paths: paths.clone(), state: Mutex::new(st), token_password, admin_token, ca_pem: tls.ca_pem.clone(), sim: c.sim.clone() });
     let listener = match std::net::TcpListener::bind((bind.as_str(), port)) {
         Ok(l) => l,
         Err(e) => return fatal(&format!("failed to listen on {bind}:{port}: {e}")),
@@ -528,12 +623,17 @@ pub fn run(args: &[String]) -> i32 {
         let mut kubelet = Kubelet::new(&c.node.name, puller, &pause_image(&c), &c.sim, &paths);
         let info = c.node.clone();
         let sync_ms = c.sim.sync_ms;
+        let grace = c.sim.node_grace_ms;
+        let audit_paths = paths.clone();
         std::thread::spawn(move || loop {
             let pods = assignments_for(&sh.state.lock().unwrap_or_else(|e| e.into_inner()), &info.name);
+            kubelet.gc_sandboxes(&pods);
             let (reports, events) = kubelet.sync(&pods, now_ms());
             {
                 let mut st = sh.state.lock().unwrap_or_else(|e| e.into_inner());
                 apply_sync(&mut st, &SyncRequest { node: info.clone(), reports, events }, true, now_ms());
+                st.audit_node_transitions(now_ms(), grace);
+                flush_audit(&audit_paths, &mut st);
             }
             std::thread::sleep(std::time::Duration::from_millis(sync_ms));
         });
@@ -583,6 +683,8 @@ pub fn run(args: &[String]) -> i32 {
                 }
             }
             st.reconcile(now);
+            st.audit_node_transitions(now, grace);
+            flush_audit(&paths, &mut st);
             serde_json::to_string(&*st).unwrap_or_default()
         };
         if snapshot != last_saved {

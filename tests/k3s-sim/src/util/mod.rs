@@ -24,6 +24,12 @@ pub fn rfc3339(ms: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", sod / 3600, (sod % 3600) / 60, sod % 60)
 }
 
+/// RFC 3339 UTC with milliseconds, e.g. `2025-01-02T03:04:05.678Z` (the audit log's time).
+pub fn rfc3339_ms(ms: u64) -> String {
+    let base = rfc3339(ms);
+    format!("{}.{:03}Z", &base[..base.len() - 1], ms % 1000)
+}
+
 /// Same with microseconds, as containerd/k3s logs print them.
 pub fn log_time(ms: u64) -> String {
     let base = rfc3339(ms);

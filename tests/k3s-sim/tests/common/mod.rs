@@ -110,6 +110,8 @@ pub struct SimNode {
     pub root: PathBuf,
     child: Option<Child>,
     runs: u32,
+    /// the k3s executable to run (another "release" made by `stamp_version`); default K3S
+    pub bin: Option<PathBuf>,
 }
 
 pub const K3S: &str = env!("CARGO_BIN_EXE_k3s");
@@ -118,7 +120,7 @@ impl SimNode {
     pub fn new(name: &str, upstream: &Registry) -> SimNode {
         let ip = unique_ip();
         let root = temp_dir(&format!("node-{name}"));
-        let n = SimNode { name: name.into(), ip: ip.clone(), root, child: None, runs: 0 };
+        let n = SimNode { name: name.into(), ip: ip.clone(), root, child: None, runs: 0, bin: None };
         n.write("/etc/rvlab/sim.conf", &format!("ready-delay-ms 200\nsync-ms 100\nbackoff-ms 300\nnode-grace-ms 5000\nnode-ip {ip}\n"));
         n.write("/etc/rvlab/upstream.conf", &format!("docker.io {}\n", upstream.url()));
         n.write("/etc/os-release", "NAME=\"openEuler\"\nVERSION=\"24.03 (LTS)\"\nID=\"openEuler\"\nPRETTY_NAME=\"openEuler 24.03 (LTS)\"\n");
@@ -139,7 +141,7 @@ impl SimNode {
         assert!(self.child.is_none(), "already running");
         self.runs += 1;
         let log = std::fs::File::create(self.root.join(format!("k3s-{}.log", self.runs))).unwrap();
-        let mut cmd = Command::new(K3S);
+        let mut cmd = Command::new(self.bin.clone().unwrap_or(PathBuf::from(K3S)));
         cmd.args(args).env("RVLAB_SIM_TEST_ROOT", &self.root).env_remove("NOTIFY_SOCKET").stdout(Stdio::null()).stderr(log);
         for (k, v) in env {
             cmd.env(k, v);

@@ -15,6 +15,41 @@ use crate::flavour::Flavour;
 use crate::ns::{Lifeline, NsProcess, unshare_args};
 use crate::systemd::ServiceStart;
 
+/// Files and directories k3s-uninstall.sh removes (plus the binary and its links).
+pub const K3S_PATHS: &[&str] = &[
+    "/usr/local/bin/k3s",
+    "/usr/local/bin/kubectl",
+    "/usr/local/bin/crictl",
+    "/usr/local/bin/ctr",
+    "/etc/rancher/k3s",
+    "/var/lib/rancher/k3s",
+    "/var/lib/kubelet",
+    "/var/lib/cni",
+    "/run/k3s",
+    "/run/flannel",
+];
+
+/// What k3s leaves behind on a board (Board::k3s_leftovers).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct K3sLeftovers {
+    /// (pid, command line) of processes whose argv[0] is `containerd-shim*` (not zombies)
+    pub processes: Vec<(u32, String)>,
+    /// mount points under /run/k3s, /var/lib/kubelet/pods, /var/lib/kubelet/plugins, /run/netns/cni-
+    pub mounts: Vec<String>,
+    /// emulated network links (/run/rvlab/net/links; `lo` is not listed)
+    pub links: Vec<String>,
+    /// iptables-save lines naming KUBE-, CNI- or flannel (the ones k3s-killall.sh filters out)
+    pub iptables_rules: Vec<String>,
+    /// which of [`K3S_PATHS`] still exist (/var/lib/kubelet: when not empty)
+    pub paths: Vec<String>,
+}
+
+impl K3sLeftovers {
+    pub fn is_empty(&self) -> bool {
+        self.processes.is_empty() && self.mounts.is_empty() && self.links.is_empty() && self.iptables_rules.is_empty() && self.paths.is_empty()
+    }
+}
+
 /// Directories of the host shown through a per-board overlay (writes land in `upper/<dir>`).
 pub const OVERLAYS: &[&str] = &["etc", "var", "opt", "srv"];
 /// Directories that start empty on a board (a fresh image's /root and /home), kept in `upper/<dir>`.
@@ -506,6 +541,52 @@ impl Board {
             .lines()
             .map(str::to_string)
             .collect()
+    }
+
+    /// What k3s left on the board that k3s-killall.sh / k3s-uninstall.sh remove (see
+    /// [`K3sLeftovers`]); empty after a complete uninstall.
+    pub fn k3s_leftovers(&self) -> Result<K3sLeftovers> {
+        let script = r#"for p in /proc/[0-9]*; do
+  st=$(sed 's/.*) //' "$p/stat" 2>/dev/null | cut -d' ' -f1); [ "$st" = Z ] && continue
+  a0=$(tr '\0' '\n' < "$p/cmdline" 2>/dev/null | head -n1)
+  case ${a0##*/} in containerd-shim*) echo "P ${p#/proc/} $(tr '\0' ' ' < "$p/cmdline")";; esac
+done
+while read -r _ mp _; do
+  case $mp in /run/k3s*|/var/lib/kubelet/pods*|/var/lib/kubelet/plugins*|/run/netns/cni-*) echo "M $mp";; esac
+done < /proc/self/mounts"#;
+        let out = self.sh(script)?;
+        let mut l = K3sLeftovers::default();
+        for line in out.lines() {
+            if let Some(rest) = line.strip_prefix("P ") {
+                let (pid, args) = rest.split_once(' ').unwrap_or((rest, ""));
+                l.processes.push((pid.parse().unwrap_or(0), args.trim_end().to_string()));
+            } else if let Some(m) = line.strip_prefix("M ") {
+                l.mounts.push(m.to_string());
+            }
+        }
+        if let Ok(rd) = std::fs::read_dir(self.path("/run/rvlab/net/links")) {
+            l.links = rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+            l.links.sort();
+        }
+        l.iptables_rules = std::fs::read_to_string(self.path("/run/rvlab/net/iptables.rules"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|r| r.contains("KUBE-") || r.contains("CNI-") || r.to_lowercase().contains("flannel"))
+            .map(str::to_string)
+            .collect();
+        for p in K3S_PATHS {
+            let hp = self.path(p);
+            // /var/lib/kubelet is a bind mount on a board: it counts only when not empty
+            let left = if *p == "/var/lib/kubelet" {
+                std::fs::read_dir(&hp).map(|mut d| d.next().is_some()).unwrap_or(false)
+            } else {
+                std::fs::symlink_metadata(&hp).is_ok()
+            };
+            if left {
+                l.paths.push(p.to_string());
+            }
+        }
+        Ok(l)
     }
 
     pub fn service_starts(&self, unit: &str) -> Vec<ServiceStart> {

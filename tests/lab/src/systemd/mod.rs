@@ -15,11 +15,13 @@ pub const MODPROBE: &str = include_str!("../../support/modprobe.sh");
 pub const SYSCTL: &str = include_str!("../../support/sysctl.sh");
 pub const BOARD_INIT: &str = include_str!("../../support/board-init.sh");
 pub const SSH_EXEC: &str = include_str!("../../support/ssh-exec.sh");
+pub const IP: &str = include_str!("../../support/ip.sh");
+pub const IPTABLES: &str = include_str!("../../support/iptables.sh");
 
 /// Writes the support tree: `usr-bin/` and `usr-sbin/` are overlaid over the board's /usr/bin and
 /// /usr/sbin, `board-init.sh` is each board's pid 1.
 pub fn install_support(dir: &Path, flavour: &crate::flavour::Flavour) -> Result<()> {
-    let files: [(&str, &str); 8] = [
+    let files: [(&str, &str); 16] = [
         ("usr-bin/systemctl", SYSTEMCTL),
         ("usr-bin/journalctl", SYSTEMCTL),
         ("usr-bin/uname", UNAME),
@@ -27,6 +29,15 @@ pub fn install_support(dir: &Path, flavour: &crate::flavour::Flavour) -> Result<
         ("usr-sbin/modprobe", MODPROBE),
         ("usr-sbin/sysctl", SYSCTL),
         ("usr-sbin/rvlab-ssh-exec", SSH_EXEC),
+        // boards share the host's network namespace: links and rules are emulated per board
+        ("usr-sbin/ip", IP),
+        ("usr-bin/ip", IP),
+        ("usr-sbin/iptables", IPTABLES),
+        ("usr-sbin/iptables-save", IPTABLES),
+        ("usr-sbin/iptables-restore", IPTABLES),
+        ("usr-sbin/ip6tables", IPTABLES),
+        ("usr-sbin/ip6tables-save", IPTABLES),
+        ("usr-sbin/ip6tables-restore", IPTABLES),
         ("board-init.sh", BOARD_INIT),
     ];
     let extra = flavour

@@ -1,0 +1,309 @@
+//! What a running k3s node leaves on the machine, outliving the k3s process (its unit has
+//! KillMode=process), as k3s-killall.sh / k3s-uninstall.sh expect to find it:
+//! - per pod sandbox a `containerd-shim-runc-v2` process started from
+//!   /var/lib/rancher/k3s/data/<hash>/bin/ (the path killall's `getshims` greps for), with its
+//!   bundle dir /run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io/<id>/ (shim.pid);
+//! - tmpfs mounts: the sandbox's /dev/shm under /run/k3s/containerd/io.containerd.grpc.v1.cri/
+//!   sandboxes/<id>/shm, its rootfs under the bundle dir, and the service-account volume under
+//!   /var/lib/kubelet/pods/<pod-uid>/volumes/kubernetes.io~projected/kube-api-access-<x>;
+//! - network: links cni0, flannel.1 and a veth per pod (master cni0), and KUBE-/FLANNEL- iptables
+//!   rules, kept as files the lab's `ip` / `iptables-save` emulation reads (boards share the
+//!   host's network namespace, so nothing real is created): /run/rvlab/net/links/<dev>,
+//!   /run/rvlab/net/iptables.rules.
+//!
+//! Processes and mounts are made only on a board (root "/", never under the test-only
+//! RVLAB_SIM_TEST_ROOT); files are written in both cases. Owns the paths named above.
+use crate::paths::Paths;
+use std::path::{Path, PathBuf};
+
+/// Real processes and mounts only on a board (files only under a test root).
+pub fn on_board(paths: &Paths) -> bool {
+    paths.root == Path::new("/")
+}
+
+pub fn links_dir(paths: &Paths) -> PathBuf {
+    paths.p("/run/rvlab/net/links")
+}
+
+pub fn iptables_rules(paths: &Paths) -> PathBuf {
+    paths.p("/run/rvlab/net/iptables.rules")
+}
+
+fn bundle_root(paths: &Paths) -> PathBuf {
+    paths.p("/run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io")
+}
+
+/// The sandbox id containerd would use for a pod (64 hex).
+pub fn sandbox_id(pod_uid: &str) -> String {
+    crate::util::sha256_hex(format!("sandbox:{pod_uid}").as_bytes())
+}
+
+fn mac(seed: &str) -> String {
+    let h = crate::util::sha256_hex(seed.as_bytes());
+    format!("12:{}:{}:{}:{}:{}", &h[0..2], &h[2..4], &h[4..6], &h[6..8], &h[8..10])
+}
+
+/// Add an emulated link (a `key=value` file per device) unless it exists.
+pub fn add_link(paths: &Paths, dev: &str, kind: &str, mtu: u32, master: Option<&str>) {
+    let dir = links_dir(paths);
+    let p = dir.join(dev);
+    if p.exists() {
+        return;
+    }
+    let index = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0) + 2; // 1 is lo
+    let mut s = format!("index={index}\ntype={kind}\nmtu={mtu}\nmac={}\n", mac(dev));
+    if let Some(m) = master {
+        s.push_str(&format!("master={m}\n"));
+    }
+    let _ = crate::util::write_file(&p, s.as_bytes(), 0o644);
+}
+
+const K3S_RULES: &[(&str, &[&str])] = &[
+    (
+        "filter",
+        &[
+            ":KUBE-FIREWALL - [0:0]",
+            ":KUBE-FORWARD - [0:0]",
+            ":FLANNEL-FWD - [0:0]",
+            "-A INPUT -j KUBE-FIREWALL",
+            "-A FORWARD -m comment --comment \"kubernetes forwarding rules\" -j KUBE-FORWARD",
+            "-A FORWARD -m comment --comment \"flanneld forward\" -j FLANNEL-FWD",
+            "-A FLANNEL-FWD -s 10.42.0.0/16 -m comment --comment \"flanneld forward\" -j ACCEPT",
+        ],
+    ),
+    (
+        "nat",
+        &[
+            ":KUBE-SERVICES - [0:0]",
+            ":KUBE-POSTROUTING - [0:0]",
+            ":FLANNEL-POSTRTG - [0:0]",
+            "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+            "-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING",
+            "-A POSTROUTING -m comment --comment \"flanneld masq\" -j FLANNEL-POSTRTG",
+        ],
+    ),
+];
+
+fn builtin_chains(table: &str) -> &'static [&'static str] {
+    match table {
+        "nat" => &[":PREROUTING ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]", ":POSTROUTING ACCEPT [0:0]"],
+        _ => &[":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]"],
+    }
+}
+
+/// Merge k3s' chains and rules into an iptables-save text (idempotent).
+pub fn merge_rules(text: &str) -> String {
+    let mut tables: Vec<(String, Vec<String>)> = Vec::new();
+    let mut cur: Option<usize> = None;
+    for l in text.lines() {
+        if let Some(t) = l.strip_prefix('*') {
+            tables.push((t.to_string(), vec![]));
+            cur = Some(tables.len() - 1);
+        } else if l == "COMMIT" {
+            cur = None;
+        } else if let Some(i) = cur {
+            tables[i].1.push(l.to_string());
+        }
+    }
+    for (t, rules) in K3S_RULES {
+        let i = match tables.iter().position(|(n, _)| n == t) {
+            Some(i) => i,
+            None => {
+                tables.push((t.to_string(), builtin_chains(t).iter().map(|s| s.to_string()).collect()));
+                tables.len() - 1
+            }
+        };
+        for r in *rules {
+            if !tables[i].1.iter().any(|x| x == r) {
+                tables[i].1.push(r.to_string());
+            }
+        }
+    }
+    let mut out = String::from("# Generated by iptables-save (rvlab emulation)\n");
+    for (t, lines) in tables {
+        out.push_str(&format!("*{t}\n"));
+        // chain declarations first, as iptables-save prints them
+        for l in lines.iter().filter(|l| l.starts_with(':')) {
+            out.push_str(l);
+            out.push('\n');
+        }
+        for l in lines.iter().filter(|l| !l.starts_with(':')) {
+            out.push_str(l);
+            out.push('\n');
+        }
+        out.push_str("COMMIT\n");
+    }
+    out
+}
+
+/// What flannel and kube-proxy set up at start: flannel.1 (vxlan), cni0 (bridge), iptables rules;
+/// and the extracted data dir with the shim binary.
+pub fn network_up(paths: &Paths) {
+    add_link(paths, "flannel.1", "vxlan", 1450, None);
+    add_link(paths, "cni0", "bridge", 1450, None);
+    let p = iptables_rules(paths);
+    let old = std::fs::read_to_string(&p).unwrap_or_default();
+    let new = merge_rules(&old);
+    if new != old {
+        let _ = crate::util::write_file(&p, new.as_bytes(), 0o644);
+    }
+    let _ = std::fs::create_dir_all(paths.p("/run/flannel"));
+    let _ = crate::util::write_file(&paths.p("/run/flannel/subnet.env"), b"FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n", 0o644);
+    let _ = std::fs::create_dir_all(paths.p("/var/lib/cni/networks/cbr0"));
+}
+
+/// /var/lib/rancher/k3s/data/<hash>/bin/containerd-shim-runc-v2 for this version (k3s extracts
+/// its bundled binaries there; the simulator links the shim name to its own executable).
+pub fn shim_binary(paths: &Paths, version: &str) -> PathBuf {
+    let hash = crate::util::sha256_hex(version.as_bytes());
+    let data = paths.p("/var/lib/rancher/k3s/data");
+    let bin = data.join(&hash).join("bin");
+    let shim = bin.join("containerd-shim-runc-v2");
+    if std::fs::symlink_metadata(&shim).is_err() {
+        let _ = std::fs::create_dir_all(&bin);
+        if let Ok(exe) = std::env::current_exe() {
+            let _ = std::os::unix::fs::symlink(exe, &shim);
+        }
+        let cur = data.join("current");
+        let _ = std::fs::remove_file(&cur);
+        let _ = std::os::unix::fs::symlink(&hash, cur);
+    }
+    shim
+}
+
+fn alive(pid: i32) -> bool {
+    // a zombie is not running: check /proc/<pid>/stat's state
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.rsplit(')').next().map(|r| !r.trim_start().starts_with('Z')).unwrap_or(false)).unwrap_or(false)
+}
+
+fn kube_api_access(pod_uid: &str) -> String {
+    format!("kube-api-access-{}", &crate::util::template_hash(pod_uid).chars().take(5).collect::<String>())
+}
+
+fn mount_points(paths: &Paths, id: &str, pod_uid: &str) -> Vec<PathBuf> {
+    vec![
+        paths.p(&format!("/run/k3s/containerd/io.containerd.grpc.v1.cri/sandboxes/{id}/shm")),
+        bundle_root(paths).join(id).join("rootfs"),
+        paths.p(&format!("/var/lib/kubelet/pods/{pod_uid}/volumes/kubernetes.io~projected/{}", kube_api_access(pod_uid))),
+    ]
+}
+
+fn mount_tmpfs(target: &Path) -> Result<(), String> {
+    use std::ffi::CString;
+    std::fs::create_dir_all(target).map_err(|e| e.to_string())?;
+    let t = CString::new(target.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    let (src, fs, opts) = (c"tmpfs", c"tmpfs", c"size=64k,mode=755");
+    // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe { libc::mount(src.as_ptr(), t.as_ptr(), fs.as_ptr(), libc::MS_NOSUID | libc::MS_NODEV, opts.as_ptr() as *const libc::c_void) };
+    if rc != 0 {
+        return Err(format!("mount tmpfs on {}: {}", target.display(), std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+fn umount(target: &Path) {
+    use std::ffi::CString;
+    if let Ok(t) = CString::new(target.as_os_str().as_encoded_bytes()) {
+        // SAFETY: t is a valid NUL-terminated path.
+        unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+fn is_mounted(target: &Path) -> bool {
+    let t = target.to_string_lossy();
+    std::fs::read_to_string("/proc/self/mounts").map(|m| m.lines().any(|l| l.split(' ').nth(1) == Some(&*t))).unwrap_or(false)
+}
+
+/// The pod sandboxes this node has (bundle dirs): (sandbox id, pod uid).
+pub fn sandboxes(paths: &Paths) -> Vec<(String, String)> {
+    let Ok(rd) = std::fs::read_dir(bundle_root(paths)) else { return vec![] };
+    rd.flatten()
+        .filter_map(|e| {
+            let id = e.file_name().to_string_lossy().to_string();
+            let uid = std::fs::read_to_string(e.path().join("rvlab-pod-uid")).ok()?;
+            Some((id, uid.trim().to_string()))
+        })
+        .collect()
+}
+
+/// Start (or adopt, after a k3s restart) the sandbox of a pod: shim process, mounts, veth.
+pub fn start_sandbox(paths: &Paths, version: &str, pod_uid: &str) {
+    let id = sandbox_id(pod_uid);
+    let bundle = bundle_root(paths).join(&id);
+    let _ = std::fs::create_dir_all(&bundle);
+    let _ = crate::util::write_file(&bundle.join("rvlab-pod-uid"), pod_uid.as_bytes(), 0o644);
+    add_link(paths, &format!("veth{}", &id[..8]), "veth", 1450, Some("cni0"));
+    let _ = std::fs::create_dir_all(paths.p(&format!("/var/lib/kubelet/pods/{pod_uid}/containers")));
+    if !on_board(paths) {
+        return;
+    }
+    let pid_file = bundle.join("shim.pid");
+    let running = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<i32>().ok()).is_some_and(alive);
+    if !running {
+        let shim = shim_binary(paths, version);
+        let spawned = std::process::Command::new(&shim)
+            .args(["-namespace", "k8s.io", "-id", &id, "-address", "/run/k3s/containerd/containerd.sock"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        match spawned {
+            Ok(child) => {
+                let _ = crate::util::write_file(&pid_file, child.id().to_string().as_bytes(), 0o644);
+                let _ = crate::util::write_file(&bundle.join("address"), b"unix:///run/containerd/s/rvlab\n", 0o644);
+            }
+            Err(e) => crate::util::log("error", &format!("failed to start shim {}: {e}", shim.display())),
+        }
+    }
+    for m in mount_points(paths, &id, pod_uid) {
+        if !is_mounted(&m)
+            && let Err(e) = mount_tmpfs(&m) {
+                crate::util::log("error", &e);
+            }
+    }
+}
+
+/// Stop a pod's sandbox: kill its shim, unmount, remove its dirs and veth.
+pub fn stop_sandbox(paths: &Paths, id: &str, pod_uid: &str) {
+    let bundle = bundle_root(paths).join(id);
+    if on_board(paths) {
+        if let Some(pid) = std::fs::read_to_string(bundle.join("shim.pid")).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+            // SAFETY: plain syscalls on a pid we started (waitpid fails harmlessly if it is not our child).
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        }
+        for m in mount_points(paths, id, pod_uid) {
+            umount(&m);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&bundle);
+    let _ = std::fs::remove_dir_all(paths.p(&format!("/run/k3s/containerd/io.containerd.grpc.v1.cri/sandboxes/{id}")));
+    let _ = std::fs::remove_dir_all(paths.p(&format!("/var/lib/kubelet/pods/{pod_uid}")));
+    let _ = std::fs::remove_file(links_dir(paths).join(format!("veth{}", &id[..8])));
+}
+
+/// The shim process itself (argv[0] `containerd-shim-runc-v2`): holds the sandbox until killed.
+pub fn shim_main() -> i32 {
+    loop {
+        // SAFETY: pause(2) just waits for a signal.
+        unsafe { libc::pause() };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn rules_merge_is_idempotent_and_keeps_other_rules() {
+        let user = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A INPUT -p tcp --dport 22 -j ACCEPT\nCOMMIT\n";
+        let once = merge_rules(user);
+        assert!(once.contains("-A INPUT -p tcp --dport 22 -j ACCEPT"));
+        assert!(once.contains(":KUBE-FIREWALL - [0:0]") && once.contains("*nat\n"));
+        assert_eq!(merge_rules(&once), once);
+        // what k3s-killall.sh's filter (grep -v KUBE- | grep -v CNI- | grep -iv flannel) leaves
+        let cleaned: String = once.lines().filter(|l| !l.contains("KUBE-") && !l.contains("CNI-") && !l.to_lowercase().contains("flannel")).map(|l| format!("{l}\n")).collect();
+        assert!(cleaned.contains("--dport 22") && !cleaned.contains("KUBE"));
+    }
+}
