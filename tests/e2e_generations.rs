@@ -174,3 +174,53 @@ fn apply_records_generations_and_rollback_restores_them_as_new_ones() {
     }
     assert!(server.path(&format!("/var/lib/rvcluster/store/{sha_mine}")).exists(), "generation 0's file survives GC");
 }
+
+/// The health gate: a change that makes k3s exit (a bind-address that is not on the board) is
+/// rolled back on the server by itself; the agents are not touched, apply exits 1 naming the
+/// host, what failed and the generation now active, and the cluster stays Ready.
+#[test]
+fn a_change_that_makes_k3s_exit_is_rolled_back_automatically() {
+    let lab = Lab::builder()
+        .board("server1", Role::Server)
+        .board("agent1", Role::Agent)
+        .ready_delay_ms(200)
+        .start()
+        .expect("lab starts (needs root, sshd)");
+    let dir = tempfile::tempdir().unwrap();
+    let (server, agent) = (lab.b("server1"), lab.b("agent1"));
+    e2e::write_lab_cluster(&lab, dir.path(), "gate", "");
+    let out = e2e::rv(dir.path(), &["apply", "cluster.kdl", "--no-wait", "--skip-closure-check"]);
+    assert_eq!(out.status.code(), Some(0));
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(said.contains("confirm"), "the gate ran: {said}");
+    assert_eq!((current(server), current(agent)), (1, 1));
+    let agent_files: Vec<(String, String)> = manifest(agent, 1)["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["path"].as_str().unwrap().to_string(), e2e::sha256(&agent.path(f["path"].as_str().unwrap()))))
+        .collect();
+
+    e2e::write_lab_cluster(&lab, dir.path(), "gate", "        bind-address \"10.99.99.99\"\n");
+    let out = e2e::rv(dir.path(), &["apply", "cluster.kdl", "--no-wait", "--skip-closure-check", "--confirm-timeout", "15s"]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("server1") && said.contains("did not come back"), "{said}");
+    assert!(said.contains("rolled back to generation 1") && said.contains("recorded as generation 3"), "{said}");
+    assert!(said.contains("10.99.99.99"), "the last k3s log lines say why: {said}");
+    // The server: generation 2 was the bad one, 3 is generation 1 again.
+    assert_eq!(current(server), 3);
+    assert_eq!(manifest(server, 3)["reason"], "rollback to 1");
+    assert_files_are(server, 1);
+    // The agent was never changed.
+    assert_eq!(current(agent), 1);
+    for (p, sha) in &agent_files {
+        assert_eq!(&e2e::sha256(&agent.path(p)), sha, "agent1 {p} untouched");
+    }
+    // Still Ready: every node (the lab has no images here, so pods are not the question).
+    let out = e2e::rv(dir.path(), &["status", "cluster.kdl", "--json", "--no-drift"]);
+    let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nodes = st["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2, "{st}");
+    assert!(nodes.iter().all(|n| n["ready"] == true), "{st}");
+}

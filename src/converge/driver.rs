@@ -285,7 +285,7 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
         release(held);
         return Err(stop(premade > 0));
     }
-    if let Some(by) = ctx.halted_by() {
+    if let Some(by) = ctx.halted_by().filter(|_| job.rollback.is_none()) {
         release(held);
         return Err(err("halted")(Cause::Halted { by }));
     }

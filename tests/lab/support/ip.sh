@@ -3,7 +3,8 @@
 # not be made or deleted for real: the board's links are files /run/rvlab/net/links/<dev>
 # (`key=value` lines: index, type, mtu, mac, optional master), written by k3s-sim (cni0,
 # flannel.1, a veth per pod sandbox) and listed here with `lo`. Emulated: `ip [-o] link
-# [show|list] [DEV]`, `ip link delete|del DEV`, `ip netns [show|list]` (none). Anything else
+# [show|list] [DEV]`, `ip link delete|del DEV`, `ip netns [show|list]` (none), and the host's
+# IPv4 routes read only (`ip route [show] [default]`, from /proc/net/route). Anything else
 # is refused (exit 2) so nothing reaches the host.
 set -u
 shopt -s nullglob
@@ -90,6 +91,32 @@ l | li | lin | link)
         ;;
     esac
     ;;
+r | ro | rou | rout | route)
+    # Read only, from the shared network namespace's table (/proc/net/route): `ip route
+    # [show|list] [default]`, as iproute2 prints IPv4 routes. Changing routes is refused.
+    case ${1:-show} in
+    show | list | sh | ls) shift || true ;;
+    default) ;;
+    *)
+        echo "rvlab: \`ip route $1\` is not emulated on boards (read only: show)" >&2
+        exit 2
+        ;;
+    esac
+    want=${1:-}
+    hexip() { printf '%d.%d.%d.%d' "0x${1:6:2}" "0x${1:4:2}" "0x${1:2:2}" "0x${1:0:2}"; }
+    bits() { local m=$(( 0x${1:6:2}<<24 | 0x${1:4:2}<<16 | 0x${1:2:2}<<8 | 0x${1:0:2} )) n=0; while (( m & 0x80000000 )); do n=$((n+1)); m=$(( (m<<1) & 0xffffffff )); done; echo $n; }
+    tail -n +2 /proc/net/route | while read -r dev dst gw flags _ _ metric mask _; do
+        if [ "$dst" = 00000000 ] && [ "$mask" = 00000000 ]; then
+            line="default via $(hexip "$gw") dev $dev"
+            [ "$metric" != 0 ] && line="$line metric $metric"
+        else
+            [ "$want" = default ] && continue
+            line="$(hexip "$dst")/$(bits "$mask") dev $dev scope link"
+        fi
+        [ "$want" = default ] && [ "${line%% *}" != default ] && continue
+        echo "$line"
+    done
+    ;;
 netns)
     case ${1:-show} in
     show | list) ;;
@@ -100,7 +127,7 @@ netns)
     esac
     ;;
 *)
-    echo "rvlab: \`ip $obj\` is not emulated on boards (boards share the host's network namespace): link, netns" >&2
+    echo "rvlab: \`ip $obj\` is not emulated on boards (boards share the host's network namespace): link, netns, route show" >&2
     exit 2
     ;;
 esac
