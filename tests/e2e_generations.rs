@@ -224,3 +224,48 @@ fn a_change_that_makes_k3s_exit_is_rolled_back_automatically() {
     assert_eq!(nodes.len(), 2, "{st}");
     assert!(nodes.iter().all(|n| n["ready"] == true), "{st}");
 }
+
+/// k3s can only go back a minor version with the datastore of that version: upgrading the
+/// server v1.33 -> v1.34 keeps its datastore (k3s stopped, server/db saved in the generation),
+/// and a rollback to the v1.33 generation puts it back before k3s starts again.
+#[test]
+fn a_rollback_across_a_minor_version_restores_the_datastore() {
+    let lab = Lab::builder()
+        .board("server1", Role::Server)
+        .ready_delay_ms(200)
+        .start()
+        .expect("lab starts (needs root, sshd)");
+    let dir = tempfile::tempdir().unwrap();
+    let server = lab.b("server1");
+    e2e::write_lab_cluster(&lab, dir.path(), "dst", "");
+    let args = ["apply", "cluster.kdl", "--no-wait", "--skip-closure-check"];
+    assert_eq!(e2e::rv(dir.path(), &args).status.code(), Some(0));
+    // Something only the v1.33 datastore has.
+    server.exec_inside("echo written-by-1.33 > /var/lib/rancher/k3s/server/db/marker").unwrap();
+
+    let old = rvlab::k3s_sim_binary().unwrap();
+    let new = dir.path().join("k3s-v1.34.3");
+    k3s_sim::release::stamp_version(&old, &new, "v1.34.3+k3s1").unwrap();
+    let kdl = std::fs::read_to_string(dir.path().join("cluster.kdl")).unwrap();
+    let kdl = kdl
+        .replace("v1.33.4+k3s1", "v1.34.3+k3s1")
+        .replace(&old.display().to_string(), &new.display().to_string())
+        .replace(&e2e::sha256(&old), &e2e::sha256(&new));
+    std::fs::write(dir.path().join("cluster.kdl"), kdl).unwrap();
+    assert_eq!(e2e::rv(dir.path(), &args).status.code(), Some(0));
+    let g2 = manifest(server, 2);
+    assert_eq!(g2["k3s"], "v1.34.3+k3s1");
+    assert_eq!(g2["datastore"]["k3s"], "v1.33.4+k3s1", "{g2}");
+    assert!(server.path("/var/lib/rvcluster/generations/2/datastore.tar").exists());
+    // v1.34 changes its datastore (here: the marker goes).
+    server.exec_inside("rm /var/lib/rancher/k3s/server/db/marker").unwrap();
+
+    let out = e2e::rv(dir.path(), &["rollback", "cluster.kdl", "--yes", "--no-wait"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("restore the datastore"));
+    assert_eq!(std::fs::read_to_string(server.path("/var/lib/rancher/k3s/server/db/marker")).unwrap(), "written-by-1.33\n");
+    assert_files_are(server, 1);
+    assert_eq!(manifest(server, 3)["k3s"], "v1.33.4+k3s1");
+    let out = server.exec_inside("k3s --version").unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("v1.33.4+k3s1"));
+}

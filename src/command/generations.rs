@@ -299,7 +299,16 @@ pub fn run_rollback(global: &Global, a: &RollbackArgs, out: &Output) -> i32 {
             )),
             Some(m) if m.number == from => problems.push(format!("{name}: generation {from} is already the current one")),
             Some(m) => {
-                targets.insert(name.clone(), generation::Rollback { to: m.clone(), from });
+                let restore = if cluster.servers().any(|s| s.name == name) { generation::snapshot_for(&h, m) } else { None };
+                if restore.is_none() && cluster.servers().any(|s| s.name == name) && generation::crosses_minor(h.get(from).and_then(|c| c.k3s.as_deref()), m.k3s.as_deref()) {
+                    problems.push(format!(
+                        "{name}: going back from k3s {} to {} needs the datastore saved before the upgrade, and no kept generation has it",
+                        h.get(from).and_then(|c| c.k3s.clone()).unwrap_or_default(),
+                        m.k3s.clone().unwrap_or_default()
+                    ));
+                    continue;
+                }
+                targets.insert(name.clone(), generation::Rollback { to: m.clone(), from, restore });
             }
             None => {
                 let have: Vec<String> = h.generations.iter().map(|m| m.number.to_string()).collect();
@@ -329,6 +338,9 @@ pub fn run_rollback(global: &Global, a: &RollbackArgs, out: &Output) -> i32 {
     for p in &plans {
         if let Some(r) = targets.get(&p.node) {
             println!("{}", out.bold(&format!("rollback {} ({}): generation {} -> {} (recorded as a new generation)", p.node, p.role, r.from, r.to.number)));
+            if let Some(f) = &r.restore {
+                println!("  ~ restore the datastore saved before the k3s minor version changed ({f}); k3s is stopped meanwhile");
+            }
         }
         if let Some(e) = &p.error {
             println!("  {} {e}", console::style("failed:").red().bold());

@@ -146,7 +146,21 @@ fn record_generation(ctx: &Ctx, job: &Job, want: &Desired, seen: &Observed, acts
         acts.script.bookkeeping_first(g::found_fragment(&g::found(want.st, &seen.facts, &meta)));
     }
     let n = current.map(|m| m.number + 1).unwrap_or(1);
-    let m = g::next(want.st, n, &meta);
+    let mut m = g::next(want.st, n, &meta);
+    let old = seen.facts.k3s_version.as_deref().and_then(g::version_word);
+    if let Some(r) = job.rollback {
+        if let Some(file) = &r.restore {
+            acts.script.bookkeeping_first(g::restore_fragment(&want.unit_file, file));
+        }
+    } else if want.role == crate::spec::Role::Server
+        && want.st.k3s_version.is_some()
+        && g::crosses_minor(old.as_deref(), want.st.k3s_version.as_deref())
+    {
+        // Leaving a k3s minor version: its datastore is kept with this generation (k3s cannot
+        // go back without it).
+        acts.script.bookkeeping_first(g::snapshot_fragment(&want.unit_file, n));
+        m.datastore = Some(g::Snapshot { file: g::snapshot_path(n), k3s: old.unwrap_or_default() });
+    }
     acts.script.bookkeeping(g::record_fragment(&m, ctx.keep));
     (n, crate::render::sha256_hex(g::manifest_text(&m).as_bytes()))
 }
@@ -360,7 +374,9 @@ fn go_back(
         return fail("no earlier generation to go back to (this was the host's first apply); fix cluster.kdl and apply again".into());
     };
     ctx.event(name, EventKind::Step(format!("rolling back to generation {}", prev.number)));
-    let r = crate::generation::Rollback { to: prev.clone(), from: made };
+    let crossed = crate::generation::crosses_minor(prev.k3s.as_deref(), st.k3s_version.as_deref());
+    let restore = (crossed && job.role == Role::Server).then(|| crate::generation::snapshot_path(made));
+    let r = crate::generation::Rollback { to: prev.clone(), from: made, restore };
     let state = crate::generation::to_state(&prev, st);
     let choose = |_: &Facts| -> Result<HostState, Cause> { Ok(state.clone()) };
     let back = Job { name, role: job.role, candidates: vec![state.clone()], reads: job.reads.clone(), choose: &choose, early: None, rollback: Some(&r) };

@@ -89,10 +89,74 @@ pub struct LinkEntry {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
-    /// sha256 of the tar of /var/lib/rancher/k3s/server/db, in the store.
-    pub sha256: String,
+    /// Where the tar of /var/lib/rancher/k3s/server/db lives on the host (inside the generation's
+    /// directory: collected with it).
+    pub file: String,
     /// The k3s version that wrote it.
     pub k3s: String,
+}
+
+/// The server's datastore directory (sqlite: state.db and its -wal/-shm; docs/generations.md).
+pub const DATASTORE: &str = "/var/lib/rancher/k3s/server/db";
+
+pub fn snapshot_path(n: u64) -> String {
+    format!("{GEN_DIR}/{n}/datastore.tar")
+}
+
+/// Before k3s changes minor version on the server: stop it (sqlite is only consistent at rest)
+/// and keep its datastore in generation `n`'s directory. The restart that follows starts it.
+pub fn snapshot_fragment(unit: &str, n: u64) -> String {
+    let file = snapshot_path(n);
+    format!(
+        "if [ -d {db} ]; then systemctl stop {u} && mkdir -p {dir} && rv_t={file}.tmp.$$ && \
+         tar -C {parent} -cf \"$rv_t\" db && chmod 600 \"$rv_t\" && mv -f \"$rv_t\" {file} || {{ rm -f \"$rv_t\"; false; }}; fi",
+        db = quote(DATASTORE),
+        u = quote(unit),
+        dir = quote(&format!("{GEN_DIR}/{n}")),
+        file = quote(&file),
+        parent = quote(DATASTORE.trim_end_matches("/db")),
+    )
+}
+
+/// A rollback across a minor version: stop k3s and put back the datastore saved at `file`
+/// (the old one is moved aside, then removed once the new one is in place).
+pub fn restore_fragment(unit: &str, file: &str) -> String {
+    format!(
+        "[ -f {file} ] || {{ echo 'rvcluster: the datastore snapshot {shown} is gone' >&2; false; }} && systemctl stop {u} && \
+         rm -rf {parent}/db.restore && mkdir -p {parent}/db.restore && tar -C {parent}/db.restore -xf {file} && \
+         {{ [ ! -d {db} ] || mv {db} {parent}/db.before-rollback.$$; }} && mv {parent}/db.restore/db {db} && \
+         rm -rf {parent}/db.restore {parent}/db.before-rollback.$$",
+        file = quote(file),
+        shown = file.replace(['\'', '"', '\\', '$', '`'], "_"),
+        u = quote(unit),
+        parent = quote(DATASTORE.trim_end_matches("/db")),
+        db = quote(DATASTORE),
+    )
+}
+
+/// Whether going from k3s `from` to `to` changes the minor version.
+pub fn crosses_minor(from: Option<&str>, to: Option<&str>) -> bool {
+    match (from.and_then(minor_of), to.and_then(minor_of)) {
+        (Some(a), Some(b)) => a != b,
+        _ => false,
+    }
+}
+
+/// For a rollback from the current generation to `to`: the datastore snapshot to restore, when
+/// the k3s minor version differs (the one taken when the cluster first left `to`'s minor).
+pub fn snapshot_for(history: &History, to: &Manifest) -> Option<String> {
+    let cur = history.current.and_then(|n| history.get(n))?;
+    if !crosses_minor(cur.k3s.as_deref(), to.k3s.as_deref()) {
+        return None;
+    }
+    let want = to.k3s.as_deref().and_then(minor_of);
+    history
+        .generations
+        .iter()
+        .filter(|m| m.number > to.number)
+        .filter_map(|m| m.datastore.as_ref())
+        .find(|s| minor_of(&s.k3s) == want)
+        .map(|s| s.file.clone())
 }
 
 /// A rollback of one host: the generation it goes back to, from the one that was current when
@@ -101,6 +165,8 @@ pub struct Snapshot {
 pub struct Rollback {
     pub to: Manifest,
     pub from: u64,
+    /// The datastore snapshot to put back (a rollback across a k3s minor version; server only).
+    pub restore: Option<String>,
 }
 
 /// What every generation made by one run shares.
