@@ -49,17 +49,6 @@ pub fn unit_state(text: &str) -> (String, u64) {
     (state, pid)
 }
 
-/// The node's object as the server's API returns it, over `run` (a command on the server).
-fn ask_node(run: &mut dyn FnMut(&str) -> Result<String, String>, k3s: &str, node: &str, server: bool) -> Result<(), String> {
-    if server {
-        let ready = run(&format!("{} kubectl get --raw /readyz", quote(k3s)))?;
-        if ready.trim() != "ok" {
-            return Err(format!("the API's /readyz says `{}`", ready.trim()));
-        }
-    }
-    node_ready(&run(&format!("{} kubectl get node {} -o json", quote(k3s), quote(node)))?)
-}
-
 /// Wait for the node to come back from a (re)start; `old_pid` is the main process before it.
 pub fn confirm(
     ctx: &Ctx,
@@ -103,34 +92,56 @@ pub fn confirm(
     }
 }
 
+/// One poll: what the board says of its unit and, from the server's API, the node (and for the
+/// server /readyz). One command on the server; two for an agent (its unit, then the server).
 fn check(h: &mut crate::transport::SshHost, role: Role, unit: &str, k3s: &str, name: &str, old_pid: u64, server: Option<&ServerLink>) -> Result<(), String> {
     let t = Some(Duration::from_secs(30));
-    let out = h.exec(&format!("systemctl show -p ActiveState,MainPID {}", quote(unit)), None, t).map_err(|e| e.to_string())?;
-    let (state, pid) = unit_state(&out.stdout_str());
+    let show = format!("systemctl show -p ActiveState,MainPID {}", quote(unit));
+    let ask = |k: &str| {
+        format!(
+            "echo '@@rv readyz'; {k} kubectl get --raw /readyz 2>&1; echo '@@rv node'; {k} kubectl get node {n} -o json 2>&1",
+            k = quote(k),
+            n = quote(name)
+        )
+    };
+    let (unit_text, api) = match role {
+        Role::Server => {
+            let o = h.exec(&format!("{show}; {}", ask(k3s)), None, t).map_err(|e| e.to_string())?;
+            let text = o.stdout_str();
+            let (u, a) = text.split_once("@@rv readyz").unwrap_or((&text, ""));
+            (u.to_string(), Some(a.to_string()))
+        }
+        Role::Agent => {
+            let o = h.exec(&show, None, t).map_err(|e| e.to_string())?;
+            (o.stdout_str(), None)
+        }
+    };
+    let (state, pid) = unit_state(&unit_text);
     if state != "active" {
         return Err(format!("{unit} is {}", if state.is_empty() { "unknown" } else { &state }));
     }
     if pid == 0 || pid == old_pid {
         return Err(format!("{unit} has not restarted yet"));
     }
-    match role {
-        Role::Server => {
-            let mut run = |c: &str| -> Result<String, String> {
-                let o = h.exec(c, None, t).map_err(|e| e.to_string())?;
-                if o.success() { Ok(o.stdout_str()) } else { Err(first_line(&o.stderr_str(), "the API does not answer")) }
-            };
-            ask_node(&mut run, k3s, name, true)
-        }
-        Role::Agent => {
-            let Some(s) = server else { return Ok(()) };
+    let api = match (api, server) {
+        (Some(a), _) => a,
+        (None, Some(s)) => {
             let k = s.k3s().ok_or("the server is not known")?;
-            let mut run = |c: &str| -> Result<String, String> {
-                let o = s.run(c).map_err(|e| e.to_string())?;
-                if o.success() { Ok(o.stdout_str()) } else { Err(first_line(&o.stderr_str(), "the server does not answer")) }
-            };
-            ask_node(&mut run, &k, name, false)
+            format!("@@rv readyz\nok\n{}", s.run(&ask(&k)).map_err(|e| e.to_string())?.stdout_str().split_once("@@rv node").map(|(_, n)| format!("@@rv node{n}")).unwrap_or_default())
         }
+        (None, None) => return Ok(()),
+    };
+    api_says(&api)
+}
+
+/// The API part of a poll: `/readyz` says ok and the node is Ready.
+pub fn api_says(text: &str) -> Result<(), String> {
+    let text = text.trim_start_matches("@@rv readyz").trim_start_matches('\n');
+    let (ready, node) = text.split_once("@@rv node").unwrap_or((text, ""));
+    if ready.trim() != "ok" {
+        return Err(format!("the API's /readyz says: {}", first_line(ready, "nothing")));
     }
+    node_ready(node.trim()).map_err(|e| if node.trim().starts_with('{') { e } else { first_line(node, &e) })
 }
 
 fn first_line(s: &str, default: &str) -> String {
@@ -164,5 +175,9 @@ mod tests {
         assert_eq!(node_ready(no).unwrap_err(), "node is NotReady (KubeletNotReady)");
         assert!(node_ready("Error from server (NotFound)").is_err());
         assert_eq!(unit_state("ActiveState=active\nMainPID=42\n"), ("active".to_string(), 42));
+        assert!(api_says(&format!("@@rv readyz\nok\n@@rv node\n{ok}\n")).is_ok());
+        let down = "@@rv readyz\nThe connection to the server 127.0.0.1:6443 was refused\n@@rv node\nsame\n";
+        assert!(api_says(down).unwrap_err().contains("refused"));
+        assert!(api_says(&format!("@@rv readyz\nok\n@@rv node\n{no}\n")).unwrap_err().contains("NotReady"));
     }
 }

@@ -141,6 +141,10 @@ impl<'a> Entries<'a> {
         let e = self.prop(key)?;
         match e.value() {
             KdlValue::Integer(i) if range.contains(i) => Some(*i as u32),
+            KdlValue::Integer(i) => {
+                p.push(e.span(), format!("`{key}` must be {what} from {} to {}, found {i}", range.start(), range.end()), format!("expected {}..{}", range.start(), range.end()));
+                None
+            }
             v => {
                 p.push(
                     e.span(),
