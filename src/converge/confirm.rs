@@ -49,17 +49,21 @@ pub fn unit_state(text: &str) -> (String, u64) {
     (state, pid)
 }
 
-/// Wait for the node to come back from a (re)start; `old_pid` is the main process before it.
-pub fn confirm(
-    ctx: &Ctx,
-    name: &str,
-    role: Role,
-    unit: &str,
-    k3s: &str,
-    old_pid: u64,
-    server: Option<&ServerLink>,
-    timeout: Duration,
-) -> Result<(), Failure> {
+/// The node the gate waits for.
+pub struct Node<'a> {
+    pub name: &'a str,
+    pub role: Role,
+    /// `k3s.service` or `k3s-agent.service`.
+    pub unit: &'a str,
+    /// Where k3s lives on it (the server's kubectl).
+    pub k3s: &'a str,
+    /// The unit's main process before the restart (0: it was not running).
+    pub old_pid: u64,
+}
+
+/// Wait for the node to come back from a (re)start.
+pub fn confirm(ctx: &Ctx, n: &Node, server: Option<&ServerLink>, timeout: Duration) -> Result<(), Failure> {
+    let Node { name, role, unit, k3s, old_pid } = *n;
     let deadline = Instant::now() + timeout;
     let node = ctx.cluster.nodes.iter().find(|n| n.name == name).expect("the gate runs on nodes");
     let mut fresh = None;

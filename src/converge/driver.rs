@@ -334,7 +334,8 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
         ctx.event(name, EventKind::Step("confirming the node came back (new SSH connection)".into()));
         let k3s = k3s_path(&st);
         let old_pid = mainpid(&outcome.values);
-        if let Err(f) = super::confirm::confirm(ctx, name, job.role, &want.unit_file, &k3s, old_pid, server.as_ref(), timeout) {
+        let node = super::confirm::Node { name, role: job.role, unit: &want.unit_file, k3s: &k3s, old_pid };
+        if let Err(f) = super::confirm::confirm(ctx, &node, server.as_ref(), timeout) {
             timer.done("confirm", format!("failed: {}", f.reason));
             ctx.halt(name);
             let before = crate::generation::current(&seen.facts);
@@ -384,7 +385,9 @@ fn go_back(
         Ok(o) => {
             let now = o.generation.map(|n| n.to_string()).unwrap_or_else(|| "?".into());
             let unit = format!("{}.service", st.service.unit);
-            let came_back = super::confirm::confirm(ctx, name, job.role, &unit, &k3s_path(&state), mainpid(&o.values), server, timeout);
+            let k3s = k3s_path(&state);
+            let node = super::confirm::Node { name, role: job.role, unit: &unit, k3s: &k3s, old_pid: mainpid(&o.values) };
+            let came_back = super::confirm::confirm(ctx, &node, server, timeout);
             fail(format!(
                 "rolled back to generation {} (recorded as generation {now}, active now); {}",
                 prev.number,

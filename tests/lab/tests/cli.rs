@@ -277,6 +277,21 @@ fn lab_demo_brings_the_blog_cluster_to_every_pod_ready_and_tears_down() {
             >= 3,
         "Ready after the final apply, the repeat and the rejoin:\n{stderr}"
     );
+    // 5. A bad change rolled back by the health gate; the generations show it; Ready again.
+    let bad = section(&stdout, "5. a bad change");
+    assert!(bad.contains("config { bind-address \"10.99.99.99\" }"), "{bad}");
+    assert!(
+        bad.contains("-> exit 1 ") && stderr.contains("rolled back to generation"),
+        "the gate rolled server1 back:\n{bad}\n{stderr}"
+    );
+    assert!(bad.contains("rollback to "), "generations lists the rollback:\n{bad}");
+    assert!(
+        stderr
+            .matches("every node and pod is Ready (3 nodes")
+            .count()
+            >= 4,
+        "Ready again after the rollback:\n{stderr}"
+    );
     assert!(
         text.contains("== the whole story behaved as expected"),
         "{text}"

@@ -754,7 +754,53 @@ fn story(lab: &mut Lab, rv: &Path, k3s: Option<&Path>, version: &str) -> Result<
     let out = lab.ssh("server1", "k3s kubectl get nodes -o wide")?;
     print!("{}", String::from_utf8_lossy(&out.stdout));
     pods(lab)?;
+
+    println!(
+        "\n== 5. a bad change: a bind-address that is not on the board makes k3s exit; apply's health gate rolls server1 back by itself"
+    );
+    let good = std::fs::read_to_string(&kdl_path).unwrap_or_default();
+    let bad = good.replacen(
+        "k3s version=",
+        "// the bad change\nk3s version=",
+        1,
+    );
+    let bad = insert_after_k3s_open(&bad, "    config { bind-address \"10.99.99.99\" }\n");
+    write(&kdl_path, &bad)?;
+    println!("   cluster.kdl gains, inside k3s: config {{ bind-address \"10.99.99.99\" }}");
+    let a = ["apply", "cluster.kdl", "--confirm-timeout", "20s", "--no-wait"];
+    let r = s.run(&a, 1)?;
+    expect(
+        r.all().contains("rolled back to generation") && r.all().contains("server1"),
+        &a,
+        "apply did not say that server1 was rolled back",
+    )?;
+    println!("-- the generations server1 has now (the bad one, then the rollback)");
+    s.run(&["generations", "cluster.kdl", "--on", "server1"], 0)?;
+    println!("-- cluster.kdl fixed again; the cluster is still Ready");
+    write(&kdl_path, &good)?;
+    let a = ["apply", "cluster.kdl", "--timeout", "300"];
+    let r = s.run(&a, 0)?;
+    expect(
+        r.stderr.contains("every node and pod is Ready (3 nodes"),
+        &a,
+        "the cluster is not Ready after the rollback",
+    )?;
     Ok(())
+}
+
+/// `text` with `line` added right after the `k3s version=... {` line.
+fn insert_after_k3s_open(text: &str, line: &str) -> String {
+    let mut out = String::new();
+    let mut done = false;
+    for l in text.lines() {
+        out.push_str(l);
+        out.push('\n');
+        if !done && l.starts_with("k3s version=") && l.trim_end().ends_with('{') {
+            out.push_str(line);
+            done = true;
+        }
+    }
+    out
 }
 
 fn which(name: &str) -> Option<PathBuf> {
