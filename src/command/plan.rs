@@ -34,6 +34,9 @@ pub struct PlanArgs {
     /// Report images no node can pull, but do not fail the plan for them.
     #[arg(long)]
     pub skip_closure_check: bool,
+    /// Allow going back to an older k3s patch release of the same minor version.
+    #[arg(long)]
+    pub allow_downgrade: bool,
 }
 
 #[derive(Args, Debug)]
@@ -68,6 +71,21 @@ pub struct ApplyArgs {
     /// active, node Ready, the server's /readyz ok) before it is rolled back to its previous generation.
     #[arg(long, default_value = "120s", value_name = "DURATION", value_parser = super::duration::parse)]
     pub confirm_timeout: Duration,
+    /// Agents out of service at once while k3s restarts on them: N or N% of the agents (at least 1).
+    #[arg(long, default_value = "10%", value_name = "N|N%")]
+    pub max_unavailable: String,
+    /// How long `kubectl drain` may take per agent before the upgrade stops.
+    #[arg(long, default_value = "300s", value_name = "DURATION", value_parser = super::duration::parse)]
+    pub drain_timeout: Duration,
+    /// Drain even pods without a controller (they are deleted, not recreated).
+    #[arg(long)]
+    pub force_drain: bool,
+    /// Restart agents without cordoning and draining them first.
+    #[arg(long)]
+    pub no_drain: bool,
+    /// Allow going back to an older k3s patch release of the same minor version.
+    #[arg(long)]
+    pub allow_downgrade: bool,
 }
 
 #[derive(Serialize)]
@@ -139,6 +157,27 @@ fn print_hosts(plans: &[HostPlan], wet: bool, out: &Output) {
     }
 }
 
+/// When k3s restarts on running nodes: the order apply follows.
+fn print_order(plans: &[HostPlan], out: &Output) {
+    let restarts = |p: &HostPlan| p.changes.iter().any(|c| matches!(c, converge::Change::Restart { .. }));
+    let server = plans.iter().find(|p| p.role == converge::HostRole::Server && restarts(p));
+    let agents: Vec<&str> = plans.iter().filter(|p| p.role == converge::HostRole::Agent && restarts(p)).map(|p| p.node.as_str()).collect();
+    if server.is_none() && agents.is_empty() {
+        return;
+    }
+    println!("{}", out.bold("order"));
+    if let Some(s) = server {
+        println!("  1. {}: restart, then wait until the API answers /readyz and the node is Ready with the new version", s.node);
+    }
+    if !agents.is_empty() {
+        println!(
+            "  {}. agents, --max-unavailable at a time (default 10%, at least 1): cordon, drain, restart, Ready with the new version, uncordon: {}",
+            if server.is_some() { 2 } else { 1 },
+            agents.join(", ")
+        );
+    }
+}
+
 fn summary(plans: &[HostPlan], wet: bool, out: &Output) {
     let t = converge::totals(plans);
     out.info(&format!(
@@ -201,6 +240,9 @@ pub fn run_plan(global: &Global, a: &PlanArgs, out: &Output) -> i32 {
     if let Err(code) = super::image::build_for_push(&cluster, false, out) {
         return code;
     }
+    if let Err(code) = version_rules(global, &cluster, &profiles, &filter, a.accept_new, a.allow_downgrade, out) {
+        return code;
+    }
     let external = external_check(&cluster, pw.as_deref());
     let tarballs = match prepare_tarballs(&cluster, &BTreeMap::new(), out) {
         Ok(t) => t,
@@ -257,6 +299,7 @@ pub fn run_plan(global: &Global, a: &PlanArgs, out: &Output) -> i32 {
             }
         }
         print_hosts(&plans, false, out);
+        print_order(&plans, out);
         if !tarballs.is_empty() {
             println!("{}", out.bold("image tarballs (every node)"));
             print!("{}", indent(&crate::images::render_tarballs(&tarballs)));
@@ -327,6 +370,9 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
     if let Err(code) = super::image::build_for_push(&cluster, a.locked, out) {
         return code;
     }
+    if let Err(code) = version_rules(global, &cluster, &profiles, &filter, a.accept_new, a.allow_downgrade, out) {
+        return code;
+    }
     // An external registry must answer /v2/ as declared before anything is touched.
     if let (Some(r), Some(check)) = (&cluster.registry, external_check(&cluster, pw.as_deref())) {
         match check {
@@ -391,6 +437,17 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
     ctx.accept_new = a.accept_new;
     ctx.parallel = a.parallel;
     ctx.confirm = (!a.no_rollback).then_some(a.confirm_timeout);
+    if !a.no_drain {
+        ctx.drain = Some(converge::upgrade::Drain { timeout: a.drain_timeout, force: a.force_drain });
+    }
+    let agents = cluster.agents().filter(|n| filter.matches(n)).count();
+    match converge::upgrade::max_unavailable(&a.max_unavailable, agents) {
+        Ok(n) => ctx.slots = converge::upgrade::Slots::new(n),
+        Err(e) => {
+            out.error(&format!("--max-unavailable: {e}"));
+            return EXIT_INVALID;
+        }
+    }
     ctx.events = Some(tx);
     ctx.registry_password = pw.clone();
     ctx.tarballs = tarballs.iter().map(|(t, _)| t.clone()).collect();
@@ -491,6 +548,46 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
     }
     summary(&plans, true, out);
     code
+}
+
+/// The k3s version rules (no skipped minor, no downgrade, agents never ahead of the server),
+/// checked against what the boards run before anything is touched; asked only when cluster.kdl's
+/// release differs from the one cluster.lock recorded (one command per node then).
+fn version_rules(
+    global: &Global,
+    c: &Cluster,
+    profiles: &Profiles,
+    filter: &crate::spec::filter::NodeFilter,
+    accept_new: bool,
+    allow_downgrade: bool,
+    out: &Output,
+) -> Result<(), i32> {
+    let locked = crate::lock::Lock::read(&crate::lock::path_for(c)).ok().flatten().and_then(|l| l.k3s).map(|k| k.version);
+    if locked.as_deref() == Some(c.k3s.version.as_str()) {
+        return Ok(());
+    }
+    use crate::transport::Host;
+    let mut ctx = global.ctx(c, profiles, false);
+    ctx.accept_new = accept_new;
+    let cmd = converge::upgrade::running_command(crate::render::K3S_BIN);
+    let nodes: Vec<&crate::spec::Node> = c.nodes.iter().collect();
+    let running: Vec<converge::upgrade::Running> = crate::transport::pool(&nodes, 8, |n| {
+        let version = ctx
+            .connect(n)
+            .ok()
+            .and_then(|mut h| h.exec(&cmd, None, Some(Duration::from_secs(60))).ok())
+            .and_then(|o| converge::upgrade::parse_running(&o.stdout_str()));
+        converge::upgrade::Running { node: n.name.clone(), role: n.role, version, selected: filter.matches(n) }
+    });
+    let broken = converge::upgrade::check(&c.k3s.version, &running, allow_downgrade);
+    if broken.is_empty() {
+        return Ok(());
+    }
+    out.error(&format!("k3s {} cannot be installed as asked; nothing was touched:", c.k3s.version));
+    for b in broken {
+        eprintln!("  {b}");
+    }
+    Err(EXIT_INVALID)
 }
 
 /// `--locked`: the current generation of every selected host the lock knows (one command each).

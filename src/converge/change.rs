@@ -22,6 +22,8 @@ pub enum Change {
     /// A fresh agent whose old node object must go before it can rejoin
     /// (docs/k3s-behaviour.md §8 node password, re-joining).
     ForgetNode { node: String },
+    /// The node moves to another k3s release (orchestrated: docs/upgrades.md).
+    Upgrade { from: String, to: String },
 }
 
 impl Change {
@@ -38,6 +40,7 @@ impl Change {
             Change::Start { unit } => format!("+ start {unit}"),
             Change::Restart { unit, because } => format!("~ restart {unit} (changed: {})", because.join(", ")),
             Change::RemoveFile { path } => format!("- remove {path} (managed by rvcluster, no longer wanted)"),
+            Change::Upgrade { from, to } => format!("~ upgrade k3s {from} -> {to}"),
             Change::ForgetNode { node } => {
                 format!("- delete node {node} and its node-password secret on the server (re-flashed board rejoins)")
             }

@@ -21,12 +21,12 @@ pub struct Failure {
     pub logs: String,
 }
 
-/// Whether a Kubernetes node object (JSON) has condition Ready=True.
-pub fn node_ready(json: &str) -> Result<(), String> {
+/// Whether a Kubernetes node object (JSON) has condition Ready=True; its kubeletVersion.
+pub fn node_ready(json: &str) -> Result<String, String> {
     let v: serde_json::Value = serde_json::from_str(json).map_err(|_| "the API did not return the node".to_string())?;
     let conds = v["status"]["conditions"].as_array().cloned().unwrap_or_default();
     match conds.iter().find(|c| c["type"] == "Ready") {
-        Some(c) if c["status"] == "True" => Ok(()),
+        Some(c) if c["status"] == "True" => Ok(v["status"]["nodeInfo"]["kubeletVersion"].as_str().unwrap_or("").to_string()),
         Some(c) => Err(format!(
             "node is NotReady ({})",
             c["reason"].as_str().or(c["message"].as_str()).unwrap_or("no reason given")
@@ -59,11 +59,13 @@ pub struct Node<'a> {
     pub k3s: &'a str,
     /// The unit's main process before the restart (0: it was not running).
     pub old_pid: u64,
+    /// The k3s release the node must report as its kubeletVersion.
+    pub version: Option<&'a str>,
 }
 
 /// Wait for the node to come back from a (re)start.
 pub fn confirm(ctx: &Ctx, n: &Node, server: Option<&ServerLink>, timeout: Duration) -> Result<(), Failure> {
-    let Node { name, role, unit, k3s, old_pid } = *n;
+    let Node { name, role, unit, k3s, old_pid, version } = *n;
     let deadline = Instant::now() + timeout;
     let node = ctx.cluster.nodes.iter().find(|n| n.name == name).expect("the gate runs on nodes");
     let mut fresh = None;
@@ -77,7 +79,10 @@ pub fn confirm(ctx: &Ctx, n: &Node, server: Option<&ServerLink>, timeout: Durati
             }
         }
         if let Some(h) = fresh.as_mut() {
-            match check(h, role, unit, k3s, name, old_pid, server) {
+            match check(h, role, unit, k3s, name, old_pid, server).and_then(|v| match version {
+                Some(want) if !v.is_empty() && v != want => Err(format!("the node still reports {v}, not {want}")),
+                _ => Ok(()),
+            }) {
                 Ok(()) => good += 1,
                 Err(e) => {
                     good = 0;
@@ -98,7 +103,7 @@ pub fn confirm(ctx: &Ctx, n: &Node, server: Option<&ServerLink>, timeout: Durati
 
 /// One poll: what the board says of its unit and, from the server's API, the node (and for the
 /// server /readyz). One command on the server; two for an agent (its unit, then the server).
-fn check(h: &mut crate::transport::SshHost, role: Role, unit: &str, k3s: &str, name: &str, old_pid: u64, server: Option<&ServerLink>) -> Result<(), String> {
+fn check(h: &mut crate::transport::SshHost, role: Role, unit: &str, k3s: &str, name: &str, old_pid: u64, server: Option<&ServerLink>) -> Result<String, String> {
     let t = Some(Duration::from_secs(30));
     let show = format!("systemctl show -p ActiveState,MainPID {}", quote(unit));
     let ask = |k: &str| {
@@ -133,13 +138,13 @@ fn check(h: &mut crate::transport::SshHost, role: Role, unit: &str, k3s: &str, n
             let k = s.k3s().ok_or("the server is not known")?;
             format!("@@rv readyz\nok\n{}", s.run(&ask(&k)).map_err(|e| e.to_string())?.stdout_str().split_once("@@rv node").map(|(_, n)| format!("@@rv node{n}")).unwrap_or_default())
         }
-        (None, None) => return Ok(()),
+        (None, None) => return Ok(String::new()),
     };
     api_says(&api)
 }
 
-/// The API part of a poll: `/readyz` says ok and the node is Ready.
-pub fn api_says(text: &str) -> Result<(), String> {
+/// The API part of a poll: `/readyz` says ok and the node is Ready; its kubeletVersion.
+pub fn api_says(text: &str) -> Result<String, String> {
     let text = text.trim_start_matches("@@rv readyz").trim_start_matches('\n');
     let (ready, node) = text.split_once("@@rv node").unwrap_or((text, ""));
     if ready.trim() != "ok" {

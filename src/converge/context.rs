@@ -42,6 +42,10 @@ pub struct Ctx<'a> {
     pub confirm: Option<std::time::Duration>,
     /// Set by the first host that failed its health gate: no further host is changed.
     halt: std::sync::Mutex<Option<String>>,
+    /// Agents whose k3s restarts are cordoned and drained first (None: `--no-drain`).
+    pub drain: Option<super::upgrade::Drain>,
+    /// At most this many agents out of service at once (`--max-unavailable`).
+    pub slots: super::upgrade::Slots,
 }
 
 impl<'a> Ctx<'a> {
@@ -64,6 +68,8 @@ impl<'a> Ctx<'a> {
             rollback: Default::default(),
             confirm: None,
             halt: std::sync::Mutex::new(None),
+            drain: None,
+            slots: super::upgrade::Slots::new(1),
         }
     }
 

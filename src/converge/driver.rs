@@ -17,6 +17,8 @@ use super::session::{self, LockState};
 
 /// How long the lock+facts command may take to print its facts.
 const FACTS_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a drained agent has to come back when the health gate is off (--no-rollback).
+const DRAINED_WAIT: Duration = Duration::from_secs(300);
 /// How long the apply script may run (a server start waits up to 60 s for its token).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(900);
 
@@ -303,6 +305,30 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
         release(held);
         return Err(err("halted")(Cause::Halted { by }));
     }
+    // An agent whose k3s restarts leaves service first (at most --max-unavailable at once).
+    let restarts = planned.iter().any(|(_, c)| matches!(c, Change::Restart { unit, .. } if *unit == want.unit_file));
+    let mut slot = None;
+    let mut drained = None;
+    if let (Some(d), Some(s), Role::Agent, None) = (&ctx.drain, &server, job.role, job.rollback)
+        && restarts
+    {
+        ctx.event(name, EventKind::Step("waiting for a free upgrade slot".into()));
+        slot = Some(ctx.slots.take());
+        if let Some(by) = ctx.halted_by() {
+            release(held);
+            return Err(err("halted")(Cause::Halted { by }));
+        }
+        let k = s.k3s().ok_or_else(|| err("drain")(Cause::ServerFailed("the server".into())))?;
+        ctx.event(name, EventKind::Step("cordon and drain".into()));
+        let out = s.run(&super::upgrade::drain_command(&k, name, d)).map_err(|e| err("drain")(e.into()))?;
+        if !out.success() {
+            let _ = s.run(&super::upgrade::uncordon_command(&k, name));
+            release(held);
+            return Err(err("drain")(Cause::DrainFailed { node: name.to_string(), output: tail(&format!("{}\n{}", out.stdout_str(), out.stderr_str())) }));
+        }
+        timer.done("drain", "cordoned and drained".into());
+        drained = Some(k);
+    }
     ctx.event(name, EventKind::Step(format!("applying {} change(s)", outcome.changes.len())));
     for (i, node) in &acts.on_server {
         let (Some(s), Some(inf)) = (&server, &info) else { unreachable!("on_server only planned with a server") };
@@ -326,7 +352,9 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
     } else {
         outcome.values = run_script(ctx, host, name, held, &acts, &planned, &timer)?;
     }
-    if let Some(timeout) = ctx.confirm
+    // A drained agent is waited for even without the gate: it is uncordoned only once Ready.
+    let gate = ctx.confirm.or(drained.as_ref().map(|_| DRAINED_WAIT));
+    if let Some(timeout) = gate
         && job.rollback.is_none()
         && ctx.cluster.nodes.iter().any(|n| n.name == name)
         && planned.iter().any(|(_, c)| matches!(c, Change::Start { unit } | Change::Restart { unit, .. } if *unit == want.unit_file))
@@ -334,15 +362,31 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
         ctx.event(name, EventKind::Step("confirming the node came back (new SSH connection)".into()));
         let k3s = k3s_path(&st);
         let old_pid = mainpid(&outcome.values);
-        let node = super::confirm::Node { name, role: job.role, unit: &want.unit_file, k3s: &k3s, old_pid };
+        let node = super::confirm::Node { name, role: job.role, unit: &want.unit_file, k3s: &k3s, old_pid, version: st.k3s_version.as_deref() };
         if let Err(f) = super::confirm::confirm(ctx, &node, server.as_ref(), timeout) {
             timer.done("confirm", format!("failed: {}", f.reason));
             ctx.halt(name);
+            if ctx.confirm.is_none() {
+                // --no-rollback: the node stays as it is, cordoned.
+                return Err(err("confirm")(Cause::NotConfirmed { reason: f.reason, logs: f.logs, rolled_back: "not rolled back (--no-rollback); it stays cordoned".into() }));
+            }
             let before = crate::generation::current(&seen.facts);
-            return Err(go_back(ctx, host, job, &st, before, outcome.generation, f, server.as_ref(), timeout));
+            let (e, back) = go_back(ctx, host, job, &st, before, outcome.generation, f, server.as_ref(), timeout);
+            if let (true, Some(k), Some(s)) = (back, &drained, &server) {
+                let _ = s.run(&super::upgrade::uncordon_command(k, name));
+            }
+            return Err(e);
         }
         timer.done("confirm", "the node came back".into());
     }
+    if let (Some(k), Some(s)) = (&drained, &server) {
+        let out = s.run(&super::upgrade::uncordon_command(k, name)).map_err(|e| err("uncordon")(e.into()))?;
+        if !out.success() {
+            return Err(err("uncordon")(Cause::StepFailed { what: format!("kubectl uncordon {name}"), status: out.status, stderr: tail(&out.stderr_str()) }));
+        }
+        timer.done("uncordon", "back in service".into());
+    }
+    drop(slot);
     Ok(outcome)
 }
 
@@ -368,11 +412,11 @@ fn go_back(
     f: super::confirm::Failure,
     server: Option<&ServerLink>,
     timeout: Duration,
-) -> ConvergeError {
+) -> (ConvergeError, bool) {
     let name = job.name;
     let fail = |rolled_back: String| ConvergeError::new(name, "confirm", Cause::NotConfirmed { reason: f.reason.clone(), logs: f.logs.clone(), rolled_back });
     let (Some(prev), Some(made)) = (before, made) else {
-        return fail("no earlier generation to go back to (this was the host's first apply); fix cluster.kdl and apply again".into());
+        return (fail("no earlier generation to go back to (this was the host's first apply); fix cluster.kdl and apply again".into()), false);
     };
     ctx.event(name, EventKind::Step(format!("rolling back to generation {}", prev.number)));
     let crossed = crate::generation::crosses_minor(prev.k3s.as_deref(), st.k3s_version.as_deref());
@@ -386,18 +430,20 @@ fn go_back(
             let now = o.generation.map(|n| n.to_string()).unwrap_or_else(|| "?".into());
             let unit = format!("{}.service", st.service.unit);
             let k3s = k3s_path(&state);
-            let node = super::confirm::Node { name, role: job.role, unit: &unit, k3s: &k3s, old_pid: mainpid(&o.values) };
+            let node = super::confirm::Node { name, role: job.role, unit: &unit, k3s: &k3s, old_pid: mainpid(&o.values), version: state.k3s_version.as_deref() };
             let came_back = super::confirm::confirm(ctx, &node, server, timeout);
-            fail(format!(
+            let back = came_back.is_ok();
+            let e = fail(format!(
                 "rolled back to generation {} (recorded as generation {now}, active now); {}",
                 prev.number,
                 match came_back {
                     Ok(()) => "the node is Ready again".to_string(),
                     Err(e) => format!("but it is still not Ready: {}", e.reason),
                 }
-            ))
+            ));
+            (e, back)
         }
-        Err(e) => fail(format!("the rollback to generation {} failed too: {e}", prev.number)),
+        Err(e) => (fail(format!("the rollback to generation {} failed too: {e}", prev.number)), false),
     }
 }
 
@@ -445,6 +491,10 @@ fn stream_early(
     let err = |phase: &'static str| move |c: Cause| ConvergeError::new(job.name, phase, c);
     let st0 = early(facts).map_err(err("render"))?;
     let want0 = Desired::new(&st0, job.role);
+    // A running node is not touched before its plan: an upgrade must wait for its drain.
+    if facts.services.get(&want0.unit_file).is_some_and(|s| s.active == "active" || s.active == "activating") {
+        return Ok(Vec::new());
+    }
     let seen0 = Observed::new(q, facts.clone());
     let mut made: Vec<(&'static dyn Phase, Change)> = Vec::new();
     for f in st0.files.iter().filter(|f| matches!(f.content, crate::render::Content::Local { .. })) {
@@ -459,6 +509,10 @@ fn stream_early(
             upload(ctx, host, job.name, u).map_err(|e| err("files")(e.into()))?;
         }
         facts.files.insert(f.path.clone(), uploaded(f));
+        if f.path == q.k3s_binary {
+            // What the old binary said no longer holds.
+            facts.k3s_version = None;
+        }
         made.push((&super::files::Files, change));
     }
     Ok(made)

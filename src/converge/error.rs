@@ -87,6 +87,10 @@ pub enum Cause {
     #[diagnostic(code(rvcluster::converge::not_confirmed), help("`rvcluster generations` lists what each host has; fix cluster.kdl and apply again (--no-rollback keeps a failing change for debugging)"))]
     NotConfirmed { reason: String, logs: String, rolled_back: String },
 
+    #[error("drain of {node} failed, so k3s was not restarted on it (it is uncordoned again):\n{output}")]
+    #[diagnostic(code(rvcluster::converge::drain_failed), help("pods without a controller stop a drain: delete them, or --force-drain; --no-drain restarts without draining"))]
+    DrainFailed { node: String, output: String },
+
     #[error("not changed: {by} failed its health gate, so apply stopped before this host")]
     #[diagnostic(code(rvcluster::converge::halted))]
     Halted { by: String },

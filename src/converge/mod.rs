@@ -29,6 +29,7 @@ pub mod service;
 pub mod session;
 pub mod steps;
 pub mod symlinks;
+pub mod upgrade;
 pub mod version;
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -28,7 +28,11 @@ impl Phase for Version {
         if same && !got.split_whitespace().any(|w| w == v) {
             return Err(Cause::VersionMismatch { got: got.clone(), want: v.clone() });
         }
-        Ok(vec![])
+        // Another release on the board: say so (the binary itself is the files phase's).
+        match crate::generation::version_word(got) {
+            Some(from) if !same && from != *v => Ok(vec![Change::Upgrade { from, to: v.clone() }]),
+            _ => Ok(vec![]),
+        }
     }
     fn apply(&self, _: &Desired, _: &Observed, _: usize, _: &Change, _: &mut Actions) {}
 }
