@@ -17,7 +17,8 @@ use super::session::{self, LockState};
 
 /// How long the lock+facts command may take to print its facts.
 const FACTS_TIMEOUT: Duration = Duration::from_secs(300);
-/// How long a drained agent has to come back when the health gate is off (--no-rollback).
+/// How long a drained agent (or the server the agents drain after) has to come back when the
+/// health gate is off (--no-rollback).
 const DRAINED_WAIT: Duration = Duration::from_secs(300);
 /// How long the apply script may run (a server start waits up to 60 s for its token).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(900);
@@ -353,7 +354,9 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
         outcome.values = run_script(ctx, host, name, held, &acts, &planned, &timer)?;
     }
     // A drained agent is waited for even without the gate: it is uncordoned only once Ready.
-    let gate = ctx.confirm.or(drained.as_ref().map(|_| DRAINED_WAIT));
+    // So is the server when agents drain after it: its API must answer before they do.
+    let must_wait = drained.is_some() || (job.role == Role::Server && ctx.drain.is_some());
+    let gate = ctx.confirm.or(must_wait.then_some(DRAINED_WAIT));
     if let Some(timeout) = gate
         && job.rollback.is_none()
         && ctx.cluster.nodes.iter().any(|n| n.name == name)
@@ -368,7 +371,8 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
             ctx.halt(name);
             if ctx.confirm.is_none() {
                 // --no-rollback: the node stays as it is, cordoned.
-                return Err(err("confirm")(Cause::NotConfirmed { reason: f.reason, logs: f.logs, rolled_back: "not rolled back (--no-rollback); it stays cordoned".into() }));
+                let left = if drained.is_some() { "not rolled back (--no-rollback); it stays cordoned" } else { "not rolled back (--no-rollback)" };
+                return Err(err("confirm")(Cause::NotConfirmed { reason: f.reason, logs: f.logs, rolled_back: left.into() }));
             }
             let before = crate::generation::current(&seen.facts);
             let (e, back) = go_back(ctx, host, job, &st, before, outcome.generation, f, server.as_ref(), timeout);

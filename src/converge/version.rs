@@ -57,9 +57,10 @@ mod tests {
         assert!(matches!(Version.plan(&want, &seen, &[]), Err(Cause::VersionMismatch { .. })));
         seen.facts.k3s_version = Some(format!("k3s version {} (x)", st.k3s_version.clone().unwrap()));
         assert!(Version.plan(&want, &seen, &[]).unwrap().is_empty());
-        // Another binary on the board: it is about to be replaced, no complaint.
+        // Another binary on the board: it is about to be replaced; the plan says which release moves.
         let mut other = facts_with(&[(&bin.path, "ab")]);
         other.facts.k3s_version = Some("k3s version v1.30.0+k3s1".into());
-        assert!(Version.plan(&want, &other, &[]).unwrap().is_empty());
+        let up = Version.plan(&want, &other, &[]).unwrap();
+        assert_eq!(up, vec![Change::Upgrade { from: "v1.30.0+k3s1".into(), to: "v1.33.4+k3s1".into() }]);
     }
 }
