@@ -274,3 +274,48 @@ fn kill_9_and_a_dropped_connection_at_every_point_of_a_fresh_apply_converge_on_r
     assert!(failed.is_empty(), "{}/{k} converged; failed:\n{}", passed.len(), failed.join("\n\n"));
     assert_eq!(passed.len(), k);
 }
+
+/// An apply that changes a config key, killed (kill -9, and a dropped connection) after
+/// config.yaml is renamed into place and before `systemctl restart`: the board's script dies
+/// at its next line (its output has nowhere to go), so the restart never happens. The re-run
+/// sees config.yaml already right; it must still restart k3s, exactly once, so that the
+/// running k3s has read the new config.
+#[test]
+fn a_restart_lost_to_an_interrupted_apply_happens_on_the_rerun() {
+    let lab = Lab::builder().board("server1", Role::Server).ready_delay_ms(200).start().expect("lab starts");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let srv = lab.b("server1");
+    e2e::write_lab_cluster(&lab, d, "lost", "");
+    assert_eq!(e2e::rv(d, &["apply", "cluster.kdl", "--no-wait", "--skip-closure-check"]).status.code(), Some(0));
+    for (n, fault) in [Fault::Kill9, Fault::Drop].into_iter().enumerate() {
+        e2e::write_lab_cluster(&lab, d, "lost", &format!("        node-label \"zone=z{n}\"\n"));
+        faults::wait_until("k3s running", || srv.sh("systemctl is-active k3s || true").unwrap().trim() == "active", || true);
+        let starts = srv.service_starts("k3s").len();
+        faults::arm(srv, "mv", 1, "after", "*/etc/rancher/k3s/config.yaml*");
+        let mut child = spawn_apply(d, &format!("lost{n}"));
+        let pid = faults::wait_paused(srv, &mut child);
+        match fault {
+            Fault::Kill9 => child.kill().unwrap(),
+            Fault::Drop => {
+                faults::drop_connection(srv, pid);
+            }
+        }
+        let _ = child.wait();
+        faults::release(srv);
+        faults::wait_locks_free(lab.boards());
+        faults::wait_remote_commands_gone(srv);
+        faults::uninstall(srv);
+        let cfg = std::fs::read_to_string(srv.path("/etc/rancher/k3s/config.yaml")).unwrap();
+        assert!(cfg.contains(&format!("zone=z{n}")), "{fault:?}: config.yaml was written before the fault");
+        assert_eq!(srv.service_starts("k3s").len(), starts, "{fault:?}: the fault came before the restart");
+        let out = e2e::rv(d, &["apply", "cluster.kdl", "--no-wait", "--skip-closure-check"]);
+        assert_eq!(out.status.code(), Some(0));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("~ restart k3s.service"), "{fault:?}: the re-run restarts k3s:\n{text}");
+        faults::wait_until("the restart to land", || srv.service_starts("k3s").len() > starts, || true);
+        let out = e2e::rv(d, &["plan", "cluster.kdl", "--skip-closure-check", "--detailed-exitcode"]);
+        assert_eq!(out.status.code(), Some(0), "{fault:?}: converged");
+        assert_eq!(srv.service_starts("k3s").len(), starts + 1, "{fault:?}: restarted exactly once");
+    }
+}
