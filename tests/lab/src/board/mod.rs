@@ -535,6 +535,15 @@ impl Board {
         crate::systemd::parse_starts(&text)
     }
 
+    /// How many times `systemctl daemon-reload` ran on the board since boot (recorded by the
+    /// board's systemctl in /run/rvlab/systemd/daemon-reloads).
+    pub fn daemon_reloads(&self) -> usize {
+        std::fs::read_to_string(self.path("/run/rvlab/systemd/daemon-reloads"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
+
     /// The journal of `unit` as `journalctl -u unit` shows it.
     pub fn journal(&self, unit: &str) -> String {
         let unit = crate::systemd::unit_name(unit);
