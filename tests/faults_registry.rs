@@ -14,7 +14,6 @@ mod e2e;
 mod faults;
 
 use std::fs::File;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 use rvlab::{Lab, Role};

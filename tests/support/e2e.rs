@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::Output;
 
+#[allow(dead_code)]
 pub fn rv(dir: &Path, args: &[&str]) -> Output {
     let t0 = std::time::Instant::now();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rvcluster"))
