@@ -148,7 +148,15 @@ pub fn main() -> i32 {
     crate::output::log::init(cli.global.verbose, cli.global.log_format, out.color);
     if cli.global.ask_become_pass {
         eprint!("BECOME password: ");
-        match console::Term::stderr().read_secure_line() {
+        // Without a terminal (CI, a pipe) the password is the first line of stdin, as `sudo -S`
+        // takes it; console would return an empty line there.
+        let read = if console::Term::stderr().is_term() {
+            console::Term::stderr().read_secure_line()
+        } else {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).map(|_| line.trim_end_matches(['\n', '\r']).to_string())
+        };
+        match read {
             Ok(pw) => cli.global.become_password = Some(pw),
             Err(e) => {
                 out.error(&format!("cannot read the password: {e}"));

@@ -3,6 +3,9 @@
 //! and restart use --no-block (a Type=notify agent the server rejects never signals READY and
 //! TimeoutStartSec=0 would block for ever); readiness is the verify step's job (docs/k3s-behaviour.md §3.1-§3.3). A server started
 //! or restarted here prints its token once written, for the agents (docs/k3s-behaviour.md §7.1).
+//! Every (re)start records the sha256 of the files the unit reads (`started-with-<unit>.list`):
+//! files already right on disk but newer than the running service (an apply interrupted
+//! between writing them and the restart, tests/faults_interrupt.rs) still get their restart.
 
 use crate::render::SERVER_TOKEN;
 use crate::spec::Role;
@@ -10,6 +13,7 @@ use crate::transport::FactsQuery;
 use crate::transport::cmd::quote;
 
 use super::change::Change;
+use super::session::STATE_DIR;
 use super::error::Cause;
 use super::phase::{Actions, Desired, Observed, Phase};
 use super::removed::removal_restarts;
@@ -24,6 +28,10 @@ impl Phase for ServicePhase {
     fn probe(&self, want: &Desired, q: &mut FactsQuery) {
         if !q.services.contains(&want.unit_file) {
             q.services.push(want.unit_file.clone());
+        }
+        let rec = started_with_path(want);
+        if !q.reads.contains(&rec) {
+            q.reads.push(rec);
         }
     }
     fn plan(&self, want: &Desired, seen: &Observed, prior: &[Change]) -> Result<Vec<Change>, Cause> {
@@ -46,6 +54,18 @@ impl Phase for ServicePhase {
         let svc = seen.facts.services.get(&want.unit_file);
         let enabled = svc.is_some_and(|s| s.enabled == "enabled");
         let active = svc.is_some_and(|s| s.active == "active" || s.active == "activating");
+        // What the running service was last (re)started with, when an apply recorded it: a
+        // difference is a restart (and, for the unit, a daemon-reload) an interrupted apply lost.
+        if let Some(rec) = seen.facts.contents.get(&started_with_path(want)) {
+            let rec = String::from_utf8_lossy(rec);
+            for line in started_with_text(want).lines().filter(|l| !rec.lines().any(|r| r == *l)) {
+                let path = line.split_once(' ').map(|(_, p)| p).unwrap_or(line).to_string();
+                unit_changed |= path == st.service.unit_path;
+                if !because.contains(&path) {
+                    because.push(path);
+                }
+            }
+        }
         let mut out = Vec::new();
         if unit_changed {
             out.push(Change::DaemonReload);
@@ -74,10 +94,34 @@ impl Phase for ServicePhase {
             acts.script.bookkeeping(super::confirm::mainpid_fragment(&want.unit_file));
         }
         acts.script.change(i, text);
+        if matches!(change, Change::Start { .. } | Change::Restart { .. }) {
+            let (path, text) = (started_with_path(want), started_with_text(want));
+            let tmp = crate::transport::cmd::temp_path_for(&path, &format!("{}.{i}", std::process::id()));
+            let sha = crate::render::sha256_hex(text.as_bytes());
+            acts.script.bookkeeping(crate::transport::cmd::write_inline(&path, &tmp, &text, &sha, 0o600, None));
+        }
         if want.role == Role::Server && want.st.k3s_version.is_some() && matches!(change, Change::Start { .. } | Change::Restart { .. }) {
             acts.script.bookkeeping(wait_and_print("token", SERVER_TOKEN, 120));
         }
     }
+}
+
+/// The record of what the unit was last (re)started with.
+pub fn started_with_path(want: &Desired) -> String {
+    format!("{STATE_DIR}/started-with-{}.list", want.st.service.unit)
+}
+
+/// `SHA256 PATH` of the unit file and of every file that restarts the unit, sorted.
+pub fn started_with_text(want: &Desired) -> String {
+    let st = want.st;
+    let mut lines: Vec<String> = st
+        .files
+        .iter()
+        .filter(|f| f.restarts.as_deref() == Some(st.service.unit.as_str()) || f.path == st.service.unit_path)
+        .map(|f| format!("{} {}\n", f.sha256(), f.path))
+        .collect();
+    lines.sort();
+    lines.concat()
 }
 
 #[cfg(test)]
@@ -109,5 +153,22 @@ mod tests {
         // Not running: enable and start, never restart.
         let ch = ServicePhase.plan(&want, &seen("inactive", "disabled"), &[upd(crate::render::CONFIG)]).unwrap();
         assert!(matches!(ch.as_slice(), [Change::Enable { .. }, Change::Start { .. }]), "{ch:?}");
+    }
+
+    #[test]
+    fn a_restart_lost_by_an_interrupted_apply_is_planned_from_the_started_with_record() {
+        let st = state();
+        let want = Desired::new(&st, Role::Server);
+        let mut o = seen("active", "enabled");
+        // Recorded as started with exactly what is wanted: nothing to do.
+        o.facts.contents.insert(started_with_path(&want), started_with_text(&want).into_bytes());
+        assert!(ServicePhase.plan(&want, &o, &[]).unwrap().is_empty());
+        // Started with another config.yaml (the files are right on disk, no file change planned).
+        let other = started_with_text(&want).lines().map(|l| if l.ends_with(crate::render::CONFIG) { format!("{} {}\n", "0".repeat(64), crate::render::CONFIG) } else { format!("{l}\n") }).collect::<String>();
+        o.facts.contents.insert(started_with_path(&want), other.into_bytes());
+        let ch = ServicePhase.plan(&want, &o, &[]).unwrap();
+        assert_eq!(ch, vec![Change::Restart { unit: "k3s.service".into(), because: vec![crate::render::CONFIG.into()] }]);
+        // No record (a cluster from before the record existed): no restart.
+        assert!(ServicePhase.plan(&want, &seen("active", "enabled"), &[]).unwrap().is_empty());
     }
 }

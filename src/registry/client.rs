@@ -319,6 +319,10 @@ impl RegistryClient {
             return RegistryError::Unauthorized { url: self.base.clone(), what: what.to_string(), status, hint };
         }
         let mut body = resp.body_mut().with_config().limit(64 * 1024).read_to_string().unwrap_or_default();
+        // Distribution's filesystem driver reports a failed write with the raw errno: 28 is ENOSPC.
+        if body.contains("\"Err\":28") {
+            body = format!("the registry's storage is full (no space left on device); {body}");
+        }
         if body.len() > 400 {
             let mut cut = 400;
             while !body.is_char_boundary(cut) {

@@ -29,6 +29,10 @@ pub enum RegistryError {
     VerifyFailed { image: String, expected: String, actual: String },
     #[error("{image}: the source's linux/riscv64 manifest is {actual} but the lock file pins {expected}")]
     LockMismatch { image: String, expected: String, actual: String },
+    /// Any failure while one blob of an image goes up (registry down, disk full): which image
+    /// and which blob, then why.
+    #[error("{image}: blob {digest}: {source}")]
+    InBlob { image: String, digest: String, source: Box<RegistryError> },
     #[error("gave up on blob {digest} after {attempts} attempts: {last}")]
     RetriesExhausted { digest: String, attempts: u32, last: String },
 }

@@ -269,6 +269,13 @@ enum BlobDone {
 
 /// One blob of a plan: skip, mount (falling back to an upload) or upload.
 fn push_blob(client: &RegistryClient, item: &PushItem, bp: &BlobPlan, desc: &Descriptor, events: &dyn crate::event::PushSink) -> Result<BlobDone> {
+    push_blob_inner(client, item, bp, desc, events).map_err(|e| match e {
+        e @ RegistryError::BlobRejected { .. } => e,
+        e => RegistryError::InBlob { image: item.name.clone(), digest: desc.digest.clone(), source: Box::new(e) },
+    })
+}
+
+fn push_blob_inner(client: &RegistryClient, item: &PushItem, bp: &BlobPlan, desc: &Descriptor, events: &dyn crate::event::PushSink) -> Result<BlobDone> {
     let blob_event = |state: BlobState| {
         events.push_event(PushEvent::Blob { image: item.name.clone(), digest: desc.digest.clone(), size: desc.size, state });
     };

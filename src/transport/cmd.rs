@@ -93,6 +93,12 @@ pub fn temp_path_for(dest: &str, suffix: &str) -> String {
     format!("{dir}.{base}.rvcluster-tmp.{suffix}")
 }
 
+/// Removes temp files of `dest` other than `$t` that an earlier write left behind: a board
+/// rebooted or a script SIGKILLed mid-write runs no cleanup (tests/faults_reboot.rs).
+fn stale_temps(dest: &str) -> String {
+    format!("for o in {}*; do [ \"$o\" = \"$t\" ] || rm -f \"$o\"; done; ", quote(&temp_path_for(dest, "")))
+}
+
 fn parent_dir(dest: &str) -> Option<&str> {
     match dest.rfind('/') {
         Some(0) => None,
@@ -202,13 +208,14 @@ pub fn upload_stream_via(
         None => String::new(),
     };
     format!(
-        "{SHA_FN}umask 077; d={d}; t={t}; {check}trap 'rm -f \"$t\" \"$t.err\"' EXIT; {mkdir}\
+        "{SHA_FN}umask 077; d={d}; t={t}; {stale}{check}trap 'rm -f \"$t\" \"$t.err\"' EXIT; {mkdir}\
          h=$( {{ {source}tee \"$t\" || : > \"$t.err\"; }} | rv_sha ) || exit 1; [ ! -e \"$t.err\" ] || exit 1; \
          h=${{h%% *}}; if [ \"$h\" != {sha} ]; then echo \"{mark}$h\" >&2; exit {status}; fi; \
          {fix} && mv -f \"$t\" \"$d\" || exit 1; trap - EXIT",
         d = quote(dest),
         t = quote(tmp),
         check = present_check(sha256, mode, owner),
+        stale = stale_temps(dest),
         sha = quote(sha256),
         mark = SHA_MISMATCH_MARK,
         status = SHA_MISMATCH_STATUS,
@@ -227,11 +234,12 @@ pub fn write_inline(dest: &str, tmp: &str, content: &str, sha256: &str, mode: u3
         None => String::new(),
     };
     format!(
-        "d={d}; t={t}; {mkdir}(umask 077; printf '%s' {c} > \"$t\") && h=$(rv_sha < \"$t\") && \
+        "d={d}; t={t}; {stale}{mkdir}(umask 077; printf '%s' {c} > \"$t\") && h=$(rv_sha < \"$t\") && \
          [ \"${{h%% *}}\" = {sha} ] && {fix} && mv -f \"$t\" \"$d\" || {{ rm -f \"$t\"; false; }}",
         d = quote(dest),
         t = quote(tmp),
         c = quote(content),
+        stale = stale_temps(dest),
         sha = quote(sha256),
         fix = chmod_chown("t", mode, owner),
     )
@@ -385,6 +393,7 @@ mod tests {
             upload_stream("/opt/x", "/opt/.x.rvcluster-tmp.1", "abc", 0o755, None),
             SHA_FN.to_string()
                 + "umask 077; d=/opt/x; t=/opt/.x.rvcluster-tmp.1; \
+                   for o in /opt/.x.rvcluster-tmp.*; do [ \"$o\" = \"$t\" ] || rm -f \"$o\"; done; \
                    if [ -f \"$d\" ] && [ ! -L \"$d\" ]; then h=$(rv_sha < \"$d\") || exit 1; h=${h%% *}; \
                    if [ \"$h\" = abc ]; then chmod 0755 \"$d\" || exit 1; echo present; exit 0; fi; fi; \
                    trap 'rm -f \"$t\" \"$t.err\"' EXIT; \
@@ -432,6 +441,12 @@ mod tests {
         assert!(!out.status.success());
         assert_eq!(std::fs::read_to_string(dest).unwrap(), "");
         assert!(!std::path::Path::new(&tmp).exists());
+        // A temp file left by an earlier, killed write is removed by the next one.
+        let stale = temp_path_for(dest, "999.1");
+        std::fs::write(&stale, "half").unwrap();
+        let script = format!("{SHA_FN}\n{}", write_inline(dest, &tmp, "", &crate::render::sha256_hex(b""), 0o640, None));
+        assert!(std::process::Command::new("sh").arg("-c").arg(&script).status().unwrap().success());
+        assert!(!std::path::Path::new(&stale).exists(), "stale temp removed");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::Output;
 
+#[allow(dead_code)]
 pub fn rv(dir: &Path, args: &[&str]) -> Output {
     let t0 = std::time::Instant::now();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rvcluster"))
@@ -33,6 +34,13 @@ pub fn sha256(p: &Path) -> String {
 /// k3s `config` block; the boards' host keys in the known_hosts beside it.
 #[allow(dead_code)]
 pub fn write_lab_cluster(lab: &rvlab::Lab, dir: &Path, name: &str, extra_config: &str) {
+    write_lab_cluster_with(lab, dir, name, extra_config, "");
+}
+
+/// [`write_lab_cluster`] with `extra` KDL appended (a `registry` block, `image` entries); the
+/// lab's registry host (Role::Registry) is never a node, only in known_hosts.
+#[allow(dead_code)]
+pub fn write_lab_cluster_with(lab: &rvlab::Lab, dir: &Path, name: &str, extra_config: &str, extra: &str) {
     let k3s = rvlab::k3s_sim_binary().expect("the simulated k3s binary");
     let mut kdl = format!(
         "cluster \"{name}\"\nk3s version=\"v1.33.4+k3s1\" {{\n    binary \"{}\" sha256=\"{}\"\n    disable \"traefik\" \"metrics-server\"\n    config {{\n        write-kubeconfig-mode \"0600\"\n{extra_config}    }}\n}}\n",
@@ -41,6 +49,11 @@ pub fn write_lab_cluster(lab: &rvlab::Lab, dir: &Path, name: &str, extra_config:
     );
     let mut known = String::new();
     for b in lab.boards() {
+        known.push_str(&b.known_hosts_line());
+        known.push('\n');
+        if b.role() == rvlab::Role::Registry {
+            continue;
+        }
         let role = if b.role() == rvlab::Role::Server { "server" } else { "agent" };
         kdl.push_str(&format!(
             "node \"{}\" address=\"{}\" role=\"{role}\" {{\n    ssh user=\"root\" identity=\"{}\"\n}}\n",
@@ -48,9 +61,24 @@ pub fn write_lab_cluster(lab: &rvlab::Lab, dir: &Path, name: &str, extra_config:
             b.address(),
             lab.client_key().display()
         ));
-        known.push_str(&b.known_hosts_line());
-        known.push('\n');
     }
+    kdl.push_str(extra);
     std::fs::write(dir.join("cluster.kdl"), kdl).unwrap();
     std::fs::write(dir.join("known_hosts"), known).unwrap();
+}
+
+/// A managed registry block for the lab's registry host: the pinned Debian docker-registry,
+/// port 5000, a docker.io mirror, and `inner` lines (auth, tls, storage) inside.
+#[allow(dead_code)]
+pub fn lab_registry_block(lab: &rvlab::Lab, inner: &str) -> String {
+    let mac = lab.registry_host().expect("the lab has a registry host");
+    let reg = Path::new("/usr/bin/docker-registry");
+    format!(
+        "registry \"{}\" address=\"{}\" port=5000 {{\n    ssh user=\"root\" identity=\"{}\"\n    binary \"{}\" sha256=\"{}\"\n{inner}    mirror \"docker.io\"\n}}\n",
+        mac.name(),
+        mac.address(),
+        lab.client_key().display(),
+        reg.display(),
+        sha256(reg)
+    )
 }

@@ -667,7 +667,11 @@ systemctl_main() {
     local rc=0 u r
     RELOAD=0
     case $verb in
-    daemon-reload) daemon_reload ;;
+    daemon-reload)
+        # Every explicit daemon-reload is recorded (board.daemon_reloads()).
+        date +%s.%N >>"$ST/daemon-reloads"
+        daemon_reload
+        ;;
     daemon-reexec | reset-failed)
         for u in "${units[@]}"; do [ "$(unit_state "$u")" = failed ] && set_status "$u" inactive; done
         ;;

@@ -101,6 +101,8 @@ pub(crate) struct BoardSetup {
     pub lab_files: Vec<(String, String)>,
     /// A non-root login user with passwordless `sudo -n`, if any.
     pub sudo_user: Option<String>,
+    /// With it, the user's password hash (crypt SHA-512): sudo asks for the password.
+    pub sudo_password_hash: Option<String>,
 }
 
 /// A running emulated board.
@@ -226,10 +228,28 @@ fn extend_etc_file(d: &Path, name: &str, extra: &str, mode: Option<u32>) -> Resu
     Ok(())
 }
 
-fn add_sudo_user(d: &Path, user: &str, pubkey: &str) -> Result<()> {
+/// crypt(3) SHA-512 hash of `password` (`openssl passwd -6`), for /etc/shadow.
+pub fn password_hash(password: &str) -> Result<String> {
+    use std::io::Write;
+    let mut c = Command::new("openssl")
+        .args(["passwd", "-6", "-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .ctx(|| "running openssl passwd".into())?;
+    c.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).ctx(|| "openssl passwd stdin".into())?;
+    let out = c.wait_with_output().ctx(|| "openssl passwd".into())?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn add_sudo_user(d: &Path, user: &str, pubkey: &str, hash: Option<&str>) -> Result<()> {
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let uid = free_uid(&passwd);
-    let [p, g, sh, su] = user_lines(user, uid);
+    let [p, g, mut sh, mut su] = user_lines(user, uid);
+    if let Some(h) = hash {
+        sh = format!("{user}:{h}:19000:0:99999:7:::\n");
+        su = format!("{user} ALL=(ALL) ALL\n");
+    }
     extend_etc_file(d, "passwd", &p, None)?;
     extend_etc_file(d, "group", &g, None)?;
     extend_etc_file(d, "shadow", &sh, None)?;
@@ -393,7 +413,7 @@ impl Board {
                 .ctx(|| format!("enabling {u}"))?;
         }
         if let Some(u) = &s.sudo_user {
-            add_sudo_user(d, u, &s.client_pubkey)?;
+            add_sudo_user(d, u, &s.client_pubkey, s.sudo_password_hash.as_deref())?;
         }
         self.generation += 1;
         Ok(())
@@ -594,6 +614,15 @@ done < /proc/self/mounts"#;
         let text = std::fs::read_to_string(self.path(&format!("/run/rvlab/systemd/starts/{unit}")))
             .unwrap_or_default();
         crate::systemd::parse_starts(&text)
+    }
+
+    /// How many times `systemctl daemon-reload` ran on the board since boot (recorded by the
+    /// board's systemctl in /run/rvlab/systemd/daemon-reloads).
+    pub fn daemon_reloads(&self) -> usize {
+        std::fs::read_to_string(self.path("/run/rvlab/systemd/daemon-reloads"))
+            .unwrap_or_default()
+            .lines()
+            .count()
     }
 
     /// The journal of `unit` as `journalctl -u unit` shows it.

@@ -109,6 +109,7 @@ pub struct LabBuilder {
     keep: bool,
     seed: bool,
     sudo_user: Option<String>,
+    sudo_password: Option<String>,
 }
 
 impl Default for LabBuilder {
@@ -125,6 +126,7 @@ impl Default for LabBuilder {
             keep: std::env::var_os("RVLAB_KEEP").is_some(),
             seed: false,
             sudo_user: None,
+            sudo_password: None,
         }
     }
 }
@@ -166,6 +168,12 @@ impl LabBuilder {
     /// Also create login user `name` on every board, with the lab key and passwordless `sudo -n`.
     pub fn sudo_user(mut self, name: impl Into<String>) -> Self {
         self.sudo_user = Some(name.into());
+        self
+    }
+    /// The sudo user's password: `sudo` then asks for it (no NOPASSWD rule), as on a board whose
+    /// admin account needs `--ask-become-pass`. Needs `sudo_user`.
+    pub fn sudo_password(mut self, password: impl Into<String>) -> Self {
+        self.sudo_password = Some(password.into());
         self
     }
     /// Adds one board that looks like `flavour` instead of the lab's default (mixed clusters).
@@ -287,6 +295,10 @@ impl LabBuilder {
             }
             lab.upstream = Some(up);
         }
+        let sudo_hash = match &self.sudo_password {
+            None => None,
+            Some(pw) => Some(crate::board::password_hash(pw)?),
+        };
         let mut setups = Vec::new();
         for (i, (name, role)) in self.boards.iter().enumerate() {
             let addr = lab.block.addr(FIRST_BOARD_HOST + i as u8);
@@ -316,6 +328,7 @@ impl LabBuilder {
                 client_pubkey: client_pubkey.clone(),
                 lab_files,
                 sudo_user: self.sudo_user.clone(),
+                sudo_password_hash: sudo_hash.clone(),
             };
             setups.push(setup);
         }
