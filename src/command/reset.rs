@@ -207,7 +207,8 @@ fn forget_in_lock(c: &Cluster, hosts: &[String], out: &Output) {
     }
 }
 
-/// On the server: drain (when `drain` is given), then delete each node and its node-password secret.
+/// On the server: drain each node (when `drain` is given and the server knows it), or delete each
+/// node and its node-password secret (when `drain` is None).
 fn forget_on_server(ctx: &Ctx, server: &Node, nodes: &[&str], drain: Option<&Drain>) -> Result<(), String> {
     let mut host = ctx.connect(server).map_err(|e| e.to_string())?;
     let k3s = crate::converge::k3s_on(ctx, server, &mut host).map_err(|e| e.to_string())?;
@@ -218,6 +219,7 @@ fn forget_on_server(ctx: &Ctx, server: &Node, nodes: &[&str], drain: Option<&Dra
                 host.exec_ok(&format!("draining {n}"), &uninstall::drain_command(&k3s, n, d), None, Some(d.timeout + Duration::from_secs(60)))
                     .map_err(|e| e.to_string())?;
             }
+            continue;
         }
         host.exec_ok(&format!("deleting node {n}"), &crate::converge::forget::delete_command(&k3s, n), None, Some(Duration::from_secs(120)))
             .map_err(|e| e.to_string())?;
@@ -329,15 +331,24 @@ pub fn prune(ctx: &Ctx, removed: &[Removed], drain: &Drain, out: &Output) -> boo
                 if job.is_some() { "the board cannot be reached" } else { "cluster.lock does not say how to reach its board (written by an older rvcluster)" }
             ));
         }
+        // Drain, uninstall the board (its kubelet would register the node again), then delete
+        // the node and its node-password secret.
         let mut p = Pruned { node: r.node.clone(), board: None, error: None };
-        if let Err(e) = forget_on_server(ctx, server, &[r.node.as_str()], reachable.then_some(drain)) {
-            p.error = Some(e);
-        } else if let (true, Some(j)) = (reachable, &job) {
-            let b = reset_host(ctx, j);
-            if let Some(e) = &b.error {
-                p.error = Some(format!("uninstalling k3s from the board: {e}"));
+        if let (true, Some(j)) = (reachable, &job) {
+            if let Err(e) = forget_on_server(ctx, server, &[r.node.as_str()], Some(drain)) {
+                p.error = Some(e);
+            } else {
+                let b = reset_host(ctx, j);
+                if let Some(e) = &b.error {
+                    p.error = Some(format!("uninstalling k3s from the board: {e}"));
+                }
+                p.board = Some(b);
             }
-            p.board = Some(b);
+        }
+        if p.error.is_none()
+            && let Err(e) = forget_on_server(ctx, server, &[r.node.as_str()], None)
+        {
+            p.error = Some(e);
         }
         match &p.error {
             Some(e) => {

@@ -203,20 +203,41 @@ impl Spec {
         }
         // rvcluster's own state last (the store held generation 0's files); a registry's data
         // inside it stays unless purged.
+        s.push_str(&self.state_part());
+        s.push_str("if [ \"$rv_failed\" -ne 0 ]; then echo '@@rv end-reset failed'; exit 1; fi\necho '@@rv end-reset ok'\n");
+        s
+    }
+
+    /// For a host where neither k3s (or the registry) nor a generation is found: only the board
+    /// lock's own directory, made by this very command, goes (a second reset touches nothing else,
+    /// not the user's files generation 0 gave back).
+    pub fn idle_script(&self) -> String {
+        format!("export LC_ALL=C\nset -u\n{HELPERS}{}echo '@@rv end-reset ok'\n", self.state_part())
+    }
+
+    /// Remove /var/lib/rvcluster (a registry's data inside it stays unless purged).
+    fn state_part(&self) -> String {
         let keep = match &self.kind {
             Kind::Registry { storage, purge: false } => storage.strip_prefix(&format!("{}/", session::STATE_DIR)).map(|r| r.split('/').next().unwrap_or(r).to_string()),
             _ => None,
         };
         match keep {
-            Some(top) => s.push_str(&format!(
+            Some(top) => format!(
                 "for e in {dir}/* {dir}/.[!.]* {dir}/..?*; do [ -e \"$e\" ] || [ -L \"$e\" ] || continue; [ \"$e\" = {dir}/{top} ] && continue; rv_rm \"$e\"; done\n",
                 dir = quote(session::STATE_DIR),
                 top = quote(&top),
-            )),
-            None => s.push_str(&format!("rv_rm {}\n", quote(session::STATE_DIR))),
+            ),
+            None => format!("rv_rm {}\n", quote(session::STATE_DIR)),
         }
-        s.push_str("if [ \"$rv_failed\" -ne 0 ]; then echo '@@rv end-reset failed'; exit 1; fi\necho '@@rv end-reset ok'\n");
-        s
+    }
+
+    /// Whether anything of k3s (or the registry) or of rvcluster is on the host, from the facts.
+    fn installed(&self, facts: &Facts, gen0: Option<&Manifest>, current: Option<&Manifest>) -> bool {
+        let present = |p: &str| matches!(facts.files.get(p), Some(FileFact::Present { .. }));
+        gen0.is_some()
+            || current.is_some()
+            || self.removes().iter().filter(|p| *p != session::STATE_DIR && !NODE_DIRS.contains(&p.as_str()) && !p.starts_with("/etc/rancher")).any(|p| present(p))
+            || present(DATA_DIR)
     }
 
     /// killall + uninstall for k3s: processes, mounts, network, files.
@@ -296,6 +317,7 @@ rv_rm_quiet() {
 }
 rv_rm() {
   [ -e "$1" ] || [ -L "$1" ] || return 0
+  if [ ! -L "$1" ] && rv_is_mnt "$1" && [ -z "$(ls -A "$1" 2>/dev/null)" ]; then return 0; fi
   rv_rm_quiet "$1"
   if [ ! -e "$1" ] && [ ! -L "$1" ]; then rv_did removed "$1"
   elif [ ! -L "$1" ] && rv_is_mnt "$1" && [ -z "$(ls -A "$1" 2>/dev/null)" ]; then rv_did removed "$1"
@@ -382,7 +404,7 @@ pub fn run(host: &mut dyn Host, spec: &Spec, owner: &str, refine: &dyn Fn(&Facts
         .filter(|p| matches!(facts.files.get(p), Some(FileFact::Present { .. })))
         .collect();
     let current: Option<Manifest> = generation::current(&facts);
-    let script = spec.script(gen0.as_ref(), current.as_ref());
+    let script = if spec.installed(&facts, gen0.as_ref(), current.as_ref()) { spec.script(gen0.as_ref(), current.as_ref()) } else { spec.idle_script() };
     let out = held.finish(&session::script_input(&script), Some(SCRIPT_TIMEOUT)).map_err(|e| e.to_string())?;
     host.check_sudo(&out).map_err(|e| e.to_string())?;
     let stdout = out.stdout_str();
