@@ -18,5 +18,6 @@ pub mod profile;
 pub mod registry;
 pub mod render;
 pub mod spec;
+pub mod uninstall;
 pub mod transport;
 pub mod verify;

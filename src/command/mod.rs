@@ -16,6 +16,7 @@ pub mod duration;
 pub mod generations;
 pub mod image;
 pub mod plan;
+pub mod reset;
 pub mod status;
 pub mod kubeconfig;
 pub mod trust;
@@ -103,6 +104,9 @@ pub enum Command {
     Rollback(generations::RollbackArgs),
     /// Delete generations beyond `generations keep=` (and store entries none of them needs).
     Gc(generations::GcArgs),
+    /// Uninstall k3s (and the managed registry) from the selected hosts, agents first; the files
+    /// they had before rvcluster come back.
+    Reset(reset::ResetArgs),
     /// Build the images cluster.kdl declares with a `build` block (reproducible OCI archives).
     Image(image::ImageArgs),
     /// Print shell completions.
@@ -180,6 +184,7 @@ fn run(cli: Cli, out: &Output) -> i32 {
         Command::Diff(a) => generations::run_diff(&cli.global, &a, out),
         Command::Rollback(a) => generations::run_rollback(&cli.global, &a, out),
         Command::Gc(a) => generations::run_gc(&cli.global, &a, out),
+        Command::Reset(a) => reset::run(&cli.global, &a, out),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "rvcluster", &mut std::io::stdout());
             EXIT_OK

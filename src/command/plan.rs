@@ -86,6 +86,10 @@ pub struct ApplyArgs {
     /// Allow going back to an older k3s patch release of the same minor version.
     #[arg(long)]
     pub allow_downgrade: bool,
+    /// Remove the nodes cluster.lock knows and cluster.kdl no longer lists: drain, delete the node
+    /// and its node-password secret, uninstall k3s from the board.
+    #[arg(long)]
+    pub prune: bool,
 }
 
 #[derive(Serialize)]
@@ -100,6 +104,8 @@ struct Report<'a> {
     registry_check: Option<serde_json::Value>,
     /// Air-gap image tarballs every node gets.
     tarballs: Vec<&'a crate::render::airgap::Tarball>,
+    /// Nodes cluster.lock knows and cluster.kdl no longer lists (`apply --prune` removes them).
+    remove: Vec<super::reset::Removed>,
 }
 
 /// An external registry's `/v2/` check (None for a managed registry or none); no SSH, ever.
@@ -288,6 +294,7 @@ pub fn run_plan(global: &Global, a: &PlanArgs, out: &Output) -> i32 {
             registry_mode: cluster.registry_mode().as_str(),
             registry_check: check_json(&external),
             tarballs: tarballs.iter().map(|(t, _)| t).collect(),
+            remove: super::reset::removed_nodes(&cluster),
         };
         println!("{}", serde_json::to_string_pretty(&r).expect("report serializes"));
     } else {
@@ -300,6 +307,7 @@ pub fn run_plan(global: &Global, a: &PlanArgs, out: &Output) -> i32 {
         }
         print_hosts(&plans, false, out);
         print_order(&plans, out);
+        super::reset::show_removed(&super::reset::removed_nodes(&cluster), None, out);
         if !tarballs.is_empty() {
             println!("{}", out.bold("image tarballs (every node)"));
             print!("{}", indent(&crate::images::render_tarballs(&tarballs)));
@@ -515,7 +523,7 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
     now.hosts = crate::lock::Lock::read(&lock_path).ok().flatten().map(|l| l.hosts).unwrap_or_default();
     for p in &plans {
         if let Some(g) = &p.generation {
-            now.hosts.insert(p.node.clone(), crate::lock::LockedHost { generation: g.number, manifest: g.manifest.clone() });
+            now.hosts.insert(p.node.clone(), super::reset::locked_host(&cluster, &p.node, g.number, &g.manifest));
         }
     }
     match now.write(&lock_path) {
@@ -525,6 +533,10 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
     }
     let mut health = None;
     let mut code = EXIT_OK;
+    // Nodes cluster.kdl no longer lists (issue 13 item 3): removed only with --prune.
+    if !super::reset::after_apply(global, &cluster, &profiles, &filter, a, out) {
+        code = EXIT_FAILED;
+    }
     if !a.no_wait {
         match wait_ready(global, &cluster, &profiles, pw.as_deref(), a.accept_new, a.timeout, out) {
             Ok(h) => health = Some(h),
@@ -543,6 +555,7 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
             registry_mode: cluster.registry_mode().as_str(),
             registry_check: None,
             tarballs: tarballs.iter().map(|(t, _)| t).collect(),
+            remove: super::reset::removed_nodes(&cluster),
         };
         println!("{}", serde_json::to_string_pretty(&r).expect("report serializes"));
     }

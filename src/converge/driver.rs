@@ -137,7 +137,7 @@ pub fn query(job: &Job, wet: bool) -> FactsQuery {
 
 /// Apply, when anything changes: generation 0 first on a host that has none (what it had, kept
 /// before any change), the new generation after every change (docs/generations.md). Returns its number.
-fn record_generation(ctx: &Ctx, job: &Job, want: &Desired, seen: &Observed, acts: &mut Actions) -> (u64, String) {
+fn record_generation(ctx: &Ctx, job: &Job, want: &Desired, seen: &Observed, found_files: &Facts, acts: &mut Actions) -> (u64, String) {
     use crate::generation as g;
     let reason = match job.rollback {
         Some(r) => format!("rollback to {}", r.to.number),
@@ -146,7 +146,10 @@ fn record_generation(ctx: &Ctx, job: &Job, want: &Desired, seen: &Observed, acts
     let meta = g::Meta::now(&ctx.owner, &reason, ctx.source.clone());
     let current = g::current(&seen.facts);
     if current.is_none() {
-        acts.script.bookkeeping_first(g::found_fragment(&g::found(want.st, &seen.facts, &meta)));
+        // (reset13) generation 0 is what the board had before the binaries streamed early.
+        let mut before = seen.facts.clone();
+        before.files = found_files.files.clone();
+        acts.script.bookkeeping_first(g::found_fragment(&g::found(want.st, &before, &meta)));
     }
     let n = current.map(|m| m.number + 1).unwrap_or(1);
     let mut m = g::next(want.st, n, &meta);
@@ -243,6 +246,7 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
     let (held, lock, mut facts) = open(ctx, host, name, &q)?;
     timer.done("lock+facts", format!("{} paths, {} probes, {} reads", q.paths.len(), q.probes.len(), q.reads.len() + q.reads_unless.len()));
     // Every early return below drops `held`: the channel closes, the lock goes with it.
+    let found_facts = Facts { files: facts.files.clone(), ..Facts::default() }; // (reset13) before the early uploads
     let made = match job.early {
         Some(early) if ctx.wet => stream_early(ctx, host, job, &q, early, &mut facts)?,
         _ => Vec::new(),
@@ -282,7 +286,7 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
     let mut generation = crate::generation::current(&seen.facts).map(|m| m.number);
     let mut manifest_sha = seen.facts.contents.get(crate::generation::CURRENT).map(|b| crate::render::sha256_hex(b));
     if ctx.wet && !planned.is_empty() {
-        let (n, sha) = record_generation(ctx, job, &want, &seen, &mut acts);
+        let (n, sha) = record_generation(ctx, job, &want, &seen, &found_facts, &mut acts);
         (generation, manifest_sha) = (Some(n), Some(sha));
     }
     for p in phase::all() {

@@ -24,6 +24,13 @@ pub struct LockedHost {
     pub generation: u64,
     /// sha256 of the generation's manifest (the board's /var/lib/rvcluster/generations/current.json).
     pub manifest: String,
+    /// How to reach the host once cluster.kdl no longer lists it (`apply --prune`): its address,
+    /// ssh user and port as apply last used them, and its role. Older locks lack them.
+    pub address: Option<String>,
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    /// `server`, `agent` or `registry`.
+    pub role: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +91,20 @@ impl Lock {
             }
         }
         for (name, h) in &self.hosts {
-            s.push_str(&format!("host {} generation={} manifest={}\n", q(name), h.generation, q(&h.manifest)));
+            s.push_str(&format!("host {} generation={} manifest={}", q(name), h.generation, q(&h.manifest)));
+            if let Some(r) = &h.role {
+                s.push_str(&format!(" role={}", q(r)));
+            }
+            if let Some(a) = &h.address {
+                s.push_str(&format!(" address={}", q(a)));
+            }
+            if let Some(u) = &h.user {
+                s.push_str(&format!(" user={}", q(u)));
+            }
+            if let Some(p) = h.port {
+                s.push_str(&format!(" port={p}"));
+            }
+            s.push('\n');
         }
         s
     }
@@ -119,7 +139,21 @@ impl Lock {
                     let name = arg.ok_or("host entry without a name")?;
                     let generation = n.get("generation").and_then(|v| v.as_integer()).ok_or("host entry without generation=")?;
                     let manifest = prop(n, "manifest").ok_or("host entry without manifest=")?;
-                    lock.hosts.insert(name, LockedHost { generation: u64::try_from(generation).map_err(|_| "negative generation")?, manifest });
+                    let port = match n.get("port").and_then(|v| v.as_integer()) {
+                        Some(p) => Some(u16::try_from(p).map_err(|_| "host entry with a port outside 1-65535")?),
+                        None => None,
+                    };
+                    lock.hosts.insert(
+                        name,
+                        LockedHost {
+                            generation: u64::try_from(generation).map_err(|_| "negative generation")?,
+                            manifest,
+                            address: prop(n, "address"),
+                            user: prop(n, "user"),
+                            port,
+                            role: prop(n, "role"),
+                        },
+                    );
                 }
                 other => return Err(format!("unknown entry `{other}`")),
             }
@@ -209,7 +243,11 @@ mod tests {
             images: BTreeMap::new(),
             hosts: BTreeMap::new(),
         };
-        l.hosts.insert("server1".into(), LockedHost { generation: 3, manifest: "d".repeat(64) });
+        l.hosts.insert(
+            "server1".into(),
+            LockedHost { generation: 3, manifest: "d".repeat(64), address: Some("10.0.0.1".into()), user: Some("root".into()), port: Some(2222), role: Some("server".into()) },
+        );
+        l.hosts.insert("old".into(), LockedHost { generation: 1, manifest: "e".repeat(64), address: None, user: None, port: None, role: None });
         l.images.insert(
             "docker.io/riscv64/redis:1.1".into(),
             LockedImage {
@@ -229,6 +267,15 @@ mod tests {
         assert_eq!(Lock::parse(&text).unwrap(), l);
         assert_eq!(Lock::parse(&text).unwrap().to_kdl(), text);
         assert!(text.contains("image \"docker.io/riscv64/redis:1.1\" manifest=\"sha256:bbbb"));
+    }
+
+    #[test]
+    fn hosts_record_how_to_reach_them_and_old_locks_still_parse() {
+        let text = sample().to_kdl();
+        assert!(text.contains("host \"server1\" generation=3 manifest=\"dddd") && text.contains(" role=\"server\" address=\"10.0.0.1\" user=\"root\" port=2222\n"), "{text}");
+        let old = format!("host \"server1\" generation=3 manifest=\"{}\"\n", "d".repeat(64));
+        let h = &Lock::parse(&old).unwrap().hosts["server1"];
+        assert_eq!((h.generation, h.address.as_deref(), h.port), (3, None, None));
     }
 
     #[test]
