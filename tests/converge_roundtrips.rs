@@ -4,8 +4,10 @@
 //! command); an apply that changes one config key costs at most 3 (here: the same one command,
 //! the script travelling on its stdin). Deterministic counts, no timing. The health gate
 //! (a restarted node must come back, polled over a NEW connection until it does) is left out
-//! with --no-rollback: its polls depend on how fast k3s starts; each costs one command on the
-//! server, two for an agent (src/converge/confirm.rs).
+//! with --no-rollback, and so are the upgrade order's drains and waits (--no-drain): their polls
+//! depend on how fast k3s starts; each poll costs one command on the server, two for an agent
+//! (src/converge/confirm.rs). A first apply also asks each node which k3s it runs (the version
+//! rules, docs/upgrades.md §2), as there is no cluster.lock yet.
 
 use std::path::Path;
 use std::process::Output;
@@ -49,16 +51,16 @@ fn noop_plan_and_apply_are_one_remote_command_per_host_and_a_changed_key_at_most
         .expect("lab starts (needs root, sshd)");
     let dir = tempfile::tempdir().unwrap();
     write_cluster(&lab, dir.path(), "");
-    let (out, first) = counted(&lab, dir.path(), &["apply", "cluster.kdl", "--no-wait", "--skip-closure-check", "--no-rollback"]);
+    let (out, first) = counted(&lab, dir.path(), &["apply", "cluster.kdl", "--no-wait", "--skip-closure-check", "--no-rollback", "--no-drain"]);
     assert_eq!(out.status.code(), Some(0));
-    // A first apply: lock+facts (the script rides on it) and the k3s binary upload.
+    // A first apply: the version question, lock+facts (the script rides on it), the k3s upload.
     assert_each(&first, "first apply", |n| n <= 3);
 
     let (out, plan) = counted(&lab, dir.path(), &["plan", "cluster.kdl", "--skip-closure-check", "--detailed-exitcode"]);
     assert_eq!(out.status.code(), Some(0), "no changes pending");
     assert_each(&plan, "no-op plan", |n| n == 1);
 
-    let (out, apply) = counted(&lab, dir.path(), &["apply", "cluster.kdl", "--no-wait", "--skip-closure-check", "--no-rollback"]);
+    let (out, apply) = counted(&lab, dir.path(), &["apply", "cluster.kdl", "--no-wait", "--skip-closure-check", "--no-rollback", "--no-drain"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).matches("no changes").count() == 3, "a no-op");
     assert_each(&apply, "no-op apply", |n| n == 1);
@@ -66,7 +68,7 @@ fn noop_plan_and_apply_are_one_remote_command_per_host_and_a_changed_key_at_most
     // One config key changed (cluster-wide, so every node's config.yaml): at most 3 per host.
     write_cluster(&lab, dir.path(), "        node-label \"zone=lab\"\n");
     let starts: Vec<usize> = lab.boards().iter().map(|b| b.service_starts(if b.role() == Role::Server { "k3s" } else { "k3s-agent" }).len()).collect();
-    let (out, changed) = counted(&lab, dir.path(), &["apply", "cluster.kdl", "--no-wait", "--skip-closure-check", "--no-rollback"]);
+    let (out, changed) = counted(&lab, dir.path(), &["apply", "cluster.kdl", "--no-wait", "--skip-closure-check", "--no-rollback", "--no-drain"]);
     assert_eq!(out.status.code(), Some(0));
     assert_each(&changed, "one changed key", |n| (1..=3).contains(&n));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -113,7 +115,7 @@ fn the_token_appears_in_no_output_even_at_vv_and_json_logs_are_json() {
         outputs.push(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
         out
     };
-    assert_eq!(run(&["apply", "cluster.kdl", "--no-wait", "--skip-closure-check", "--no-rollback"]).status.code(), Some(0));
+    assert_eq!(run(&["apply", "cluster.kdl", "--no-wait", "--skip-closure-check", "--no-rollback", "--no-drain"]).status.code(), Some(0));
     write_cluster(&lab, dir.path(), "        node-label \"zone=x\"\n");
     assert_eq!(run(&["plan", "cluster.kdl", "--skip-closure-check", "--json"]).status.code(), Some(0));
     assert_eq!(run(&["apply", "cluster.kdl", "--no-wait", "--skip-closure-check", "--json"]).status.code(), Some(0));
@@ -157,7 +159,7 @@ fn a_sudo_login_converges_in_one_command_per_host() {
     write_cluster(&lab, dir.path(), "");
     let kdl = std::fs::read_to_string(dir.path().join("cluster.kdl")).unwrap();
     std::fs::write(dir.path().join("cluster.kdl"), kdl.replace("user=\"root\"", "user=\"euler\"")).unwrap();
-    let (out, _) = counted(&lab, dir.path(), &["apply", "cluster.kdl", "--no-wait", "--skip-closure-check", "--no-rollback"]);
+    let (out, _) = counted(&lab, dir.path(), &["apply", "cluster.kdl", "--no-wait", "--skip-closure-check", "--no-rollback", "--no-drain"]);
     assert_eq!(out.status.code(), Some(0));
     for b in lab.boards() {
         let bin = b.path("/usr/local/bin/k3s");

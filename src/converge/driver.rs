@@ -359,7 +359,7 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
     }
     // A drained agent is waited for even without the gate: it is uncordoned only once Ready.
     // So is the server when agents drain after it: its API must answer before they do.
-    let must_wait = drained.is_some() || (job.role == Role::Server && ctx.drain.is_some());
+    let must_wait = drained.is_some() || (job.role == Role::Server && ctx.drain.is_some() && restarts);
     let gate = ctx.confirm.or(must_wait.then_some(DRAINED_WAIT));
     if let Some(timeout) = gate
         && job.rollback.is_none()
