@@ -103,6 +103,12 @@ fn a_three_board_upgrade_goes_server_first_then_each_agent_cordoned_drained_rest
     let plan = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(plan.matches("~ upgrade k3s v1.33.4+k3s1 -> v1.34.3+k3s1").count(), 3, "{plan}");
     assert!(plan.contains("1. server1: restart") && plan.contains("cordon, drain, restart"), "{plan}");
+    let out = e2e::rv(dir.path(), &["plan", "cluster.kdl", "--skip-closure-check", "--json"]);
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["order"].as_array().unwrap().len(), 2, "{j}");
+    for h in j["hosts"].as_array().unwrap() {
+        assert!(h["changes"].as_array().unwrap().iter().any(|c| c["action"] == "upgrade" && c["to"] == "v1.34.3+k3s1"), "{h}");
+    }
 
     let before = audit(&lab).len();
     let out = e2e::rv(dir.path(), &args);

@@ -104,6 +104,8 @@ struct Report<'a> {
     registry_check: Option<serde_json::Value>,
     /// Air-gap image tarballs every node gets.
     tarballs: Vec<&'a crate::render::airgap::Tarball>,
+    /// The order k3s restarts follow (server, then agents drained N at a time), a line per step.
+    order: Vec<String>,
     /// Nodes cluster.lock knows and cluster.kdl no longer lists (`apply --prune` removes them).
     remove: Vec<super::reset::Removed>,
 }
@@ -163,24 +165,32 @@ fn print_hosts(plans: &[HostPlan], wet: bool, out: &Output) {
     }
 }
 
-/// When k3s restarts on running nodes: the order apply follows.
-fn print_order(plans: &[HostPlan], out: &Output) {
+/// When k3s restarts on running nodes: the order apply follows (docs/upgrades.md §3), a line per step.
+fn order_lines(plans: &[HostPlan]) -> Vec<String> {
     let restarts = |p: &HostPlan| p.changes.iter().any(|c| matches!(c, converge::Change::Restart { .. }));
     let server = plans.iter().find(|p| p.role == converge::HostRole::Server && restarts(p));
     let agents: Vec<&str> = plans.iter().filter(|p| p.role == converge::HostRole::Agent && restarts(p)).map(|p| p.node.as_str()).collect();
-    if server.is_none() && agents.is_empty() {
+    let mut out = Vec::new();
+    if let Some(s) = server {
+        out.push(format!("{}: restart, then wait until the API answers /readyz and the node is Ready with the new version", s.node));
+    }
+    if !agents.is_empty() {
+        out.push(format!(
+            "agents, --max-unavailable at a time (default 10%, at least 1): cordon, drain, restart, Ready with the new version, uncordon: {}",
+            agents.join(", ")
+        ));
+    }
+    out
+}
+
+fn print_order(plans: &[HostPlan], out: &Output) {
+    let lines = order_lines(plans);
+    if lines.is_empty() {
         return;
     }
     println!("{}", out.bold("order"));
-    if let Some(s) = server {
-        println!("  1. {}: restart, then wait until the API answers /readyz and the node is Ready with the new version", s.node);
-    }
-    if !agents.is_empty() {
-        println!(
-            "  {}. agents, --max-unavailable at a time (default 10%, at least 1): cordon, drain, restart, Ready with the new version, uncordon: {}",
-            if server.is_some() { 2 } else { 1 },
-            agents.join(", ")
-        );
+    for (i, l) in lines.iter().enumerate() {
+        println!("  {}. {l}", i + 1);
     }
 }
 
@@ -295,6 +305,7 @@ pub fn run_plan(global: &Global, a: &PlanArgs, out: &Output) -> i32 {
             registry_check: check_json(&external),
             tarballs: tarballs.iter().map(|(t, _)| t).collect(),
             remove: super::reset::removed_nodes(&cluster),
+            order: order_lines(&plans),
         };
         println!("{}", serde_json::to_string_pretty(&r).expect("report serializes"));
     } else {
@@ -556,6 +567,7 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
             registry_check: None,
             tarballs: tarballs.iter().map(|(t, _)| t).collect(),
             remove: super::reset::removed_nodes(&cluster),
+            order: order_lines(&plans),
         };
         println!("{}", serde_json::to_string_pretty(&r).expect("report serializes"));
     }
