@@ -38,10 +38,15 @@ fn audit(lab: &Lab) -> Vec<Value> {
         .collect()
 }
 
-fn last_start_ms(b: &rvlab::Board) -> u64 {
-    let unit = if b.role() == Role::Server { "k3s" } else { "k3s-agent" };
-    let s = b.service_starts(unit);
-    s.last().unwrap().at.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+fn starts(b: &rvlab::Board) -> Vec<rvlab::ServiceStart> {
+    b.service_starts(if b.role() == Role::Server { "k3s" } else { "k3s-agent" })
+}
+
+/// The first start of the board's k3s after `skip` earlier ones (the upgrade's restart), in unix ms.
+fn restart_ms(b: &rvlab::Board, skip: usize) -> u64 {
+    let s = starts(b);
+    let first = s.get(skip).unwrap_or_else(|| panic!("{}: no restart during the upgrade: {s:?}", b.name()));
+    first.at.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
 fn stamp(dir: &Path, version: &str) -> std::path::PathBuf {
@@ -111,6 +116,7 @@ fn a_three_board_upgrade_goes_server_first_then_each_agent_cordoned_drained_rest
     }
 
     let before = audit(&lab).len();
+    let earlier: Vec<usize> = lab.boards().iter().map(|b| starts(b).len()).collect();
     let out = e2e::rv(dir.path(), &args);
     assert_eq!(out.status.code(), Some(0));
     let log = audit(&lab);
@@ -120,7 +126,13 @@ fn a_three_board_upgrade_goes_server_first_then_each_agent_cordoned_drained_rest
     let server_up = find(log, 0, "server1 Ready on v1.34.3", |v| {
         v["verb"] == "status" && v["node"] == "server1" && v["ready"] == true && v["kubeletVersion"] == "v1.34.3+k3s1"
     });
-    assert!(last_start_ms(server) <= ms(log[server_up]["time"].as_str().unwrap()), "server restarted before it reported v1.34.3");
+    let server_restart = restart_ms(server, earlier[0]);
+    assert!(
+        server_restart <= ms(log[server_up]["time"].as_str().unwrap()),
+        "server restarted ({server_restart}) before it reported v1.34.3: {:?}\n{}",
+        starts(server),
+        show(log)
+    );
     let first_cordon = find(log, 0, "a cordon", |v| v["verb"] == "cordon");
     assert!(server_up < first_cordon, "the server was Ready on the new version before any agent was cordoned:\n{}", show(log));
 
@@ -138,7 +150,8 @@ fn a_three_board_upgrade_goes_server_first_then_each_agent_cordoned_drained_rest
         let u = find(log, c, "its uncordon", |v| v["verb"] == "uncordon" && v["name"] == node.as_str());
         assert!(!evicted.is_empty(), "{node}: its web pod was evicted:\n{}", show(log));
         assert!(evicted.iter().all(|e| *e < ready), "{node}: drained before it came back");
-        let restart = last_start_ms(lab.b(&node));
+        let i = lab.boards().iter().position(|b| b.name() == node).unwrap();
+        let restart = restart_ms(lab.b(&node), earlier[i]);
         assert!(ms(log[*evicted.last().unwrap()]["time"].as_str().unwrap()) <= restart, "{node}: restarted after its drain");
         assert!(restart <= ms(log[ready]["time"].as_str().unwrap()), "{node}: Ready on v1.34.3 after its restart");
         assert!(ready < u, "{node}: uncordoned after it was Ready on the new version");
