@@ -361,7 +361,10 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
     // So is the server when agents drain after it: its API must answer before they do.
     let must_wait = drained.is_some() || (job.role == Role::Server && ctx.drain.is_some() && restarts);
     let gate = ctx.confirm.or(must_wait.then_some(DRAINED_WAIT));
+    // A host's first apply has no generation to go back to: apply's wait for Ready reports it.
+    let has_previous = crate::generation::current(&seen.facts).is_some();
     if let Some(timeout) = gate
+        && (has_previous || drained.is_some())
         && job.rollback.is_none()
         && ctx.cluster.nodes.iter().any(|n| n.name == name)
         && planned.iter().any(|(_, c)| matches!(c, Change::Start { unit } | Change::Restart { unit, .. } if *unit == want.unit_file))
