@@ -227,7 +227,7 @@ type Prepared = (Profiles, Cluster, crate::spec::filter::NodeFilter, Option<Stri
 fn prepare(global: &Global, target: &Target, out: &Output) -> Result<Prepared, i32> {
     let (profiles, mut cluster, filter) = load_cluster(global, target, out)?;
     crate::pki::ensure_registry_tls(&mut cluster).map_err(|e| {
-        out.error(&e);
+        out.error(&e.to_string());
         EXIT_FAILED
     })?;
     let pw = converge::registry_password(&cluster).map_err(|e| {
