@@ -41,6 +41,11 @@ pub enum Cause {
     #[diagnostic(code(rvcluster::converge::input))]
     Input(String),
 
+    /// A host's desired state could not be rendered from local inputs.
+    #[error(transparent)]
+    #[diagnostic(code(rvcluster::converge::input))]
+    Render(#[from] crate::render::RenderError),
+
     #[error("{0}")]
     #[diagnostic(code(rvcluster::converge::profile), help("set profile= on the node, or add an OS profile under profiles/os/"))]
     Profile(String),

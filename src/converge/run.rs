@@ -190,7 +190,7 @@ pub fn converge_registry(ctx: &Ctx) -> Option<HostPlan> {
         let choose = |facts: &Facts| -> Result<HostState, Cause> {
             let os = pick(facts)?;
             let existing = facts.contents.get(&htpasswd).map(|b| String::from_utf8_lossy(b).into_owned());
-            render::registry::host_state(r, os, pw, existing.as_deref()).map_err(Cause::Input)
+            render::registry::host_state(r, os, pw, existing.as_deref()).map_err(Cause::Render)
         };
         let job = Job {
             name: &r.name,
@@ -256,7 +256,7 @@ fn render_for<'a>(ctx: &'a Ctx<'a>, node: &'a Node, token: Option<&'a str>) -> i
 /// A node's rendered state plus the air-gap image tarballs it gets; for a rollback, the state of
 /// the generation it goes back to.
 fn node_state(ctx: &Ctx, os: &OsProfile, node: &Node, secrets: &Secrets) -> Result<HostState, Cause> {
-    let mut st = render::node_state(ctx.cluster, os, node, secrets).map_err(Cause::Input)?;
+    let mut st = render::node_state(ctx.cluster, os, node, secrets)?;
     if let Some(m) = ctx.rollback.get(&node.name) {
         return Ok(crate::generation::to_state(&m.to, &st));
     }
