@@ -509,7 +509,7 @@ impl Decoder<'_> {
 
     /// Each hop of a ProxyJump: a valid user (if given) and host.
     fn proxy_jump(&self, j: &str) -> Result<(), String> {
-        let hops = crate::transport::ssh_config::parse_proxy_jump(j)?;
+        let hops = crate::transport::ssh_config::parse_proxy_jump(j).map_err(|e| e.to_string())?;
         if hops.is_empty() {
             return Err("no hop".into());
         }
