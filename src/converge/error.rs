@@ -70,7 +70,7 @@ pub enum Cause {
 
     #[error("the host's answer could not be read: {0}")]
     #[diagnostic(code(rvcluster::converge::facts))]
-    Facts(String),
+    Facts(crate::transport::facts::FactsError),
 
     #[error("the apply script did not arrive whole (connection lost?); nothing of it was run")]
     #[diagnostic(code(rvcluster::converge::script_truncated))]
