@@ -41,6 +41,12 @@ pub enum Cause {
     #[diagnostic(code(rvcluster::converge::input))]
     Input(String),
 
+    /// The k3s binary named by `url=` could not be fetched into the local cache (shared by
+    /// every host the failure stops).
+    #[error(transparent)]
+    #[diagnostic(code(rvcluster::converge::input))]
+    Artifact(std::sync::Arc<crate::artifact::ArtifactError>),
+
     /// A host's desired state could not be rendered from local inputs.
     #[error(transparent)]
     #[diagnostic(code(rvcluster::converge::input))]

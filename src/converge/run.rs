@@ -280,6 +280,7 @@ pub fn run_nodes(ctx: &Ctx, selected: &dyn Fn(&Node) -> bool) -> Vec<HostPlan> {
     if let crate::spec::BinarySource::Url(url) = &c.k3s.binary.source
         && let Err(e) = crate::artifact::fetch(url, &c.k3s.binary.sha256)
     {
+        let e = std::sync::Arc::new(e);
         return c
             .nodes
             .iter()
@@ -289,7 +290,7 @@ pub fn run_nodes(ctx: &Ctx, selected: &dyn Fn(&Node) -> bool) -> Vec<HostPlan> {
                 address: n.address.clone(),
                 role: n.role.into(),
                 changes: vec![],
-                error: Some(ConvergeError::new(&n.name, "fetch", Cause::Input(e.clone()))),
+                error: Some(ConvergeError::new(&n.name, "fetch", Cause::Artifact(e.clone()))),
                 generation: None,
             })
             .collect();
