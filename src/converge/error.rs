@@ -47,6 +47,11 @@ pub enum Cause {
     #[diagnostic(code(rvcluster::converge::input))]
     Artifact(std::sync::Arc<crate::artifact::ArtifactError>),
 
+    /// The registry client for the registry host could not be made.
+    #[error(transparent)]
+    #[diagnostic(code(rvcluster::converge::input))]
+    Images(#[from] crate::images::ImagesError),
+
     /// A host's desired state could not be rendered from local inputs.
     #[error(transparent)]
     #[diagnostic(code(rvcluster::converge::input))]

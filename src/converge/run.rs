@@ -211,9 +211,8 @@ pub fn converge_registry(ctx: &Ctx) -> Option<HostPlan> {
 
 /// GET /v2/ (authenticated, trusting the registry's CA) until the registry answers.
 pub fn wait_registry_healthy(ctx: &Ctx) -> Result<(), Cause> {
-    let client = crate::images::client(ctx.cluster, ctx.registry_password.as_deref())
-        .map_err(Cause::Input)?
-        .ok_or_else(|| Cause::Input("no registry block".into()))?;
+    let client = crate::images::client(ctx.cluster, ctx.registry_password.as_deref())?
+        .ok_or(Cause::Images(crate::images::ImagesError::NoRegistry))?;
     let mut last = String::new();
     for _ in 0..60 {
         match client.ping() {
