@@ -184,22 +184,22 @@ pub fn remote_sources(c: &Cluster) -> RemoteSources {
 #[derive(Debug, thiserror::Error)]
 pub enum ImagesError {
     #[error(transparent)]
-    Build(#[from] crate::build::BuildError),
+    Build(Box<crate::build::BuildError>),
     #[error(
         "image {image}: no mirror sends containerd to the registry {endpoint} for it (add `mirror \"{registry}\"` to the registry block, \
          or deliver=\"tarball\" on the image)"
     )]
     NoMirror { image: String, endpoint: String, registry: String },
     #[error("image {image}: {source}")]
-    Load { image: String, source: crate::registry::RegistryError },
+    Load { image: String, source: Box<crate::registry::RegistryError> },
     #[error("image {image}: the source's linux/riscv64 manifest is {actual} but the lock file pins {pinned}")]
     LockMismatch { image: String, actual: String, pinned: String },
     #[error("image {image}: {source}")]
-    Tarball { image: String, source: crate::airgap::AirgapError },
+    Tarball { image: String, source: Box<crate::airgap::AirgapError> },
     #[error("no registry block")]
     NoRegistry,
     #[error(transparent)]
-    Registry(#[from] crate::registry::RegistryError),
+    Registry(Box<crate::registry::RegistryError>),
     #[error("GET {url}: HTTP {status}: the registry refused the credentials of `{user}` (check password-file/password-env)")]
     CredentialsRefused { url: String, status: u16, user: String },
     #[error("GET {url}: HTTP {status}: the registry wants credentials; add `auth user=\"NAME\" password-file=\"PATH\"` to the registry block")]
@@ -209,7 +209,19 @@ pub enum ImagesError {
     #[error("GET {url}: the registry answers plain HTTP, but cluster.kdl says `tls #true`; write `tls #false`")]
     SpeaksHttp { url: String },
     #[error("GET {url} ({declared}): {source}")]
-    External { url: String, declared: String, source: crate::registry::RegistryError },
+    External { url: String, declared: String, source: Box<crate::registry::RegistryError> },
+}
+
+impl From<crate::build::BuildError> for ImagesError {
+    fn from(e: crate::build::BuildError) -> ImagesError {
+        ImagesError::Build(Box::new(e))
+    }
+}
+
+impl From<crate::registry::RegistryError> for ImagesError {
+    fn from(e: crate::registry::RegistryError) -> ImagesError {
+        ImagesError::Registry(Box::new(e))
+    }
 }
 
 /// The source an image entry pushes from. A built image is its archive in the build cache
@@ -242,7 +254,7 @@ pub fn push_items(c: &Cluster, locked: &BTreeMap<String, String>) -> Result<Vec<
         // docker:// sources are fetched by the locked digest when cluster.lock pins one.
         let pinned = locked.get(&i.reference.to_string()).map(String::as_str);
         let src = to_source(c, i, &remote)?;
-        let image = source::load_pinned(&src, &remote, pinned).map_err(|e| ImagesError::Load { image: i.reference.to_string(), source: e })?;
+        let image = source::load_pinned(&src, &remote, pinned).map_err(|e| ImagesError::Load { image: i.reference.to_string(), source: Box::new(e) })?;
         items.push(PushItem {
             name: i.reference.to_string(),
             image,
@@ -284,7 +296,7 @@ pub fn resolved(c: &Cluster) -> Result<BTreeMap<String, crate::lock::LockedImage
     let remote = remote_sources(c);
     for i in c.tarball_images() {
         let name = i.reference.to_string();
-        let img = source::load(&to_source(c, i, &remote)?, &remote).map_err(|e| ImagesError::Load { image: name.clone(), source: e })?;
+        let img = source::load(&to_source(c, i, &remote)?, &remote).map_err(|e| ImagesError::Load { image: name.clone(), source: Box::new(e) })?;
         out.insert(
             name.clone(),
             crate::lock::LockedImage {
@@ -307,13 +319,13 @@ pub fn tarballs(c: &Cluster, locked: &BTreeMap<String, String>) -> Result<Vec<(T
     for i in c.tarball_images() {
         let name = i.reference.to_string();
         let pinned = locked.get(&name).map(String::as_str);
-        let img = source::load_pinned(&to_source(c, i, &remote)?, &remote, pinned).map_err(|e| ImagesError::Load { image: name.clone(), source: e })?;
+        let img = source::load_pinned(&to_source(c, i, &remote)?, &remote, pinned).map_err(|e| ImagesError::Load { image: name.clone(), source: Box::new(e) })?;
         if let Some(pin) = pinned
             && *pin != img.manifest_digest
         {
             return Err(ImagesError::LockMismatch { image: name, actual: img.manifest_digest.clone(), pinned: pin.to_string() });
         }
-        out.push(crate::airgap::tarball(&i.reference, &img).map_err(|e| ImagesError::Tarball { image: name, source: e })?);
+        out.push(crate::airgap::tarball(&i.reference, &img).map_err(|e| ImagesError::Tarball { image: name, source: Box::new(e) })?);
     }
     Ok(out)
 }
@@ -359,7 +371,7 @@ pub fn check_external(c: &Cluster, password: Option<&str>) -> Result<String, Ima
         Err(E::Http { status: 400, body, .. }) if !r.tls.enabled && body.to_lowercase().contains("https") => Err(ImagesError::SpeaksHttps { url }),
         // rustls reading an HTTP answer where a TLS record should be.
         Err(e @ (E::Tls { .. } | E::Transport { .. })) if r.tls.enabled && e.to_string().contains("InvalidContentType") => Err(ImagesError::SpeaksHttp { url }),
-        Err(e) => Err(ImagesError::External { url, declared, source: e }),
+        Err(e) => Err(ImagesError::External { url, declared, source: Box::new(e) }),
     }
 }
 
