@@ -124,7 +124,7 @@ fn a_corrupted_source_is_refused_and_the_cache_is_reused() {
     images::oci_layout(&d.join("bad"), &["riscv64"], &[images::Layer::gz("y", 10_000, 2)]);
     let bad = source::load(&Source::OciDir(d.join("bad")), &RemoteSources::default()).unwrap();
     images::corrupt_blob(&d.join("bad"), &bad.layers[0].digest);
-    let err = rvcluster::airgap::tarball(&name, &bad).unwrap_err();
+    let err = rvcluster::airgap::tarball(&name, &bad).unwrap_err().to_string();
     assert!(err.contains("corrupted") && err.contains(&bad.layers[0].digest), "{err}");
     let stored: Vec<_> = std::fs::read_dir(d.join("cache/rvcluster/sha256")).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(stored.len(), 1, "only the good tarball is in the store: {stored:?}");

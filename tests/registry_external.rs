@@ -39,7 +39,7 @@ fn password_file(dir: &Path, pw: &str) -> PathBuf {
 
 fn check(c: &Cluster) -> Result<String, String> {
     let pw = rvcluster::converge::registry_password(c).unwrap();
-    rvcluster::images::check_external(c, pw.as_deref())
+    rvcluster::images::check_external(c, pw.as_deref()).map_err(|e| e.to_string())
 }
 
 #[test]

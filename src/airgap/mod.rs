@@ -58,9 +58,32 @@ impl<R: Read> Read for Checked<R> {
     }
 }
 
-fn header(path: &str, size: u64, dir: bool) -> Result<tar::Header, String> {
+/// Why an image's tarball could not be written or stored.
+#[derive(Debug, thiserror::Error)]
+pub enum AirgapError {
+    #[error("tar entry {path}: {source}")]
+    Entry { path: String, source: std::io::Error },
+    #[error("writing the tarball of {image} ({what}): {source}")]
+    Write { image: String, what: String, source: std::io::Error },
+    #[error("{image}: unsupported digest {digest}")]
+    Digest { image: String, digest: String },
+    #[error("{image}: {source}")]
+    Blob { image: String, source: crate::registry::RegistryError },
+    #[error("{image}: blob {digest} from {from} is {got_size} bytes with digest {got} (expected {size} bytes): the source is corrupted")]
+    Corrupted { image: String, digest: String, from: String, got_size: u64, got: String, size: u64 },
+    #[error("no parent directory")]
+    NoParent,
+    #[error("creating {}: {source}", path.display())]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: {source}", path.display())]
+    Persist { path: PathBuf, source: tempfile::PersistError },
+}
+
+fn header(path: &str, size: u64, dir: bool) -> Result<tar::Header, AirgapError> {
     let mut h = tar::Header::new_ustar();
-    h.set_path(path).map_err(|e| format!("tar entry {path}: {e}"))?;
+    h.set_path(path).map_err(|e| AirgapError::Entry { path: path.to_string(), source: e })?;
     h.set_size(size);
     h.set_mode(if dir { 0o755 } else { 0o644 });
     h.set_mtime(0);
@@ -89,9 +112,9 @@ pub fn index_json(name: &ImageRef, img: &LoadedImage) -> String {
 
 /// Writes the tarball of `img` named `name` to `out`; every blob is checked against its digest
 /// while it streams. Returns the tarball's sha256 (hex) and size.
-pub fn write_tarball(name: &ImageRef, img: &LoadedImage, out: impl Write) -> Result<(String, u64), String> {
+pub fn write_tarball(name: &ImageRef, img: &LoadedImage, out: impl Write) -> Result<(String, u64), AirgapError> {
     let mut b = tar::Builder::new(Hashing { inner: out, hash: Sha256::new(), n: 0 });
-    let e = |what: &str, err: std::io::Error| format!("writing the tarball of {name} ({what}): {err}");
+    let e = |what: &str, err: std::io::Error| AirgapError::Write { image: name.to_string(), what: what.to_string(), source: err };
     let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
     b.append(&header("oci-layout", layout.len() as u64, false)?, &layout[..]).map_err(|x| e("oci-layout", x))?;
     let index = index_json(name, img);
@@ -106,21 +129,18 @@ pub fn write_tarball(name: &ImageRef, img: &LoadedImage, out: impl Write) -> Res
     }
     blobs.sort();
     for (digest, size) in blobs {
-        let hex = digest.strip_prefix("sha256:").ok_or_else(|| format!("{name}: unsupported digest {digest}"))?;
+        let hex = digest.strip_prefix("sha256:").ok_or_else(|| AirgapError::Digest { image: name.to_string(), digest: digest.clone() })?;
         let path = format!("blobs/sha256/{hex}");
         let reader: Box<dyn Read + Send + '_> = if digest == img.manifest_digest {
             Box::new(&img.manifest[..])
         } else {
-            img.open_blob(&digest, 0).map_err(|x| format!("{name}: {x}"))?
+            img.open_blob(&digest, 0).map_err(|x| AirgapError::Blob { image: name.to_string(), source: x })?
         };
         let mut checked = Checked { inner: reader.take(size), hash: Sha256::new(), n: 0 };
         b.append(&header(&path, size, false)?, &mut checked).map_err(|x| e(&path, x))?;
         let got = format!("sha256:{}", hex::encode(checked.hash.finalize()));
         if checked.n != size || got != digest {
-            return Err(format!(
-                "{name}: blob {digest} from {} is {} bytes with digest {got} (expected {size} bytes): the source is corrupted",
-                img.source, checked.n
-            ));
+            return Err(AirgapError::Corrupted { image: name.to_string(), digest, from: img.source.clone(), got_size: checked.n, got, size });
         }
     }
     let mut w = b.into_inner().map_err(|x| e("end of archive", x))?;
@@ -147,12 +167,12 @@ fn cached(name: &ImageRef, manifest_digest: &str) -> Option<(String, u64)> {
     ok.then(|| (sha.to_string(), size))
 }
 
-fn write_atomic(p: &Path, text: &str) -> Result<(), String> {
-    let dir = p.parent().ok_or("no parent directory")?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    tmp.write_all(text.as_bytes()).map_err(|e| format!("{}: {e}", p.display()))?;
-    tmp.persist(p).map_err(|e| format!("{}: {e}", p.display()))?;
+fn write_atomic(p: &Path, text: &str) -> Result<(), AirgapError> {
+    let dir = p.parent().ok_or(AirgapError::NoParent)?;
+    std::fs::create_dir_all(dir).map_err(|e| AirgapError::CreateDir { path: dir.to_path_buf(), source: e })?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| AirgapError::Io { path: dir.to_path_buf(), source: e })?;
+    tmp.write_all(text.as_bytes()).map_err(|e| AirgapError::Io { path: p.to_path_buf(), source: e })?;
+    tmp.persist(p).map_err(|e| AirgapError::Persist { path: p.to_path_buf(), source: e })?;
     Ok(())
 }
 
@@ -164,7 +184,7 @@ pub enum Origin {
 }
 
 /// The tarball of `img` named `name`: from the cache, or built into it now.
-pub fn tarball(name: &ImageRef, img: &LoadedImage) -> Result<(Tarball, Origin), String> {
+pub fn tarball(name: &ImageRef, img: &LoadedImage) -> Result<(Tarball, Origin), AirgapError> {
     let make = |sha: String, size: u64| Tarball {
         image: name.to_string(),
         manifest: img.manifest_digest.clone(),
@@ -177,12 +197,12 @@ pub fn tarball(name: &ImageRef, img: &LoadedImage) -> Result<(Tarball, Origin), 
         return Ok((make(sha, size), Origin::Cached));
     }
     let dir = store_dir();
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|e| AirgapError::CreateDir { path: dir.clone(), source: e })?;
+    let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| AirgapError::Io { path: dir.clone(), source: e })?;
     let (sha, size) = write_tarball(name, img, std::io::BufWriter::new(tmp.as_file()))?;
-    tmp.as_file().sync_all().map_err(|e| format!("{}: {e}", tmp.path().display()))?;
+    tmp.as_file().sync_all().map_err(|e| AirgapError::Io { path: tmp.path().to_path_buf(), source: e })?;
     let dest = crate::render::cache_path(&sha);
-    tmp.persist(&dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    tmp.persist(&dest).map_err(|e| AirgapError::Persist { path: dest.clone(), source: e })?;
     write_atomic(&key_path(name, &img.manifest_digest), &format!("{sha} {size}\n"))?;
     Ok((make(sha, size), Origin::Built))
 }

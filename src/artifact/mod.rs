@@ -9,39 +9,60 @@ use sha2::Digest;
 
 use crate::render::cache_path;
 
+/// Why an artifact could not be fetched into the cache.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("creating {}: {source}", path.display())]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("temp file in {}: {source}", dir.display())]
+    TempFile { dir: PathBuf, source: std::io::Error },
+    #[error("{url}: {source}")]
+    Open { url: String, source: std::io::Error },
+    #[error("downloading {url}: {source}")]
+    Request { url: String, source: Box<ureq::Error> },
+    #[error("downloading {url}: {source}")]
+    Read { url: String, source: std::io::Error },
+    #[error("writing the cache: {0}")]
+    WriteCache(std::io::Error),
+    #[error("{url}: sha256 is {got}, cluster.kdl says {want}; nothing was cached")]
+    Mismatch { url: String, got: String, want: String },
+    #[error("caching {}: {source}", path.display())]
+    Persist { path: PathBuf, source: tempfile::PersistError },
+}
+
 /// The cached file for `sha256`, downloading `url` first when it is not cached yet.
-pub fn fetch(url: &str, sha256: &str) -> Result<PathBuf, String> {
+pub fn fetch(url: &str, sha256: &str) -> Result<PathBuf, ArtifactError> {
     let dest = cache_path(sha256);
     if dest.is_file() && file_sha256(&dest).ok().as_deref() == Some(sha256) {
         return Ok(dest);
     }
     let dir = dest.parent().expect("cache paths have a parent");
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| format!("temp file in {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|e| ArtifactError::CreateDir { path: dir.to_path_buf(), source: e })?;
+    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| ArtifactError::TempFile { dir: dir.to_path_buf(), source: e })?;
     let mut reader: Box<dyn Read> = if let Some(p) = url.strip_prefix("file://") {
-        Box::new(std::fs::File::open(p).map_err(|e| format!("{url}: {e}"))?)
+        Box::new(std::fs::File::open(p).map_err(|e| ArtifactError::Open { url: url.to_string(), source: e })?)
     } else {
-        let resp = ureq::get(url).call().map_err(|e| format!("downloading {url}: {e}"))?;
+        let resp = ureq::get(url).call().map_err(|e| ArtifactError::Request { url: url.to_string(), source: Box::new(e) })?;
         Box::new(resp.into_body().into_reader())
     };
     let mut hasher = sha2::Sha256::new();
     let mut out = std::io::BufWriter::new(tmp.as_file());
     let mut buf = vec![0u8; 256 * 1024];
     loop {
-        let n = reader.read(&mut buf).map_err(|e| format!("downloading {url}: {e}"))?;
+        let n = reader.read(&mut buf).map_err(|e| ArtifactError::Read { url: url.to_string(), source: e })?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
-        out.write_all(&buf[..n]).map_err(|e| format!("writing the cache: {e}"))?;
+        out.write_all(&buf[..n]).map_err(ArtifactError::WriteCache)?;
     }
-    out.flush().map_err(|e| format!("writing the cache: {e}"))?;
+    out.flush().map_err(ArtifactError::WriteCache)?;
     drop(out);
     let got = hex::encode(hasher.finalize());
     if got != sha256 {
-        return Err(format!("{url}: sha256 is {got}, cluster.kdl says {sha256}; nothing was cached"));
+        return Err(ArtifactError::Mismatch { url: url.to_string(), got, want: sha256.to_string() });
     }
-    tmp.persist(&dest).map_err(|e| format!("caching {}: {e}", dest.display()))?;
+    tmp.persist(&dest).map_err(|e| ArtifactError::Persist { path: dest.clone(), source: e })?;
     Ok(dest)
 }
 
@@ -112,7 +133,7 @@ mod tests {
         assert_eq!(fetch(&url, &sha).unwrap(), p);
         let wrong = "0".repeat(64);
         let err = fetch(&format!("file://{}", src.display()), &wrong).unwrap_err();
-        assert!(err.contains("cluster.kdl says"), "{err}");
+        assert!(matches!(err, ArtifactError::Mismatch { .. }) && err.to_string().contains("cluster.kdl says"), "{err}");
         assert!(!cache_path(&wrong).exists(), "a wrong download is never cached");
     }
 }

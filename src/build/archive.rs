@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
+use super::StepError;
 use super::config::canonical;
 use super::layer::HashWriter;
 use crate::registry::client::BlobOpener;
@@ -69,8 +70,8 @@ fn header(size: u64, mtime: u64, dir: bool) -> tar::Header {
 
 /// Writes the archive to `out` (the caller renames it into place). Blobs are written once each,
 /// sorted by digest.
-pub fn write(out: &Path, index: &[u8], blobs: Vec<Blob>, mtime: u64) -> Result<(), String> {
-    let io_err = |e: io::Error| format!("writing {}: {e}", out.display());
+pub fn write(out: &Path, index: &[u8], blobs: Vec<Blob>, mtime: u64) -> Result<(), StepError> {
+    let io_err = |e: io::Error| StepError::Write { path: out.to_path_buf(), source: e };
     let file = File::create(out).map_err(io_err)?;
     let mut tar = tar::Builder::new(io::BufWriter::new(file));
     let mut blobs = blobs;
@@ -84,14 +85,14 @@ pub fn write(out: &Path, index: &[u8], blobs: Vec<Blob>, mtime: u64) -> Result<(
         let mut h = header(b.size, mtime, false);
         let reader: Box<dyn Read + '_> = match &b.data {
             Data::Bytes(v) => Box::new(io::Cursor::new(v.clone())),
-            Data::File(p) => Box::new(File::open(p).map_err(|e| format!("{}: {e}", p.display()))?),
-            Data::Opener(o) => o.open_blob(&b.digest, 0).map_err(|e| e.to_string())?,
+            Data::File(p) => Box::new(File::open(p).map_err(|e| StepError::Io { path: p.clone(), source: e })?),
+            Data::Opener(o) => o.open_blob(&b.digest, 0)?,
         };
         let mut counted = Counted { inner: reader.take(b.size), hash: HashWriter::new(io::sink()) };
         tar.append_data(&mut h, &name, &mut counted).map_err(io_err)?;
         let (got, n, _) = counted.hash.finish();
         if got != b.digest || n != b.size {
-            return Err(format!("blob {} arrived as {got} ({n} of {} bytes): the source is corrupted", b.digest, b.size));
+            return Err(StepError::BlobCorrupted { digest: b.digest.clone(), got, n, size: b.size });
         }
     }
     tar.append_data(&mut header(index.len() as u64, mtime, false), "index.json", index).map_err(io_err)?;

@@ -6,6 +6,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::registry::oci::{self, Descriptor};
+use super::StepError;
 use crate::spec::BuildConfig;
 
 /// The fields `config-from` copies from the other platform's config.
@@ -81,13 +82,13 @@ pub struct Parts<'a> {
 }
 
 /// The image config document (canonical JSON bytes).
-pub fn image_config(p: &Parts) -> Result<Vec<u8>, String> {
+pub fn image_config(p: &Parts) -> Result<Vec<u8>, StepError> {
     let created = rfc3339(p.epoch);
     let mut cfg: Map<String, Value> = match p.base {
         None => Map::new(),
         Some(b) => match serde_json::from_slice(b) {
             Ok(Value::Object(m)) => m,
-            _ => return Err("the base image's config is not a JSON object".into()),
+            _ => return Err(StepError::BaseConfigNotObject),
         },
     };
     // What described the base's own build no longer describes this image.
@@ -99,7 +100,7 @@ pub fn image_config(p: &Parts) -> Result<Vec<u8>, String> {
         _ => Map::new(),
     };
     if let Some(from) = p.from {
-        let other: Value = serde_json::from_slice(from).map_err(|e| format!("config-from: invalid image config: {e}"))?;
+        let other: Value = serde_json::from_slice(from).map_err(StepError::ConfigFrom)?;
         let other = other.get("config").and_then(Value::as_object).cloned().unwrap_or_default();
         for k in COPIED {
             match other.get(*k) {
@@ -153,8 +154,8 @@ pub fn image_config(p: &Parts) -> Result<Vec<u8>, String> {
     }
     let mut diff_ids: Vec<Value> = match cfg.get("rootfs").and_then(|r| r.get("diff_ids")) {
         Some(Value::Array(a)) => a.clone(),
-        Some(_) => return Err("the base image's config has invalid rootfs.diff_ids".into()),
-        None if p.base.is_some() => return Err("the base image's config has no rootfs.diff_ids".into()),
+        Some(_) => return Err(StepError::BadDiffIds),
+        None if p.base.is_some() => return Err(StepError::NoDiffIds),
         None => Vec::new(),
     };
     let mut history: Vec<Value> = cfg.get("history").and_then(Value::as_array).cloned().unwrap_or_default();
@@ -174,14 +175,14 @@ pub fn image_config(p: &Parts) -> Result<Vec<u8>, String> {
 }
 
 /// The OCI media type a base layer keeps in our OCI manifest (same bytes, OCI name).
-pub fn oci_layer_type(media_type: &str) -> Result<&'static str, String> {
+pub fn oci_layer_type(media_type: &str) -> Result<&'static str, StepError> {
     Ok(match media_type {
         "application/vnd.docker.image.rootfs.diff.tar.gzip" | "application/vnd.oci.image.layer.v1.tar+gzip" => {
             "application/vnd.oci.image.layer.v1.tar+gzip"
         }
         "application/vnd.oci.image.layer.v1.tar+zstd" => "application/vnd.oci.image.layer.v1.tar+zstd",
         "application/vnd.docker.image.rootfs.diff.tar" | "application/vnd.oci.image.layer.v1.tar" => oci::OCI_LAYER_TAR,
-        other => return Err(format!("base layer media type `{other}` is not supported (foreign or unknown layer)")),
+        other => return Err(StepError::LayerType(other.to_string())),
     })
 }
 

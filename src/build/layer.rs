@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
+use super::StepError;
 use crate::spec::{BuildInput, BuildInputKind};
 
 /// Gzip level of every built layer (part of the builder's identity: changing it changes digests).
@@ -55,18 +56,19 @@ fn sha256_file(p: &Path) -> io::Result<(String, u64)> {
 
 /// Every entry the inputs put in the layer, sorted by path (byte order), with the parent
 /// directories of each made explicit (0755). Err names the input and the problem.
-pub fn collect(inputs: &[BuildInput]) -> Result<Vec<Entry>, String> {
+pub fn collect(inputs: &[BuildInput]) -> Result<Vec<Entry>, StepError> {
     let mut out: BTreeMap<String, (Entry, String)> = BTreeMap::new();
     for input in inputs {
         let from = input.source.display().to_string();
         let dest = input.dest.trim_start_matches('/').to_string();
         match &input.kind {
             BuildInputKind::File { mode } => {
-                let meta = std::fs::metadata(&input.source).map_err(|e| format!("{from}: {e}"))?;
+                let io = |e| StepError::Io { path: input.source.clone(), source: e };
+                let meta = std::fs::metadata(&input.source).map_err(io)?;
                 if !meta.is_file() {
-                    return Err(format!("{from} is not a regular file"));
+                    return Err(StepError::NotRegular { path: input.source.clone() });
                 }
-                let (sha256, size) = sha256_file(&input.source).map_err(|e| format!("{from}: {e}"))?;
+                let (sha256, size) = sha256_file(&input.source).map_err(io)?;
                 let mode = mode.unwrap_or_else(|| normal_mode(&meta));
                 let kind = Kind::File { source: input.source.clone(), size, sha256 };
                 add(&mut out, Entry { path: dest, mode, kind }, &from)?;
@@ -81,7 +83,7 @@ pub fn collect(inputs: &[BuildInput]) -> Result<Vec<Entry>, String> {
         while let Some((up, _)) = parent.rsplit_once('/') {
             match out.get(up) {
                 Some((e, by)) if e.kind != Kind::Dir => {
-                    return Err(format!("/{up} is a file (from {by}) but /{p} is inside it"));
+                    return Err(StepError::FileAsParent { up: up.to_string(), by: by.clone(), inside: p.clone() });
                 }
                 Some(_) => {}
                 None => {
@@ -95,13 +97,13 @@ pub fn collect(inputs: &[BuildInput]) -> Result<Vec<Entry>, String> {
     Ok(out.into_values().map(|(e, _)| e).collect())
 }
 
-fn add(out: &mut BTreeMap<String, (Entry, String)>, e: Entry, by: &str) -> Result<(), String> {
+fn add(out: &mut BTreeMap<String, (Entry, String)>, e: Entry, by: &str) -> Result<(), StepError> {
     if e.path.is_empty() {
         return Ok(()); // the image root itself: never an entry
     }
     match out.get(&e.path) {
         Some((prev, _)) if prev.kind == Kind::Dir && e.kind == Kind::Dir => Ok(()),
-        Some((_, prev_by)) => Err(format!("/{} is written twice (by {prev_by} and by {by})", e.path)),
+        Some((_, prev_by)) => Err(StepError::WrittenTwice { path: e.path.clone(), first: prev_by.clone(), second: by.to_string() }),
         None => {
             out.insert(e.path.clone(), (e, by.to_string()));
             Ok(())
@@ -109,36 +111,38 @@ fn add(out: &mut BTreeMap<String, (Entry, String)>, e: Entry, by: &str) -> Resul
     }
 }
 
-fn walk(dir: &Path, dest: &str, out: &mut BTreeMap<String, (Entry, String)>) -> Result<(), String> {
+fn walk(dir: &Path, dest: &str, out: &mut BTreeMap<String, (Entry, String)>) -> Result<(), StepError> {
     let by = dir.display().to_string();
     add(out, Entry { path: dest.to_string(), mode: 0o755, kind: Kind::Dir }, &by)?;
+    let dir_err = |e| StepError::Io { path: dir.to_path_buf(), source: e };
     let mut names: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{by}: {e}"))?
+        .map_err(dir_err)?
         .map(|r| r.map(|d| d.file_name()))
         .collect::<io::Result<_>>()
-        .map_err(|e| format!("{by}: {e}"))?;
+        .map_err(dir_err)?;
     names.sort();
     for name in names {
         let Some(n) = name.to_str() else {
-            return Err(format!("{by}: the name {name:?} is not UTF-8"));
+            return Err(StepError::NameNotUtf8 { dir: dir.to_path_buf(), name });
         };
         let src = dir.join(n);
         let path = if dest.is_empty() { n.to_string() } else { format!("{dest}/{n}") };
         let from = src.display().to_string();
-        let meta = std::fs::symlink_metadata(&src).map_err(|e| format!("{from}: {e}"))?;
+        let io = |e| StepError::Io { path: src.clone(), source: e };
+        let meta = std::fs::symlink_metadata(&src).map_err(io)?;
         let ft = meta.file_type();
         if ft.is_dir() {
             walk(&src, &path, out)?;
         } else if ft.is_symlink() {
-            let t = std::fs::read_link(&src).map_err(|e| format!("{from}: {e}"))?;
-            let target = t.to_str().ok_or_else(|| format!("{from}: the link target is not UTF-8"))?.to_string();
+            let t = std::fs::read_link(&src).map_err(io)?;
+            let target = t.to_str().ok_or_else(|| StepError::LinkNotUtf8 { path: src.clone() })?.to_string();
             add(out, Entry { path, mode: 0o777, kind: Kind::Symlink { target } }, &from)?;
         } else if ft.is_file() {
-            let (sha256, size) = sha256_file(&src).map_err(|e| format!("{from}: {e}"))?;
+            let (sha256, size) = sha256_file(&src).map_err(io)?;
             let kind = Kind::File { source: src.clone(), size, sha256 };
             add(out, Entry { path, mode: normal_mode(&meta), kind }, &from)?;
         } else {
-            return Err(format!("{from} is a socket, FIFO or device: only files, directories and symlinks go in an image"));
+            return Err(StepError::Special { path: src.clone() });
         }
     }
     Ok(())
@@ -185,11 +189,11 @@ pub struct Layer {
 }
 
 /// Writes the entries as tar+gzip to `path`. A file that changed since `collect` is an error.
-pub fn write(entries: &[Entry], mtime: u64, path: &Path) -> Result<Layer, String> {
-    let file = File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn write(entries: &[Entry], mtime: u64, path: &Path) -> Result<Layer, StepError> {
+    let file = File::create(path).map_err(|e| StepError::Io { path: path.to_path_buf(), source: e })?;
     let gz = flate2::GzBuilder::new().mtime(0).write(HashWriter::new(io::BufWriter::new(file)), flate2::Compression::new(GZIP_LEVEL));
     let mut tar = tar::Builder::new(HashWriter::new(gz));
-    let io_err = |e: io::Error| format!("writing {}: {e}", path.display());
+    let io_err = |e: io::Error| StepError::Write { path: path.to_path_buf(), source: e };
     for e in entries {
         let mut h = tar::Header::new_gnu();
         h.set_mtime(mtime);
@@ -210,12 +214,12 @@ pub fn write(entries: &[Entry], mtime: u64, path: &Path) -> Result<Layer, String
             Kind::File { source, size, sha256 } => {
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_size(*size);
-                let f = File::open(source).map_err(|er| format!("{}: {er}", source.display()))?;
+                let f = File::open(source).map_err(|er| StepError::Io { path: source.clone(), source: er })?;
                 let mut r = HashReader { inner: f.take(*size), hash: Sha256::new(), count: 0 };
                 tar.append_data(&mut h, &e.path, &mut r).map_err(io_err)?;
                 let got = format!("sha256:{}", hex::encode(r.hash.finalize()));
                 if got != *sha256 || r.count != *size {
-                    return Err(format!("{} changed while the image was being built", source.display()));
+                    return Err(StepError::Changed { path: source.clone() });
                 }
             }
         }
@@ -281,6 +285,6 @@ mod tests {
         let a = d.path().join("a");
         let e = collect(&[input(BuildInputKind::File { mode: None }, &a, "/x"), input(BuildInputKind::File { mode: None }, &a, "/x/y")])
             .unwrap_err();
-        assert!(e.contains("/x is a file"), "{e}");
+        assert!(e.to_string().contains("/x is a file"), "{e}");
     }
 }

@@ -30,16 +30,54 @@ use crate::spec::{Build, Cluster, Image, ImageSource};
 /// writes change for the same inputs, so no stale cache entry is used.
 pub const BUILDER: &str = "rvcluster-image-build/1 tar=gnu gzip=flate2-miniz_oxide-6 json=canonical";
 
+/// What went wrong inside one build step (collecting the inputs, writing the layer, the config
+/// or the archive); `BuildError` adds which image.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("writing {}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Blob(#[from] crate::registry::RegistryError),
+    #[error("blob {digest} arrived as {got} ({n} of {size} bytes): the source is corrupted")]
+    BlobCorrupted { digest: String, got: String, n: u64, size: u64 },
+    #[error("{} is not a regular file", path.display())]
+    NotRegular { path: PathBuf },
+    #[error("/{up} is a file (from {by}) but /{inside} is inside it")]
+    FileAsParent { up: String, by: String, inside: String },
+    #[error("/{path} is written twice (by {first} and by {second})")]
+    WrittenTwice { path: String, first: String, second: String },
+    #[error("{}: the name {name:?} is not UTF-8", dir.display())]
+    NameNotUtf8 { dir: PathBuf, name: std::ffi::OsString },
+    #[error("{}: the link target is not UTF-8", path.display())]
+    LinkNotUtf8 { path: PathBuf },
+    #[error("{} is a socket, FIFO or device: only files, directories and symlinks go in an image", path.display())]
+    Special { path: PathBuf },
+    #[error("{} changed while the image was being built", path.display())]
+    Changed { path: PathBuf },
+    #[error("the base image's config is not a JSON object")]
+    BaseConfigNotObject,
+    #[error("config-from: invalid image config: {0}")]
+    ConfigFrom(serde_json::Error),
+    #[error("the base image's config has invalid rootfs.diff_ids")]
+    BadDiffIds,
+    #[error("the base image's config has no rootfs.diff_ids")]
+    NoDiffIds,
+    #[error("base layer media type `{0}` is not supported (foreign or unknown layer)")]
+    LayerType(String),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error("image {image}: {reason}")]
-    Input { image: String, reason: String },
+    Input { image: String, reason: StepError },
     #[error("image {image}: base {base}: {reason}")]
     Base { image: String, base: String, reason: String },
     #[error("image {image}: config-from {from}: {reason}")]
     ConfigFrom { image: String, from: String, reason: String },
     #[error("image {image}: {reason}")]
-    Write { image: String, reason: String },
+    Write { image: String, reason: StepError },
     #[error("SOURCE_DATE_EPOCH=`{0}` is not a whole number of seconds since 1970 (unset it, or set source-date-epoch= on the build block)")]
     Epoch(String),
     #[error("image {0} has no build block")]
@@ -141,8 +179,8 @@ pub fn build_spec(cache: &Path, reference: &ImageRef, b: &Build, opts: &Options)
     {
         return Ok(Built { image, archive, manifest_digest, inputs, cached: true });
     }
-    let write_err = |reason: String| BuildError::Write { image: image.clone(), reason };
-    std::fs::create_dir_all(cache).map_err(|e| write_err(format!("{}: {e}", cache.display())))?;
+    let write_err = |reason: StepError| BuildError::Write { image: image.clone(), reason };
+    std::fs::create_dir_all(cache).map_err(|e| write_err(StepError::Io { path: cache.to_path_buf(), source: e }))?;
 
     // The base's linux/riscv64 image and its config.
     let base = match &b.base {
@@ -214,7 +252,7 @@ pub fn build_spec(cache: &Path, reference: &ImageRef, b: &Build, opts: &Options)
             let _ = std::fs::remove_file(&out);
             return Err(e);
         }
-        std::fs::rename(&out, &archive).map_err(|e| format!("{}: {e}", archive.display()))?;
+        std::fs::rename(&out, &archive).map_err(|e| StepError::Io { path: archive.clone(), source: e })?;
         Ok(m_desc.digest)
     })();
     let _ = std::fs::remove_file(&layer_path);

@@ -84,7 +84,7 @@ fn histories(global: &Global, c: &Cluster, profiles: &crate::profile::Profiles, 
     let mut ctx = global.ctx(c, profiles, false);
     ctx.accept_new = accept_new;
     crate::transport::pool(nodes, 8, |n| {
-        let got = ctx.connect(n).map_err(|e| e.to_string()).and_then(|mut h| generation::read_all(&mut h));
+        let got = ctx.connect(n).map_err(|e| e.to_string()).and_then(|mut h| generation::read_all(&mut h).map_err(|e| e.to_string()));
         (n.name.clone(), got)
     })
 }
@@ -388,11 +388,11 @@ pub fn run_gc(global: &Global, a: &GcArgs, out: &Output) -> i32 {
     ctx.accept_new = a.accept_new;
     let results = crate::transport::pool(&nodes, 8, |n| {
         let mut h = ctx.connect(n).map_err(|e| e.to_string())?;
-        let before = generation::read_all(&mut h)?;
+        let before = generation::read_all(&mut h).map_err(|e| e.to_string())?;
         let Some(cur) = before.current else { return Ok((0usize, 0u64, 0u64)) };
         let command = generation::gc_held_command(cur, keep);
         h.exec_ok("collecting generations", &command, None, Some(Duration::from_secs(300))).map_err(|e| e.to_string())?;
-        let after = generation::read_all(&mut h)?;
+        let after = generation::read_all(&mut h).map_err(|e| e.to_string())?;
         Ok::<_, String>((before.generations.len() - after.generations.len(), before.store_kib, after.store_kib))
     });
     let mut failed = false;

@@ -112,13 +112,13 @@ struct Report<'a> {
 
 /// An external registry's `/v2/` check (None for a managed registry or none); no SSH, ever.
 fn external_check(c: &Cluster, pw: Option<&str>) -> Option<Result<String, String>> {
-    c.registry.as_ref().filter(|r| r.external).map(|_| crate::images::check_external(c, pw))
+    c.registry.as_ref().filter(|r| r.external).map(|_| crate::images::check_external(c, pw).map_err(|e| e.to_string()))
 }
 
 fn check_json(r: &Option<Result<String, String>>) -> Option<serde_json::Value> {
     r.as_ref().map(|r| match r {
         Ok(l) => serde_json::json!({ "ok": l }),
-        Err(e) => serde_json::json!({ "error": e }),
+        Err(e) => serde_json::json!({ "error": e.to_string() }),
     })
 }
 
@@ -237,7 +237,7 @@ type Prepared = (Profiles, Cluster, crate::spec::filter::NodeFilter, Option<Stri
 fn prepare(global: &Global, target: &Target, out: &Output) -> Result<Prepared, i32> {
     let (profiles, mut cluster, filter) = load_cluster(global, target, out)?;
     crate::pki::ensure_registry_tls(&mut cluster).map_err(|e| {
-        out.error(&e);
+        out.error(&e.to_string());
         EXIT_FAILED
     })?;
     let pw = converge::registry_password(&cluster).map_err(|e| {
@@ -297,7 +297,7 @@ pub fn run_plan(global: &Global, a: &PlanArgs, out: &Output) -> i32 {
             hosts: &plans,
             images: push.as_ref().map(|p| match p {
                 Ok((plan, _)) => serde_json::to_value(plan).unwrap_or_default(),
-                Err(e) => serde_json::json!({ "error": e }),
+                Err(e) => serde_json::json!({ "error": e.to_string() }),
             }),
             closure: serde_json::to_value(&closure).ok(),
             health: None,
@@ -408,7 +408,7 @@ pub fn run_apply(global: &Global, a: &ApplyArgs, out: &Output) -> i32 {
     let now = match crate::images::resolved(&cluster) {
         Ok(images) => crate::lock::Lock { k3s: Some(crate::lock::Lock::k3s_from(&cluster)), images, hosts: Default::default() },
         Err(e) => {
-            out.error(&e);
+            out.error(&e.to_string());
             return EXIT_FAILED;
         }
     };

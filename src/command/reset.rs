@@ -76,7 +76,7 @@ fn reset_host(ctx: &Ctx, job: &Job) -> HostReset {
                 spec.use_profile(os);
             }
         };
-        uninstall::run(&mut host, &job.spec, &ctx.owner, &refine)
+        uninstall::run(&mut host, &job.spec, &ctx.owner, &refine).map_err(|e| e.to_string())
     });
     match got {
         Ok(o) if !o.failed.is_empty() => {

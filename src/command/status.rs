@@ -89,7 +89,7 @@ pub fn run(global: &Global, a: &StatusArgs, out: &Output) -> i32 {
         for n in cluster.nodes.iter().filter(|n| filter.matches(n)) {
             let r = ctx.connect(n).map_err(|e| e.to_string()).and_then(|mut h| {
                 let k3s = converge::k3s_on(&ctx, n, &mut h).map_err(|e| e.to_string())?;
-                verify::airgap::probe(&mut h, &k3s)
+                verify::airgap::probe(&mut h, &k3s).map_err(|e| e.to_string())
             });
             tarballs.insert(n.name.clone(), r.unwrap_or_else(verify::airgap::NodeTarballs::unreadable));
         }

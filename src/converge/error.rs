@@ -41,6 +41,22 @@ pub enum Cause {
     #[diagnostic(code(rvcluster::converge::input))]
     Input(String),
 
+    /// The k3s binary named by `url=` could not be fetched into the local cache (shared by
+    /// every host the failure stops).
+    #[error(transparent)]
+    #[diagnostic(code(rvcluster::converge::input))]
+    Artifact(std::sync::Arc<crate::artifact::ArtifactError>),
+
+    /// The registry client for the registry host could not be made.
+    #[error(transparent)]
+    #[diagnostic(code(rvcluster::converge::input))]
+    Images(#[from] crate::images::ImagesError),
+
+    /// A host's desired state could not be rendered from local inputs.
+    #[error(transparent)]
+    #[diagnostic(code(rvcluster::converge::input))]
+    Render(#[from] crate::render::RenderError),
+
     #[error("{0}")]
     #[diagnostic(code(rvcluster::converge::profile), help("set profile= on the node, or add an OS profile under profiles/os/"))]
     Profile(String),
@@ -65,7 +81,7 @@ pub enum Cause {
 
     #[error("the host's answer could not be read: {0}")]
     #[diagnostic(code(rvcluster::converge::facts))]
-    Facts(String),
+    Facts(crate::transport::facts::FactsError),
 
     #[error("the apply script did not arrive whole (connection lost?); nothing of it was run")]
     #[diagnostic(code(rvcluster::converge::script_truncated))]

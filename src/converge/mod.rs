@@ -41,7 +41,7 @@ pub use run::{HostGeneration, HostPlan, HostRole, converge_registry, k3s_on, nod
 pub use session::{LOCK_FILE, STATE_DIR};
 
 /// The registry password from its file or environment variable (never printed).
-pub fn registry_password(c: &crate::spec::Cluster) -> Result<Option<String>, String> {
+pub fn registry_password(c: &crate::spec::Cluster) -> Result<Option<String>, crate::spec::SecretError> {
     match c.registry.as_ref().and_then(|r| r.auth.as_ref()) {
         Some(a) => a.password.read().map(Some),
         None => Ok(None),

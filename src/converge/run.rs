@@ -190,7 +190,7 @@ pub fn converge_registry(ctx: &Ctx) -> Option<HostPlan> {
         let choose = |facts: &Facts| -> Result<HostState, Cause> {
             let os = pick(facts)?;
             let existing = facts.contents.get(&htpasswd).map(|b| String::from_utf8_lossy(b).into_owned());
-            render::registry::host_state(r, os, pw, existing.as_deref()).map_err(Cause::Input)
+            render::registry::host_state(r, os, pw, existing.as_deref()).map_err(Cause::Render)
         };
         let job = Job {
             name: &r.name,
@@ -211,9 +211,8 @@ pub fn converge_registry(ctx: &Ctx) -> Option<HostPlan> {
 
 /// GET /v2/ (authenticated, trusting the registry's CA) until the registry answers.
 pub fn wait_registry_healthy(ctx: &Ctx) -> Result<(), Cause> {
-    let client = crate::images::client(ctx.cluster, ctx.registry_password.as_deref())
-        .map_err(Cause::Input)?
-        .ok_or_else(|| Cause::Input("no registry block".into()))?;
+    let client = crate::images::client(ctx.cluster, ctx.registry_password.as_deref())?
+        .ok_or(Cause::Images(crate::images::ImagesError::NoRegistry))?;
     let mut last = String::new();
     for _ in 0..60 {
         match client.ping() {
@@ -256,7 +255,7 @@ fn render_for<'a>(ctx: &'a Ctx<'a>, node: &'a Node, token: Option<&'a str>) -> i
 /// A node's rendered state plus the air-gap image tarballs it gets; for a rollback, the state of
 /// the generation it goes back to.
 fn node_state(ctx: &Ctx, os: &OsProfile, node: &Node, secrets: &Secrets) -> Result<HostState, Cause> {
-    let mut st = render::node_state(ctx.cluster, os, node, secrets).map_err(Cause::Input)?;
+    let mut st = render::node_state(ctx.cluster, os, node, secrets)?;
     if let Some(m) = ctx.rollback.get(&node.name) {
         return Ok(crate::generation::to_state(&m.to, &st));
     }
@@ -280,6 +279,7 @@ pub fn run_nodes(ctx: &Ctx, selected: &dyn Fn(&Node) -> bool) -> Vec<HostPlan> {
     if let crate::spec::BinarySource::Url(url) = &c.k3s.binary.source
         && let Err(e) = crate::artifact::fetch(url, &c.k3s.binary.sha256)
     {
+        let e = std::sync::Arc::new(e);
         return c
             .nodes
             .iter()
@@ -289,7 +289,7 @@ pub fn run_nodes(ctx: &Ctx, selected: &dyn Fn(&Node) -> bool) -> Vec<HostPlan> {
                 address: n.address.clone(),
                 role: n.role.into(),
                 changes: vec![],
-                error: Some(ConvergeError::new(&n.name, "fetch", Cause::Input(e.clone()))),
+                error: Some(ConvergeError::new(&n.name, "fetch", Cause::Artifact(e.clone()))),
                 generation: None,
             })
             .collect();

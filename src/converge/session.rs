@@ -98,7 +98,7 @@ pub fn parse_head(q: &FactsQuery, head: &str) -> Result<(LockState, Option<Facts
     } else if word("noflock").is_some() {
         return Ok((LockState::NoFlock, None));
     } else {
-        return Err(Cause::Facts(format!("unexpected first line `{}`", first.chars().take(80).collect::<String>())));
+        return Err(Cause::Facts(facts::FactsError::UnexpectedFirstLine(first.chars().take(80).collect::<String>())));
     };
     let f = facts::parse(q, rest).map_err(Cause::Facts)?;
     Ok((lock, Some(f)))

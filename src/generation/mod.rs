@@ -439,16 +439,29 @@ pub fn read_all_command() -> String {
     )
 }
 
-pub fn parse_all(out: &str) -> Result<History, String> {
+/// Why a host's generations could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerationError {
+    #[error("a generation manifest does not parse: {0}")]
+    Manifest(serde_json::Error),
+    #[error("current.json does not parse: {0}")]
+    Current(serde_json::Error),
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
+    #[error("reading generations failed: {stderr}")]
+    ReadFailed { stderr: String },
+}
+
+pub fn parse_all(out: &str) -> Result<History, GenerationError> {
     let mut h = History::default();
     let mut section = "";
     let mut buf = String::new();
-    let flush = |section: &str, buf: &mut String, h: &mut History| -> Result<(), String> {
+    let flush = |section: &str, buf: &mut String, h: &mut History| -> Result<(), GenerationError> {
         let text = std::mem::take(buf);
         match section {
-            "gen" => h.generations.push(serde_json::from_str(&text).map_err(|e| format!("a generation manifest does not parse: {e}"))?),
+            "gen" => h.generations.push(serde_json::from_str(&text).map_err(GenerationError::Manifest)?),
             "current" if !text.trim().is_empty() => {
-                let m: Manifest = serde_json::from_str(&text).map_err(|e| format!("current.json does not parse: {e}"))?;
+                let m: Manifest = serde_json::from_str(&text).map_err(GenerationError::Current)?;
                 h.current = Some(m.number);
             }
             "store" => h.store_kib = text.trim().parse().unwrap_or(0),
@@ -476,10 +489,10 @@ pub fn parse_all(out: &str) -> Result<History, String> {
 }
 
 /// Read a host's generations (one remote command).
-pub fn read_all(host: &mut dyn crate::transport::Host) -> Result<History, String> {
-    let out = host.exec(&read_all_command(), None, Some(std::time::Duration::from_secs(120))).map_err(|e| e.to_string())?;
+pub fn read_all(host: &mut dyn crate::transport::Host) -> Result<History, GenerationError> {
+    let out = host.exec(&read_all_command(), None, Some(std::time::Duration::from_secs(120)))?;
     if !out.success() {
-        return Err(format!("reading generations failed: {}", out.stderr_str().trim()));
+        return Err(GenerationError::ReadFailed { stderr: out.stderr_str().trim().to_string() });
     }
     parse_all(&out.stdout_str())
 }

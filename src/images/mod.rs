@@ -179,41 +179,82 @@ pub fn remote_sources(c: &Cluster) -> RemoteSources {
     RemoteSources { upstream_overrides: mirror_config(c).upstream_overrides, options: BTreeMap::new() }
 }
 
+/// Why the `image` entries could not be loaded, built, pushed or checked. Texts name the image
+/// (and the registry URL for the external-registry check); never a credential.
+#[derive(Debug, thiserror::Error)]
+pub enum ImagesError {
+    #[error(transparent)]
+    Build(Box<crate::build::BuildError>),
+    #[error(
+        "image {image}: no mirror sends containerd to the registry {endpoint} for it (add `mirror \"{registry}\"` to the registry block, \
+         or deliver=\"tarball\" on the image)"
+    )]
+    NoMirror { image: String, endpoint: String, registry: String },
+    #[error("image {image}: {source}")]
+    Load { image: String, source: Box<crate::registry::RegistryError> },
+    #[error("image {image}: the source's linux/riscv64 manifest is {actual} but the lock file pins {pinned}")]
+    LockMismatch { image: String, actual: String, pinned: String },
+    #[error("image {image}: {source}")]
+    Tarball { image: String, source: Box<crate::airgap::AirgapError> },
+    #[error("no registry block")]
+    NoRegistry,
+    #[error(transparent)]
+    Registry(Box<crate::registry::RegistryError>),
+    #[error("GET {url}: HTTP {status}: the registry refused the credentials of `{user}` (check password-file/password-env)")]
+    CredentialsRefused { url: String, status: u16, user: String },
+    #[error("GET {url}: HTTP {status}: the registry wants credentials; add `auth user=\"NAME\" password-file=\"PATH\"` to the registry block")]
+    CredentialsWanted { url: String, status: u16 },
+    #[error("GET {url}: the registry speaks https, but cluster.kdl says `tls #false`; write `tls #true` (with ca=\"PATH\" if its CA is private)")]
+    SpeaksHttps { url: String },
+    #[error("GET {url}: the registry answers plain HTTP, but cluster.kdl says `tls #true`; write `tls #false`")]
+    SpeaksHttp { url: String },
+    #[error("GET {url} ({declared}): {source}")]
+    External { url: String, declared: String, source: Box<crate::registry::RegistryError> },
+}
+
+impl From<crate::build::BuildError> for ImagesError {
+    fn from(e: crate::build::BuildError) -> ImagesError {
+        ImagesError::Build(Box::new(e))
+    }
+}
+
+impl From<crate::registry::RegistryError> for ImagesError {
+    fn from(e: crate::registry::RegistryError) -> ImagesError {
+        ImagesError::Registry(Box::new(e))
+    }
+}
+
 /// The source an image entry pushes from. A built image is its archive in the build cache
 /// (built now when the cache does not have its inputs yet), so it pushes like `oci-archive:`.
-fn to_source(c: &Cluster, i: &Image, remote: &RemoteSources) -> Result<Source, String> {
+fn to_source(c: &Cluster, i: &Image, remote: &RemoteSources) -> Result<Source, ImagesError> {
     Ok(match &i.source {
         ImageSource::OciArchive(p) => Source::OciArchive(p.clone()),
         ImageSource::OciDir(p) => Source::OciDir(p.clone()),
         ImageSource::DockerArchive(p) => Source::DockerArchive(p.clone()),
         ImageSource::Docker(r) => Source::Docker(r.clone()),
         ImageSource::Build(_) => {
-            let built = crate::build::build(c, i, &crate::build::Options { remote, rebuild: false }).map_err(|e| e.to_string())?;
+            let built = crate::build::build(c, i, &crate::build::Options { remote, rebuild: false })?;
             Source::OciArchive(built.archive)
         }
     })
 }
 
 /// Loads every `image` entry pushed to the registry and says where it goes there.
-pub fn push_items(c: &Cluster, locked: &BTreeMap<String, String>) -> Result<Vec<PushItem>, String> {
+pub fn push_items(c: &Cluster, locked: &BTreeMap<String, String>) -> Result<Vec<PushItem>, ImagesError> {
     let Some(r) = &c.registry else { return Ok(vec![]) };
     let cfg = mirror_config(c);
     let remote = remote_sources(c);
     let mut items = Vec::new();
     for i in c.pushed_images() {
-        let dest = resolve::destination(&cfg, &i.reference, &r.endpoint()).ok_or_else(|| {
-            format!(
-                "image {}: no mirror sends containerd to the registry {} for it (add `mirror \"{}\"` to the registry block, \
-                 or deliver=\"tarball\" on the image)",
-                i.reference,
-                r.endpoint(),
-                i.reference.registry
-            )
+        let dest = resolve::destination(&cfg, &i.reference, &r.endpoint()).ok_or_else(|| ImagesError::NoMirror {
+            image: i.reference.to_string(),
+            endpoint: r.endpoint(),
+            registry: i.reference.registry.clone(),
         })?;
         // docker:// sources are fetched by the locked digest when cluster.lock pins one.
         let pinned = locked.get(&i.reference.to_string()).map(String::as_str);
         let src = to_source(c, i, &remote)?;
-        let image = source::load_pinned(&src, &remote, pinned).map_err(|e| format!("image {}: {e}", i.reference))?;
+        let image = source::load_pinned(&src, &remote, pinned).map_err(|e| ImagesError::Load { image: i.reference.to_string(), source: Box::new(e) })?;
         items.push(PushItem {
             name: i.reference.to_string(),
             image,
@@ -227,7 +268,7 @@ pub fn push_items(c: &Cluster, locked: &BTreeMap<String, String>) -> Result<Vec<
 
 /// What each `image` entry resolves to now (for cluster.lock), loading every source. A tarball
 /// image has no repository (it never goes to a registry).
-pub fn resolved(c: &Cluster) -> Result<BTreeMap<String, crate::lock::LockedImage>, String> {
+pub fn resolved(c: &Cluster) -> Result<BTreeMap<String, crate::lock::LockedImage>, ImagesError> {
     let source_of = |name: &str| {
         c.images
             .iter()
@@ -255,7 +296,7 @@ pub fn resolved(c: &Cluster) -> Result<BTreeMap<String, crate::lock::LockedImage
     let remote = remote_sources(c);
     for i in c.tarball_images() {
         let name = i.reference.to_string();
-        let img = source::load(&to_source(c, i, &remote)?, &remote).map_err(|e| format!("image {name}: {e}"))?;
+        let img = source::load(&to_source(c, i, &remote)?, &remote).map_err(|e| ImagesError::Load { image: name.clone(), source: Box::new(e) })?;
         out.insert(
             name.clone(),
             crate::lock::LockedImage {
@@ -272,22 +313,19 @@ pub fn resolved(c: &Cluster) -> Result<BTreeMap<String, crate::lock::LockedImage
 /// The tarball of every `image` entry delivered as a tarball, built into the local cache when
 /// not there yet (docker:// sources are fetched by the digest cluster.lock pins, if any); each
 /// with whether it was built now.
-pub fn tarballs(c: &Cluster, locked: &BTreeMap<String, String>) -> Result<Vec<(Tarball, crate::airgap::Origin)>, String> {
+pub fn tarballs(c: &Cluster, locked: &BTreeMap<String, String>) -> Result<Vec<(Tarball, crate::airgap::Origin)>, ImagesError> {
     let remote = remote_sources(c);
     let mut out = Vec::new();
     for i in c.tarball_images() {
         let name = i.reference.to_string();
         let pinned = locked.get(&name).map(String::as_str);
-        let img = source::load_pinned(&to_source(c, i, &remote)?, &remote, pinned).map_err(|e| format!("image {name}: {e}"))?;
+        let img = source::load_pinned(&to_source(c, i, &remote)?, &remote, pinned).map_err(|e| ImagesError::Load { image: name.clone(), source: Box::new(e) })?;
         if let Some(pin) = pinned
             && *pin != img.manifest_digest
         {
-            return Err(format!(
-                "image {name}: the source's linux/riscv64 manifest is {} but the lock file pins {pin}",
-                img.manifest_digest
-            ));
+            return Err(ImagesError::LockMismatch { image: name, actual: img.manifest_digest.clone(), pinned: pin.to_string() });
         }
-        out.push(crate::airgap::tarball(&i.reference, &img).map_err(|e| format!("image {name}: {e}"))?);
+        out.push(crate::airgap::tarball(&i.reference, &img).map_err(|e| ImagesError::Tarball { image: name, source: Box::new(e) })?);
     }
     Ok(out)
 }
@@ -308,10 +346,10 @@ pub fn render_tarballs(t: &[(Tarball, crate::airgap::Origin)]) -> String {
 /// The `/v2/` check of an external registry, as the nodes will reach it: it answers, the
 /// credentials are accepted, and it speaks what cluster.kdl declares (plain HTTP, or https
 /// trusted through `ca=` or the system's CAs). Ok is a one-line description of what answered.
-pub fn check_external(c: &Cluster, password: Option<&str>) -> Result<String, String> {
+pub fn check_external(c: &Cluster, password: Option<&str>) -> Result<String, ImagesError> {
     use crate::registry::RegistryError as E;
-    let r = c.registry.as_ref().ok_or("no registry block")?;
-    let client = RegistryClient::new(&r.endpoint(), registry_options(c, password)).map_err(|e| e.to_string())?;
+    let r = c.registry.as_ref().ok_or(ImagesError::NoRegistry)?;
+    let client = RegistryClient::new(&r.endpoint(), registry_options(c, password))?;
     let declared = if r.tls.enabled {
         match &r.tls.ca {
             Some(ca) => format!("https trusting {}", ca.display()),
@@ -327,23 +365,19 @@ pub fn check_external(c: &Cluster, password: Option<&str>) -> Result<String, Str
             r.auth.as_ref().map(|a| format!(", credentials of `{}` accepted", a.user)).unwrap_or_default()
         )),
         Err(E::Unauthorized { status, .. }) => Err(match &r.auth {
-            Some(a) => format!("GET {url}: HTTP {status}: the registry refused the credentials of `{}` (check password-file/password-env)", a.user),
-            None => format!("GET {url}: HTTP {status}: the registry wants credentials; add `auth user=\"NAME\" password-file=\"PATH\"` to the registry block"),
+            Some(a) => ImagesError::CredentialsRefused { url, status, user: a.user.clone() },
+            None => ImagesError::CredentialsWanted { url, status },
         }),
-        Err(E::Http { status: 400, body, .. }) if !r.tls.enabled && body.to_lowercase().contains("https") => Err(format!(
-            "GET {url}: the registry speaks https, but cluster.kdl says `tls #false`; write `tls #true` (with ca=\"PATH\" if its CA is private)"
-        )),
+        Err(E::Http { status: 400, body, .. }) if !r.tls.enabled && body.to_lowercase().contains("https") => Err(ImagesError::SpeaksHttps { url }),
         // rustls reading an HTTP answer where a TLS record should be.
-        Err(e @ (E::Tls { .. } | E::Transport { .. })) if r.tls.enabled && e.to_string().contains("InvalidContentType") => Err(format!(
-            "GET {url}: the registry answers plain HTTP, but cluster.kdl says `tls #true`; write `tls #false`"
-        )),
-        Err(e) => Err(format!("GET {url} ({declared}): {e}")),
+        Err(e @ (E::Tls { .. } | E::Transport { .. })) if r.tls.enabled && e.to_string().contains("InvalidContentType") => Err(ImagesError::SpeaksHttp { url }),
+        Err(e) => Err(ImagesError::External { url, declared, source: Box::new(e) }),
     }
 }
 
-pub fn client(c: &Cluster, password: Option<&str>) -> Result<Option<RegistryClient>, String> {
+pub fn client(c: &Cluster, password: Option<&str>) -> Result<Option<RegistryClient>, ImagesError> {
     let Some(r) = &c.registry else { return Ok(None) };
-    RegistryClient::new(&r.endpoint(), registry_options(c, password)).map(Some).map_err(|e| e.to_string())
+    Ok(Some(RegistryClient::new(&r.endpoint(), registry_options(c, password))?))
 }
 
 /// Plan (dry) or push (wet) the `image` entries; progress goes to `events` (src/output draws it).
@@ -354,18 +388,18 @@ pub fn push_images(
     locked: &BTreeMap<String, String>,
     known_repos: &[String],
     events: &dyn crate::event::PushSink,
-) -> Result<(PushPlan, Option<push::PushReport>), String> {
+) -> Result<(PushPlan, Option<push::PushReport>), ImagesError> {
     let Some(client) = client(c, password)? else {
-        return Err("no registry block".into());
+        return Err(ImagesError::NoRegistry);
     };
     let items = push_items(c, locked)?;
     // Repositories the registry already holds (from cluster.lock): their blobs can be mounted.
     let known: Vec<String> = known_repos.to_vec();
-    let plan = push::plan(&client, &items, &known).map_err(|e| e.to_string())?;
+    let plan = push::plan(&client, &items, &known)?;
     if !wet {
         return Ok((plan, None));
     }
-    let report = push::push(&client, &items, &plan, events).map_err(|e| e.to_string())?;
+    let report = push::push(&client, &items, &plan, events)?;
     Ok((plan, Some(report)))
 }
 

@@ -10,6 +10,25 @@ use kdl::KdlDocument;
 
 use crate::spec::{BinarySource, Cluster};
 
+/// Why cluster.lock could not be read. The texts name the file and the entry at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("not valid KDL: {0:?}")]
+    Kdl(kdl::KdlError),
+    #[error("{entry} entry without {what}")]
+    Missing { entry: &'static str, what: &'static str },
+    #[error("host entry with a port outside 1-65535")]
+    PortRange,
+    #[error("negative generation")]
+    NegativeGeneration,
+    #[error("unknown entry `{0}`")]
+    UnknownEntry(String),
+    #[error("{}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}: {source}", path.display())]
+    In { path: PathBuf, source: Box<LockError> },
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Lock {
     pub k3s: Option<LockedK3s>,
@@ -109,8 +128,8 @@ impl Lock {
         s
     }
 
-    pub fn parse(text: &str) -> Result<Lock, String> {
-        let doc = KdlDocument::parse_v2(text).map_err(|e| format!("not valid KDL: {e:?}"))?;
+    pub fn parse(text: &str) -> Result<Lock, LockError> {
+        let doc = KdlDocument::parse_v2(text).map_err(LockError::Kdl)?;
         let mut lock = Lock::default();
         let prop = |n: &kdl::KdlNode, k: &str| n.get(k).and_then(|v| v.as_string()).map(str::to_string);
         for n in doc.nodes() {
@@ -118,17 +137,17 @@ impl Lock {
             match n.name().value() {
                 "k3s" => {
                     lock.k3s = Some(LockedK3s {
-                        version: arg.ok_or("k3s entry without a version")?,
-                        sha256: prop(n, "sha256").ok_or("k3s entry without sha256")?,
+                        version: arg.ok_or(LockError::Missing { entry: "k3s", what: "a version" })?,
+                        sha256: prop(n, "sha256").ok_or(LockError::Missing { entry: "k3s", what: "sha256" })?,
                         source: prop(n, "source").unwrap_or_default(),
                     })
                 }
                 "image" => {
-                    let name = arg.ok_or("image entry without a name")?;
+                    let name = arg.ok_or(LockError::Missing { entry: "image", what: "a name" })?;
                     lock.images.insert(
                         name,
                         LockedImage {
-                            manifest: prop(n, "manifest").ok_or("image entry without manifest")?,
+                            manifest: prop(n, "manifest").ok_or(LockError::Missing { entry: "image", what: "manifest" })?,
                             index: prop(n, "index"),
                             repository: prop(n, "repository").unwrap_or_default(),
                             source: prop(n, "source").unwrap_or_default(),
@@ -136,17 +155,17 @@ impl Lock {
                     );
                 }
                 "host" => {
-                    let name = arg.ok_or("host entry without a name")?;
-                    let generation = n.get("generation").and_then(|v| v.as_integer()).ok_or("host entry without generation=")?;
-                    let manifest = prop(n, "manifest").ok_or("host entry without manifest=")?;
+                    let name = arg.ok_or(LockError::Missing { entry: "host", what: "a name" })?;
+                    let generation = n.get("generation").and_then(|v| v.as_integer()).ok_or(LockError::Missing { entry: "host", what: "generation=" })?;
+                    let manifest = prop(n, "manifest").ok_or(LockError::Missing { entry: "host", what: "manifest=" })?;
                     let port = match n.get("port").and_then(|v| v.as_integer()) {
-                        Some(p) => Some(u16::try_from(p).map_err(|_| "host entry with a port outside 1-65535")?),
+                        Some(p) => Some(u16::try_from(p).map_err(|_| LockError::PortRange)?),
                         None => None,
                     };
                     lock.hosts.insert(
                         name,
                         LockedHost {
-                            generation: u64::try_from(generation).map_err(|_| "negative generation")?,
+                            generation: u64::try_from(generation).map_err(|_| LockError::NegativeGeneration)?,
                             manifest,
                             address: prop(n, "address"),
                             user: prop(n, "user"),
@@ -155,17 +174,17 @@ impl Lock {
                         },
                     );
                 }
-                other => return Err(format!("unknown entry `{other}`")),
+                other => return Err(LockError::UnknownEntry(other.to_string())),
             }
         }
         Ok(lock)
     }
 
-    pub fn read(path: &Path) -> Result<Option<Lock>, String> {
+    pub fn read(path: &Path) -> Result<Option<Lock>, LockError> {
         match std::fs::read_to_string(path) {
-            Ok(t) => Lock::parse(&t).map(Some).map_err(|e| format!("{}: {e}", path.display())),
+            Ok(t) => Lock::parse(&t).map(Some).map_err(|e| LockError::In { path: path.to_path_buf(), source: Box::new(e) }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("{}: {e}", path.display())),
+            Err(e) => Err(LockError::Read { path: path.to_path_buf(), source: e }),
         }
     }
 

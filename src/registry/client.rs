@@ -514,9 +514,9 @@ impl RegistryClient {
                 actual: digest,
             });
         }
-        let kind = oci::kind_of(&bytes, declared.as_deref()).map_err(|reason| RegistryError::BadSource {
+        let kind = oci::kind_of(&bytes, declared.as_deref()).map_err(|e| RegistryError::BadSource {
             source_desc: format!("{}/{repo}:{reference}", self.base),
-            reason,
+            reason: e.to_string(),
         })?;
         let media_type = match declared {
             Some(d) if d != "application/json" && !d.is_empty() => d,

@@ -279,13 +279,13 @@ pub fn probe(client: &RegistryClient, attempt: &Attempt) -> Outcome {
                 Ok(d) => Outcome::Found { digest: d.digest.clone(), index_digest: Some(top.digest) },
                 Err(platforms) => Outcome::NoRiscv64 { platforms },
             },
-            Err(reason) => Outcome::Error { reason },
+            Err(e) => Outcome::Error { reason: e.to_string() },
         },
         Ok(Kind::Manifest) => {
             // A single-platform image: the config says which.
             let m = match oci::parse_manifest(&top.bytes) {
                 Ok(m) => m,
-                Err(reason) => return Outcome::Error { reason },
+                Err(e) => return Outcome::Error { reason: e.to_string() },
             };
             let mut buf = Vec::new();
             let read = client
@@ -303,7 +303,7 @@ pub fn probe(client: &RegistryClient, attempt: &Attempt) -> Outcome {
                 Err(e) => Outcome::Error { reason: format!("invalid image config: {e}") },
             }
         }
-        Err(reason) => Outcome::Error { reason },
+        Err(e) => Outcome::Error { reason: e.to_string() },
     }
 }
 
@@ -313,7 +313,7 @@ const PARALLEL: usize = 8;
 /// Walks the attempts for one image as containerd would, stopping at the first place that has it.
 fn resolve_one(image: &ImageRef, mirrors: &MirrorConfig, options: &EndpointOptions, dead: &Mutex<HashMap<String, String>>) -> Status {
     // One client per endpoint for this image: bearer tokens are per repository scope.
-    let mut clients: HashMap<String, Result<RegistryClient, String>> = HashMap::new();
+    let mut clients: HashMap<String, Result<RegistryClient, RegistryError>> = HashMap::new();
     let mut tried = Vec::new();
     for a in resolve::attempts(mirrors, image) {
         let known_dead = dead.lock().unwrap_or_else(|p| p.into_inner()).get(&a.endpoint).cloned();
@@ -322,11 +322,11 @@ fn resolve_one(image: &ImageRef, mirrors: &MirrorConfig, options: &EndpointOptio
         } else {
             let client = clients.entry(a.endpoint.clone()).or_insert_with(|| {
                 let opts = options.get(&a.endpoint).cloned().unwrap_or_default();
-                RegistryClient::new(&a.endpoint, opts).map_err(|e| e.to_string())
+                RegistryClient::new(&a.endpoint, opts)
             });
             let o = match client {
                 Ok(c) => probe(c, &a),
-                Err(reason) => Outcome::Error { reason: reason.clone() },
+                Err(e) => Outcome::Error { reason: e.to_string() },
             };
             if let Outcome::Unreachable { reason } = &o {
                 dead.lock().unwrap_or_else(|p| p.into_inner()).insert(a.endpoint.clone(), reason.clone());

@@ -94,7 +94,22 @@ pub enum Kind {
     Manifest,
 }
 
-pub fn kind_of(bytes: &[u8], declared: Option<&str>) -> Result<Kind, String> {
+/// Why a manifest document could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    #[error("not JSON: {0}")]
+    NotJson(serde_json::Error),
+    #[error("unsupported media type `{0}`")]
+    UnsupportedMediaType(String),
+    #[error("neither an image index nor an image manifest")]
+    UnknownShape,
+    #[error("invalid image manifest: {0}")]
+    Manifest(serde_json::Error),
+    #[error("invalid image index: {0}")]
+    Index(serde_json::Error),
+}
+
+pub fn kind_of(bytes: &[u8], declared: Option<&str>) -> Result<Kind, OciError> {
     if let Some(mt) = declared.filter(|m| !m.is_empty()) {
         if is_index_type(mt) {
             return Ok(Kind::Index);
@@ -103,7 +118,7 @@ pub fn kind_of(bytes: &[u8], declared: Option<&str>) -> Result<Kind, String> {
             return Ok(Kind::Manifest);
         }
     }
-    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(OciError::NotJson)?;
     if let Some(mt) = v.get("mediaType").and_then(|m| m.as_str()) {
         if is_index_type(mt) {
             return Ok(Kind::Index);
@@ -111,14 +126,14 @@ pub fn kind_of(bytes: &[u8], declared: Option<&str>) -> Result<Kind, String> {
         if mt == OCI_MANIFEST || mt == DOCKER_MANIFEST {
             return Ok(Kind::Manifest);
         }
-        return Err(format!("unsupported media type `{mt}`"));
+        return Err(OciError::UnsupportedMediaType(mt.to_string()));
     }
     if v.get("manifests").is_some() {
         Ok(Kind::Index)
     } else if v.get("config").is_some() {
         Ok(Kind::Manifest)
     } else {
-        Err("neither an image index nor an image manifest".into())
+        Err(OciError::UnknownShape)
     }
 }
 
@@ -133,12 +148,12 @@ pub fn media_type_of(bytes: &[u8], kind: Kind) -> String {
         })
 }
 
-pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, String> {
-    serde_json::from_slice(bytes).map_err(|e| format!("invalid image manifest: {e}"))
+pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, OciError> {
+    serde_json::from_slice(bytes).map_err(OciError::Manifest)
 }
 
-pub fn parse_index(bytes: &[u8]) -> Result<Index, String> {
-    serde_json::from_slice(bytes).map_err(|e| format!("invalid image index: {e}"))
+pub fn parse_index(bytes: &[u8]) -> Result<Index, OciError> {
+    serde_json::from_slice(bytes).map_err(OciError::Index)
 }
 
 /// Picks the linux/riscv64 entry of an index, skipping attestation manifests (`unknown/unknown`).

@@ -21,6 +21,15 @@ use crate::spec::reference::ImageRef;
 
 const SMALL_LIMIT: u64 = 8 * 1024 * 1024;
 
+/// Why an image source string was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceParseError {
+    #[error(transparent)]
+    Reference(#[from] crate::spec::reference::RefError),
+    #[error("unknown image source `{0}`: expected oci-archive:PATH, oci:DIR, docker-archive:PATH or docker://REF")]
+    Unknown(String),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     OciArchive(PathBuf),
@@ -31,7 +40,7 @@ pub enum Source {
 
 impl Source {
     /// Parses `oci-archive:PATH`, `oci:DIR`, `docker-archive:PATH` or `docker://REF`.
-    pub fn parse(s: &str) -> std::result::Result<Source, String> {
+    pub fn parse(s: &str) -> std::result::Result<Source, SourceParseError> {
         if let Some(p) = s.strip_prefix("oci-archive:") {
             Ok(Source::OciArchive(p.into()))
         } else if let Some(p) = s.strip_prefix("oci:") {
@@ -39,9 +48,9 @@ impl Source {
         } else if let Some(p) = s.strip_prefix("docker-archive:") {
             Ok(Source::DockerArchive(p.into()))
         } else if let Some(r) = s.strip_prefix("docker://") {
-            ImageRef::parse(r).map(Source::Docker).map_err(|e| e.to_string())
+            Ok(Source::Docker(ImageRef::parse(r)?))
         } else {
-            Err(format!("unknown image source `{s}`: expected oci-archive:PATH, oci:DIR, docker-archive:PATH or docker://REF"))
+            Err(SourceParseError::Unknown(s.to_string()))
         }
     }
 
@@ -116,8 +125,8 @@ fn io_err(path: &Path, e: impl std::fmt::Display) -> RegistryError {
     RegistryError::Io { path: path.to_path_buf(), reason: e.to_string() }
 }
 
-fn bad(source: &str, reason: impl Into<String>) -> RegistryError {
-    RegistryError::BadSource { source_desc: source.to_string(), reason: reason.into() }
+fn bad(source: &str, reason: impl std::fmt::Display) -> RegistryError {
+    RegistryError::BadSource { source_desc: source.to_string(), reason: reason.to_string() }
 }
 
 fn open_in<'a>(store: &'a Store, source: &str, d: &str, offset: u64) -> Result<Box<dyn Read + Send + 'a>> {
@@ -574,7 +583,7 @@ mod tests {
         assert_eq!(Source::parse("docker-archive:x.tar").unwrap(), Source::DockerArchive("x.tar".into()));
         assert_eq!(Source::parse("docker://rancher/local-path-provisioner:v0.0.32").unwrap().describe(),
             "docker://docker.io/rancher/local-path-provisioner:v0.0.32");
-        assert!(Source::parse("http://x").unwrap_err().contains("oci-archive:PATH"));
+        assert!(Source::parse("http://x").unwrap_err().to_string().contains("oci-archive:PATH"));
     }
 
     #[test]

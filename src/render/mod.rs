@@ -12,6 +12,26 @@ use crate::profile::{OsProfile, Step};
 use crate::spec::{BinarySource, Cluster, ConfigEntry, ConfigValue, Node, Role};
 use yaml::Yaml;
 
+/// Why a host's desired state could not be rendered: a local input (CA, manifest, certificate,
+/// registry binary) is missing or unreadable, or a secret was not read. Never carries a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("cannot read CA {}: {source}", path.display())]
+    ReadCa { path: PathBuf, source: std::io::Error },
+    #[error("cannot read manifest {}: {source}", path.display())]
+    ReadManifest { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("the registry password was not read")]
+    NoPassword,
+    #[error("the registry host's OS profile `{profile}` has no packaged registry: pin one with `binary \"PATH\" sha256=...` in the registry block")]
+    NoRegistryBinary { profile: String },
+    #[error("a registry binary must be a local file")]
+    RegistryBinaryNotLocal,
+    #[error("bcrypt: {0}")]
+    Bcrypt(#[from] bcrypt::BcryptError),
+}
+
 /// What a managed file holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Content {
@@ -97,7 +117,7 @@ pub struct Secrets<'a> {
 }
 
 /// The desired state of one node. Errors are problems reading local inputs (manifests, CA).
-pub fn node_state(c: &Cluster, os: &OsProfile, node: &Node, secrets: &Secrets) -> Result<HostState, String> {
+pub fn node_state(c: &Cluster, os: &OsProfile, node: &Node, secrets: &Secrets) -> Result<HostState, RenderError> {
     let unit = unit_name(node.role);
     let units_dir = os.path("systemd-units").unwrap_or("/etc/systemd/system");
     let unit_path = format!("{units_dir}/{unit}.service");
@@ -125,13 +145,13 @@ pub fn node_state(c: &Cluster, os: &OsProfile, node: &Node, secrets: &Secrets) -
         files.push(text_file(REGISTRIES, reg, 0o600, c.registry.as_ref().is_some_and(|r| r.auth.is_some()), restart.clone()));
     }
     if let Some(ca) = c.registry.as_ref().and_then(|r| r.tls.ca.as_ref()) {
-        let pem = std::fs::read_to_string(ca).map_err(|e| format!("cannot read CA {}: {e}", ca.display()))?;
+        let pem = std::fs::read_to_string(ca).map_err(|e| RenderError::ReadCa { path: ca.clone(), source: e })?;
         files.push(text_file(REGISTRY_CA, pem, 0o644, false, restart.clone()));
     }
     if node.role == Role::Server {
         for m in &c.k3s.manifests {
             let text = std::fs::read_to_string(&m.value)
-                .map_err(|e| format!("cannot read manifest {}: {e}", m.value.display()))?;
+                .map_err(|e| RenderError::ReadManifest { path: m.value.clone(), source: e })?;
             let name = m.value.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
             // k3s applies manifests whenever they change: no restart (docs/k3s-behaviour.md §6.1 manifests).
             files.push(text_file(&format!("{MANIFESTS}/{name}"), text, 0o600, false, None));
@@ -294,7 +314,7 @@ pub fn config_yaml(c: &Cluster, node: &Node) -> Yaml {
 /// /etc/rancher/k3s/registries.yaml from the registry block (docs/k3s-behaviour.md §4 registries.yaml): the
 /// mirror's first endpoint is the private registry with an explicit scheme, rewrites as given, and
 /// the registry's own host:port mirrored to itself so `host:port/repo` references resolve too.
-pub fn registries_yaml(c: &Cluster, secrets: &Secrets) -> Result<Option<String>, String> {
+pub fn registries_yaml(c: &Cluster, secrets: &Secrets) -> Result<Option<String>, RenderError> {
     let Some(r) = &c.registry else { return Ok(None) };
     let endpoint = r.endpoint();
     let mut mirrors = Vec::new();
@@ -315,7 +335,7 @@ pub fn registries_yaml(c: &Cluster, secrets: &Secrets) -> Result<Option<String>,
     }
     let mut config = Vec::new();
     if let Some(a) = &r.auth {
-        let pw = secrets.registry_password.ok_or("the registry password was not read")?;
+        let pw = secrets.registry_password.ok_or(RenderError::NoPassword)?;
         config.push((
             "auth".to_string(),
             Yaml::Map(vec![("username".into(), Yaml::str(a.user.clone())), ("password".into(), Yaml::str(pw))]),

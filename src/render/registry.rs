@@ -2,7 +2,7 @@
 //! optionally an uploaded binary pinned by sha256). Pure apart from reading local files named in
 //! cluster.kdl; the persistent http secret is generated on the host once and never leaves it.
 
-use super::{Content, DesiredFile, HostState, Service, text_file, yaml, yaml::Yaml};
+use super::{Content, RenderError, DesiredFile, HostState, Service, text_file, yaml, yaml::Yaml};
 use crate::profile::{OsProfile, Step};
 use crate::spec::{BinarySource, Registry};
 
@@ -21,14 +21,11 @@ pub fn secret_env_path() -> String {
 }
 
 /// The binary the unit runs: the pinned upload, or the OS profile's packaged one.
-pub fn binary_path(r: &Registry, os: &OsProfile) -> Result<String, String> {
+pub fn binary_path(r: &Registry, os: &OsProfile) -> Result<String, RenderError> {
     match (&r.binary, &os.registry_binary) {
         (Some(_), _) => Ok(UPLOADED_BINARY.to_string()),
         (None, Some(p)) => Ok(p.clone()),
-        (None, None) => Err(format!(
-            "the registry host's OS profile `{}` has no packaged registry: pin one with `binary \"PATH\" sha256=...` in the registry block",
-            os.name
-        )),
+        (None, None) => Err(RenderError::NoRegistryBinary { profile: os.name.clone() }),
     }
 }
 
@@ -92,7 +89,7 @@ WantedBy=multi-user.target
 
 /// The htpasswd line: an existing one is kept when it still verifies the password (bcrypt salts
 /// are random, so re-hashing every apply would rewrite the file and restart the registry).
-pub fn htpasswd(user: &str, password: &str, existing: Option<&str>) -> Result<String, String> {
+pub fn htpasswd(user: &str, password: &str, existing: Option<&str>) -> Result<String, RenderError> {
     if let Some(ex) = existing {
         for line in ex.lines() {
             if let Some((u, hash)) = line.split_once(':')
@@ -103,7 +100,7 @@ pub fn htpasswd(user: &str, password: &str, existing: Option<&str>) -> Result<St
             }
         }
     }
-    let hash = bcrypt::hash(password, bcrypt::DEFAULT_COST).map_err(|e| format!("bcrypt: {e}"))?;
+    let hash = bcrypt::hash(password, bcrypt::DEFAULT_COST)?;
     Ok(format!("{user}:{hash}\n"))
 }
 
@@ -113,7 +110,7 @@ pub fn host_state(
     os: &OsProfile,
     password: Option<&str>,
     existing_htpasswd: Option<&str>,
-) -> Result<HostState, String> {
+) -> Result<HostState, RenderError> {
     let units = os.path("systemd-units").unwrap_or("/etc/systemd/system");
     let unit_path = format!("{units}/{UNIT}.service");
     let restart = Some(UNIT.to_string());
@@ -121,7 +118,7 @@ pub fn host_state(
     let mut files = Vec::new();
     if let Some(b) = &r.binary {
         let BinarySource::File(p) = &b.source else {
-            return Err("a registry binary must be a local file".into());
+            return Err(RenderError::RegistryBinaryNotLocal);
         };
         files.push(DesiredFile {
             path: UPLOADED_BINARY.into(),
@@ -134,12 +131,12 @@ pub fn host_state(
     }
     files.push(text_file(&config_path(), config_yml(r), 0o644, false, restart.clone()));
     if let Some(a) = &r.auth {
-        let pw = password.ok_or("the registry password was not read")?;
+        let pw = password.ok_or(RenderError::NoPassword)?;
         files.push(text_file(&htpasswd_path(), htpasswd(&a.user, pw, existing_htpasswd)?, 0o600, true, restart.clone()));
     }
     if r.tls.enabled
         && let (Some(cert), Some(key)) = (&r.tls.cert, &r.tls.key) {
-            let read = |p: &std::path::Path| std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+            let read = |p: &std::path::Path| std::fs::read_to_string(p).map_err(|e| RenderError::Read { path: p.to_path_buf(), source: e });
             files.push(text_file(&format!("{ETC}/server.pem"), read(cert)?, 0o644, false, restart.clone()));
             files.push(text_file(&format!("{ETC}/server-key.pem"), read(key)?, 0o600, true, restart.clone()));
         }

@@ -128,7 +128,7 @@ pub(super) fn decode(node: &KdlNode, base_dir: &Path, p: &mut Problems) -> Optio
                             }
                         }
                         Err(why) => {
-                            p.push(a.span(), why, "expected PORT or \"PORT/tcp|udp|sctp\"");
+                            p.push(a.span(), why.to_string(), "expected PORT or \"PORT/tcp|udp|sctp\"");
                             ok = false;
                         }
                     }
@@ -348,21 +348,34 @@ pub fn image_path(p: &str) -> Result<String, &'static str> {
     Ok(format!("/{}", parts.join("/")))
 }
 
-fn port(v: &KdlValue) -> Result<String, String> {
+/// Why an `expose` port was refused (the text of the located problem).
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    #[error("`{0}` is not a port")]
+    NotAPort(String),
+    #[error("a port must be a number or \"PORT/PROTO\", found {0}")]
+    WrongType(&'static str),
+    #[error("port {0} is out of range")]
+    OutOfRange(i128),
+    #[error("protocol `{0}` is not tcp, udp or sctp")]
+    Protocol(String),
+}
+
+fn port(v: &KdlValue) -> Result<String, PortError> {
     let (num, proto) = match v {
         KdlValue::Integer(i) => (*i, "tcp".to_string()),
         KdlValue::String(s) => {
             let (n, pr) = s.split_once('/').unwrap_or((s.as_str(), "tcp"));
-            let n: i128 = n.parse().map_err(|_| format!("`{s}` is not a port"))?;
+            let n: i128 = n.parse().map_err(|_| PortError::NotAPort(s.clone()))?;
             (n, pr.to_string())
         }
-        v => return Err(format!("a port must be a number or \"PORT/PROTO\", found {}", type_name(v))),
+        v => return Err(PortError::WrongType(type_name(v))),
     };
     if !(1..=65535).contains(&num) {
-        return Err(format!("port {num} is out of range"));
+        return Err(PortError::OutOfRange(num));
     }
     if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(format!("protocol `{proto}` is not tcp, udp or sctp"));
+        return Err(PortError::Protocol(proto));
     }
     Ok(format!("{num}/{proto}"))
 }

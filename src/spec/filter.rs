@@ -2,6 +2,13 @@
 
 use super::model::Node;
 
+/// Why an `--on` value was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    #[error("`{0}` has an empty item; expected NAME,GLOB,@TAG")]
+    EmptyItem(String),
+}
+
 /// A parsed `--on` value: comma-separated names, globs (`*`, `?`) and `@tag`s; a node is selected
 /// when any item matches it.
 #[derive(Debug, Clone, Default)]
@@ -10,10 +17,10 @@ pub struct NodeFilter {
 }
 
 impl NodeFilter {
-    pub fn parse(s: &str) -> Result<NodeFilter, String> {
+    pub fn parse(s: &str) -> Result<NodeFilter, FilterError> {
         let items: Vec<String> = s.split(',').map(|x| x.trim().to_string()).collect();
         if items.iter().any(|i| i.is_empty() || i == "@") {
-            return Err(format!("`{s}` has an empty item; expected NAME,GLOB,@TAG"));
+            return Err(FilterError::EmptyItem(s.to_string()));
         }
         Ok(NodeFilter { items })
     }

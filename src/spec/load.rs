@@ -474,7 +474,7 @@ impl Decoder<'_> {
         let user = e.prop_str("user", &mut self.p).and_then(|(u, span)| match values::ssh_user(&u) {
             Ok(()) => Some(u),
             Err(allowed) => {
-                self.p.push_help(span, format!("`{}` is not a user name", values::shown(&u)), "invalid user", allowed);
+                self.p.push_help(span, format!("`{}` is not a user name", values::shown(&u)), "invalid user", allowed.to_string());
                 None
             }
         });
@@ -509,7 +509,7 @@ impl Decoder<'_> {
 
     /// Each hop of a ProxyJump: a valid user (if given) and host.
     fn proxy_jump(&self, j: &str) -> Result<(), String> {
-        let hops = crate::transport::ssh_config::parse_proxy_jump(j)?;
+        let hops = crate::transport::ssh_config::parse_proxy_jump(j).map_err(|e| e.to_string())?;
         if hops.is_empty() {
             return Err("no hop".into());
         }
@@ -660,7 +660,7 @@ impl Decoder<'_> {
             match values::htpasswd_user(&u) {
                 Ok(()) => Some((u, span)),
                 Err(allowed) => {
-                    self.p.push_help(span, format!("`{}` cannot be a registry user", values::shown(&u)), "invalid user", allowed);
+                    self.p.push_help(span, format!("`{}` cannot be a registry user", values::shown(&u)), "invalid user", allowed.to_string());
                     None
                 }
             }
@@ -669,7 +669,7 @@ impl Decoder<'_> {
         let env = e.prop_str("password-env", &mut self.p).and_then(|(v, span)| match values::env_name(&v) {
             Ok(()) => Some((v, span)),
             Err(allowed) => {
-                self.p.push_help(span, format!("`{}` is not an environment variable name", values::shown(&v)), "invalid name", allowed);
+                self.p.push_help(span, format!("`{}` is not an environment variable name", values::shown(&v)), "invalid name", allowed.to_string());
                 None
             }
         });
@@ -816,7 +816,7 @@ impl Decoder<'_> {
                     for (t, span) in e.arg_strs("a tag", &mut self.p) {
                         match values::tag(&t) {
                             Ok(()) => tags.push(t),
-                            Err(allowed) => self.p.push_help(span, format!("tag `{}` cannot be used in --on filters", values::shown(&t)), "invalid tag", allowed),
+                            Err(allowed) => self.p.push_help(span, format!("tag `{}` cannot be used in --on filters", values::shown(&t)), "invalid tag", allowed.to_string()),
                         }
                     }
                 }

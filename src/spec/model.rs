@@ -126,14 +126,23 @@ pub enum Secret {
     Env(String),
 }
 
+/// Why a secret could not be read; never carries the value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot read secret file {}: {source}", path.display())]
+    File { path: PathBuf, source: std::io::Error },
+    #[error("environment variable {0} is not set")]
+    Unset(String),
+}
+
 impl Secret {
     /// Reads the secret value (trailing newline stripped). Errors never include the value.
-    pub fn read(&self) -> Result<String, String> {
+    pub fn read(&self) -> Result<String, SecretError> {
         match self {
             Secret::File(p) => std::fs::read_to_string(p)
                 .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-                .map_err(|e| format!("cannot read secret file {}: {e}", p.display())),
-            Secret::Env(v) => std::env::var(v).map_err(|_| format!("environment variable {v} is not set")),
+                .map_err(|e| SecretError::File { path: p.clone(), source: e }),
+            Secret::Env(v) => std::env::var(v).map_err(|_| SecretError::Unset(v.clone())),
         }
     }
 }

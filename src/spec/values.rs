@@ -21,26 +21,60 @@ pub fn shown(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
+/// What a value may hold, when it holds something else (the loader puts this text in a located
+/// problem or its help).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("a user name is ASCII letters, digits, `.`, `_` and `-` (not first), at most 32 characters")]
+    SshUser,
+    #[error("a tag is ASCII letters, digits, `.`, `_` and `-` (starting with a letter or digit), at most 63 characters")]
+    Tag,
+    #[error("the key prefix `{}` must be a DNS subdomain (lowercase ASCII letters, digits, `-`, `.`)", shown(.0))]
+    KeyPrefix(String),
+    #[error("the key name `{}` must be 1-63 ASCII letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit", shown(.0))]
+    KeyName(String),
+    #[error("the value `{}` must be at most 63 ASCII letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit", shown(.0))]
+    LabelValue(String),
+    #[error("a node label is `key=value`")]
+    LabelForm,
+    #[error("a node taint is `key=value:Effect` (Effect: NoSchedule, PreferNoSchedule or NoExecute)")]
+    TaintForm,
+    #[error("the effect `{}` must be NoSchedule, PreferNoSchedule or NoExecute", shown(.0))]
+    TaintEffect(String),
+    #[error("a URL starts with http:// or https://")]
+    UrlScheme,
+    #[error("the URL has no host")]
+    UrlNoHost,
+    #[error("{} is not allowed in a URL (percent-encode it)", if .0.is_whitespace() || .0.is_control() { format!("{:?}", .0) } else { format!("`{}`", .0) })]
+    UrlChar(char),
+    #[error("a registry user is printable ASCII without spaces or `:` (htpasswd writes `user:hash`)")]
+    HtpasswdUser,
+    #[error("an environment variable name is letters, digits and `_`, not starting with a digit")]
+    EnvName,
+    #[error("{0:?} (a control character) is not allowed in a path")]
+    PathControl(char),
+}
+
 /// A login name for SSH (POSIX portable names, as useradd accepts them).
-pub fn ssh_user(u: &str) -> Result<(), String> {
+pub fn ssh_user(u: &str) -> Result<(), ValueError> {
     if USER.is_match(u) && u.len() <= 32 {
         Ok(())
     } else {
-        Err("a user name is ASCII letters, digits, `.`, `_` and `-` (not first), at most 32 characters".into())
+        Err(ValueError::SshUser)
     }
 }
 
 /// A tag for `--on @TAG`.
-pub fn tag(t: &str) -> Result<(), String> {
+pub fn tag(t: &str) -> Result<(), ValueError> {
     if TAG.is_match(t) && t.len() <= 63 {
         Ok(())
     } else {
-        Err("a tag is ASCII letters, digits, `.`, `_` and `-` (starting with a letter or digit), at most 63 characters".into())
+        Err(ValueError::Tag)
     }
 }
 
 /// A label key: `[prefix/]name`, prefix a DNS subdomain (253), name up to 63 characters.
-fn label_key(k: &str) -> Result<(), String> {
+fn label_key(k: &str) -> Result<(), ValueError> {
     let (prefix, name) = match k.rsplit_once('/') {
         Some((p, n)) => (Some(p), n),
         None => (None, k),
@@ -48,44 +82,38 @@ fn label_key(k: &str) -> Result<(), String> {
     if let Some(p) = prefix
         && (p.is_empty() || p.len() > 253 || !DNS_SUBDOMAIN.is_match(p))
     {
-        return Err(format!("the key prefix `{}` must be a DNS subdomain (lowercase ASCII letters, digits, `-`, `.`)", shown(p)));
+        return Err(ValueError::KeyPrefix(p.to_string()));
     }
     if name.len() > 63 || !LABEL_NAME.is_match(name) {
-        return Err(format!(
-            "the key name `{}` must be 1-63 ASCII letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit",
-            shown(name)
-        ));
+        return Err(ValueError::KeyName(name.to_string()));
     }
     Ok(())
 }
 
-fn label_value(v: &str) -> Result<(), String> {
+fn label_value(v: &str) -> Result<(), ValueError> {
     if v.is_empty() || (v.len() <= 63 && LABEL_NAME.is_match(v)) {
         Ok(())
     } else {
-        Err(format!(
-            "the value `{}` must be at most 63 ASCII letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit",
-            shown(v)
-        ))
+        Err(ValueError::LabelValue(v.to_string()))
     }
 }
 
 /// A `node-label` value, `key=value` (Kubernetes label syntax; k3s refuses the node otherwise).
-pub fn node_label(s: &str) -> Result<(), String> {
+pub fn node_label(s: &str) -> Result<(), ValueError> {
     let Some((k, v)) = s.split_once('=') else {
-        return Err("a node label is `key=value`".into());
+        return Err(ValueError::LabelForm);
     };
     label_key(k)?;
     label_value(v)
 }
 
 /// A `node-taint` value, `key[=value]:Effect`.
-pub fn node_taint(s: &str) -> Result<(), String> {
+pub fn node_taint(s: &str) -> Result<(), ValueError> {
     let Some((kv, effect)) = s.rsplit_once(':') else {
-        return Err("a node taint is `key=value:Effect` (Effect: NoSchedule, PreferNoSchedule or NoExecute)".into());
+        return Err(ValueError::TaintForm);
     };
     if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
-        return Err(format!("the effect `{}` must be NoSchedule, PreferNoSchedule or NoExecute", shown(effect)));
+        return Err(ValueError::TaintEffect(effect.to_string()));
     }
     let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
     label_key(k)?;
@@ -93,46 +121,43 @@ pub fn node_taint(s: &str) -> Result<(), String> {
 }
 
 /// An http(s) URL as containerd and rvcluster read it: a host, and only characters URLs allow.
-pub fn url(u: &str) -> Result<(), String> {
+pub fn url(u: &str) -> Result<(), ValueError> {
     let rest = u.strip_prefix("https://").or_else(|| u.strip_prefix("http://"));
-    let Some(rest) = rest else { return Err("a URL starts with http:// or https://".into()) };
+    let Some(rest) = rest else { return Err(ValueError::UrlScheme) };
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host = host.rsplit_once('@').map(|(_, h)| h).unwrap_or(host);
     if host.is_empty() || host.starts_with(':') {
-        return Err("the URL has no host".into());
+        return Err(ValueError::UrlNoHost);
     }
     let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~:/?#[]@!$&'()*+,;=%".contains(c);
     if let Some(c) = rest.chars().find(|c| !allowed(*c)) {
-        return Err(format!(
-            "{} is not allowed in a URL (percent-encode it)",
-            if c.is_whitespace() || c.is_control() { format!("{c:?}") } else { format!("`{c}`") }
-        ));
+        return Err(ValueError::UrlChar(c));
     }
     Ok(())
 }
 
 /// The registry user: written into htpasswd as `user:hash`, one per line.
-pub fn htpasswd_user(u: &str) -> Result<(), String> {
+pub fn htpasswd_user(u: &str) -> Result<(), ValueError> {
     if !u.is_empty() && u.chars().all(|c| c.is_ascii_graphic() && c != ':') {
         Ok(())
     } else {
-        Err("a registry user is printable ASCII without spaces or `:` (htpasswd writes `user:hash`)".into())
+        Err(ValueError::HtpasswdUser)
     }
 }
 
 /// An environment variable name (`password-env=`).
-pub fn env_name(v: &str) -> Result<(), String> {
+pub fn env_name(v: &str) -> Result<(), ValueError> {
     if ENV_NAME.is_match(v) {
         Ok(())
     } else {
-        Err("an environment variable name is letters, digits and `_`, not starting with a digit".into())
+        Err(ValueError::EnvName)
     }
 }
 
 /// A path on a host: anything a file name may hold (it is quoted), but no control characters.
-pub fn host_path(p: &str) -> Result<(), String> {
+pub fn host_path(p: &str) -> Result<(), ValueError> {
     match p.chars().find(|c| c.is_control()) {
-        Some(c) => Err(format!("{c:?} (a control character) is not allowed in a path")),
+        Some(c) => Err(ValueError::PathControl(c)),
         None => Ok(()),
     }
 }
@@ -165,12 +190,12 @@ mod tests {
             ("b\u{f6}ard=x", "the key name"),
             ("a=$(reboot)", "the value"),
         ] {
-            let e = node_label(bad).unwrap_err();
+            let e = node_label(bad).unwrap_err().to_string();
             assert!(e.contains(says), "{bad:?}: {e}");
         }
         assert!(node_taint("dedicated=gpu:NoSchedule").is_ok());
         assert!(node_taint("spot:PreferNoSchedule").is_ok());
-        assert!(node_taint("dedicated=gpu:Sometimes").unwrap_err().contains("effect"));
+        assert!(node_taint("dedicated=gpu:Sometimes").unwrap_err().to_string().contains("effect"));
         assert!(node_taint("dedicated=gpu").is_err());
     }
 

@@ -200,8 +200,45 @@ pub fn script(q: &FactsQuery) -> String {
     s
 }
 
+/// Why the facts script's output could not be read (a line quoted as the host sent it).
+#[derive(Debug, thiserror::Error)]
+pub enum FactsError {
+    #[error("unexpected first line `{0}`")]
+    UnexpectedFirstLine(String),
+    #[error("bad index in `{line}`")]
+    BadIndex { line: String },
+    #[error("bad content for #{index}")]
+    BadContent { index: usize },
+    #[error("bad probe line `{line}`")]
+    BadProbe { line: String },
+    #[error("probe #{index} out of order")]
+    ProbeOrder { index: usize },
+    #[error("bad k3s version in `{line}`")]
+    BadK3sVersion { line: String },
+    #[error("unexpected marker `{0}`")]
+    UnexpectedMarker(String),
+    #[error("the facts script did not finish (output truncated)")]
+    Truncated,
+    #[error("no architecture in the output (uname -m failed)")]
+    NoArch,
+    #[error("no answer for path #{0}")]
+    NoPathAnswer(usize),
+    #[error("no answer for service #{0}")]
+    NoServiceAnswer(usize),
+    #[error("no answer for probe #{0}")]
+    NoProbeAnswer(usize),
+    #[error("malformed file line `{line}`")]
+    MalformedFile { line: String },
+    #[error("unknown file kind `{0}`")]
+    UnknownKind(String),
+    #[error("bad mode in `{line}`")]
+    BadMode { line: String },
+    #[error("bad link target in `{line}`")]
+    BadLinkTarget { line: String },
+}
+
 /// Parse the script's output for the same query.
-pub fn parse(q: &FactsQuery, out: &str) -> Result<Facts, String> {
+pub fn parse(q: &FactsQuery, out: &str) -> Result<Facts, FactsError> {
     let mut f = Facts::default();
     let mut section = "";
     let mut os_text = String::new();
@@ -228,15 +265,15 @@ pub fn parse(q: &FactsQuery, out: &str) -> Result<Facts, String> {
                     let idx = parse_index(words.next(), q.reads.len() + q.reads_unless.len(), line)?;
                     let path = q.reads.get(idx).unwrap_or_else(|| &q.reads_unless[idx - q.reads.len()].0);
                     let hex_text = words.next().unwrap_or("");
-                    let bytes = hex::decode(hex_text).map_err(|_| format!("bad content for #{idx}"))?;
+                    let bytes = hex::decode(hex_text).map_err(|_| FactsError::BadContent { index: idx })?;
                     f.contents.insert(path.clone(), bytes);
                     section = "";
                 }
                 "probe" => {
                     let idx = parse_index(words.next(), q.probes.len(), line)?;
-                    let status = words.next().and_then(|w| w.parse::<i32>().ok()).ok_or_else(|| format!("bad probe line `{line}`"))?;
+                    let status = words.next().and_then(|w| w.parse::<i32>().ok()).ok_or_else(|| FactsError::BadProbe { line: line.to_string() })?;
                     if f.probes.len() != idx {
-                        return Err(format!("probe #{idx} out of order"));
+                        return Err(FactsError::ProbeOrder { index: idx });
                     }
                     f.probes.push(status);
                     section = "";
@@ -247,13 +284,13 @@ pub fn parse(q: &FactsQuery, out: &str) -> Result<Facts, String> {
                 }
                 "end-os-release" => section = "",
                 "k3s-hex" => {
-                    let text = hex::decode(words.next().unwrap_or("")).map_err(|_| format!("bad k3s version in `{line}`"))?;
+                    let text = hex::decode(words.next().unwrap_or("")).map_err(|_| FactsError::BadK3sVersion { line: line.to_string() })?;
                     let v = String::from_utf8_lossy(&text).trim().to_string();
                     f.k3s_version = Some(v).filter(|v| !v.is_empty());
                     section = "";
                 }
                 s @ ("arch" | "hostname" | "os-release" | "k3s") => section = s,
-                other => return Err(format!("unexpected marker `{other}`")),
+                other => return Err(FactsError::UnexpectedMarker(other.to_string())),
             }
             continue;
         }
@@ -271,58 +308,58 @@ pub fn parse(q: &FactsQuery, out: &str) -> Result<Facts, String> {
         }
     }
     if !saw_end {
-        return Err("the facts script did not finish (output truncated)".into());
+        return Err(FactsError::Truncated);
     }
     if f.arch.is_empty() {
-        return Err("no architecture in the output (uname -m failed)".into());
+        return Err(FactsError::NoArch);
     }
     for (i, p) in q.paths.iter().enumerate() {
         if !f.files.contains_key(p) {
-            return Err(format!("no answer for path #{i}"));
+            return Err(FactsError::NoPathAnswer(i));
         }
     }
     for (i, u) in q.services.iter().enumerate() {
         if !f.services.contains_key(u) {
-            return Err(format!("no answer for service #{i}"));
+            return Err(FactsError::NoServiceAnswer(i));
         }
     }
     if f.probes.len() != q.probes.len() {
-        return Err(format!("no answer for probe #{}", f.probes.len()));
+        return Err(FactsError::NoProbeAnswer(f.probes.len()));
     }
     f.os_release = parse_os_release(&os_text);
     Ok(f)
 }
 
-fn parse_index(word: Option<&str>, len: usize, line: &str) -> Result<usize, String> {
+fn parse_index(word: Option<&str>, len: usize, line: &str) -> Result<usize, FactsError> {
     word.and_then(|w| w.parse::<usize>().ok())
         .filter(|i| *i < len)
-        .ok_or_else(|| format!("bad index in `{line}`"))
+        .ok_or_else(|| FactsError::BadIndex { line: line.to_string() })
 }
 
-fn parse_file(words: &[&str], line: &str) -> Result<FileFact, String> {
+fn parse_file(words: &[&str], line: &str) -> Result<FileFact, FactsError> {
     if words.first() == Some(&"absent") {
         return Ok(FileFact::Absent);
     }
     let [kind, mode, owner, group, sha, link] = words else {
-        return Err(format!("malformed file line `{line}`"));
+        return Err(FactsError::MalformedFile { line: line.to_string() });
     };
     let kind = match *kind {
         "regular" => FileKind::Regular,
         "dir" => FileKind::Directory,
         "link" => FileKind::Symlink,
         "other" => FileKind::Other,
-        k => return Err(format!("unknown file kind `{k}`")),
+        k => return Err(FactsError::UnknownKind(k.to_string())),
     };
     let mode = if *mode == "-" {
         0
     } else {
-        u32::from_str_radix(mode, 8).map_err(|_| format!("bad mode in `{line}`"))?
+        u32::from_str_radix(mode, 8).map_err(|_| FactsError::BadMode { line: line.to_string() })?
     };
     let sha256 = (*sha != "-").then(|| sha.to_string());
     let link_target = if *link == "-" {
         None
     } else {
-        let bytes = hex::decode(link).map_err(|_| format!("bad link target in `{line}`"))?;
+        let bytes = hex::decode(link).map_err(|_| FactsError::BadLinkTarget { line: line.to_string() })?;
         Some(String::from_utf8_lossy(&bytes).into_owned())
     };
     Ok(FileFact::Present {
@@ -473,13 +510,13 @@ NAME=\"openEuler\"\nVERSION=\"24.03 (LTS-SP1)\"\nID=openEuler\nPRETTY_NAME='open
     #[test]
     fn truncated_output_is_an_error() {
         let cut = &OUT[..OUT.find("@@rv k3s").unwrap()];
-        assert!(parse(&query(), cut).unwrap_err().contains("did not finish"));
+        assert!(parse(&query(), cut).unwrap_err().to_string().contains("did not finish"));
     }
 
     #[test]
     fn missing_path_answer_is_an_error() {
         let out = OUT.replace("@@rv file 1 absent\n", "");
-        assert!(parse(&query(), &out).unwrap_err().contains("path #1"));
+        assert!(parse(&query(), &out).unwrap_err().to_string().contains("path #1"));
     }
 
     #[test]

@@ -369,9 +369,9 @@ pub trait Host: Send {
     /// Gather facts in one round trip (run with privilege, so root-only files are readable).
     fn facts(&mut self, query: &FactsQuery) -> Result<Facts> {
         let out = self.exec_ok("gathering facts", &facts::script(query), None, None)?;
-        facts::parse(query, &out.stdout_str()).map_err(|detail| TransportError::Facts {
+        facts::parse(query, &out.stdout_str()).map_err(|e| TransportError::Facts {
             host: self.name().to_string(),
-            detail,
+            detail: e.to_string(),
         })
     }
 }

@@ -58,6 +58,21 @@ pub const DEFAULT_HOST_KEY_ALGORITHMS: &[&str] = &[
     "rsa-sha2-256",
 ];
 
+/// Why a public key text was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyParseError {
+    #[error("empty host key")]
+    Empty,
+    #[error("host key `{key_type}` has no base64 part")]
+    NoBase64 { key_type: String },
+    #[error("host key is not valid base64: {0}")]
+    Base64(#[from] base64::DecodeError),
+    #[error("host key says `{declared}` but its data is a `{actual}` key")]
+    TypeMismatch { declared: String, actual: String },
+    #[error("host key data is truncated")]
+    Truncated,
+}
+
 /// One public key: its type and raw blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublicKey {
@@ -67,21 +82,18 @@ pub struct PublicKey {
 
 impl PublicKey {
     /// Parse `"ssh-ed25519 AAAA... [comment]"`.
-    pub fn parse(text: &str) -> Result<PublicKey, String> {
+    pub fn parse(text: &str) -> Result<PublicKey, KeyParseError> {
         let mut it = text.split_whitespace();
-        let key_type = it.next().ok_or("empty host key")?.to_string();
+        let key_type = it.next().ok_or(KeyParseError::Empty)?.to_string();
         let b64 = it
             .next()
-            .ok_or_else(|| format!("host key `{key_type}` has no base64 part"))?;
+            .ok_or_else(|| KeyParseError::NoBase64 { key_type: key_type.clone() })?;
         let blob = STANDARD
-            .decode(b64)
-            .map_err(|e| format!("host key is not valid base64: {e}"))?;
+            .decode(b64)?;
         match blob_key_type(&blob) {
             Some(t) if t == key_type => Ok(PublicKey { key_type, blob }),
-            Some(t) => Err(format!(
-                "host key says `{key_type}` but its data is a `{t}` key"
-            )),
-            None => Err("host key data is truncated".into()),
+            Some(t) => Err(KeyParseError::TypeMismatch { declared: key_type, actual: t.to_string() }),
+            None => Err(KeyParseError::Truncated),
         }
     }
 
@@ -317,9 +329,9 @@ impl HostKeyPolicy {
             }
         }
         if let Some(pinned) = &target.pinned_host_key {
-            let key = PublicKey::parse(pinned).map_err(|detail| TransportError::Config {
+            let key = PublicKey::parse(pinned).map_err(|e| TransportError::Config {
                 what: format!("host-key of {}", target.name),
-                detail,
+                detail: e.to_string(),
             })?;
             return Ok(Expectation {
                 source: "pinned host-key".into(),

@@ -239,8 +239,21 @@ pub fn expand_path(
     PathBuf::from(out)
 }
 
+/// Why a ProxyJump value was refused; each names the hop as written.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyJumpError {
+    #[error("unclosed `[` in ProxyJump hop `{hop}`")]
+    Unclosed { hop: String },
+    #[error("bad port in ProxyJump hop `{hop}`")]
+    BadPort { hop: String },
+    #[error("unexpected `{after}` in ProxyJump hop `{hop}`")]
+    Unexpected { after: String, hop: String },
+    #[error("empty host in ProxyJump hop `{hop}`")]
+    EmptyHost { hop: String },
+}
+
 /// Parse a ProxyJump value into hops, nearest-to-us first. `none` gives no hops.
-pub fn parse_proxy_jump(value: &str) -> Result<Vec<JumpHop>, String> {
+pub fn parse_proxy_jump(value: &str) -> Result<Vec<JumpHop>, ProxyJumpError> {
     let value = value.trim();
     if value.is_empty() || value.eq_ignore_ascii_case("none") {
         return Ok(vec![]);
@@ -248,7 +261,7 @@ pub fn parse_proxy_jump(value: &str) -> Result<Vec<JumpHop>, String> {
     value.split(',').map(|hop| parse_hop(hop.trim())).collect()
 }
 
-fn parse_hop(hop: &str) -> Result<JumpHop, String> {
+fn parse_hop(hop: &str) -> Result<JumpHop, ProxyJumpError> {
     let hop = hop.strip_prefix("ssh://").unwrap_or(hop);
     let (user, rest) = match hop.rsplit_once('@') {
         Some((u, r)) => (Some(u.to_string()), r),
@@ -257,14 +270,14 @@ fn parse_hop(hop: &str) -> Result<JumpHop, String> {
     let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
         let (h, after) = inner
             .split_once(']')
-            .ok_or_else(|| format!("unclosed `[` in ProxyJump hop `{hop}`"))?;
+            .ok_or_else(|| ProxyJumpError::Unclosed { hop: hop.to_string() })?;
         let port = match after.strip_prefix(':') {
             Some(p) => Some(
                 p.parse::<u16>()
-                    .map_err(|_| format!("bad port in ProxyJump hop `{hop}`"))?,
+                    .map_err(|_| ProxyJumpError::BadPort { hop: hop.to_string() })?,
             ),
             None if after.is_empty() => None,
-            None => return Err(format!("unexpected `{after}` in ProxyJump hop `{hop}`")),
+            None => return Err(ProxyJumpError::Unexpected { after: after.to_string(), hop: hop.to_string() }),
         };
         (h.to_string(), port)
     } else {
@@ -273,14 +286,14 @@ fn parse_hop(hop: &str) -> Result<JumpHop, String> {
                 h.to_string(),
                 Some(
                     p.parse::<u16>()
-                        .map_err(|_| format!("bad port in ProxyJump hop `{hop}`"))?,
+                        .map_err(|_| ProxyJumpError::BadPort { hop: hop.to_string() })?,
                 ),
             ),
             _ => (rest.to_string(), None),
         }
     };
     if host.is_empty() {
-        return Err(format!("empty host in ProxyJump hop `{hop}`"));
+        return Err(ProxyJumpError::EmptyHost { hop: hop.to_string() });
     }
     Ok(JumpHop { user, host, port })
 }

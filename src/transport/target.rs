@@ -132,9 +132,9 @@ impl TargetSpec {
         let jump_value = self.proxy_jump.clone().or(hc.proxy_jump.clone());
         let mut proxy_jump: Option<Box<Target>> = None;
         if let Some(value) = jump_value {
-            let hops = parse_proxy_jump(&value).map_err(|detail| TransportError::Config {
+            let hops = parse_proxy_jump(&value).map_err(|e| TransportError::Config {
                 what: format!("ProxyJump for {}", self.name),
-                detail,
+                detail: e.to_string(),
             })?;
             for hop in hops {
                 let spec = TargetSpec {

@@ -369,29 +369,49 @@ impl Outcome {
     }
 }
 
+/// Why an uninstall did not run to its end on a host.
+#[derive(Debug, thiserror::Error)]
+pub enum UninstallError {
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
+    /// The host's first answer (lock state and facts) could not be read.
+    #[error(transparent)]
+    Head(Box<crate::converge::Cause>),
+    #[error("the command stopped before its facts (status {status}): {tail}")]
+    StoppedBeforeFacts { status: i32, tail: String },
+    #[error("an apply holds the board lock ({owner}); nothing was touched: try again when it is done")]
+    Locked { owner: String },
+    #[error("the board has no flock (util-linux): rvcluster never applied here; nothing was touched")]
+    NoFlock,
+    #[error("the uninstall script arrived cut (connection lost?); nothing ran: reset again")]
+    Truncated,
+    #[error("the uninstall script stopped (status {status}): {tail}")]
+    ScriptStopped { status: i32, tail: String },
+}
+
 /// Uninstall from one host: one held command (lock, facts, then the script on its stdin).
 /// `refine` adjusts the spec once the board's facts are in (its OS profile's paths).
-pub fn run(host: &mut dyn Host, spec: &Spec, owner: &str, refine: &dyn Fn(&Facts, &mut Spec)) -> Result<Outcome, String> {
+pub fn run(host: &mut dyn Host, spec: &Spec, owner: &str, refine: &dyn Fn(&Facts, &mut Spec)) -> Result<Outcome, UninstallError> {
     let q = spec.query();
-    let held = host.exec_held(&session::command(true, owner, &q), session::HEAD_END, Some(HEAD_TIMEOUT)).map_err(|e| e.to_string())?;
+    let held = host.exec_held(&session::command(true, owner, &q), session::HEAD_END, Some(HEAD_TIMEOUT))?;
     if held.ended() {
-        let out = held.finish(b"", Some(HEAD_TIMEOUT)).map_err(|e| e.to_string())?;
-        host.check_sudo(&out).map_err(|e| e.to_string())?;
-        return Err(format!("the command stopped before its facts (status {}): {}", out.status, tail(&out)));
+        let out = held.finish(b"", Some(HEAD_TIMEOUT))?;
+        host.check_sudo(&out)?;
+        return Err(UninstallError::StoppedBeforeFacts { status: out.status, tail: tail(&out) });
     }
     let head = String::from_utf8_lossy(held.head()).into_owned();
-    let (lock, facts) = session::parse_head(&q, &head).map_err(|e| e.to_string())?;
+    let (lock, facts) = session::parse_head(&q, &head).map_err(|e| UninstallError::Head(Box::new(e)))?;
     let release = |held: Box<dyn crate::transport::Held>| {
         let _ = held.finish(b"", Some(Duration::from_secs(30)));
     };
     let facts = match (lock, facts) {
         (LockState::Locked(who), _) => {
             release(held);
-            return Err(format!("an apply holds the board lock ({who}); nothing was touched: try again when it is done"));
+            return Err(UninstallError::Locked { owner: who });
         }
         (LockState::NoFlock, _) | (_, None) => {
             release(held);
-            return Err("the board has no flock (util-linux): rvcluster never applied here; nothing was touched".into());
+            return Err(UninstallError::NoFlock);
         }
         (_, Some(f)) => f,
     };
@@ -405,11 +425,11 @@ pub fn run(host: &mut dyn Host, spec: &Spec, owner: &str, refine: &dyn Fn(&Facts
         .collect();
     let current: Option<Manifest> = generation::current(&facts);
     let script = if spec.installed(&facts, gen0.as_ref(), current.as_ref()) { spec.script(gen0.as_ref(), current.as_ref()) } else { spec.idle_script() };
-    let out = held.finish(&session::script_input(&script), Some(SCRIPT_TIMEOUT)).map_err(|e| e.to_string())?;
-    host.check_sudo(&out).map_err(|e| e.to_string())?;
+    let out = held.finish(&session::script_input(&script), Some(SCRIPT_TIMEOUT))?;
+    host.check_sudo(&out)?;
     let stdout = out.stdout_str();
     if stdout.lines().any(|l| l == "@@rv truncated") {
-        return Err("the uninstall script arrived cut (connection lost?); nothing ran: reset again".into());
+        return Err(UninstallError::Truncated);
     }
     let mut o = Outcome { existed, ..Outcome::default() };
     for l in stdout.lines() {
@@ -422,7 +442,7 @@ pub fn run(host: &mut dyn Host, spec: &Spec, owner: &str, refine: &dyn Fn(&Facts
         }
     }
     if !stdout.lines().any(|l| l.starts_with("@@rv end-reset")) {
-        return Err(format!("the uninstall script stopped (status {}): {}", out.status, tail(&out)));
+        return Err(UninstallError::ScriptStopped { status: out.status, tail: tail(&out) });
     }
     Ok(o)
 }

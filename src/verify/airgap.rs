@@ -119,8 +119,8 @@ pub fn parse(out: &str) -> NodeTarballs {
 }
 
 /// Reads one node's tarballs and containerd's images (read only).
-pub fn probe(host: &mut dyn crate::transport::Host, k3s: &str) -> Result<NodeTarballs, String> {
-    let out = host.exec(&script(k3s), None, Some(std::time::Duration::from_secs(60))).map_err(|e| e.to_string())?;
+pub fn probe(host: &mut dyn crate::transport::Host, k3s: &str) -> Result<NodeTarballs, crate::transport::TransportError> {
+    let out = host.exec(&script(k3s), None, Some(std::time::Duration::from_secs(60)))?;
     Ok(parse(&out.stdout_str()))
 }
 

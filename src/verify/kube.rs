@@ -160,10 +160,23 @@ pub fn parse_pod(v: &Value) -> PodStatus {
     }
 }
 
+/// Why kubectl's JSON could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeParseError {
+    #[error("kubectl output is not JSON: {0}")]
+    NotJson(serde_json::Error),
+    #[error("kubectl output has no `items`")]
+    NoItems,
+    #[error("kubectl events output is not JSON: {0}")]
+    EventsNotJson(serde_json::Error),
+    #[error("kubectl events output has no `items`")]
+    EventsNoItems,
+}
+
 /// `kubectl get nodes,pods -A -o json` (a List mixing kinds), or a NodeList / PodList.
-pub fn parse_list(json: &str) -> Result<(Vec<NodeStatus>, Vec<PodStatus>), String> {
-    let v: Value = serde_json::from_str(json).map_err(|e| format!("kubectl output is not JSON: {e}"))?;
-    let items = v["items"].as_array().ok_or("kubectl output has no `items`")?;
+pub fn parse_list(json: &str) -> Result<(Vec<NodeStatus>, Vec<PodStatus>), KubeParseError> {
+    let v: Value = serde_json::from_str(json).map_err(KubeParseError::NotJson)?;
+    let items = v["items"].as_array().ok_or(KubeParseError::NoItems)?;
     let (mut nodes, mut pods) = (Vec::new(), Vec::new());
     let list_kind = s(&v, &["kind"]).unwrap_or_default();
     for it in items {
@@ -178,9 +191,9 @@ pub fn parse_list(json: &str) -> Result<(Vec<NodeStatus>, Vec<PodStatus>), Strin
 }
 
 /// `kubectl get events -A -o json`.
-pub fn parse_events(json: &str) -> Result<Vec<Event>, String> {
-    let v: Value = serde_json::from_str(json).map_err(|e| format!("kubectl events output is not JSON: {e}"))?;
-    let items = v["items"].as_array().ok_or("kubectl events output has no `items`")?;
+pub fn parse_events(json: &str) -> Result<Vec<Event>, KubeParseError> {
+    let v: Value = serde_json::from_str(json).map_err(KubeParseError::EventsNotJson)?;
+    let items = v["items"].as_array().ok_or(KubeParseError::EventsNoItems)?;
     Ok(items
         .iter()
         .map(|e| Event {

@@ -192,7 +192,7 @@ pub enum VerifyError {
     Kubectl { args: String, stderr: String },
     #[error("kubectl's output could not be read: {0}")]
     #[diagnostic(code(rvcluster::verify::parse))]
-    Parse(String),
+    Parse(#[from] kube::KubeParseError),
 }
 
 /// The server as verify reads it: a connection and the path of its k3s binary (from its OS
@@ -216,8 +216,8 @@ pub fn poll(server: &mut Server) -> Result<Snapshot, VerifyError> {
         }
         Ok(out.stdout_str())
     };
-    let (nodes, pods) = kube::parse_list(&run("get nodes,pods -A -o json")?).map_err(VerifyError::Parse)?;
-    let events = kube::parse_events(&run("get events -A -o json")?).map_err(VerifyError::Parse)?;
+    let (nodes, pods) = kube::parse_list(&run("get nodes,pods -A -o json")?)?;
+    let events = kube::parse_events(&run("get events -A -o json")?)?;
     Ok((nodes, pods, events))
 }
 
