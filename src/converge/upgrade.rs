@@ -94,17 +94,27 @@ pub fn parse_running(out: &str) -> Option<String> {
     })
 }
 
+/// A `--max-unavailable` value that is neither N nor N%.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MaxUnavailableError {
+    #[error("`{0}` is not N or N%")]
+    NotANumber(String),
+    #[error("`{0}`: a percentage is 1%..100%")]
+    Percentage(String),
+}
+
 /// `--max-unavailable N` or `N%` of `agents` (at least 1).
-pub fn max_unavailable(spec: &str, agents: usize) -> Result<usize, String> {
+pub fn max_unavailable(spec: &str, agents: usize) -> Result<usize, MaxUnavailableError> {
+    let bad = || MaxUnavailableError::NotANumber(spec.to_string());
     let n = match spec.strip_suffix('%') {
         Some(p) => {
-            let p: usize = p.trim().parse().map_err(|_| format!("`{spec}` is not N or N%"))?;
+            let p: usize = p.trim().parse().map_err(|_| bad())?;
             if p == 0 || p > 100 {
-                return Err(format!("`{spec}`: a percentage is 1%..100%"));
+                return Err(MaxUnavailableError::Percentage(spec.to_string()));
             }
             agents * p / 100
         }
-        None => spec.trim().parse().map_err(|_| format!("`{spec}` is not N or N%"))?,
+        None => spec.trim().parse().map_err(|_| bad())?,
     };
     Ok(n.max(1))
 }
