@@ -42,7 +42,7 @@ fn mkimage(out: &str, mb: &str, layers: &str) -> Result<(), String> {
 
 fn run_push(endpoint: &str, source: &str, repo: &str, tag: &str) -> Result<(), String> {
     let start = Instant::now();
-    let src = Source::parse(source)?;
+    let src = Source::parse(source).map_err(|e| e.to_string())?;
     let image = load(&src, &RemoteSources::default()).map_err(|e| e.to_string())?;
     let client = RegistryClient::new(endpoint, ClientOptions::default()).map_err(|e| e.to_string())?;
     let items = [PushItem { name: repo.into(), image, repository: repo.into(), tag: Some(tag.into()), locked_manifest_digest: None }];
