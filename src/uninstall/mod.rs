@@ -453,24 +453,8 @@ fn tail(out: &ExecOutput) -> String {
     lines[lines.len().saturating_sub(5)..].join("\n")
 }
 
-/// How a node leaves the cluster, asked on the server.
-#[derive(Debug, Clone)]
-pub struct Drain {
-    pub timeout: Duration,
-    /// `--force`: pods without a controller are deleted too.
-    pub force: bool,
-}
-
-/// `kubectl drain` of `node` (DaemonSet pods stay, emptyDir data is deleted), as kubectl documents it.
-pub fn drain_command(k3s: &str, node: &str, d: &Drain) -> String {
-    format!(
-        "{k} kubectl drain {n} --ignore-daemonsets --delete-emptydir-data --timeout={t}s{f}",
-        k = quote(k3s),
-        n = quote(node),
-        t = d.timeout.as_secs().max(1),
-        f = if d.force { " --force" } else { "" },
-    )
-}
+/// How a node leaves the cluster, asked on the server: the same drain as an upgrade's.
+pub use crate::converge::upgrade::{Drain, drain_command};
 
 /// Whether the server knows `node` (prints its name if so).
 pub fn node_known_command(k3s: &str, node: &str) -> String {
