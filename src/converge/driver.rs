@@ -137,18 +137,27 @@ pub fn query(job: &Job, wet: bool) -> FactsQuery {
 
 /// Apply, when anything changes: generation 0 first on a host that has none (what it had, kept
 /// before any change), the new generation after every change (docs/generations.md). Returns its number.
-fn record_generation(ctx: &Ctx, job: &Job, want: &Desired, seen: &Observed, found_files: &Facts, acts: &mut Actions) -> (u64, String) {
+fn record_generation(
+    ctx: &Ctx,
+    job: &Job,
+    want: &Desired,
+    seen: &Observed,
+    current: Option<&crate::generation::Manifest>,
+    found_files: Option<&Facts>,
+    acts: &mut Actions,
+) -> (u64, String) {
     use crate::generation as g;
     let reason = match job.rollback {
         Some(r) => format!("rollback to {}", r.to.number),
         None => ctx.reason.clone(),
     };
     let meta = g::Meta::now(&ctx.owner, &reason, ctx.source.clone());
-    let current = g::current(&seen.facts);
     if current.is_none() {
-        // (reset13) generation 0 is what the board had before the binaries streamed early.
+        // Generation 0 is what the board had before the binaries streamed early.
         let mut before = seen.facts.clone();
-        before.files = found_files.files.clone();
+        if let Some(f) = found_files {
+            before.files = f.files.clone();
+        }
         acts.script.bookkeeping_first(g::found_fragment(&g::found(want.st, &before, &meta)));
     }
     let n = current.map(|m| m.number + 1).unwrap_or(1);
@@ -246,7 +255,10 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
     let (held, lock, mut facts) = open(ctx, host, name, &q)?;
     timer.done("lock+facts", format!("{} paths, {} probes, {} reads", q.paths.len(), q.probes.len(), q.reads.len() + q.reads_unless.len()));
     // Every early return below drops `held`: the channel closes, the lock goes with it.
-    let found_facts = Facts { files: facts.files.clone(), ..Facts::default() }; // (reset13) before the early uploads
+    // The host's current generation, read once; without one, what the board had before the early
+    // uploads is kept for generation 0 (copied only then: not on every plan).
+    let previous = crate::generation::current(&facts);
+    let found_facts = (ctx.wet && previous.is_none() && job.early.is_some()).then(|| Facts { files: facts.files.clone(), ..Facts::default() });
     let made = match job.early {
         Some(early) if ctx.wet => stream_early(ctx, host, job, &q, early, &mut facts)?,
         _ => Vec::new(),
@@ -260,7 +272,7 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
         return Err(stop(!made.is_empty()));
     }
     if let Some(r) = job.rollback {
-        let now = crate::generation::current(&facts).map(|m| m.number);
+        let now = previous.as_ref().map(|m| m.number);
         if now != Some(r.from) {
             release(held);
             return Err(err("rollback")(Cause::Input(format!(
@@ -283,10 +295,10 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
     let premade = made.len();
     let planned = plan(&want, &seen, made)?;
     let mut acts = actions(&want, &seen, &planned, premade);
-    let mut generation = crate::generation::current(&seen.facts).map(|m| m.number);
+    let mut generation = previous.as_ref().map(|m| m.number);
     let mut manifest_sha = seen.facts.contents.get(crate::generation::CURRENT).map(|b| crate::render::sha256_hex(b));
     if ctx.wet && !planned.is_empty() {
-        let (n, sha) = record_generation(ctx, job, &want, &seen, &found_facts, &mut acts);
+        let (n, sha) = record_generation(ctx, job, &want, &seen, previous.as_ref(), found_facts.as_ref(), &mut acts);
         (generation, manifest_sha) = (Some(n), Some(sha));
     }
     for p in phase::all() {
@@ -362,9 +374,8 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
     let must_wait = drained.is_some() || (job.role == Role::Server && ctx.drain.is_some() && restarts);
     let gate = ctx.confirm.or(must_wait.then_some(DRAINED_WAIT));
     // A host's first apply has no generation to go back to: apply's wait for Ready reports it.
-    let has_previous = crate::generation::current(&seen.facts).is_some();
     if let Some(timeout) = gate
-        && (has_previous || drained.is_some())
+        && (previous.is_some() || drained.is_some())
         && job.rollback.is_none()
         && ctx.cluster.nodes.iter().any(|n| n.name == name)
         && planned.iter().any(|(_, c)| matches!(c, Change::Start { unit } | Change::Restart { unit, .. } if *unit == want.unit_file))
@@ -381,8 +392,7 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
                 let left = if drained.is_some() { "not rolled back (--no-rollback); it stays cordoned" } else { "not rolled back (--no-rollback)" };
                 return Err(err("confirm")(Cause::NotConfirmed { reason: f.reason, logs: f.logs, rolled_back: left.into() }));
             }
-            let before = crate::generation::current(&seen.facts);
-            let (e, back) = go_back(ctx, host, job, &st, before, outcome.generation, f, server.as_ref(), timeout);
+            let (e, back) = go_back(ctx, host, job, &st, previous, outcome.generation, f, server.as_ref(), timeout);
             if let (true, Some(k), Some(s)) = (back, &drained, &server) {
                 let _ = s.run(&super::upgrade::uncordon_command(k, name));
             }
