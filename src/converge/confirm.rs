@@ -106,16 +106,11 @@ pub fn confirm(ctx: &Ctx, n: &Node, server: Option<&ServerLink>, timeout: Durati
 fn check(h: &mut crate::transport::SshHost, role: Role, unit: &str, k3s: &str, name: &str, old_pid: u64, server: Option<&ServerLink>) -> Result<String, String> {
     let t = Some(Duration::from_secs(30));
     let show = format!("systemctl show -p ActiveState,MainPID {}", quote(unit));
-    let ask = |k: &str| {
-        format!(
-            "echo '@@rv readyz'; {k} kubectl get --raw /readyz 2>&1; echo '@@rv node'; {k} kubectl get node {n} -o json 2>&1",
-            k = quote(k),
-            n = quote(name)
-        )
-    };
+    let node_q = |k: &str| format!("{} kubectl get node {} -o json 2>&1", quote(k), quote(name));
     let (unit_text, api) = match role {
         Role::Server => {
-            let o = h.exec(&format!("{show}; {}", ask(k3s)), None, t).map_err(|e| e.to_string())?;
+            let ask = format!("{show}; echo '@@rv readyz'; {k} kubectl get --raw /readyz 2>&1; echo '@@rv node'; {}", node_q(k3s), k = quote(k3s));
+            let o = h.exec(&ask, None, t).map_err(|e| e.to_string())?;
             let text = o.stdout_str();
             let (u, a) = text.split_once("@@rv readyz").unwrap_or((&text, ""));
             (u.to_string(), Some(a.to_string()))
@@ -132,15 +127,20 @@ fn check(h: &mut crate::transport::SshHost, role: Role, unit: &str, k3s: &str, n
     if pid == 0 || pid == old_pid {
         return Err(format!("{unit} has not restarted yet"));
     }
-    let api = match (api, server) {
-        (Some(a), _) => a,
+    match (api, server) {
+        (Some(a), _) => api_says(&a),
+        // An agent: only its node, as the server's API sees it.
         (None, Some(s)) => {
             let k = s.k3s().ok_or("the server is not known")?;
-            format!("@@rv readyz\nok\n{}", s.run(&ask(&k)).map_err(|e| e.to_string())?.stdout_str().split_once("@@rv node").map(|(_, n)| format!("@@rv node{n}")).unwrap_or_default())
+            node_says(&s.run(&node_q(&k)).map_err(|e| e.to_string())?.stdout_str())
         }
-        (None, None) => return Ok(String::new()),
-    };
-    api_says(&api)
+        (None, None) => Ok(String::new()),
+    }
+}
+
+/// What `kubectl get node -o json` printed: Ready and its kubeletVersion, or why not.
+fn node_says(node: &str) -> Result<String, String> {
+    node_ready(node.trim()).map_err(|e| if node.trim().starts_with('{') { e } else { first_line(node, &e) })
 }
 
 /// The API part of a poll: `/readyz` says ok and the node is Ready; its kubeletVersion.
@@ -150,7 +150,7 @@ pub fn api_says(text: &str) -> Result<String, String> {
     if ready.trim() != "ok" {
         return Err(format!("the API's /readyz says: {}", first_line(ready, "nothing")));
     }
-    node_ready(node.trim()).map_err(|e| if node.trim().starts_with('{') { e } else { first_line(node, &e) })
+    node_says(node)
 }
 
 fn first_line(s: &str, default: &str) -> String {
