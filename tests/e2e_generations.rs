@@ -130,6 +130,12 @@ fn apply_records_generations_and_rollback_restores_them_as_new_ones() {
         assert_eq!(manifest(b, 3)["reason"], "rollback to 1");
         assert_eq!(starts_after(b, n), n + 1, "{}: restarted exactly once", b.name());
     }
+    // cluster.lock still records generation 2: --locked refuses the moved boards, touching nothing.
+    let out = e2e::rv(dir.path(), &["apply", "cluster.kdl", "--locked", "--no-wait", "--skip-closure-check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("locked generation 2 but the board is at generation 3") && err.contains("nothing was touched"), "{err}");
+    assert_eq!((current(server), current(agent)), (3, 3));
     // plan now shows the drift from cluster.kdl (which still says zone=b).
     let out = e2e::rv(dir.path(), &["plan", "cluster.kdl", "--skip-closure-check", "--detailed-exitcode"]);
     assert_eq!(out.status.code(), Some(3));

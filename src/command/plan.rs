@@ -591,19 +591,20 @@ fn version_rules(
     if locked.as_deref() == Some(c.k3s.version.as_str()) {
         return Ok(());
     }
-    use crate::transport::Host;
     let mut ctx = global.ctx(c, profiles, false);
     ctx.accept_new = accept_new;
-    let cmd = converge::upgrade::running_command(crate::render::K3S_BIN);
     let nodes: Vec<&crate::spec::Node> = c.nodes.iter().collect();
-    let running: Vec<converge::upgrade::Running> = crate::transport::pool(&nodes, 8, |n| {
-        let version = ctx
-            .connect(n)
-            .ok()
-            .and_then(|mut h| h.exec(&cmd, None, Some(Duration::from_secs(60))).ok())
-            .and_then(|o| converge::upgrade::parse_running(&o.stdout_str()));
-        converge::upgrade::Running { node: n.name.clone(), role: n.role, version, selected: filter.matches(n) }
-    });
+    let answers = ctx.ask_nodes(&nodes, &converge::upgrade::running_command(crate::render::K3S_BIN));
+    let running: Vec<converge::upgrade::Running> = nodes
+        .iter()
+        .zip(answers)
+        .map(|(n, o)| converge::upgrade::Running {
+            node: n.name.clone(),
+            role: n.role,
+            version: o.and_then(|o| converge::upgrade::parse_running(&o.stdout_str())),
+            selected: filter.matches(n),
+        })
+        .collect();
     let broken = converge::upgrade::check(&c.k3s.version, &running, allow_downgrade);
     if broken.is_empty() {
         return Ok(());
@@ -628,16 +629,16 @@ fn board_generations(
     ctx.accept_new = accept_new;
     let nodes: Vec<&crate::spec::Node> = c.nodes.iter().filter(|n| filter.matches(n) && lock.hosts.contains_key(&n.name)).collect();
     let cat = format!("cat {} 2>/dev/null; true", crate::transport::cmd::quote(crate::generation::CURRENT));
-    use crate::transport::Host;
     // An unreachable host is left out here: apply reports it as it reaches it.
-    crate::transport::pool(&nodes, 8, |n| {
-        let bytes: Vec<u8> = ctx.connect(n).ok().and_then(|mut h| h.exec(&cat, None, Some(Duration::from_secs(60))).ok())?.stdout;
-        let m = serde_json::from_slice::<crate::generation::Manifest>(&bytes).ok();
-        Some((n.name.clone(), m.map(|m| (m.number, crate::render::sha256_hex(&bytes)))))
-    })
-    .into_iter()
-    .flatten()
-    .collect()
+    nodes
+        .iter()
+        .zip(ctx.ask_nodes(&nodes, &cat))
+        .filter_map(|(n, o)| {
+            let bytes = o?.stdout;
+            let m = serde_json::from_slice::<crate::generation::Manifest>(&bytes).ok();
+            Some((n.name.clone(), m.map(|m| (m.number, crate::render::sha256_hex(&bytes)))))
+        })
+        .collect()
 }
 
 type WaitErr = (Option<Health>, i32);

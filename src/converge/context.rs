@@ -79,6 +79,15 @@ impl<'a> Ctx<'a> {
         g.get_or_insert_with(|| host.to_string());
     }
 
+    /// Run one read-only command on each node at once (no lock); `None` where the node could not
+    /// be reached or the command not run. For questions asked before anything is touched.
+    pub fn ask_nodes(&self, nodes: &[&Node], command: &str) -> Vec<Option<crate::transport::ExecOutput>> {
+        use crate::transport::Host;
+        crate::transport::pool(nodes, self.parallel, |n| {
+            self.connect(n).ok().and_then(|mut h| h.exec(command, None, Some(std::time::Duration::from_secs(60))).ok())
+        })
+    }
+
     pub fn halted_by(&self) -> Option<String> {
         self.halt.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
