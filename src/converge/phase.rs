@@ -86,9 +86,33 @@ pub fn add_path(q: &mut FactsQuery, p: &str) {
     }
 }
 
-pub fn add_probe(q: &mut FactsQuery, cmd: &str) {
-    if !q.probes.iter().any(|x| x == cmd) {
-        q.probes.push(cmd.to_string());
+pub fn add_probe(q: &mut FactsQuery, cmd: &str) -> usize {
+    match q.probes.iter().position(|x| x == cmd) {
+        Some(i) => {
+            // Also asked unguarded: it must run whatever its guard says.
+            q.guards.remove(&i);
+            i
+        }
+        None => {
+            q.probes.push(cmd.to_string());
+            q.probes.len() - 1
+        }
+    }
+}
+
+/// A probe whose answer matters only when probe `guard` exited 0 (a step's `check` after its
+/// `when`): the facts script does not run it otherwise. Asked twice with different guards (or
+/// once unguarded), it runs unconditionally.
+pub fn add_guarded_probe(q: &mut FactsQuery, cmd: &str, guard: usize) {
+    match q.probes.iter().position(|x| x == cmd) {
+        Some(i) if q.guards.get(&i) == Some(&guard) => {}
+        Some(i) => {
+            q.guards.remove(&i);
+        }
+        None => {
+            q.probes.push(cmd.to_string());
+            q.guards.insert(q.probes.len() - 1, guard);
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use crate::transport::FactsQuery;
 
 use super::change::Change;
 use super::error::Cause;
-use super::phase::{Actions, Desired, Observed, Phase, add_probe};
+use super::phase::{Actions, Desired, Observed, Phase, add_guarded_probe, add_probe};
 
 pub struct Steps;
 
@@ -16,10 +16,15 @@ impl Phase for Steps {
     }
     fn probe(&self, want: &Desired, q: &mut FactsQuery) {
         for s in &want.st.steps {
-            if let Some(w) = &s.when {
-                add_probe(q, w);
+            match &s.when {
+                Some(w) => {
+                    let g = add_probe(q, w);
+                    add_guarded_probe(q, &s.check, g);
+                }
+                None => {
+                    add_probe(q, &s.check);
+                }
             }
-            add_probe(q, &s.check);
         }
     }
     fn plan(&self, want: &Desired, seen: &Observed, _prior: &[Change]) -> Result<Vec<Change>, Cause> {
@@ -59,6 +64,8 @@ mod tests {
         let mut q = FactsQuery::default();
         Steps.probe(&want, &mut q);
         assert_eq!(q.probes, ["ca", "wb", "cb", "wc", "cc"]);
+        // Each check runs only when its step's `when` held.
+        assert_eq!(q.guards, [(2, 1), (4, 3)].into_iter().collect());
         let facts = crate::transport::Facts { probes: vec![1, 0, 1, 1, 1], ..Default::default() };
         let seen = Observed::new(&q, facts);
         let ch = Steps.plan(&want, &seen, &[]).unwrap();

@@ -26,6 +26,9 @@ pub struct FactsQuery {
     /// Shell commands run with no stdin and output discarded; their exit status comes back
     /// ([`Facts::probes`], same order). A syntax error fails only that probe.
     pub probes: Vec<String>,
+    /// Guarded probes: probe I (key) runs only when the earlier probe G (value) exited 0;
+    /// otherwise it is not run and answers G's status (a step's `check` after its `when`).
+    pub guards: BTreeMap<usize, usize>,
     /// A file on the host remembering each regular file's sha256 by its stat stamp (device,
     /// inode, size, mtime and ctime in ns: any write or rename changes one), so an unchanged
     /// file is not hashed again; `true` to add what was hashed (apply, under the board lock).
@@ -41,6 +44,7 @@ impl Default for FactsQuery {
             reads: vec![],
             reads_unless: vec![],
             probes: vec![],
+            guards: BTreeMap::new(),
             hash_cache: None,
         }
     }
@@ -100,13 +104,22 @@ impl Facts {
     }
 }
 
-/// The facts script for a query.
+/// The facts script for a query. Few processes: on a slow board each fork and exec costs
+/// milliseconds, so builtins do what they can (hostname and os-release are read with `read`),
+/// ONE `stat` answers for every managed path, a file already hashed at the same stat stamp is not
+/// hashed again, a `reads_unless` file that is also a managed path reuses that hash, and a
+/// guarded probe (a step's `check`) runs only when its guard (the step's `when`) held.
 pub fn script(q: &FactsQuery) -> String {
     let mut s = String::new();
     s.push_str("export LC_ALL=C\n");
     s.push_str("echo '@@rv arch'; uname -m\n");
-    s.push_str("echo '@@rv hostname'; hostname 2>/dev/null || cat /proc/sys/kernel/hostname\n");
-    s.push_str("echo '@@rv os-release'; cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release 2>/dev/null; echo\n");
+    s.push_str(
+        "echo '@@rv hostname'; if IFS= read -r rv_l </proc/sys/kernel/hostname; then printf '%s\\n' \"$rv_l\"; else hostname; fi 2>/dev/null\n",
+    );
+    s.push_str(concat!(
+        "echo '@@rv os-release'; for rv_f in /etc/os-release /usr/lib/os-release; do if [ -r \"$rv_f\" ]; then ",
+        "while IFS= read -r rv_l || [ -n \"$rv_l\" ]; do printf '%s\\n' \"$rv_l\"; done <\"$rv_f\"; break; fi; done; echo\n",
+    ));
     s.push_str("echo '@@rv end-os-release'\n");
     // The cache: lines `h KEY STAMP SHA256` and `v KEY STAMP VERSION-HEX` (KEY: the path in
     // hex), loaded once; new lines are written at the end (apply only).
@@ -114,28 +127,13 @@ pub fn script(q: &FactsQuery) -> String {
         Some((p, _)) => s.push_str(&format!("rv_hc=$(cat {} 2>/dev/null); rv_new=''\n", quote(p))),
         None => s.push_str("rv_hc=''; rv_new=''\n"),
     }
-    if !q.paths.is_empty() {
+    let needs_sha = !q.paths.is_empty() || !q.reads_unless.is_empty();
+    if needs_sha {
         s.push_str(super::cmd::SHA_FN);
         s.push('\n');
-        s.push_str(concat!(
-            "f() {\n",
-            "  if [ -L \"$2\" ]; then m=$(stat -c '%a %U %G' \"$2\") || m='- - -'; ",
-            "l=$(printf '%s' \"$(readlink \"$2\")\" | od -An -v -tx1 | tr -d ' \\n'); ",
-            "echo \"@@rv file $1 link $m - ${l:--}\"\n",
-            "  elif [ -f \"$2\" ]; then m=$(stat -c '%a %U %G %d:%i:%s:%.9Y:%.9Z' \"$2\") || m='- - - -'; ",
-            "st=${m##* }; m=${m% *}; ",
-            "case \"$rv_hc\" in *\"h $3 $st \"*) h=${rv_hc#*\"h $3 $st \"}; h=${h%%[!0-9a-f]*};; ",
-            "*) h=$(rv_sha < \"$2\" 2>/dev/null) || h=''; h=${h%% *}; ",
-            "[ -z \"$h\" ] || [ \"$st\" = - ] || rv_new=\"${rv_new}h $3 $st $h\\n\";; esac; ",
-            "echo \"@@rv file $1 regular $m ${h:--} -\"\n",
-            "  elif [ -d \"$2\" ]; then m=$(stat -c '%a %U %G' \"$2\") || m='- - -'; echo \"@@rv file $1 dir $m - -\"\n",
-            "  elif [ -e \"$2\" ]; then m=$(stat -c '%a %U %G' \"$2\") || m='- - -'; echo \"@@rv file $1 other $m - -\"\n",
-            "  else echo \"@@rv file $1 absent\"; fi\n",
-            "}\n",
-        ));
-        for (i, p) in q.paths.iter().enumerate() {
-            s.push_str(&format!("f {i} {} {}\n", quote(p), hex::encode(p.as_bytes())));
-        }
+    }
+    if !q.paths.is_empty() {
+        paths_fragment(q, &mut s);
     }
     if !q.services.is_empty() {
         s.push_str(concat!(
@@ -149,33 +147,40 @@ pub fn script(q: &FactsQuery) -> String {
         }
     }
     if !q.reads.is_empty() || !q.reads_unless.is_empty() {
-        if q.paths.is_empty() {
-            s.push_str(super::cmd::SHA_FN);
-            s.push('\n');
-        }
+        // The content follows its marker line as `od` prints it (the reader drops the blanks).
         s.push_str(concat!(
-            "c() { if [ -f \"$2\" ]; then printf '@@rv content %s ' \"$1\"; ",
-            "od -An -v -tx1 < \"$2\" | tr -d ' \\n'; echo; fi; }\n",
-            "cu() { if [ -f \"$2\" ]; then h=$(rv_sha < \"$2\" 2>/dev/null) || h=''; ",
-            "[ \"${h%% *}\" = \"$3\" ] || c \"$1\" \"$2\"; fi; }\n",
+            "c() { if [ -f \"$2\" ]; then echo \"@@rv content $1\"; od -An -v -tx1 <\"$2\"; fi; }\n",
+            "cu() { if [ -f \"$2\" ]; then if [ -n \"$4\" ] && eval \"[ -n \\\"\\${rv_h$4+x}\\\" ]\"; then eval \"h=\\$rv_h$4\"; ",
+            "else h=$(rv_sha <\"$2\" 2>/dev/null) || h=''; h=${h%% *}; fi; [ \"$h\" = \"$3\" ] || c \"$1\" \"$2\"; fi; }\n",
         ));
         for (i, p) in q.reads.iter().enumerate() {
             s.push_str(&format!("c {i} {}\n", quote(p)));
         }
         for (i, (p, sha)) in q.reads_unless.iter().enumerate() {
-            s.push_str(&format!("cu {} {} {}\n", q.reads.len() + i, quote(p), quote(sha)));
+            let known = q.paths.iter().position(|x| x == p).map(|j| j.to_string()).unwrap_or_default();
+            s.push_str(&format!("cu {} {} {} '{known}'\n", q.reads.len() + i, quote(p), quote(sha)));
         }
     }
     if !q.probes.is_empty() {
-        s.push_str("p() { ( eval \"$2\" ) </dev/null >/dev/null 2>&1; echo \"@@rv probe $1 $?\"; }\n");
+        // `p I CMD [G]`: a guarded probe whose guard G failed is not run and answers G's status.
+        s.push_str(concat!(
+            "p() { if [ -n \"$3\" ]; then eval \"rv_g=\\$rv_p$3\"; if [ \"$rv_g\" != 0 ]; then rv_r=$rv_g; else ( eval \"$2\" ) </dev/null >/dev/null 2>&1; rv_r=$?; fi; ",
+            "else ( eval \"$2\" ) </dev/null >/dev/null 2>&1; rv_r=$?; fi; eval \"rv_p$1=$rv_r\"; echo \"@@rv probe $1 $rv_r\"; }\n",
+        ));
         for (i, c) in q.probes.iter().enumerate() {
-            s.push_str(&format!("p {i} {}\n", quote(c)));
+            let guard = q.guards.get(&i).filter(|g| **g < i).map(|g| g.to_string()).unwrap_or_default();
+            s.push_str(&format!("p {i} {} '{guard}'\n", quote(c)));
         }
     }
+    // The k3s binary's stamp: from the stat of the managed paths when it is one of them.
+    let k3s_stamp = match q.paths.iter().position(|p| *p == q.k3s_binary) {
+        Some(j) => format!("st=${{rv_s{j}:--}}"),
+        None => format!("st=$(stat -c '%d:%i:%s:%.9Y:%.9Z' {} 2>/dev/null) || st=-", quote(&q.k3s_binary)),
+    };
     if q.hash_cache.is_some() {
         // `k3s --version` starts a large Go binary: asked once per binary stamp.
         s.push_str(&format!(
-            "echo '@@rv k3s'; if [ -x {b} ]; then st=$(stat -c '%d:%i:%s:%.9Y:%.9Z' {b} 2>/dev/null) || st=-; \
+            "echo '@@rv k3s'; if [ -x {b} ]; then {k3s_stamp}; \
              case \"$rv_hc\" in *\"v {k} $st \"*) v=${{rv_hc#*\"v {k} $st \"}}; echo \"@@rv k3s-hex ${{v%%[!0-9a-f]*}}\";; \
              *) l=$({b} --version 2>/dev/null | head -n 1); echo \"$l\"; [ -z \"$l\" ] || [ \"$st\" = - ] || \
              rv_new=\"${{rv_new}}v {k} $st $(printf '%s' \"$l\" | od -An -v -tx1 | tr -d ' \\n')\\n\";; esac; fi\n",
@@ -198,6 +203,56 @@ pub fn script(q: &FactsQuery) -> String {
     }
     s.push_str("echo '@@rv end'\n");
     s
+}
+
+/// The managed paths: which exist is asked with the `test` builtin, then ONE `stat` prints a
+/// line per existing path (raw mode, permissions, owner, group, stamp; no name, so no name is
+/// ever parsed back). If that `stat` fails (a path vanished in between), each path is asked on
+/// its own. A regular file's sha256 comes from the cache when its stamp is there. Each answer
+/// leaves `rv_hI` (sha256) and `rv_sI` (stamp) for the later parts of the script.
+fn paths_fragment(q: &FactsQuery, s: &mut String) {
+    s.push_str(concat!(
+        // rv_reg I PATH KEY STAMP "MODE OWNER GROUP": a regular file's line.
+        "rv_reg() { case \"$rv_hc\" in *\"h $3 $4 \"*) h=${rv_hc#*\"h $3 $4 \"}; h=${h%%[!0-9a-f]*};; ",
+        "*) h=$(rv_sha <\"$2\" 2>/dev/null) || h=''; h=${h%% *}; ",
+        "[ -z \"$h\" ] || [ \"$4\" = - ] || rv_new=\"${rv_new}h $3 $4 $h\\n\";; esac; ",
+        "eval \"rv_h$1=\\$h; rv_s$1=\\$4\"; echo \"@@rv file $1 regular $5 ${h:--} -\"; }\n",
+        "rv_link() { l=$(printf '%s' \"$(readlink \"$2\")\" | od -An -v -tx1 | tr -d ' \\n'); echo \"@@rv file $1 link $3 - ${l:--}\"; }\n",
+        // The one-path-at-a-time fallback.
+        "f() {\n",
+        "  if [ -L \"$2\" ]; then m=$(stat -c '%a %U %G' \"$2\") || m='- - -'; rv_link \"$1\" \"$2\" \"$m\"\n",
+        "  elif [ -f \"$2\" ]; then m=$(stat -c '%a %U %G %d:%i:%s:%.9Y:%.9Z' \"$2\") || m='- - - -'; ",
+        "rv_reg \"$1\" \"$2\" \"$3\" \"${m##* }\" \"${m% *}\"\n",
+        "  elif [ -d \"$2\" ]; then m=$(stat -c '%a %U %G' \"$2\") || m='- - -'; echo \"@@rv file $1 dir $m - -\"\n",
+        "  elif [ -e \"$2\" ]; then m=$(stat -c '%a %U %G' \"$2\") || m='- - -'; echo \"@@rv file $1 other $m - -\"\n",
+        "  else echo \"@@rv file $1 absent\"; fi\n",
+        "}\n",
+        "set --; rv_ix=''\n",
+    ));
+    for (i, p) in q.paths.iter().enumerate() {
+        s.push_str(&format!(
+            "if [ -e {p} ] || [ -L {p} ]; then set -- \"$@\" {p}; rv_ix=\"${{rv_ix}}{i}:{k} \"; else echo '@@rv file {i} absent'; fi\n",
+            p = quote(p),
+            k = hex::encode(p.as_bytes())
+        ));
+    }
+    s.push_str(concat!(
+        "if [ $# -gt 0 ] && rv_st=$(stat -c '%f %a %U %G %d:%i:%s:%.9Y:%.9Z' -- \"$@\" 2>/dev/null); then\n",
+        "while read -r rv_ft m u g st; do\n",
+        "  e=${rv_ix%% *}; rv_ix=${rv_ix#* }; i=${e%%:*}; p=$1; shift\n",
+        "  case $(( 0x$rv_ft & 61440 )) in\n",
+        "  32768) rv_reg \"$i\" \"$p\" \"${e#*:}\" \"$st\" \"$m $u $g\" ;;\n",
+        "  40960) rv_link \"$i\" \"$p\" \"$m $u $g\" ;;\n",
+        "  16384) echo \"@@rv file $i dir $m $u $g - -\" ;;\n",
+        "  *) echo \"@@rv file $i other $m $u $g - -\" ;;\n",
+        "  esac\n",
+        "done <<RV_STAT\n",
+        "$rv_st\n",
+        "RV_STAT\n",
+        "else\n",
+        "for e in $rv_ix; do f \"${e%%:*}\" \"$1\" \"${e#*:}\"; shift; done\n",
+        "fi\n",
+    ));
 }
 
 /// Why the facts script's output could not be read (a line quoted as the host sent it).
@@ -243,8 +298,12 @@ pub fn parse(q: &FactsQuery, out: &str) -> Result<Facts, FactsError> {
     let mut section = "";
     let mut os_text = String::new();
     let mut saw_end = false;
+    let mut content: Option<(usize, String)> = None;
     for line in out.lines() {
         if let Some(rest) = line.strip_prefix(MARK) {
+            if let Some((idx, hex_text)) = content.take() {
+                add_content(q, &mut f, idx, &hex_text)?;
+            }
             let mut words = rest.split(' ');
             match words.next().unwrap_or("") {
                 "file" => {
@@ -263,11 +322,10 @@ pub fn parse(q: &FactsQuery, out: &str) -> Result<Facts, FactsError> {
                 }
                 "content" => {
                     let idx = parse_index(words.next(), q.reads.len() + q.reads_unless.len(), line)?;
-                    let path = q.reads.get(idx).unwrap_or_else(|| &q.reads_unless[idx - q.reads.len()].0);
-                    let hex_text = words.next().unwrap_or("");
-                    let bytes = hex::decode(hex_text).map_err(|_| FactsError::BadContent { index: idx })?;
-                    f.contents.insert(path.clone(), bytes);
-                    section = "";
+                    // The hex follows on this line or on the next ones, as `od` printed it.
+                    content = Some((idx, words.collect::<String>()));
+                    section = "content";
+                    continue;
                 }
                 "probe" => {
                     let idx = parse_index(words.next(), q.probes.len(), line)?;
@@ -295,6 +353,11 @@ pub fn parse(q: &FactsQuery, out: &str) -> Result<Facts, FactsError> {
             continue;
         }
         match section {
+            "content" => {
+                if let Some((_, hex_text)) = content.as_mut() {
+                    hex_text.extend(line.chars().filter(|c| !c.is_whitespace()));
+                }
+            }
             "arch" if f.arch.is_empty() => f.arch = line.trim().to_string(),
             "hostname" if f.hostname.is_empty() => f.hostname = line.trim().to_string(),
             "os-release" => {
@@ -328,6 +391,13 @@ pub fn parse(q: &FactsQuery, out: &str) -> Result<Facts, FactsError> {
     }
     f.os_release = parse_os_release(&os_text);
     Ok(f)
+}
+
+fn add_content(q: &FactsQuery, f: &mut Facts, idx: usize, hex_text: &str) -> Result<(), FactsError> {
+    let path = q.reads.get(idx).unwrap_or_else(|| &q.reads_unless[idx - q.reads.len()].0);
+    let bytes = hex::decode(hex_text).map_err(|_| FactsError::BadContent { index: idx })?;
+    f.contents.insert(path.clone(), bytes);
+    Ok(())
 }
 
 fn parse_index(word: Option<&str>, len: usize, line: &str) -> Result<usize, FactsError> {
@@ -426,14 +496,84 @@ mod tests {
         }
     }
 
+    /// Run the facts script with `sh`, `PATH` first searching `bin` (None: as it is).
+    fn run_sh(q: &FactsQuery, bin: Option<&std::path::Path>) -> Facts {
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c").arg(script(q));
+        if let Some(b) = bin {
+            cmd.env("PATH", format!("{}:{}", b.display(), std::env::var("PATH").unwrap_or_default()));
+        }
+        let out = cmd.output().unwrap();
+        parse(q, &String::from_utf8_lossy(&out.stdout)).unwrap_or_else(|e| panic!("{e}\n{}", String::from_utf8_lossy(&out.stdout)))
+    }
+
     #[test]
-    fn script_quotes_paths_and_refers_by_index() {
-        let s = script(&query());
-        assert!(s.contains(&format!("f 0 /usr/local/bin/k3s {}\n", hex::encode("/usr/local/bin/k3s"))));
-        assert!(s.contains(&format!("f 1 '/etc/a b/$(x)\n'\\''y'\\''' {}\n", hex::encode("/etc/a b/$(x)\n'y'"))), "{s}");
-        assert!(s.contains("s 0 k3s.service\n"));
-        assert!(s.contains("if [ -x /usr/local/bin/k3s ]; then /usr/local/bin/k3s --version"));
-        assert!(s.ends_with("echo '@@rv end'\n"));
+    fn one_stat_answers_for_every_kind_of_path_and_hostile_names_stay_opaque() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = |n: &str| dir.path().join(n).display().to_string();
+        let hostile = d("a b $(touch pwned) 'q'\nline2");
+        std::fs::write(&hostile, "hostile").unwrap();
+        std::fs::write(d("plain"), "plain").unwrap();
+        std::os::unix::fs::symlink("/target with space", d("link")).unwrap();
+        std::fs::create_dir(d("dir")).unwrap();
+        std::fs::set_permissions(d("dir"), std::os::unix::fs::PermissionsExt::from_mode(0o710)).unwrap();
+        let q = FactsQuery { paths: vec![d("missing"), hostile.clone(), d("link"), d("dir"), d("plain"), "/dev/null".into()], ..FactsQuery::default() };
+        let f = run_sh(&q, None);
+        assert!(!std::path::Path::new(&d("pwned")).exists() && !std::path::Path::new("pwned").exists());
+        assert_eq!(f.files[&d("missing")], FileFact::Absent);
+        let sha = |p: &str| match &f.files[p] {
+            FileFact::Present { kind: FileKind::Regular, sha256, .. } => sha256.clone().unwrap(),
+            other => panic!("{p}: {other:?}"),
+        };
+        assert_eq!(sha(&hostile), crate::render::sha256_hex(b"hostile"));
+        assert_eq!(sha(&d("plain")), crate::render::sha256_hex(b"plain"));
+        assert!(matches!(&f.files[&d("link")], FileFact::Present { kind: FileKind::Symlink, link_target: Some(t), .. } if t == "/target with space"));
+        assert!(matches!(&f.files[&d("dir")], FileFact::Present { kind: FileKind::Directory, mode: 0o710, .. }));
+        assert!(matches!(&f.files["/dev/null"], FileFact::Present { kind: FileKind::Other, .. }));
+        // When the one `stat` fails (a path vanished after the test), each path is asked alone,
+        // with the same answers: a `stat` that refuses several operands forces that path.
+        let bin = tempfile::tempdir().unwrap();
+        let real = String::from_utf8(std::process::Command::new("sh").arg("-c").arg("command -v stat").output().unwrap().stdout).unwrap();
+        std::fs::write(bin.path().join("stat"), format!("#!/bin/sh\nfor a; do [ \"$a\" = -- ] && exit 1; done\nexec {} \"$@\"\n", real.trim())).unwrap();
+        std::fs::set_permissions(bin.path().join("stat"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        assert_eq!(run_sh(&q, Some(bin.path())).files, f.files);
+    }
+
+    #[test]
+    fn a_guarded_probe_runs_only_when_its_guard_held_and_a_known_hash_is_not_computed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let marks = dir.path().join("ran");
+        let mark = |n: &str| format!("echo {n} >> '{}'", marks.display());
+        let file = dir.path().join("config.yaml");
+        std::fs::write(&file, "a: 1\n").unwrap();
+        let path = file.display().to_string();
+        let q = FactsQuery {
+            paths: vec![path.clone()],
+            probes: vec!["exit 4".into(), mark("skipped"), "true".into(), format!("{}; exit 7", mark("ran"))],
+            guards: [(1, 0), (3, 2)].into_iter().collect(),
+            reads_unless: vec![(path.clone(), crate::render::sha256_hex(b"a: 1\n"))],
+            ..FactsQuery::default()
+        };
+        let f = run_sh(&q, None);
+        assert_eq!(f.probes, [4, 4, 0, 7], "a skipped probe answers its guard's status");
+        assert_eq!(std::fs::read_to_string(&marks).unwrap(), "ran\n");
+        assert!(f.contents.is_empty(), "same sha256: no content");
+        // `reads_unless` reuses the managed path's hash: the sha256 tools (counting wrappers
+        // first in PATH) run once for the path and not again for the read.
+        let bin = tempfile::tempdir().unwrap();
+        let calls = dir.path().join("calls");
+        for tool in ["openssl", "sha256sum"] {
+            std::fs::write(bin.path().join(tool), format!("#!/bin/sh\necho x >> '{}'\nexec /usr/bin/sha256sum\n", calls.display())).unwrap();
+            std::fs::set_permissions(bin.path().join(tool), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        }
+        let ncalls = || std::fs::read_to_string(&calls).unwrap_or_default().lines().count();
+        let f = run_sh(&q, Some(bin.path()));
+        assert!(f.contents.is_empty());
+        assert_eq!(ncalls(), 1, "hashed once, for the managed path");
+        let q = FactsQuery { paths: vec![], reads_unless: vec![(path.clone(), "0".repeat(64))], ..q };
+        let f = run_sh(&q, Some(bin.path()));
+        assert_eq!(f.contents[&path], b"a: 1\n", "another sha256: the content comes back");
+        assert_eq!(ncalls(), 2, "without the managed path, the read hashes it itself");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 set -u
 PERM=/etc/firewalld/rvlab-permanent
 RUN=/run/rvlab/firewalld/runtime
-mkdir -p /etc/firewalld /run/rvlab/firewalld
+[ -d /etc/firewalld ] && [ -d /run/rvlab/firewalld ] || mkdir -p /etc/firewalld /run/rvlab/firewalld
 [ -f "$PERM" ] || : >"$PERM"
 running() { systemctl is-active --quiet firewalld; }
 permanent=0 zone=public actions=()
@@ -46,7 +46,12 @@ for a in "${actions[@]}"; do
     --list-ports | --list-sources | --list-services)
         kind=${a#--list-}
         kind=${kind%s}
-        awk -v z="$zone" -v k="$kind" '$1==z && $2==k {printf "%s%s", sep, $3; sep=" "} END {print ""}' "$file"
+        # (a read loop, not awk: every facts command lists these)
+        out='' sep=''
+        while read -r z k v; do
+            if [ "$z" = "$zone" ] && [ "$k" = "$kind" ]; then out+=$sep$v; sep=' '; fi
+        done <"$file"
+        printf '%s\n' "$out"
         ;;
     --list-all)
         echo "$zone"

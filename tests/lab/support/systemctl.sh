@@ -13,13 +13,14 @@ ST=/run/rvlab/systemd
 JOURNAL=/var/log/rvlab-journal
 SELF=/usr/bin/systemctl
 SERVICE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-mkdir -p "$ST/loaded" "$ST/starts" "$JOURNAL"
-HN=$(cat /proc/sys/kernel/hostname)
+# Queries run often (every facts command asks): no process is started where a builtin does.
+[ -d "$ST/starts" ] && [ -d "$ST/loaded" ] && [ -d "$JOURNAL" ] || mkdir -p "$ST/loaded" "$ST/starts" "$JOURNAL"
+read -r HN </proc/sys/kernel/hostname
 
-norm() {
+norm() { # sets REPLY
     case $1 in
-    *.service | *.target | *.socket | *.timer | *.mount | *.path | *.slice) printf '%s' "$1" ;;
-    *) printf '%s.service' "$1" ;;
+    *.service | *.target | *.socket | *.timer | *.mount | *.path | *.slice) REPLY=$1 ;;
+    *) REPLY=$1.service ;;
     esac
 }
 
@@ -56,11 +57,11 @@ warn_changed() {
     fi
 }
 
-trim() {
+trim() { # sets REPLY
     local s=$1
     s="${s#"${s%%[![:space:]]*}"}"
     s="${s%"${s##*[![:space:]]}"}"
-    printf '%s' "$s"
+    REPLY=$s
 }
 
 # Parse a unit definition file into globals (SPEC_UNIT: the unit's name, for specifiers).
@@ -70,7 +71,7 @@ parse_def() {
     EXEC_START=() PRE=() ENVS=() ENVFILES=() WANTED=() INSTALL=0
     local section='' line buf='' key val
     while IFS= read -r line || [ -n "$line" ]; do
-        line=$(trim "$line")
+        trim "$line"; line=$REPLY
         if [ -n "$buf" ]; then
             case $line in \#* | \;*) continue ;; esac
             line="$buf $line"
@@ -82,8 +83,8 @@ parse_def() {
         fi
         case $line in '' | \#* | \;*) continue ;; \[*\]) section=$line; continue ;; esac
         [[ $line == *=* ]] || continue
-        key=$(trim "${line%%=*}")
-        val=$(trim "${line#*=}")
+        trim "${line%%=*}"; key=$REPLY
+        trim "${line#*=}"; val=$REPLY
         # unit specifiers: %n full name, %N name without suffix, %% a percent sign
         if [[ $val == *%* ]]; then
             val=${val//%%/$'\x01'}
@@ -166,11 +167,11 @@ build_env() {
             return 1
         fi
         while IFS= read -r line || [ -n "$line" ]; do
-            line=$(trim "$line")
+            trim "$line"; line=$REPLY
             case $line in '' | \#* | \;*) continue ;; esac
             [[ $line == *=* ]] || continue
-            k=$(trim "${line%%=*}")
-            v=$(trim "${line#*=}")
+            trim "${line%%=*}"; k=$REPLY
+            trim "${line#*=}"; v=$REPLY
             if [[ $v == \"*\" && ${#v} -ge 2 ]]; then
                 v=${v:1:${#v}-2}
             elif [[ $v == \'*\' && ${#v} -ge 2 ]]; then
@@ -253,22 +254,27 @@ set_status() {
 # Alive and not a zombie (a child that exited but was not waited for yet).
 running() {
     local s
-    s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    { read -r s; } 2>/dev/null <"/proc/$1/stat" || return 1
     s=${s##*) }
     [ "${s%% *}" != Z ]
 }
 
 unit_state() { # prints active|activating|deactivating|auto-restart|failed|inactive
-    local u=$1 sup st
-    sup=$(cat "$ST/$u.sup" 2>/dev/null)
-    st=$(cat "$ST/$u.status" 2>/dev/null)
+    unit_state_v "$1"
+    printf '%s' "$REPLY"
+}
+
+unit_state_v() { # unit_state into REPLY
+    local u=$1 sup='' st=''
+    { read -r sup; } 2>/dev/null <"$ST/$u.sup"
+    { read -r st; } 2>/dev/null <"$ST/$u.status"
     st=${st%% *}
     if alive "$sup"; then
-        printf '%s' "${st:-activating}"
+        REPLY=${st:-activating}
     elif [ "$st" = failed ]; then
-        printf failed
+        REPLY=failed
     else
-        printf inactive
+        REPLY=inactive
     fi
 }
 
@@ -477,6 +483,14 @@ stop_unit() { # unit
     jlog 'systemd[1]' "Stopped $u${DESC:+ - $DESC}."
 }
 
+has_wanted_links() { # unit: is one .wants/ or .requires/ symlink there?
+    local l
+    for l in "$UNIT_DIR"/*.wants/"$1" "$UNIT_DIR"/*.requires/"$1"; do
+        [ -L "$l" ] && return 0
+    done
+    return 1
+}
+
 wanted_links() { # unit -> existing .wants/ symlinks pointing at it
     local l
     for l in "$UNIT_DIR"/*.wants/"$1" "$UNIT_DIR"/*.requires/"$1"; do
@@ -527,7 +541,7 @@ enabled_state() { # prints enabled|disabled|static, fails when there is no unit 
     local u=$1
     [ -f "$UNIT_DIR/$u" ] || return 1
     parse_def "$UNIT_DIR/$u"
-    if [ -n "$(wanted_links "$u")" ]; then
+    if has_wanted_links "$u"; then
         echo enabled
     elif ((INSTALL)); then
         echo disabled
@@ -566,11 +580,11 @@ show_prop() { # unit prop
     Id) echo "$u" ;;
     LoadState) if [ -f "$ST/loaded/$u" ] || [ -f "$UNIT_DIR/$u" ]; then echo loaded; else echo not-found; fi ;;
     ActiveState)
-        st=$(unit_state "$u")
+        unit_state_v "$u"; st=$REPLY
         case $st in auto-restart) echo activating ;; *) echo "$st" ;; esac
         ;;
     SubState)
-        st=$(unit_state "$u")
+        unit_state_v "$u"; st=$REPLY
         case $st in
         active) if grep -q '^active exited' "$ST/$u.status" 2>/dev/null; then echo exited; else echo running; fi ;;
         activating) echo start-pre ;; auto-restart) echo auto-restart ;; deactivating) echo stop-sigterm ;;
@@ -578,7 +592,7 @@ show_prop() { # unit prop
         esac
         ;;
     UnitFileState) enabled_state "$u" 2>/dev/null || echo "" ;;
-    MainPID) st=$(cat "$ST/$u.main" 2>/dev/null); if alive "$st"; then echo "$st"; else echo 0; fi ;;
+    MainPID) st=''; { read -r st; } 2>/dev/null <"$ST/$u.main"; if alive "$st"; then echo "$st"; else echo 0; fi ;;
     NRestarts) nrestarts "$u" ;;
     NeedDaemonReload) if changed_on_disk "$u"; then echo yes; else echo no; fi ;;
     FragmentPath) [ -f "$UNIT_DIR/$u" ] && echo "$UNIT_DIR/$u" || echo "" ;;
@@ -649,7 +663,7 @@ systemctl_main() {
         --no-pager | --no-ask-password | --system | -l | --full | --no-legend | --plain | --no-reload) ;;
         --version) echo "systemd 255 (255-rvlab)"; return 0 ;;
         -*) ;;
-        *) if [ -z "$verb" ]; then verb=$a; else units+=("$(norm "$a")"); fi ;;
+        *) if [ -z "$verb" ]; then verb=$a; else norm "$a"; units+=("$REPLY"); fi ;;
         esac
     done
     if [ "$verb" = __supervise ]; then
@@ -713,7 +727,7 @@ systemctl_main() {
     is-active)
         rc=3
         for u in "${units[@]}"; do
-            r=$(unit_state "$u")
+            unit_state_v "$u"; r=$REPLY
             case $r in auto-restart) r=activating ;; esac
             ((quiet)) || echo "$r"
             [ "$r" = active ] && rc=0
@@ -746,7 +760,8 @@ systemctl_main() {
         ((${#props[@]})) || props=(Id LoadState ActiveState SubState UnitFileState MainPID NRestarts NeedDaemonReload)
         for u in "${units[@]}"; do
             for p in ${props[*]}; do
-                if ((value)); then show_prop "$u" "$p"; else echo "$p=$(show_prop "$u" "$p")"; fi
+                ((value)) || printf '%s=' "$p"
+                show_prop "$u" "$p"
             done
         done
         ;;
@@ -787,16 +802,16 @@ journalctl_main() {
         a=$1
         shift
         case $a in
-        -u | --unit) units+=("$(norm "$1")"); shift ;;
-        --unit=*) units+=("$(norm "${a#--unit=}")") ;;
-        -u*) units+=("$(norm "${a#-u}")") ;;
+        -u | --unit) norm "$1"; units+=("$REPLY"); shift ;;
+        --unit=*) norm "${a#--unit=}"; units+=("$REPLY") ;;
+        -u*) norm "${a#-u}"; units+=("$REPLY") ;;
         -n | --lines) lines=$1; shift ;;
         --lines=*) lines=${a#--lines=} ;;
         -n*) lines=${a#-n} ;;
         -f | --follow) follow=1 ;;
         -o | --output) [ "$1" = cat ] && cat=1; shift ;;
         --output=cat | -ocat) cat=1 ;;
-        -xeu) units+=("$(norm "$1")"); shift ;;
+        -xeu) norm "$1"; units+=("$REPLY"); shift ;;
         --since | --until | -S | -U | -p | --priority | -t | --identifier) shift ;;
         *) ;;
         esac
