@@ -13,25 +13,52 @@ use crate::transport::cmd::quote;
 use super::context::Ctx;
 use super::driver::ServerLink;
 
+/// Why one poll of the gate did not find the node healthy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotHealthy {
+    #[error("not checked yet")]
+    NotChecked,
+    #[error("a new SSH connection to the board fails: {0}")]
+    Unreachable(String),
+    #[error("{0}")]
+    Command(String),
+    #[error("{unit} is {state}")]
+    Unit { unit: String, state: String },
+    #[error("{unit} has not restarted yet")]
+    NotRestarted { unit: String },
+    #[error("the API did not return the node")]
+    NoNodeObject,
+    /// `kubectl get node` printed an error (its first line) instead of the node.
+    #[error("{0}")]
+    NoNode(String),
+    #[error("node is NotReady ({0})")]
+    NotReady(String),
+    #[error("node has no Ready condition yet")]
+    NoReadyCondition,
+    #[error("the API's /readyz says: {0}")]
+    ApiNotReady(String),
+    #[error("the server is not known")]
+    NoServer,
+    #[error("the node still reports {got}, not {want}")]
+    OldVersion { got: String, want: String },
+}
+
 /// What the gate saw last when it gave up.
 #[derive(Debug, Clone)]
 pub struct Failure {
-    pub reason: String,
+    pub reason: NotHealthy,
     /// The unit's last log lines on the board.
     pub logs: String,
 }
 
 /// Whether a Kubernetes node object (JSON) has condition Ready=True; its kubeletVersion.
-pub fn node_ready(json: &str) -> Result<String, String> {
-    let v: serde_json::Value = serde_json::from_str(json).map_err(|_| "the API did not return the node".to_string())?;
+pub fn node_ready(json: &str) -> Result<String, NotHealthy> {
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|_| NotHealthy::NoNodeObject)?;
     let conds = v["status"]["conditions"].as_array().cloned().unwrap_or_default();
     match conds.iter().find(|c| c["type"] == "Ready") {
         Some(c) if c["status"] == "True" => Ok(v["status"]["nodeInfo"]["kubeletVersion"].as_str().unwrap_or("").to_string()),
-        Some(c) => Err(format!(
-            "node is NotReady ({})",
-            c["reason"].as_str().or(c["message"].as_str()).unwrap_or("no reason given")
-        )),
-        None => Err("node has no Ready condition yet".into()),
+        Some(c) => Err(NotHealthy::NotReady(c["reason"].as_str().or(c["message"].as_str()).unwrap_or("no reason given").to_string())),
+        None => Err(NotHealthy::NoReadyCondition),
     }
 }
 
@@ -69,18 +96,18 @@ pub fn confirm(ctx: &Ctx, n: &Node, server: Option<&ServerLink>, timeout: Durati
     let deadline = Instant::now() + timeout;
     let node = ctx.cluster.nodes.iter().find(|n| n.name == name).expect("the gate runs on nodes");
     let mut fresh = None;
-    let mut last = String::from("not checked yet");
+    let mut last = NotHealthy::NotChecked;
     let mut good = 0;
     loop {
         if fresh.is_none() {
             match ctx.connect(node) {
                 Ok(h) => fresh = Some(h),
-                Err(e) => last = format!("a new SSH connection to the board fails: {e}"),
+                Err(e) => last = NotHealthy::Unreachable(e.to_string()),
             }
         }
         if let Some(h) = fresh.as_mut() {
             match check(h, role, unit, k3s, name, old_pid, server).and_then(|v| match version {
-                Some(want) if !v.is_empty() && v != want => Err(format!("the node still reports {v}, not {want}")),
+                Some(want) if !v.is_empty() && v != want => Err(NotHealthy::OldVersion { got: v, want: want.to_string() }),
                 _ => Ok(()),
             }) {
                 Ok(()) => good += 1,
@@ -103,52 +130,52 @@ pub fn confirm(ctx: &Ctx, n: &Node, server: Option<&ServerLink>, timeout: Durati
 
 /// One poll: what the board says of its unit and, from the server's API, the node (and for the
 /// server /readyz). One command on the server; two for an agent (its unit, then the server).
-fn check(h: &mut crate::transport::SshHost, role: Role, unit: &str, k3s: &str, name: &str, old_pid: u64, server: Option<&ServerLink>) -> Result<String, String> {
+fn check(h: &mut crate::transport::SshHost, role: Role, unit: &str, k3s: &str, name: &str, old_pid: u64, server: Option<&ServerLink>) -> Result<String, NotHealthy> {
     let t = Some(Duration::from_secs(30));
     let show = format!("systemctl show -p ActiveState,MainPID {}", quote(unit));
     let node_q = |k: &str| format!("{} kubectl get node {} -o json 2>&1", quote(k), quote(name));
     let (unit_text, api) = match role {
         Role::Server => {
             let ask = format!("{show}; echo '@@rv readyz'; {k} kubectl get --raw /readyz 2>&1; echo '@@rv node'; {}", node_q(k3s), k = quote(k3s));
-            let o = h.exec(&ask, None, t).map_err(|e| e.to_string())?;
+            let o = h.exec(&ask, None, t).map_err(|e| NotHealthy::Command(e.to_string()))?;
             let text = o.stdout_str();
             let (u, a) = text.split_once("@@rv readyz").unwrap_or((&text, ""));
             (u.to_string(), Some(a.to_string()))
         }
         Role::Agent => {
-            let o = h.exec(&show, None, t).map_err(|e| e.to_string())?;
+            let o = h.exec(&show, None, t).map_err(|e| NotHealthy::Command(e.to_string()))?;
             (o.stdout_str(), None)
         }
     };
     let (state, pid) = unit_state(&unit_text);
     if state != "active" {
-        return Err(format!("{unit} is {}", if state.is_empty() { "unknown" } else { &state }));
+        return Err(NotHealthy::Unit { unit: unit.to_string(), state: if state.is_empty() { "unknown".into() } else { state } });
     }
     if pid == 0 || pid == old_pid {
-        return Err(format!("{unit} has not restarted yet"));
+        return Err(NotHealthy::NotRestarted { unit: unit.to_string() });
     }
     match (api, server) {
         (Some(a), _) => api_says(&a),
         // An agent: only its node, as the server's API sees it.
         (None, Some(s)) => {
-            let k = s.k3s().ok_or("the server is not known")?;
-            node_says(&s.run(&node_q(&k)).map_err(|e| e.to_string())?.stdout_str())
+            let k = s.k3s().ok_or(NotHealthy::NoServer)?;
+            node_says(&s.run(&node_q(&k)).map_err(|e| NotHealthy::Command(e.to_string()))?.stdout_str())
         }
         (None, None) => Ok(String::new()),
     }
 }
 
 /// What `kubectl get node -o json` printed: Ready and its kubeletVersion, or why not.
-fn node_says(node: &str) -> Result<String, String> {
-    node_ready(node.trim()).map_err(|e| if node.trim().starts_with('{') { e } else { first_line(node, &e) })
+fn node_says(node: &str) -> Result<String, NotHealthy> {
+    node_ready(node.trim()).map_err(|e| if node.trim().starts_with('{') { e } else { NotHealthy::NoNode(first_line(node, &e.to_string())) })
 }
 
 /// The API part of a poll: `/readyz` says ok and the node is Ready; its kubeletVersion.
-pub fn api_says(text: &str) -> Result<String, String> {
+pub fn api_says(text: &str) -> Result<String, NotHealthy> {
     let text = text.trim_start_matches("@@rv readyz").trim_start_matches('\n');
     let (ready, node) = text.split_once("@@rv node").unwrap_or((text, ""));
     if ready.trim() != "ok" {
-        return Err(format!("the API's /readyz says: {}", first_line(ready, "nothing")));
+        return Err(NotHealthy::ApiNotReady(first_line(ready, "nothing")));
     }
     node_says(node)
 }
@@ -181,12 +208,12 @@ mod tests {
         let ok = r#"{"status":{"conditions":[{"type":"Ready","status":"True"}]}}"#;
         assert!(node_ready(ok).is_ok());
         let no = r#"{"status":{"conditions":[{"type":"Ready","status":"False","reason":"KubeletNotReady"}]}}"#;
-        assert_eq!(node_ready(no).unwrap_err(), "node is NotReady (KubeletNotReady)");
+        assert_eq!(node_ready(no).unwrap_err().to_string(), "node is NotReady (KubeletNotReady)");
         assert!(node_ready("Error from server (NotFound)").is_err());
         assert_eq!(unit_state("ActiveState=active\nMainPID=42\n"), ("active".to_string(), 42));
         assert!(api_says(&format!("@@rv readyz\nok\n@@rv node\n{ok}\n")).is_ok());
         let down = "@@rv readyz\nThe connection to the server 127.0.0.1:6443 was refused\n@@rv node\nsame\n";
-        assert!(api_says(down).unwrap_err().contains("refused"));
-        assert!(api_says(&format!("@@rv readyz\nok\n@@rv node\n{no}\n")).unwrap_err().contains("NotReady"));
+        assert!(api_says(down).unwrap_err().to_string().contains("refused"));
+        assert!(matches!(api_says(&format!("@@rv readyz\nok\n@@rv node\n{no}\n")).unwrap_err(), NotHealthy::NotReady(_)));
     }
 }

@@ -53,24 +53,31 @@ pub struct ServerInfo {
     pub new: bool,
 }
 
+/// What an agent's job hears when the server's job failed: the server's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the server {server} failed")]
+pub struct ServerDown {
+    pub server: String,
+}
+
 /// Set once by the server's job, waited on by every agent's job: agents connect, lock, read
 /// their facts and (apply) stream their binaries while the server converges, and plan only once
-/// the server's answer is in. `Err` names the server that failed.
+/// the server's answer is in.
 #[derive(Default)]
 pub struct ServerCell {
-    value: std::sync::Mutex<Option<Result<ServerInfo, String>>>,
+    value: std::sync::Mutex<Option<Result<ServerInfo, ServerDown>>>,
     ready: std::sync::Condvar,
 }
 
 impl ServerCell {
-    pub fn set(&self, v: Result<ServerInfo, String>) {
+    pub fn set(&self, v: Result<ServerInfo, ServerDown>) {
         let mut g = self.value.lock().unwrap_or_else(|p| p.into_inner());
         if g.is_none() {
             *g = Some(v);
         }
         self.ready.notify_all();
     }
-    pub fn wait(&self) -> Result<ServerInfo, String> {
+    pub fn wait(&self) -> Result<ServerInfo, ServerDown> {
         let mut g = self.value.lock().unwrap_or_else(|p| p.into_inner());
         while g.is_none() {
             g = self.ready.wait(g).unwrap_or_else(|p| p.into_inner());
@@ -190,7 +197,7 @@ fn keep_found(ctx: &Ctx, host: &mut dyn Host, name: &str, facts: &Facts, dests: 
         .iter()
         .filter_map(|p| match facts.files.get(*p) {
             Some(crate::transport::FileFact::Present { kind: crate::transport::facts::FileKind::Regular, sha256: Some(h), .. }) => {
-                Some(crate::generation::store_fragment(p, h))
+                Some(crate::generation::store_fragment(p, h, true))
             }
             _ => None,
         })
@@ -247,10 +254,76 @@ fn release(held: Box<dyn crate::transport::Held>) {
     let _ = held.finish(b"", Some(FACTS_TIMEOUT));
 }
 
+/// A host's run once planned, with changes to make (wet).
+struct Planned {
+    /// The held lock+facts command, until the script goes down it (or it is released).
+    held: Option<Box<dyn crate::transport::Held>>,
+    st: HostState,
+    seen: Observed,
+    planned: Vec<(&'static dyn Phase, Change)>,
+    acts: Actions,
+    outcome: Outcome,
+    previous: Option<crate::generation::Manifest>,
+    info: Option<ServerInfo>,
+}
+
+/// What [`plan_host`] found: nothing to carry out (plan, or a no-op apply), or changes.
+enum Step {
+    Done(Box<Outcome>),
+    Go(Box<Planned>),
+}
+
+/// Converge one host: lock+facts, plan, then (apply) leave service if k3s restarts on an agent,
+/// carry out the changes, confirm the node came back (or go back), and return to service.
 pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<ServerLink>) -> Result<Outcome, ConvergeError> {
     let name = job.name;
-    let err = |phase: &'static str| move |c: Cause| ConvergeError::new(name, phase, c);
     let timer = Timer { host: name, last: std::cell::Cell::new(std::time::Instant::now()) };
+    let mut p = match plan_host(ctx, host, job, server.as_ref(), &timer)? {
+        Step::Done(outcome) => return Ok(*outcome),
+        Step::Go(p) => p,
+    };
+    let unit_file = Desired::new(&p.st, job.role).unit_file;
+    // An agent whose k3s restarts leaves service first (at most --max-unavailable at once).
+    let restarts = p.planned.iter().any(|(_, c)| matches!(c, Change::Restart { unit, .. } if *unit == unit_file));
+    let (slot, drained) = match leave_service(ctx, job, restarts, server.as_ref(), &timer) {
+        Ok(left) => left,
+        Err(e) => {
+            if let Some(h) = p.held.take() {
+                release(h);
+            }
+            return Err(e);
+        }
+    };
+    p.outcome.values = carry_out(ctx, host, job, &mut p, server.as_ref(), &timer)?;
+    // A drained agent is waited for even without the gate: it is uncordoned only once Ready.
+    // So is the server when agents drain after it: its API must answer before they do.
+    let must_wait = drained.is_some() || (job.role == Role::Server && ctx.drain.is_some() && restarts);
+    let gate = ctx.confirm.or(must_wait.then_some(DRAINED_WAIT));
+    // A host's first apply has no generation to go back to: apply's wait for Ready reports it.
+    if let Some(timeout) = gate
+        && (p.previous.is_some() || drained.is_some())
+        && job.rollback.is_none()
+        && ctx.cluster.nodes.iter().any(|n| n.name == name)
+        && p.planned.iter().any(|(_, c)| matches!(c, Change::Start { unit } | Change::Restart { unit, .. } if *unit == unit_file))
+    {
+        confirm_or_go_back(ctx, host, job, &p, drained.as_deref(), server.as_ref(), timeout, &timer)?;
+    }
+    if let (Some(k), Some(s)) = (&drained, &server) {
+        let err = |c: Cause| ConvergeError::new(name, "uncordon", c);
+        let out = s.run(&super::upgrade::uncordon_command(k, name)).map_err(|e| err(e.into()))?;
+        if !out.success() {
+            return Err(err(Cause::StepFailed { what: format!("kubectl uncordon {name}"), status: out.status, stderr: tail(&out.stderr_str()) }));
+        }
+        timer.done("uncordon", "back in service".into());
+    }
+    drop(slot);
+    Ok(p.outcome)
+}
+
+/// Lock+facts, the early uploads, the plan and (apply) the generation it will record.
+fn plan_host(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<&ServerLink>, timer: &Timer) -> Result<Step, ConvergeError> {
+    let name = job.name;
+    let err = |phase: &'static str| move |c: Cause| ConvergeError::new(name, phase, c);
     let q = query(job, ctx.wet);
     let (held, lock, mut facts) = open(ctx, host, name, &q)?;
     timer.done("lock+facts", format!("{} paths, {} probes, {} reads", q.paths.len(), q.probes.len(), q.reads.len() + q.reads_unless.len()));
@@ -288,9 +361,9 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
     })?;
     let want = Desired::new(&st, job.role);
     let mut seen = Observed::new(&q, facts);
-    let info = server.as_ref().and_then(|s| s.info());
+    let info = server.and_then(|s| s.info());
     if super::forget::is_fresh(&want, &seen) {
-        seen.server_knows_node = ask_server(server.as_ref(), info.as_ref(), &st.node).map_err(|e| err("forget-node")(e.into()))?;
+        seen.server_knows_node = ask_server(server, info.as_ref(), &st.node).map_err(|e| err("forget-node")(e.into()))?;
     }
     let premade = made.len();
     let planned = plan(&want, &seen, made)?;
@@ -309,10 +382,10 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
     }
     timer.done("plan", format!("{} change(s)", planned.len()));
     let changes = planned.iter().map(|(_, c)| c.clone()).collect();
-    let mut outcome = Outcome { changes, facts: seen.facts.clone(), values: vec![], lock: Some(lock), generation, manifest_sha };
+    let outcome = Outcome { changes, facts: seen.facts.clone(), values: vec![], lock: Some(lock), generation, manifest_sha };
     if !ctx.wet || acts.script.is_empty() && acts.uploads.is_empty() && acts.on_server.is_empty() {
         release(held);
-        return Ok(outcome);
+        return Ok(Step::Done(Box::new(outcome)));
     }
     if super::interrupt::interrupted() {
         release(held);
@@ -322,93 +395,90 @@ pub fn converge(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<Server
         release(held);
         return Err(err("halted")(Cause::Halted { by }));
     }
-    // An agent whose k3s restarts leaves service first (at most --max-unavailable at once).
-    let restarts = planned.iter().any(|(_, c)| matches!(c, Change::Restart { unit, .. } if *unit == want.unit_file));
-    let mut slot = None;
-    let mut drained = None;
-    if let (Some(d), Some(s), Role::Agent, None) = (&ctx.drain, &server, job.role, job.rollback)
-        && restarts
-    {
-        ctx.event(name, EventKind::Step("waiting for a free upgrade slot".into()));
-        slot = Some(ctx.slots.take());
-        if let Some(by) = ctx.halted_by() {
-            release(held);
-            return Err(err("halted")(Cause::Halted { by }));
-        }
-        let k = s.k3s().ok_or_else(|| err("drain")(Cause::ServerFailed("the server".into())))?;
-        ctx.event(name, EventKind::Step("cordon and drain".into()));
-        let out = s.run(&super::upgrade::drain_command(&k, name, d)).map_err(|e| err("drain")(e.into()))?;
-        if !out.success() {
-            let _ = s.run(&super::upgrade::uncordon_command(&k, name));
-            release(held);
-            return Err(err("drain")(Cause::DrainFailed { node: name.to_string(), output: tail(&format!("{}\n{}", out.stdout_str(), out.stderr_str())) }));
-        }
-        timer.done("drain", "cordoned and drained".into());
-        drained = Some(k);
+    Ok(Step::Go(Box::new(Planned { held: Some(held), st, seen, planned, acts, outcome, previous, info })))
+}
+
+/// Before an agent's k3s restarts: take an upgrade slot, cordon and drain it. Returns the slot
+/// (held until the node is back) and, when drained, where k3s lives on the server.
+fn leave_service<'c>(ctx: &'c Ctx, job: &Job, restarts: bool, server: Option<&ServerLink>, timer: &Timer) -> Result<(Option<super::upgrade::SlotGuard<'c>>, Option<String>), ConvergeError> {
+    let name = job.name;
+    let err = |phase: &'static str| move |c: Cause| ConvergeError::new(name, phase, c);
+    let (Some(d), Some(s), Role::Agent, None, true) = (&ctx.drain, server, job.role, job.rollback, restarts) else {
+        return Ok((None, None));
+    };
+    ctx.event(name, EventKind::Step("waiting for a free upgrade slot".into()));
+    let slot = ctx.slots.take();
+    if let Some(by) = ctx.halted_by() {
+        return Err(err("halted")(Cause::Halted { by }));
     }
-    ctx.event(name, EventKind::Step(format!("applying {} change(s)", outcome.changes.len())));
-    for (i, node) in &acts.on_server {
-        let (Some(s), Some(inf)) = (&server, &info) else { unreachable!("on_server only planned with a server") };
-        s.exec(&planned[*i].1.label(), &super::forget::delete_command(&inf.k3s, node), true)
+    let k = s.k3s().ok_or_else(|| err("drain")(Cause::ServerFailed(ServerDown { server: "the server".into() })))?;
+    ctx.event(name, EventKind::Step("cordon and drain".into()));
+    let out = s.run(&super::upgrade::drain_command(&k, name, d)).map_err(|e| err("drain")(e.into()))?;
+    if !out.success() {
+        let _ = s.run(&super::upgrade::uncordon_command(&k, name));
+        return Err(err("drain")(Cause::DrainFailed { node: name.to_string(), output: tail(&format!("{}\n{}", out.stdout_str(), out.stderr_str())) }));
+    }
+    timer.done("drain", "cordoned and drained".into());
+    Ok((Some(slot), Some(k)))
+}
+
+/// Make the planned changes: nodes the server must forget, what the board had before the
+/// uploads (generation 0), the uploads, then the one apply script. Returns what it printed.
+fn carry_out(ctx: &Ctx, host: &mut dyn Host, job: &Job, p: &mut Planned, server: Option<&ServerLink>, timer: &Timer) -> Result<Vec<(String, Vec<u8>)>, ConvergeError> {
+    let name = job.name;
+    let err = |phase: &'static str| move |c: Cause| ConvergeError::new(name, phase, c);
+    ctx.event(name, EventKind::Step(format!("applying {} change(s)", p.outcome.changes.len())));
+    for (i, node) in &p.acts.on_server {
+        let (Some(s), Some(inf)) = (server, &p.info) else { unreachable!("on_server only planned with a server") };
+        s.exec(&p.planned[*i].1.label(), &super::forget::delete_command(&inf.k3s, node), true)
             .map_err(|e| err("forget-node")(e.into()))?;
     }
-    let dests: Vec<&str> = acts.uploads.iter().map(|u| u.dest.path.as_str()).collect();
-    keep_found(ctx, host, name, &seen.facts, &dests)?;
-    for u in &acts.uploads {
+    let dests: Vec<&str> = p.acts.uploads.iter().map(|u| u.dest.path.as_str()).collect();
+    keep_found(ctx, host, name, &p.seen.facts, &dests)?;
+    for u in &p.acts.uploads {
         upload(ctx, host, name, u).map_err(|e| err("files")(e.into()))?;
     }
-    if !acts.uploads.is_empty() {
-        timer.done("files", format!("{} upload(s)", acts.uploads.len()));
+    if !p.acts.uploads.is_empty() {
+        timer.done("files", format!("{} upload(s)", p.acts.uploads.len()));
     }
+    let held = p.held.take().expect("held until carried out");
     if super::interrupt::interrupted() {
         release(held);
-        return Err(stop(true));
+        return Err(err("interrupted")(Cause::Interrupted { partial: true }));
     }
-    if acts.script.is_empty() {
+    if p.acts.script.is_empty() {
         release(held);
-    } else {
-        outcome.values = run_script(ctx, host, name, held, &acts, &planned, &timer)?;
+        return Ok(vec![]);
     }
-    // A drained agent is waited for even without the gate: it is uncordoned only once Ready.
-    // So is the server when agents drain after it: its API must answer before they do.
-    let must_wait = drained.is_some() || (job.role == Role::Server && ctx.drain.is_some() && restarts);
-    let gate = ctx.confirm.or(must_wait.then_some(DRAINED_WAIT));
-    // A host's first apply has no generation to go back to: apply's wait for Ready reports it.
-    if let Some(timeout) = gate
-        && (previous.is_some() || drained.is_some())
-        && job.rollback.is_none()
-        && ctx.cluster.nodes.iter().any(|n| n.name == name)
-        && planned.iter().any(|(_, c)| matches!(c, Change::Start { unit } | Change::Restart { unit, .. } if *unit == want.unit_file))
-    {
-        ctx.event(name, EventKind::Step("confirming the node came back (new SSH connection)".into()));
-        let k3s = k3s_path(&st);
-        let old_pid = mainpid(&outcome.values);
-        let node = super::confirm::Node { name, role: job.role, unit: &want.unit_file, k3s: &k3s, old_pid, version: st.k3s_version.as_deref() };
-        if let Err(f) = super::confirm::confirm(ctx, &node, server.as_ref(), timeout) {
-            timer.done("confirm", format!("failed: {}", f.reason));
-            ctx.halt(name);
-            if ctx.confirm.is_none() {
-                // --no-rollback: the node stays as it is, cordoned.
-                let left = if drained.is_some() { "not rolled back (--no-rollback); it stays cordoned" } else { "not rolled back (--no-rollback)" };
-                return Err(err("confirm")(Cause::NotConfirmed { reason: f.reason, logs: f.logs, rolled_back: left.into() }));
-            }
-            let (e, back) = go_back(ctx, host, job, &st, previous, outcome.generation, f, server.as_ref(), timeout);
-            if let (true, Some(k), Some(s)) = (back, &drained, &server) {
-                let _ = s.run(&super::upgrade::uncordon_command(k, name));
-            }
-            return Err(e);
-        }
+    run_script(ctx, host, name, held, &p.acts, &p.planned, timer)
+}
+
+/// The health gate after a (re)start; when the node does not come back, halt the apply and
+/// (unless --no-rollback) converge the host back to the generation it had.
+#[allow(clippy::too_many_arguments)]
+fn confirm_or_go_back(ctx: &Ctx, host: &mut dyn Host, job: &Job, p: &Planned, drained: Option<&str>, server: Option<&ServerLink>, timeout: Duration, timer: &Timer) -> Result<(), ConvergeError> {
+    let name = job.name;
+    let want = Desired::new(&p.st, job.role);
+    ctx.event(name, EventKind::Step("confirming the node came back (new SSH connection)".into()));
+    let k3s = k3s_path(&p.st);
+    let old_pid = mainpid(&p.outcome.values);
+    let node = super::confirm::Node { name, role: job.role, unit: &want.unit_file, k3s: &k3s, old_pid, version: p.st.k3s_version.as_deref() };
+    let Err(f) = super::confirm::confirm(ctx, &node, server, timeout) else {
         timer.done("confirm", "the node came back".into());
+        return Ok(());
+    };
+    timer.done("confirm", format!("failed: {}", f.reason));
+    ctx.halt(name);
+    if ctx.confirm.is_none() {
+        // --no-rollback: the node stays as it is, cordoned.
+        let left = if drained.is_some() { "not rolled back (--no-rollback); it stays cordoned" } else { "not rolled back (--no-rollback)" };
+        return Err(ConvergeError::new(name, "confirm", Cause::NotConfirmed { reason: f.reason, logs: f.logs, rolled_back: left.into() }));
     }
-    if let (Some(k), Some(s)) = (&drained, &server) {
-        let out = s.run(&super::upgrade::uncordon_command(k, name)).map_err(|e| err("uncordon")(e.into()))?;
-        if !out.success() {
-            return Err(err("uncordon")(Cause::StepFailed { what: format!("kubectl uncordon {name}"), status: out.status, stderr: tail(&out.stderr_str()) }));
-        }
-        timer.done("uncordon", "back in service".into());
+    let (e, back) = go_back(ctx, host, job, &p.st, p.previous.clone(), p.outcome.generation, f, server, timeout);
+    if let (true, Some(k), Some(s)) = (back, drained, server) {
+        let _ = s.run(&super::upgrade::uncordon_command(k, name));
     }
-    drop(slot);
-    Ok(outcome)
+    Err(e)
 }
 
 fn k3s_path(st: &HostState) -> String {

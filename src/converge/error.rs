@@ -87,9 +87,9 @@ pub enum Cause {
     #[diagnostic(code(rvcluster::converge::script_truncated))]
     ScriptTruncated,
 
-    #[error("the server {0} failed, so no agent can join it")]
+    #[error("the server {} failed, so no agent can join it", .0.server)]
     #[diagnostic(code(rvcluster::converge::server_failed))]
-    ServerFailed(String),
+    ServerFailed(super::driver::ServerDown),
 
     #[error("the server's token did not appear within 60 s of starting k3s (see `journalctl -u k3s` on the server)")]
     #[diagnostic(code(rvcluster::converge::no_token))]
@@ -101,7 +101,7 @@ pub enum Cause {
 
     #[error("the node did not come back after the change: {reason}; {rolled_back}{}", if logs.is_empty() { String::new() } else { format!("\n  last log lines:\n{}", logs.lines().map(|l| format!("    | {l}")).collect::<Vec<_>>().join("\n")) })]
     #[diagnostic(code(rvcluster::converge::not_confirmed), help("`rvcluster generations` lists what each host has; fix cluster.kdl and apply again (--no-rollback keeps a failing change for debugging)"))]
-    NotConfirmed { reason: String, logs: String, rolled_back: String },
+    NotConfirmed { reason: super::confirm::NotHealthy, logs: String, rolled_back: String },
 
     #[error("drain of {node} failed, so k3s was not restarted on it (it is uncordoned again):\n{output}")]
     #[diagnostic(code(rvcluster::converge::drain_failed), help("pods without a controller stop a drain: delete them, or --force-drain; --no-drain restarts without draining"))]

@@ -360,7 +360,7 @@ fn server_job(
     });
     match (info, &plan.error) {
         (Some(i), None) => cell.set(Ok(i)),
-        _ => cell.set(Err(s.name.clone())),
+        _ => cell.set(Err(driver::ServerDown { server: s.name.clone() })),
     }
     plan
 }

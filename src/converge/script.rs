@@ -98,10 +98,12 @@ pub fn parse(out: &str) -> ScriptResult {
 }
 
 /// Commands that print a file's content as `@@rv value NAME HEX` once it exists and is not
-/// empty, waiting up to `tries` half seconds (the server writes its token a moment after start).
+/// empty, waiting up to `tries` half seconds (the server writes its token a moment after start;
+/// asked every tenth of a second: the agents wait for it).
 pub fn wait_and_print(name: &str, path: &str, tries: u32) -> String {
+    let tries = tries.saturating_mul(5);
     format!(
-        "rv_i=0; while [ ! -s {p} ] && [ $rv_i -lt {tries} ]; do sleep 0.5; rv_i=$((rv_i+1)); done; \
+        "rv_i=0; while [ ! -s {p} ] && [ $rv_i -lt {tries} ]; do sleep 0.1; rv_i=$((rv_i+1)); done; \
          if [ -s {p} ]; then printf '@@rv value {name} '; od -An -v -tx1 < {p} | tr -d ' \\n'; echo; fi",
         p = quote(path)
     )

@@ -306,15 +306,16 @@ pub fn minor_of(version: &str) -> Option<(u32, u32)> {
 
 /// Commands that copy `path` into the store as `sha256` unless it is there already (temp file,
 /// sha256 verified, rename: a cut copy never takes the name).
-pub fn store_fragment(path: &str, sha256: &str) -> String {
+pub fn store_fragment(path: &str, sha256: &str, binary: bool) -> String {
     format!(
-        "[ -f {dst} ] || {{ mkdir -p {store} && chmod 700 {store} && rv_t={store}/.in.$$ && cp {src} \"$rv_t\" && \
-         h=$(rv_sha < \"$rv_t\") && [ \"${{h%% *}}\" = {sha} ] && chmod 600 \"$rv_t\" && mv -f \"$rv_t\" {dst} || \
+        "[ -f {dst} ] || {{ {{ [ -d {store} ] || {{ mkdir -p {store} && chmod 700 {store}; }}; }} && rv_t={store}/.in.$$ && cp {src} \"$rv_t\" && \
+         h=$({hasher} < \"$rv_t\") && [ \"${{h%% *}}\" = {sha} ] && chmod 600 \"$rv_t\" && mv -f \"$rv_t\" {dst} || \
          {{ rm -f \"$rv_t\"; echo \"rvcluster: cannot keep {shown} in the generation store\" >&2; false; }}; }}",
         dst = quote(&store_path(sha256)),
         store = quote(STORE_DIR),
         src = quote(path),
         sha = quote(sha256),
+        hasher = if binary { "rv_sha" } else { "rv_shs" },
         shown = path.replace(['"', '\\', '$', '`'], "_"),
     )
 }
@@ -341,7 +342,7 @@ fn write_manifest(m: &Manifest, make_current: bool) -> String {
 
 /// Before any change of the first apply: keep what the host had (generation 0).
 pub fn found_fragment(m: &Manifest) -> String {
-    let mut parts: Vec<String> = m.files.iter().map(|f| store_fragment(&f.path, &f.sha256)).collect();
+    let mut parts: Vec<String> = m.files.iter().map(|f| store_fragment(&f.path, &f.sha256, f.binary)).collect();
     parts.push(write_manifest(m, false));
     parts.join(" && \\\n")
 }
@@ -349,8 +350,8 @@ pub fn found_fragment(m: &Manifest) -> String {
 /// After every change: keep the new generation's files, write its manifest, make it current,
 /// and collect what no kept generation needs (the last `keep` generations and generation 0).
 pub fn record_fragment(m: &Manifest, keep: u32) -> String {
-    let mut parts: Vec<String> = vec![format!("rm -f {}/.in.* 2>/dev/null; true", quote(STORE_DIR))];
-    parts.extend(m.files.iter().map(|f| store_fragment(&f.path, &f.sha256)));
+    let mut parts: Vec<String> = vec![format!("for o in {}/.in.*; do [ ! -e \"$o\" ] || rm -f \"$o\"; done; true", quote(STORE_DIR))];
+    parts.extend(m.files.iter().map(|f| store_fragment(&f.path, &f.sha256, f.binary)));
     parts.push(write_manifest(m, true));
     parts.push(gc_commands(m.number, keep));
     parts.join(" && \\\n")
@@ -364,7 +365,7 @@ pub fn gc_commands(current: u64, keep: u32) -> String {
         "{{ cd {gen} && for d in [0-9]*; do case \"$d\" in 0|*[!0-9]*) continue;; esac; \
          if [ \"$d\" -lt {oldest_kept} ]; then rm -rf \"./$d\"; fi; done; \
          cat ./[0-9]*/manifest.json ./current.json 2>/dev/null | grep -o '[0-9a-f]\\{{64\\}}' | sort -u > ./.keep.$$; \
-         for f in {store}/*; do [ -f \"$f\" ] || continue; grep -qx \"${{f##*/}}\" ./.keep.$$ || rm -f \"$f\"; done; \
+         if [ -d {store} ]; then ls {store} | grep -vxFf ./.keep.$$ | while IFS= read -r f; do rm -f {store}/\"$f\"; done; fi; \
          rm -f ./.keep.$$; }}",
         gen = quote(GEN_DIR),
         store = quote(STORE_DIR),

@@ -508,17 +508,17 @@ impl Decoder<'_> {
     }
 
     /// Each hop of a ProxyJump: a valid user (if given) and host.
-    fn proxy_jump(&self, j: &str) -> Result<(), String> {
-        let hops = crate::transport::ssh_config::parse_proxy_jump(j).map_err(|e| e.to_string())?;
+    fn proxy_jump(&self, j: &str) -> Result<(), JumpError> {
+        let hops = crate::transport::ssh_config::parse_proxy_jump(j)?;
         if hops.is_empty() {
-            return Err("no hop".into());
+            return Err(JumpError::NoHop);
         }
         for h in hops {
             if let Some(u) = &h.user {
-                values::ssh_user(u).map_err(|allowed| format!("user `{}`: {allowed}", values::shown(u)))?;
+                values::ssh_user(u).map_err(|allowed| JumpError::User { user: u.clone(), allowed })?;
             }
             if !is_host(&h.host) {
-                return Err(format!("`{}` is not an IP address or host name", values::shown(&h.host)));
+                return Err(JumpError::Host(h.host));
             }
         }
         Ok(())
@@ -1131,6 +1131,19 @@ fn literal_prefix(p: &str) -> String {
     out
 }
 
+/// Why a `proxy-jump` value is refused (the text of the located problem).
+#[derive(Debug, thiserror::Error)]
+enum JumpError {
+    #[error(transparent)]
+    Syntax(#[from] crate::transport::ssh_config::ProxyJumpError),
+    #[error("no hop")]
+    NoHop,
+    #[error("user `{}`: {allowed}", values::shown(.user))]
+    User { user: String, allowed: values::ValueError },
+    #[error("`{}` is not an IP address or host name", values::shown(.0))]
+    Host(String),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1150,3 +1163,4 @@ mod tests {
         assert_eq!(max_group_ref("plain"), None);
     }
 }
+
