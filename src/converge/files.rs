@@ -79,7 +79,9 @@ impl Phase for Files {
                 change: i,
                 local: local.clone(),
                 sha256: sha256.clone(),
-                dest: RemoteFile::new(f.path.clone(), f.mode).owned_by(f.owner.clone()),
+                // The generation this apply records keeps the binary: taken from the same
+                // stream, not copied and hashed again afterwards (docs/generations.md §2).
+                dest: RemoteFile::new(f.path.clone(), f.mode).owned_by(f.owner.clone()).kept_at(crate::generation::store_path(sha256)),
                 codec: codec_for(local, seen),
             }),
         }

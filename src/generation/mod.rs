@@ -350,7 +350,8 @@ pub fn found_fragment(m: &Manifest) -> String {
 /// After every change: keep the new generation's files, write its manifest, make it current,
 /// and collect what no kept generation needs (the last `keep` generations and generation 0).
 pub fn record_fragment(m: &Manifest, keep: u32) -> String {
-    let mut parts: Vec<String> = vec![format!("for o in {}/.in.*; do [ ! -e \"$o\" ] || rm -f \"$o\"; done; true", quote(STORE_DIR))];
+    // Temp files a killed copy or upload left in the store.
+    let mut parts: Vec<String> = vec![format!("for o in {s}/.in.* {s}/.*.rvcluster-tmp.*; do [ ! -e \"$o\" ] || rm -f \"$o\"; done; true", s = quote(STORE_DIR))];
     parts.extend(m.files.iter().map(|f| store_fragment(&f.path, &f.sha256, f.binary)));
     parts.push(write_manifest(m, true));
     parts.push(gc_commands(m.number, keep));

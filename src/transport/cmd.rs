@@ -210,6 +210,22 @@ pub fn upload_stream_via(
     owner: Option<&str>,
     codec: Option<Codec>,
 ) -> String {
+    upload_stream_kept(dest, tmp, sha256, mode, owner, codec, None)
+}
+
+/// [`upload_stream_via`] that also keeps a copy at `keep` (`RemoteFile::keep`), unless a file is
+/// there already: `tee` writes the stream to both temp files (it fails on any short write), the
+/// one sha256 of the stream verifies both, and the copy (0600, its directory made 0700 when
+/// missing) is renamed into place after the destination.
+pub fn upload_stream_kept(
+    dest: &str,
+    tmp: &str,
+    sha256: &str,
+    mode: u32,
+    owner: Option<&str>,
+    codec: Option<Codec>,
+    keep: Option<&str>,
+) -> String {
     let source = match codec {
         Some(c) => format!("{} | ", c.decompress()),
         None => String::new(),
@@ -218,11 +234,25 @@ pub fn upload_stream_via(
         Some(p) => format!("mkdir -p {} || exit 1; ", quote(p)),
         None => String::new(),
     };
+    let (kept_tmp, keep_it) = match keep {
+        None => (String::new(), String::new()),
+        Some(k) => {
+            let dir = parent_dir(k).map(quote).unwrap_or_else(|| "/".into());
+            (
+                format!(
+                    "if [ ! -f {k} ] && {{ [ -d {dir} ] || {{ mkdir -p {dir} && chmod 700 {dir}; }}; }}; then kt={kt}.$$; set -- \"$t\" \"$kt\"; fi; ",
+                    k = quote(k),
+                    kt = quote(&temp_path_for(k, "up")),
+                ),
+                format!(" if [ -n \"$kt\" ]; then chmod 600 \"$kt\" && mv -f \"$kt\" {} || exit 1; fi;", quote(k)),
+            )
+        }
+    };
     format!(
-        "{SHA_FN}umask 077; d={d}; t={t}; {stale}{check}trap 'rm -f \"$t\" \"$t.err\"' EXIT; {mkdir}\
-         h=$( {{ {source}tee \"$t\" || : > \"$t.err\"; }} | rv_sha ) || exit 1; [ ! -e \"$t.err\" ] || exit 1; \
+        "{SHA_FN}umask 077; d={d}; t={t}; kt=''; {stale}{check}trap 'rm -f \"$t\" \"$t.err\" ${{kt:+\"$kt\"}}' EXIT; {mkdir}\
+         set -- \"$t\"; {kept_tmp}h=$( {{ {source}tee \"$@\" || : > \"$t.err\"; }} | rv_sha ) || exit 1; [ ! -e \"$t.err\" ] || exit 1; \
          h=${{h%% *}}; if [ \"$h\" != {sha} ]; then echo \"{mark}$h\" >&2; exit {status}; fi; \
-         {fix} && mv -f \"$t\" \"$d\" || exit 1; trap - EXIT",
+         {fix} && mv -f \"$t\" \"$d\" || exit 1;{keep_it} trap - EXIT",
         d = quote(dest),
         t = quote(tmp),
         check = present_check(sha256, mode, owner),
@@ -392,21 +422,56 @@ mod tests {
         );
     }
 
+    /// Run an upload command in `sh` with `input` on stdin: (status, stderr).
+    fn run_upload(cmd: &str, input: &[u8]) -> (i32, String) {
+        use std::io::Write;
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
     #[test]
-    fn upload_stream_string() {
-        assert_eq!(
-            upload_stream("/opt/x", "/opt/.x.rvcluster-tmp.1", "abc", 0o755, None),
-            SHA_FN.to_string()
-                + "umask 077; d=/opt/x; t=/opt/.x.rvcluster-tmp.1; \
-                   for o in /opt/.x.rvcluster-tmp.*; do [ \"$o\" = \"$t\" ] || [ ! -e \"$o\" ] || rm -f \"$o\"; done; \
-                   if [ -f \"$d\" ] && [ ! -L \"$d\" ]; then h=$(rv_sha < \"$d\") || exit 1; h=${h%% *}; \
-                   if [ \"$h\" = abc ]; then chmod 0755 \"$d\" || exit 1; echo present; exit 0; fi; fi; \
-                   trap 'rm -f \"$t\" \"$t.err\"' EXIT; \
-                   mkdir -p /opt || exit 1; h=$( { tee \"$t\" || : > \"$t.err\"; } | rv_sha ) || exit 1; \
-                   [ ! -e \"$t.err\" ] || exit 1; h=${h%% *}; \
-                   if [ \"$h\" != abc ]; then echo \"rvcluster-sha-mismatch $h\" >&2; exit 86; fi; \
-                   chmod 0755 \"$t\" && mv -f \"$t\" \"$d\" || exit 1; trap - EXIT"
-        );
+    fn an_upload_lands_whole_and_keeps_a_verified_copy_only_when_asked_and_missing() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("bin/k3s").display().to_string();
+        let store = dir.path().join("store");
+        let keep = store.join("kept").display().to_string();
+        let bytes = b"k3s binary bytes".repeat(1000);
+        let sha = crate::render::sha256_hex(&bytes);
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let leftovers = |d: &std::path::Path| std::fs::read_dir(d).map(|r| r.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains("rvcluster-tmp")).count()).unwrap_or(0);
+        // A wrong sha256: neither the destination nor the copy appears, no temp file is left.
+        let (status, err) = run_upload(&upload_stream_kept(&dest, &temp_path_for(&dest, "1"), &"0".repeat(64), 0o755, None, None, Some(&keep)), &bytes);
+        assert_eq!(status, SHA_MISMATCH_STATUS as i32, "{err}");
+        assert!(!std::path::Path::new(&dest).exists() && !std::path::Path::new(&keep).exists());
+        assert_eq!(leftovers(&dir.path().join("bin")) + leftovers(&store), 0);
+        // The right one: both, the copy 0600 in a 0700 directory.
+        let (status, err) = run_upload(&upload_stream_kept(&dest, &temp_path_for(&dest, "2"), &sha, 0o755, None, None, Some(&keep)), &bytes);
+        assert_eq!(status, 0, "{err}");
+        assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+        assert_eq!(std::fs::read(&keep).unwrap(), bytes);
+        assert_eq!((mode(std::path::Path::new(&dest)), mode(std::path::Path::new(&keep)), mode(&store)), (0o755, 0o600, 0o700));
+        assert_eq!(leftovers(&dir.path().join("bin")) + leftovers(&store), 0);
+        // A copy already kept is not written again (another upload of other bytes leaves it).
+        std::fs::remove_file(&dest).unwrap();
+        std::fs::write(&keep, b"kept before").unwrap();
+        let (status, _) = run_upload(&upload_stream_kept(&dest, &temp_path_for(&dest, "3"), &sha, 0o755, None, None, Some(&keep)), &bytes);
+        assert_eq!(status, 0);
+        assert_eq!(std::fs::read(&keep).unwrap(), b"kept before");
+        // Without `keep`, only the destination.
+        let plain = dir.path().join("plain").display().to_string();
+        let (status, _) = run_upload(&upload_stream(&plain, &temp_path_for(&plain, "4"), &sha, 0o600, None), &bytes);
+        assert_eq!((status, std::fs::read(&plain).unwrap()), (0, bytes.clone()));
+        assert_eq!(std::fs::read_dir(&store).unwrap().count(), 1);
     }
 
     #[test]

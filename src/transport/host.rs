@@ -43,6 +43,11 @@ pub struct RemoteFile {
     pub mode: u32,
     /// `user` or `user:group`; `None` leaves the login user's ownership.
     pub owner: Option<String>,
+    /// Also keep a copy at this path (mode 0600, its directory made 0700 when missing), written
+    /// from the same stream and verified by the same sha256, unless a file is there already.
+    /// The generation store takes an uploaded binary this way instead of copying and hashing it
+    /// again afterwards.
+    pub keep: Option<String>,
 }
 
 impl RemoteFile {
@@ -51,7 +56,12 @@ impl RemoteFile {
             path: path.into(),
             mode,
             owner: None,
+            keep: None,
         }
+    }
+    pub fn kept_at(mut self, path: impl Into<String>) -> RemoteFile {
+        self.keep = Some(path.into());
+        self
     }
     pub fn owned_by(mut self, owner: impl Into<String>) -> RemoteFile {
         self.owner = Some(owner.into());
@@ -327,7 +337,7 @@ pub trait Host: Send {
     ) -> Result<UploadOutcome> {
         let owner = dest.owner.as_deref();
         let tmp = cmd::temp_path_for(&dest.path, &temp_suffix());
-        let script = cmd::upload_stream_via(&dest.path, &tmp, sha256, dest.mode, owner, codec);
+        let script = cmd::upload_stream_kept(&dest.path, &tmp, sha256, dest.mode, owner, codec, dest.keep.as_deref());
         let mut counting = CountingReader {
             inner: content,
             n: 0,
