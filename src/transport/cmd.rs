@@ -451,7 +451,7 @@ mod tests {
         let leftovers = |d: &std::path::Path| std::fs::read_dir(d).map(|r| r.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains("rvcluster-tmp")).count()).unwrap_or(0);
         // A wrong sha256: neither the destination nor the copy appears, no temp file is left.
         let (status, err) = run_upload(&upload_stream_kept(&dest, &temp_path_for(&dest, "1"), &"0".repeat(64), 0o755, None, None, Some(&keep)), &bytes);
-        assert_eq!(status, SHA_MISMATCH_STATUS as i32, "{err}");
+        assert_eq!(status, SHA_MISMATCH_STATUS, "{err}");
         assert!(!std::path::Path::new(&dest).exists() && !std::path::Path::new(&keep).exists());
         assert_eq!(leftovers(&dir.path().join("bin")) + leftovers(&store), 0);
         // The right one: both, the copy 0600 in a 0700 directory.
