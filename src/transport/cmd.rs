@@ -159,14 +159,8 @@ pub const SHA_MISMATCH_MARK: &str = "rvcluster-sha-mismatch ";
 /// so hashing overlaps the transfer on a multi-core host), verify the sha256, set mode/owner,
 /// then rename it over `dest` atomically. A failing `tee` (disk full) leaves a `.err` marker
 /// and fails. On any failure the temp file is removed and `dest` is untouched.
-pub fn upload_stream(
-    dest: &str,
-    tmp: &str,
-    sha256: &str,
-    mode: u32,
-    owner: Option<&str>,
-) -> String {
-    upload_stream_via(dest, tmp, sha256, mode, owner, None)
+pub fn upload_stream(dest: &str, tmp: &str, sha256: &str, mode: u32, owner: Option<&str>) -> String {
+    upload_stream_kept(dest, tmp, sha256, mode, owner, None, None)
 }
 
 /// A compression the host can undo while receiving (checked in its facts).
@@ -199,22 +193,10 @@ impl Codec {
     }
 }
 
-/// [`upload_stream`] receiving compressed bytes: `codec` is undone on the host before the
-/// bytes are written and hashed, so the sha256 checked is still the uncompressed file's (a
-/// corrupt stream fails the check and leaves `dest` untouched).
-pub fn upload_stream_via(
-    dest: &str,
-    tmp: &str,
-    sha256: &str,
-    mode: u32,
-    owner: Option<&str>,
-    codec: Option<Codec>,
-) -> String {
-    upload_stream_kept(dest, tmp, sha256, mode, owner, codec, None)
-}
-
-/// [`upload_stream_via`] that also keeps a copy at `keep` (`RemoteFile::keep`), unless a file is
-/// there already: `tee` writes the stream to both temp files (it fails on any short write), the
+/// [`upload_stream`], receiving compressed bytes when `codec` is given (undone on the host before
+/// the bytes are written and hashed, so the sha256 checked is still the uncompressed file's: a
+/// corrupt stream fails the check and leaves `dest` untouched), and keeping a copy at `keep`
+/// (`RemoteFile::keep`) when given, unless a file is there already: `tee` writes the stream to both temp files (it fails on any short write), the
 /// one sha256 of the stream verifies both, and the copy (0600, its directory made 0700 when
 /// missing) is renamed into place after the destination.
 pub fn upload_stream_kept(
