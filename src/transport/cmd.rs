@@ -96,10 +96,11 @@ pub fn temp_path_for(dest: &str, suffix: &str) -> String {
     format!("{dir}.{base}.rvcluster-tmp.{suffix}")
 }
 
-/// Removes temp files of `dest` other than `$t` that an earlier write left behind: a board
-/// rebooted or a script SIGKILLed mid-write runs no cleanup (tests/faults_reboot.rs).
+/// Removes temp files of `dest` that an earlier write left behind, `$t` too when a recycled pid
+/// named one the same (it is not made yet): a board rebooted or a script SIGKILLed mid-write
+/// runs no cleanup (tests/faults_reboot.rs). Then `$t` is always created fresh.
 fn stale_temps(dest: &str) -> String {
-    format!("for o in {}*; do [ \"$o\" = \"$t\" ] || [ ! -e \"$o\" ] || rm -f \"$o\"; done; ", quote(&temp_path_for(dest, "")))
+    format!("for o in {}*; do [ ! -e \"$o\" ] || rm -f \"$o\"; done; ", quote(&temp_path_for(dest, "")))
 }
 
 /// `dest`'s directory made when missing (`[ -d ]` first: no process when it is there).
@@ -118,12 +119,23 @@ fn parent_dir(dest: &str) -> Option<&str> {
     }
 }
 
-fn chmod_chown(target_var: &str, mode: u32, owner: Option<&str>) -> String {
-    let mut s = format!("chmod {} \"${target_var}\"", mode_str(mode));
-    if let Some(owner) = owner {
-        s.push_str(&format!(" && chown {} \"${target_var}\"", quote(owner)));
+/// Set the file's mode and owner, starting no process where nothing would change: a `fresh`
+/// temp file (just created under umask 077, after any stale one of the same name was removed)
+/// is 0600 already, and a file the `test` builtin finds owned by the effective user and group
+/// while `/` is too (`-O`, `-G`) is root:root already.
+fn chmod_chown(target_var: &str, mode: u32, owner: Option<&str>, fresh: bool) -> String {
+    let mut parts = vec![];
+    if !(fresh && mode & 0o7777 == 0o600) {
+        parts.push(format!("chmod {} \"${target_var}\"", mode_str(mode)));
     }
-    s
+    match owner {
+        Some("root:root") => parts.push(format!(
+            "{{ {{ [ -O / ] && [ -G / ] && [ -O \"${target_var}\" ] && [ -G \"${target_var}\" ]; }} || chown root:root \"${target_var}\"; }}"
+        )),
+        Some(owner) => parts.push(format!("chown {} \"${target_var}\"", quote(owner))),
+        None => {}
+    }
+    if parts.is_empty() { ":".to_string() } else { parts.join(" && ") }
 }
 
 /// `present`-check shared by [`upload_check`] and [`upload_stream`]: when `$d` is a regular
@@ -134,7 +146,7 @@ fn present_check(sha256: &str, mode: u32, owner: Option<&str>) -> String {
         "if [ -f \"$d\" ] && [ ! -L \"$d\" ]; then h=$(rv_sha < \"$d\") || exit 1; h=${{h%% *}}; \
          if [ \"$h\" = {sha} ]; then {fix} || exit 1; echo present; exit 0; fi; fi; ",
         sha = quote(sha256),
-        fix = chmod_chown("d", mode, owner),
+        fix = chmod_chown("d", mode, owner, false),
     )
 }
 
@@ -242,7 +254,7 @@ pub fn upload_stream_kept(
         sha = quote(sha256),
         mark = SHA_MISMATCH_MARK,
         status = SHA_MISMATCH_STATUS,
-        fix = chmod_chown("t", mode, owner),
+        fix = chmod_chown("t", mode, owner, true),
     )
 }
 
@@ -261,7 +273,7 @@ pub fn write_inline(dest: &str, tmp: &str, content: &str, sha256: &str, mode: u3
         c = quote(content),
         stale = stale_temps(dest),
         sha = quote(sha256),
-        fix = chmod_chown("t", mode, owner),
+        fix = chmod_chown("t", mode, owner, true),
     )
 }
 
@@ -276,7 +288,7 @@ pub fn copy_verified(src: &str, dest: &str, tmp: &str, sha256: &str, mode: u32, 
         t = quote(tmp),
         s = quote(src),
         sha = quote(sha256),
-        fix = chmod_chown("t", mode, owner),
+        fix = chmod_chown("t", mode, owner, false),
     )
 }
 
@@ -394,14 +406,47 @@ mod tests {
     }
 
     #[test]
-    fn upload_check_string() {
-        assert_eq!(
-            upload_check("/etc/a b", "abc", 0o644, Some("root:root")),
-            SHA_FN.to_string()
-                + "d='/etc/a b'; if [ -f \"$d\" ] && [ ! -L \"$d\" ]; then h=$(rv_sha < \"$d\") || exit 1; \
-                   h=${h%% *}; if [ \"$h\" = abc ]; then chmod 0644 \"$d\" && chown root:root \"$d\" || exit 1; \
-                   echo present; exit 0; fi; fi; echo absent"
-        );
+    fn upload_check_fixes_the_mode_of_a_present_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a b");
+        std::fs::write(&f, "x").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let sha = crate::render::sha256_hex(b"x");
+        let run = |sha: &str| std::process::Command::new("sh").arg("-c").arg(upload_check(&f.display().to_string(), sha, 0o644, None)).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&run(&"0".repeat(64)).stdout).trim(), "absent");
+        assert_eq!(std::fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o600, "not touched when absent");
+        assert_eq!(String::from_utf8_lossy(&run(&sha).stdout).trim(), "present");
+        assert_eq!(std::fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o644);
+    }
+
+    #[test]
+    fn mode_and_owner_start_a_process_only_when_something_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let calls = dir.path().join("calls");
+        for tool in ["chmod", "chown"] {
+            std::fs::write(bin.join(tool), format!("#!/bin/sh\necho {tool} >> '{}'\n", calls.display())).unwrap();
+            std::fs::set_permissions(bin.join(tool), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        }
+        let t = dir.path().join("t");
+        std::fs::write(&t, "x").unwrap();
+        let run = |fix: String| {
+            let _ = std::fs::remove_file(&calls);
+            let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+            let st = std::process::Command::new("sh").arg("-c").arg(format!("t='{}'; {fix}", t.display())).env("PATH", path).status().unwrap();
+            assert!(st.success());
+            std::fs::read_to_string(&calls).unwrap_or_default()
+        };
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0 && unsafe { libc::getegid() } == 0;
+        let fresh = run(chmod_chown("t", 0o600, Some("root:root"), true));
+        assert_eq!(fresh, if root { "" } else { "chown\n" }, "a fresh 0600 temp owned by root needs nothing");
+        assert_eq!(run(chmod_chown("t", 0o644, Some("root:root"), true)), if root { "chmod\n" } else { "chmod\nchown\n" });
+        assert_eq!(run(chmod_chown("t", 0o600, Some("root:root"), false)), if root { "chmod\n" } else { "chmod\nchown\n" }, "not fresh: its mode is unknown");
+        assert_eq!(run(chmod_chown("t", 0o600, Some("app:app"), true)), "chown\n");
+        assert_eq!(run(chmod_chown("t", 0o600, None, true)), "");
     }
 
     /// Run an upload command in `sh` with `input` on stdin: (status, stderr).
