@@ -48,10 +48,11 @@ SH
 #!/usr/bin/env bash
 xargs -P $N -I{} ${SCP[*]} "$K3S" root@{}:/tmp/k3s-scp-copy <"$WORK/ips"
 SH
-    # A board as rvcluster first finds it: no k3s, no config, no state.
+    # A board as rvcluster first finds it: no k3s, no config, no state, no kernel module or
+    # sysctl file, firewalld without the k3s ports (so the first apply runs every phase).
     cat >"$WORK/wipe.sh" <<SH
 #!/usr/bin/env bash
-xargs -P $N -I{} ${SSH[*]} root@{} 'systemctl stop k3s k3s-agent >/dev/null 2>&1; rm -rf /usr/local/bin/k3s /usr/local/bin/kubectl /usr/local/bin/crictl /usr/local/bin/ctr /etc/rancher/* /etc/systemd/system/k3s* /var/lib/rancher/* /var/lib/rvcluster/* /tmp/k3s-scp-copy; systemctl daemon-reload' <"$WORK/ips"
+xargs -P $N -I{} ${SSH[*]} root@{} 'systemctl stop k3s k3s-agent >/dev/null 2>&1; rm -rf /usr/local/bin/k3s /usr/local/bin/kubectl /usr/local/bin/crictl /usr/local/bin/ctr /etc/rancher/* /etc/systemd/system/k3s* /var/lib/rancher/* /var/lib/rvcluster/* /etc/modules-load.d/rvcluster-k3s.conf /etc/sysctl.d/90-rvcluster-k3s.conf /tmp/k3s-scp-copy; systemctl daemon-reload; if systemctl is-active --quiet firewalld; then firewall-cmd --permanent --remove-port=6443/tcp --remove-port=8472/udp --remove-port=10250/tcp && firewall-cmd --permanent --zone=trusted --remove-source=10.42.0.0/16 --remove-source=10.43.0.0/16 && firewall-cmd --reload; fi >/dev/null' <"$WORK/ips"
 SH
     cat >"$WORK/first.sh" <<SH
 #!/usr/bin/env bash

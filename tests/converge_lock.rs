@@ -77,13 +77,7 @@ fn a_killed_apply_leaves_no_lock_and_no_half_written_file() {
 /// exits 130; every board lock is free, nothing is half-written, and the next apply converges.
 #[test]
 fn ctrl_c_stops_cleanly_reports_each_host_and_exits_130() {
-    let lab = Lab::builder()
-        .board("server1", Role::Server)
-        .board("agent1", Role::Agent)
-        .board("agent2", Role::Agent)
-        .ready_delay_ms(200)
-        .start()
-        .expect("lab starts");
+    let lab = e2e::server_and_agents(2);
     let dir = tempfile::tempdir().unwrap();
     e2e::write_lab_cluster(&lab, dir.path(), "ctrlc", "");
     let owner = lab.b("server1").path("/var/lib/rvcluster/apply.owner");

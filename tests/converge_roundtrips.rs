@@ -42,13 +42,7 @@ fn assert_each(per: &[(String, Vec<String>)], what: &str, ok: impl Fn(usize) -> 
 
 #[test]
 fn noop_plan_and_apply_are_one_remote_command_per_host_and_a_changed_key_at_most_three() {
-    let lab = Lab::builder()
-        .board("server1", Role::Server)
-        .board("agent1", Role::Agent)
-        .board("agent2", Role::Agent)
-        .ready_delay_ms(200)
-        .start()
-        .expect("lab starts (needs root, sshd)");
+    let lab = e2e::server_and_agents(2);
     let dir = tempfile::tempdir().unwrap();
     write_cluster(&lab, dir.path(), "");
     let (out, first) = counted(&lab, dir.path(), &["apply", "cluster.kdl", "--no-wait", "--skip-closure-check", "--no-rollback", "--no-drain"]);
@@ -99,12 +93,7 @@ fn noop_plan_and_apply_are_one_remote_command_per_host_and_a_changed_key_at_most
 /// and apply, while the env file holding it on the boards is mode 0600.
 #[test]
 fn the_token_appears_in_no_output_even_at_vv_and_json_logs_are_json() {
-    let lab = Lab::builder()
-        .board("server1", Role::Server)
-        .board("agent1", Role::Agent)
-        .ready_delay_ms(200)
-        .start()
-        .expect("lab starts (needs root, sshd)");
+    let lab = e2e::server_and_agents(1);
     let dir = tempfile::tempdir().unwrap();
     write_cluster(&lab, dir.path(), "");
     let mut outputs = Vec::new();

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use rvlab::{Lab, Role};
+use rvlab::Role;
 use serde_json::Value;
 
 #[path = "support/e2e.rs"]
@@ -62,12 +62,7 @@ fn numbers(g: &Value, node: &str) -> Vec<u64> {
 
 #[test]
 fn apply_records_generations_and_rollback_restores_them_as_new_ones() {
-    let lab = Lab::builder()
-        .board("server1", Role::Server)
-        .board("agent1", Role::Agent)
-        .ready_delay_ms(200)
-        .start()
-        .expect("lab starts (needs root, sshd)");
+    let lab = e2e::server_and_agents(1);
     let dir = tempfile::tempdir().unwrap();
     let server = lab.b("server1");
     let agent = lab.b("agent1");
@@ -186,12 +181,7 @@ fn apply_records_generations_and_rollback_restores_them_as_new_ones() {
 /// host, what failed and the generation now active, and the cluster stays Ready.
 #[test]
 fn a_change_that_makes_k3s_exit_is_rolled_back_automatically() {
-    let lab = Lab::builder()
-        .board("server1", Role::Server)
-        .board("agent1", Role::Agent)
-        .ready_delay_ms(200)
-        .start()
-        .expect("lab starts (needs root, sshd)");
+    let lab = e2e::server_and_agents(1);
     let dir = tempfile::tempdir().unwrap();
     let (server, agent) = (lab.b("server1"), lab.b("agent1"));
     e2e::write_lab_cluster(&lab, dir.path(), "gate", "");
@@ -237,11 +227,7 @@ fn a_change_that_makes_k3s_exit_is_rolled_back_automatically() {
 /// and a rollback to the v1.33 generation puts it back before k3s starts again.
 #[test]
 fn a_rollback_across_a_minor_version_restores_the_datastore() {
-    let lab = Lab::builder()
-        .board("server1", Role::Server)
-        .ready_delay_ms(200)
-        .start()
-        .expect("lab starts (needs root, sshd)");
+    let lab = e2e::server_and_agents(0);
     let dir = tempfile::tempdir().unwrap();
     let server = lab.b("server1");
     e2e::write_lab_cluster(&lab, dir.path(), "dst", "");

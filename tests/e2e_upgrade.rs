@@ -84,13 +84,7 @@ fn show(log: &[Value]) -> String {
 
 #[test]
 fn a_three_board_upgrade_goes_server_first_then_each_agent_cordoned_drained_restarted_ready_uncordoned() {
-    let lab = Lab::builder()
-        .board("server1", Role::Server)
-        .board("agent1", Role::Agent)
-        .board("agent2", Role::Agent)
-        .ready_delay_ms(200)
-        .start()
-        .expect("lab starts (needs root, sshd)");
+    let lab = e2e::server_and_agents(2);
     let dir = tempfile::tempdir().unwrap();
     e2e::write_lab_cluster(&lab, dir.path(), "up", "");
     let args = ["apply", "cluster.kdl", "--no-wait", "--skip-closure-check"];
@@ -174,12 +168,7 @@ fn a_three_board_upgrade_goes_server_first_then_each_agent_cordoned_drained_rest
 
 #[test]
 fn skipping_a_minor_version_or_downgrading_is_refused_at_plan_time_with_exit_2() {
-    let lab = Lab::builder()
-        .board("server1", Role::Server)
-        .board("agent1", Role::Agent)
-        .ready_delay_ms(200)
-        .start()
-        .expect("lab starts (needs root, sshd)");
+    let lab = e2e::server_and_agents(1);
     let dir = tempfile::tempdir().unwrap();
     let sums = |lab: &Lab| lab.boards().iter().map(|b| e2e::sha256(&b.path("/usr/local/bin/k3s"))).collect::<Vec<_>>();
     // The boards already run k3s v1.32, installed by hand before rvcluster.

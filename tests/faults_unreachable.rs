@@ -2,19 +2,13 @@
 //! and why, exit 1; the server unreachable: the agents are not changed (they could not join), and
 //! they say so.
 
-use rvlab::{Lab, Role};
+use rvlab::Lab;
 
 #[path = "support/e2e.rs"]
 mod e2e;
 
 fn lab() -> Lab {
-    Lab::builder()
-        .board("server1", Role::Server)
-        .board("agent1", Role::Agent)
-        .board("agent2", Role::Agent)
-        .ready_delay_ms(200)
-        .start()
-        .expect("lab starts (needs root, sshd)")
+    e2e::server_and_agents(2)
 }
 
 fn text(o: &std::process::Output) -> String {

@@ -82,3 +82,14 @@ pub fn lab_registry_block(lab: &rvlab::Lab, inner: &str) -> String {
         sha256(reg)
     )
 }
+
+/// A started lab of `server1` and `agent1`..`agentN`, each node Ready 200 ms after its k3s
+/// starts: the cluster most lab tests run on.
+#[allow(dead_code)]
+pub fn server_and_agents(agents: usize) -> rvlab::Lab {
+    let mut b = rvlab::Lab::builder().board("server1", rvlab::Role::Server);
+    for i in 1..=agents {
+        b = b.board(format!("agent{i}"), rvlab::Role::Agent);
+    }
+    b.ready_delay_ms(200).start().expect("lab starts (needs root, sshd)")
+}
