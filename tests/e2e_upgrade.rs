@@ -88,7 +88,16 @@ fn a_three_board_upgrade_goes_server_first_then_each_agent_cordoned_drained_rest
     let dir = tempfile::tempdir().unwrap();
     e2e::write_lab_cluster(&lab, dir.path(), "up", "");
     let args = ["apply", "cluster.kdl", "--no-wait", "--skip-closure-check"];
-    assert_eq!(e2e::rv(dir.path(), &args).status.code(), Some(0));
+    let out = e2e::rv(dir.path(), &args);
+    assert_eq!(out.status.code(), Some(0));
+    // The first apply sends the server's binary first: every agent's stream ends after it (the
+    // agents need the server's token, which exists only once the server's k3s started).
+    let log = String::from_utf8_lossy(&out.stderr);
+    let at = |needle: &str| log.find(needle).unwrap_or_else(|| panic!("no `{needle}` in the log:\n{log}"));
+    let server_sent = at("upload(s) host=\"server1\" phase=\"files\"");
+    for a in ["agent1", "agent2"] {
+        assert!(at(&format!("binaries streamed before the plan host=\"{a}\"")) > server_sent, "{a} streamed before the server's upload ended:\n{log}");
+    }
 
     // A workload with a replica on each agent (pods the drains must move).
     let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: default\nspec:\n  replicas: 4\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - name: web\n        image: docker.io/library/nginx:1\n";

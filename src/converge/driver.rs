@@ -42,6 +42,8 @@ pub struct Job<'a> {
     pub early: Option<Render<'a>>,
     /// A rollback: the generation this host goes back to (its state comes from `choose`).
     pub rollback: Option<&'a crate::generation::Rollback>,
+    /// The server's job: the cell to tell once its uploads are done (the agents' wait).
+    pub uploads_done: Option<&'a ServerCell>,
 }
 
 /// What the agents need from the server once it is done: its token, where k3s lives on it, and
@@ -63,10 +65,15 @@ pub struct ServerDown {
 /// Set once by the server's job, waited on by every agent's job: agents connect, lock, read
 /// their facts and (apply) stream their binaries while the server converges, and plan only once
 /// the server's answer is in.
+/// The server's binary goes first: the agents need its token, which exists only once its k3s
+/// started, so their own streams wait until the server's uploads are done (or it is done,
+/// failed, or has nothing to send) instead of sharing the link and the CPU with it.
 #[derive(Default)]
 pub struct ServerCell {
     value: std::sync::Mutex<Option<Result<ServerInfo, ServerDown>>>,
     ready: std::sync::Condvar,
+    uploaded: std::sync::Mutex<bool>,
+    uploads_ready: std::sync::Condvar,
 }
 
 impl ServerCell {
@@ -76,6 +83,20 @@ impl ServerCell {
             *g = Some(v);
         }
         self.ready.notify_all();
+        drop(g);
+        self.set_uploaded();
+    }
+    /// The server sent what it had to send (also implied by [`ServerCell::set`]).
+    pub fn set_uploaded(&self) {
+        *self.uploaded.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.uploads_ready.notify_all();
+    }
+    /// Wait until the server's uploads are done.
+    pub fn wait_uploaded(&self) {
+        let mut g = self.uploaded.lock().unwrap_or_else(|p| p.into_inner());
+        while !*g {
+            g = self.uploads_ready.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
     }
     pub fn wait(&self) -> Result<ServerInfo, ServerDown> {
         let mut g = self.value.lock().unwrap_or_else(|p| p.into_inner());
@@ -333,7 +354,7 @@ fn plan_host(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<&ServerLi
     let previous = crate::generation::current(&facts);
     let found_facts = (ctx.wet && previous.is_none() && job.early.is_some()).then(|| Facts { files: facts.files.clone(), ..Facts::default() });
     let made = match job.early {
-        Some(early) if ctx.wet => stream_early(ctx, host, job, &q, early, &mut facts)?,
+        Some(early) if ctx.wet => stream_early(ctx, host, job, &q, early, &mut facts, server)?,
         _ => Vec::new(),
     };
     if !made.is_empty() {
@@ -441,6 +462,9 @@ fn carry_out(ctx: &Ctx, host: &mut dyn Host, job: &Job, p: &mut Planned, server:
     if !p.acts.uploads.is_empty() {
         timer.done("files", format!("{} upload(s)", p.acts.uploads.len()));
     }
+    if let Some(c) = job.uploads_done {
+        c.set_uploaded();
+    }
     let held = p.held.take().expect("held until carried out");
     if super::interrupt::interrupted() {
         release(held);
@@ -515,7 +539,7 @@ fn go_back(
     let r = crate::generation::Rollback { to: prev.clone(), from: made, restore };
     let state = crate::generation::to_state(&prev, st);
     let choose = |_: &Facts| -> Result<HostState, Cause> { Ok(state.clone()) };
-    let back = Job { name, role: job.role, candidates: vec![state.clone()], reads: job.reads.clone(), choose: &choose, early: None, rollback: Some(&r) };
+    let back = Job { name, role: job.role, candidates: vec![state.clone()], reads: job.reads.clone(), choose: &choose, early: None, rollback: Some(&r), uploads_done: None };
     match converge(ctx, host, &back, server.map(|s| ServerLink { host: s.host, cell: s.cell })) {
         Ok(o) => {
             let now = o.generation.map(|n| n.to_string()).unwrap_or_else(|| "?".into());
@@ -578,6 +602,7 @@ fn stream_early(
     q: &FactsQuery,
     early: Render,
     facts: &mut Facts,
+    server: Option<&ServerLink>,
 ) -> Result<Vec<(&'static dyn Phase, Change)>, ConvergeError> {
     let err = |phase: &'static str| move |c: Cause| ConvergeError::new(job.name, phase, c);
     let st0 = early(facts).map_err(err("render"))?;
@@ -595,6 +620,10 @@ fn stream_early(
         }
         let mut acts = Actions::default();
         super::files::Files.apply(&want0, &seen0, 0, &change, &mut acts);
+        if let Some(s) = server {
+            ctx.event(job.name, EventKind::Step("waiting for the server's upload to finish".into()));
+            s.cell.wait_uploaded();
+        }
         keep_found(ctx, host, job.name, facts, &[f.path.as_str()])?;
         for u in &acts.uploads {
             upload(ctx, host, job.name, u).map_err(|e| err("files")(e.into()))?;

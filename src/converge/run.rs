@@ -200,6 +200,7 @@ pub fn converge_registry(ctx: &Ctx) -> Option<HostPlan> {
             choose: &choose,
             early: None,
             rollback: None,
+            uploads_done: None,
         };
         let out = driver::converge(ctx, &mut host, &job, None)?;
         if ctx.wet {
@@ -242,6 +243,7 @@ fn node_job<'a>(
         choose,
         early,
         rollback: ctx.rollback.get(&node.name),
+        uploads_done: None,
     }
 }
 
@@ -342,7 +344,7 @@ fn server_job(
             return Ok((vec![], None));
         }
         let choose = render_for(ctx, s, None);
-        let job = node_job(ctx, s, None, &choose, None);
+        let job = driver::Job { uploads_done: Some(cell), ..node_job(ctx, s, None, &choose, None) };
         let out = driver::converge(ctx, &mut host, &job, None)?;
         let os = node_profile(ctx.profiles, s, &out.facts).map_err(err("render"))?;
         let new = !out.facts.contents.contains_key(SERVER_TOKEN);
