@@ -624,6 +624,10 @@ fn stream_early(
             ctx.event(job.name, EventKind::Step("waiting for the server's upload to finish".into()));
             s.cell.wait_uploaded();
         }
+        if super::interrupt::interrupted() {
+            // Ctrl-C while waiting: nothing more is sent (the caller reports the host).
+            break;
+        }
         keep_found(ctx, host, job.name, facts, &[f.path.as_str()])?;
         for u in &acts.uploads {
             upload(ctx, host, job.name, u).map_err(|e| err("files")(e.into()))?;
