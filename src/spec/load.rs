@@ -524,22 +524,27 @@ impl Decoder<'_> {
         Ok(())
     }
 
-    fn registry(&mut self, node: &KdlNode) -> Option<Registry> {
-        let e = Entries::new(node, &["address", "port", "external"], &mut self.p);
-        e.expect_args(1, 1, "a name", &mut self.p);
-        let name = e.arg_str(0, "the name", &mut self.p).and_then(|(n, span)| {
+    /// The entry's one argument as an RFC 1123 name of at most 63 characters; otherwise a
+    /// located problem saying `message` (given the name as shown) with `help`.
+    fn name_arg(&mut self, e: &Entries, message: impl Fn(&str) -> String, help: &str) -> Option<String> {
+        e.arg_str(0, "the name", &mut self.p).and_then(|(n, span)| {
             if RFC1123.is_match(&n) && n.len() <= 63 {
                 Some(n)
             } else {
-                self.p.push_help(
-                    span,
-                    format!("registry name `{}` is not a valid name", values::shown(&n)),
-                    "invalid name",
-                    "lowercase letters, digits, `-` and `.`, at most 63 characters (it names the registry host in --on and in output)",
-                );
+                self.p.push_help(span, message(&values::shown(&n)), "invalid name", help);
                 None
             }
-        });
+        })
+    }
+
+    fn registry(&mut self, node: &KdlNode) -> Option<Registry> {
+        let e = Entries::new(node, &["address", "port", "external"], &mut self.p);
+        e.expect_args(1, 1, "a name", &mut self.p);
+        let name = self.name_arg(
+            &e,
+            |n| format!("registry name `{n}` is not a valid name"),
+            "lowercase letters, digits, `-` and `.`, at most 63 characters (it names the registry host in --on and in output)",
+        );
         let address = self.address(&e, "where the nodes reach the registry");
         let port = e.prop_port("port", &mut self.p).unwrap_or(5000);
         let external = e.prop_bool("external", &mut self.p).unwrap_or(false);
@@ -767,19 +772,11 @@ impl Decoder<'_> {
     fn node(&mut self, node: &KdlNode) -> Option<Node> {
         let e = Entries::new(node, &["address", "role", "profile"], &mut self.p);
         e.expect_args(1, 1, "a node name", &mut self.p);
-        let name = e.arg_str(0, "the name", &mut self.p).and_then(|(n, span)| {
-            if RFC1123.is_match(&n) && n.len() <= 63 {
-                Some(n)
-            } else {
-                self.p.push_help(
-                    span,
-                    format!("node name `{}` is not a valid Kubernetes node name", values::shown(&n)),
-                    "invalid name",
-                    "lowercase letters, digits, `-` and `.`, at most 63 characters",
-                );
-                None
-            }
-        });
+        let name = self.name_arg(
+            &e,
+            |n| format!("node name `{n}` is not a valid Kubernetes node name"),
+            "lowercase letters, digits, `-` and `.`, at most 63 characters",
+        );
         let address = self.address(&e, "the board's IP or host name");
         let role = match e.required_prop_str("role", "\"server\" or \"agent\"", &mut self.p) {
             Some((r, _)) if r == "server" => Some(Role::Server),
