@@ -227,6 +227,9 @@ mod tests {
                 plain.env_remove(k);
             }
         }
+        // The same target directory `build` uses (work/target), whatever the caller's
+        // CARGO_TARGET_DIR says (a suite run with one set must not see a second build).
+        plain.arg("--target-dir").arg(work.join("target"));
         assert!(plain.status().unwrap().success());
         assert_eq!(std::fs::read_to_string(work.join("runs")).unwrap().lines().count(), 1);
         build(&manifest, "hello", "hello", &work.join("target/debug"), &mut Vec::new()).unwrap();
