@@ -207,8 +207,8 @@ pub fn script(q: &FactsQuery) -> String {
 
 /// The managed paths: which exist is asked with the `test` builtin, then ONE `stat` prints a
 /// line per existing path (raw mode, permissions, owner, group, stamp; no name, so no name is
-/// ever parsed back). If that `stat` fails (a path vanished in between), each path is asked on
-/// its own. A regular file's sha256 comes from the cache when its stamp is there. Each answer
+/// ever parsed back), each read by `rv_one`. If that `stat` fails (a path vanished in between),
+/// each path is asked on its own, with the same format and the same reader. A regular file's sha256 comes from the cache when its stamp is there. Each answer
 /// leaves `rv_hI` (sha256) and `rv_sI` (stamp) for the later parts of the script.
 fn paths_fragment(q: &FactsQuery, s: &mut String) {
     s.push_str(concat!(
@@ -218,15 +218,13 @@ fn paths_fragment(q: &FactsQuery, s: &mut String) {
         "[ -z \"$h\" ] || [ \"$4\" = - ] || rv_new=\"${rv_new}h $3 $4 $h\\n\";; esac; ",
         "eval \"rv_h$1=\\$h; rv_s$1=\\$4\"; echo \"@@rv file $1 regular $5 ${h:--} -\"; }\n",
         "rv_link() { l=$(printf '%s' \"$(readlink \"$2\")\" | od -An -v -tx1 | tr -d ' \\n'); echo \"@@rv file $1 link $3 - ${l:--}\"; }\n",
-        // The one-path-at-a-time fallback.
-        "f() {\n",
-        "  if [ -L \"$2\" ]; then m=$(stat -c '%a %U %G' \"$2\") || m='- - -'; rv_link \"$1\" \"$2\" \"$m\"\n",
-        "  elif [ -f \"$2\" ]; then m=$(stat -c '%a %U %G %d:%i:%s:%.9Y:%.9Z' \"$2\") || m='- - - -'; ",
-        "rv_reg \"$1\" \"$2\" \"$3\" \"${m##* }\" \"${m% *}\"\n",
-        "  elif [ -d \"$2\" ]; then m=$(stat -c '%a %U %G' \"$2\") || m='- - -'; echo \"@@rv file $1 dir $m - -\"\n",
-        "  elif [ -e \"$2\" ]; then m=$(stat -c '%a %U %G' \"$2\") || m='- - -'; echo \"@@rv file $1 other $m - -\"\n",
-        "  else echo \"@@rv file $1 absent\"; fi\n",
-        "}\n",
+        // rv_one I PATH KEY RAWMODE MODE OWNER GROUP STAMP: one line of `stat -c` (below).
+        "rv_one() { case $(( 0x$4 & 61440 )) in\n",
+        "  32768) rv_reg \"$1\" \"$2\" \"$3\" \"$8\" \"$5 $6 $7\" ;;\n",
+        "  40960) rv_link \"$1\" \"$2\" \"$5 $6 $7\" ;;\n",
+        "  16384) echo \"@@rv file $1 dir $5 $6 $7 - -\" ;;\n",
+        "  *) echo \"@@rv file $1 other $5 $6 $7 - -\" ;;\n",
+        "esac; }\n",
         "set --; rv_ix=''\n",
     ));
     for (i, p) in q.paths.iter().enumerate() {
@@ -237,20 +235,17 @@ fn paths_fragment(q: &FactsQuery, s: &mut String) {
         ));
     }
     s.push_str(concat!(
-        "if [ $# -gt 0 ] && rv_st=$(stat -c '%f %a %U %G %d:%i:%s:%.9Y:%.9Z' -- \"$@\" 2>/dev/null); then\n",
+        "rv_fmt='%f %a %U %G %d:%i:%s:%.9Y:%.9Z'\n",
+        "if [ $# -gt 0 ] && rv_st=$(stat -c \"$rv_fmt\" -- \"$@\" 2>/dev/null); then\n",
         "while read -r rv_ft m u g st; do\n",
-        "  e=${rv_ix%% *}; rv_ix=${rv_ix#* }; i=${e%%:*}; p=$1; shift\n",
-        "  case $(( 0x$rv_ft & 61440 )) in\n",
-        "  32768) rv_reg \"$i\" \"$p\" \"${e#*:}\" \"$st\" \"$m $u $g\" ;;\n",
-        "  40960) rv_link \"$i\" \"$p\" \"$m $u $g\" ;;\n",
-        "  16384) echo \"@@rv file $i dir $m $u $g - -\" ;;\n",
-        "  *) echo \"@@rv file $i other $m $u $g - -\" ;;\n",
-        "  esac\n",
+        "  e=${rv_ix%% *}; rv_ix=${rv_ix#* }; rv_one \"${e%%:*}\" \"$1\" \"${e#*:}\" \"$rv_ft\" \"$m\" \"$u\" \"$g\" \"$st\"; shift\n",
         "done <<RV_STAT\n",
         "$rv_st\n",
         "RV_STAT\n",
         "else\n",
-        "for e in $rv_ix; do f \"${e%%:*}\" \"$1\" \"${e#*:}\"; shift; done\n",
+        // One path at a time: a path that vanished since its test is absent.
+        "for e in $rv_ix; do if l=$(stat -c \"$rv_fmt\" -- \"$1\" 2>/dev/null); then rv_one \"${e%%:*}\" \"$1\" \"${e#*:}\" $l; ",
+        "else echo \"@@rv file ${e%%:*} absent\"; fi; shift; done\n",
         "fi\n",
     ));
 }
@@ -534,7 +529,7 @@ mod tests {
         // with the same answers: a `stat` that refuses several operands forces that path.
         let bin = tempfile::tempdir().unwrap();
         let real = String::from_utf8(std::process::Command::new("sh").arg("-c").arg("command -v stat").output().unwrap().stdout).unwrap();
-        std::fs::write(bin.path().join("stat"), format!("#!/bin/sh\nfor a; do [ \"$a\" = -- ] && exit 1; done\nexec {} \"$@\"\n", real.trim())).unwrap();
+        std::fs::write(bin.path().join("stat"), format!("#!/bin/sh\n[ $# -le 4 ] || exit 1\nexec {} \"$@\"\n", real.trim())).unwrap();
         std::fs::set_permissions(bin.path().join("stat"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         assert_eq!(run_sh(&q, Some(bin.path())).files, f.files);
     }
