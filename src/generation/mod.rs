@@ -308,11 +308,12 @@ pub fn minor_of(version: &str) -> Option<(u32, u32)> {
 /// sha256 verified, rename: a cut copy never takes the name).
 pub fn store_fragment(path: &str, sha256: &str, binary: bool) -> String {
     format!(
-        "[ -f {dst} ] || {{ {{ [ -d {store} ] || {{ mkdir -p {store} && chmod 700 {store}; }}; }} && rv_t={store}/.in.$$ && cp {src} \"$rv_t\" && \
+        "[ -f {dst} ] || {{ {dir} && rv_t={store}/.in.$$ && cp {src} \"$rv_t\" && \
          h=$({hasher} < \"$rv_t\") && [ \"${{h%% *}}\" = {sha} ] && chmod 600 \"$rv_t\" && mv -f \"$rv_t\" {dst} || \
          {{ rm -f \"$rv_t\"; echo \"rvcluster: cannot keep {shown} in the generation store\" >&2; false; }}; }}",
         dst = quote(&store_path(sha256)),
         store = quote(STORE_DIR),
+        dir = cmd::ensure_dir(STORE_DIR, true),
         src = quote(path),
         sha = quote(sha256),
         hasher = if binary { "rv_sha" } else { "rv_shs" },

@@ -103,12 +103,20 @@ fn stale_temps(dest: &str) -> String {
     format!("for o in {}*; do [ ! -e \"$o\" ] || rm -f \"$o\"; done; ", quote(&temp_path_for(dest, "")))
 }
 
-/// `dest`'s directory made when missing (`[ -d ]` first: no process when it is there).
-fn mkdir_parent(dest: &str) -> String {
-    match parent_dir(dest) {
-        Some(p) => format!("{{ [ -d {p} ] || mkdir -p {p}; }} && ", p = quote(p)),
-        None => String::new(),
+/// `dir` made when missing (`[ -d ]` first: no process when it is there); a `private` one is
+/// made mode 0700 (an existing one is left as it is).
+pub fn ensure_dir(dir: &str, private: bool) -> String {
+    let d = quote(dir);
+    if private {
+        format!("{{ [ -d {d} ] || {{ mkdir -p {d} && chmod 700 {d}; }}; }}")
+    } else {
+        format!("{{ [ -d {d} ] || mkdir -p {d}; }}")
     }
+}
+
+/// `dest`'s directory made when missing, then `&&`.
+fn mkdir_parent(dest: &str) -> String {
+    parent_dir(dest).map(|p| format!("{} && ", ensure_dir(p, false))).unwrap_or_default()
 }
 
 fn parent_dir(dest: &str) -> Option<&str> {
@@ -225,16 +233,16 @@ pub fn upload_stream_kept(
         None => String::new(),
     };
     let mkdir = match parent_dir(dest) {
-        Some(p) => format!("mkdir -p {} || exit 1; ", quote(p)),
+        Some(p) => format!("{} || exit 1; ", ensure_dir(p, false)),
         None => String::new(),
     };
     let (kept_tmp, keep_it) = match keep {
         None => (String::new(), String::new()),
         Some(k) => {
-            let dir = parent_dir(k).map(quote).unwrap_or_else(|| "/".into());
+            let dir = ensure_dir(parent_dir(k).unwrap_or("/"), true);
             (
                 format!(
-                    "if [ ! -f {k} ] && {{ [ -d {dir} ] || {{ mkdir -p {dir} && chmod 700 {dir}; }}; }}; then kt={kt}.$$; set -- \"$t\" \"$kt\"; fi; ",
+                    "if [ ! -f {k} ] && {dir}; then kt={kt}.$$; set -- \"$t\" \"$kt\"; fi; ",
                     k = quote(k),
                     kt = quote(&temp_path_for(k, "up")),
                 ),
