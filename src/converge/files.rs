@@ -67,8 +67,15 @@ impl Phase for Files {
         }
         match &f.content {
             Content::Text(t) => {
-                let tmp = cmd::temp_path_for(&f.path, &format!("{}.{i}", std::process::id()));
-                acts.script.change(i, cmd::write_inline(&f.path, &tmp, t, &f.sha256(), f.mode, Some(&f.owner)));
+                // The generation this apply records keeps the text too: written from the same
+                // content, checked by the same hash pass, not copied back afterwards.
+                let tag = format!("{}.{i}", std::process::id());
+                let store = crate::generation::store_path(&f.sha256());
+                let copies = [
+                    cmd::TextCopy { dest: &f.path, tmp: cmd::temp_path_for(&f.path, &tag), mode: f.mode, owner: Some(&f.owner), kept: false },
+                    cmd::TextCopy { dest: &store, tmp: cmd::temp_path_for(&store, &tag), mode: 0o600, owner: None, kept: true },
+                ];
+                acts.script.change(i, cmd::write_text(&copies, t, &f.sha256()));
             }
             Content::Stored { sha256, .. } => {
                 let tmp = cmd::temp_path_for(&f.path, &format!("{}.{i}", std::process::id()));

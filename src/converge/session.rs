@@ -67,7 +67,7 @@ pub fn command(wet: bool, owner: &str, q: &FactsQuery) -> String {
          [ -n \"$rv_want\" ] || exit 0\n\
          rv_t={dir}/.apply-script.$$\n\
          (umask 077; cat > \"$rv_t\") || exit 1\n\
-         h=$(rv_sha < \"$rv_t\"); if [ \"${{h%% *}}\" != \"$rv_want\" ]; then rm -f \"$rv_t\"; echo '@@rv truncated'; exit 1; fi\n\
+         h=$(rv_shs < \"$rv_t\"); if [ \"${{h%% *}}\" != \"$rv_want\" ]; then rm -f \"$rv_t\"; echo '@@rv truncated'; exit 1; fi\n\
          sh \"$rv_t\"; rv_s=$?; rm -f \"$rv_t\"; exit $rv_s\n",
         dir = quote(STATE_DIR),
     ));

@@ -332,13 +332,10 @@ fn write_manifest(m: &Manifest, make_current: bool) -> String {
     let sha = crate::render::sha256_hex(text.as_bytes());
     let path = manifest_path(m.number);
     let tag = format!("{}.g{}", std::process::id(), m.number);
-    let mut s = format!("chmod 700 {} 2>/dev/null; ", quote(crate::converge::STATE_DIR));
-    s.push_str(&cmd::write_inline(&path, &cmd::temp_path_for(&path, &tag), &text, &sha, 0o600, Some("root:root")));
-    if make_current {
-        s.push_str(" && ");
-        s.push_str(&cmd::write_inline(CURRENT, &cmd::temp_path_for(CURRENT, &tag), &text, &sha, 0o600, Some("root:root")));
-    }
-    s
+    let copy = |dest| cmd::TextCopy { dest, tmp: cmd::temp_path_for(dest, &tag), mode: 0o600, owner: Some("root:root"), kept: false };
+    let copies = if make_current { vec![copy(&path), copy(CURRENT)] } else { vec![copy(&path)] };
+    // One group: chained with `&&`, a failed store copy before it stops it.
+    format!("{{ chmod 700 {} 2>/dev/null; {}; }}", quote(crate::converge::STATE_DIR), cmd::write_text(&copies, &text, &sha))
 }
 
 /// Before any change of the first apply: keep what the host had (generation 0).

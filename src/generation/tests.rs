@@ -86,3 +86,35 @@ fn minor_versions() {
     assert_eq!(minor_of("1.34.0"), Some((1, 34)));
     assert_eq!(minor_of("latest"), None);
 }
+
+/// The record fragment run in `sh` with its state directory moved under `root`.
+fn run_record(m: &Manifest, root: &std::path::Path) -> std::process::Output {
+    let text = format!("{}\n{}", crate::transport::cmd::SHA_FN, record_fragment(m, 3)).replace(crate::converge::STATE_DIR, &root.display().to_string());
+    std::process::Command::new("/bin/sh").arg("-c").arg(text).output().unwrap()
+}
+
+#[test]
+fn a_file_the_store_cannot_keep_stops_the_record_before_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("state");
+    let file = dir.path().join("conf");
+    std::fs::write(&file, "a = 1\n").unwrap();
+    let mut m = next(&state(), 1, &meta());
+    m.files.truncate(1);
+    m.files[0].path = file.display().to_string();
+    m.files[0].sha256 = crate::render::sha256_hex(b"a = 1\n");
+    m.files[0].binary = false;
+    let current = root.join("generations/current.json");
+    // The file on disk is not what the manifest says: the store refuses it, nothing is recorded.
+    std::fs::write(&file, "changed behind our back\n").unwrap();
+    let out = run_record(&m, &root);
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!current.exists() && !root.join("generations/1/manifest.json").exists(), "no manifest without its files");
+    // As the manifest says: kept, then the manifest and current.json, the same bytes.
+    std::fs::write(&file, "a = 1\n").unwrap();
+    let out = run_record(&m, &root);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(root.join("store").join(&m.files[0].sha256)).unwrap(), b"a = 1\n");
+    assert_eq!(std::fs::read_to_string(&current).unwrap(), manifest_text(&m));
+    assert_eq!(std::fs::read(root.join("generations/1/manifest.json")).unwrap(), std::fs::read(&current).unwrap());
+}

@@ -76,11 +76,18 @@ pub fn is_sudo_password_error(status: i32, stderr: &str) -> bool {
 
 /// Defines `rv_sha` (sha256 of stdin, hex first on its line): `openssl dgst` when the host has
 /// it (uses SHA extensions, about 4x less CPU than coreutils on a large file), else `sha256sum`;
-/// and `rv_shs`, the same for a small file: `sha256sum` first (it starts in a third of the time
-/// `openssl` takes to load its configuration, which is all a few hundred bytes cost).
+/// `rv_shs`, the same for a small file: `sha256sum` first (it starts in a third of the time
+/// `openssl` takes to load its configuration, which is all a few hundred bytes cost); and
+/// `rv_same SHA FILE...`, true when every file hashes to SHA, in ONE `sha256sum` for all of
+/// them (one line per file in argument order; a name with a newline or backslash is escaped on
+/// its line, which then starts with `\`), one `rv_sha` per file where there is no `sha256sum`.
 pub const SHA_FN: &str = "if command -v openssl >/dev/null 2>&1; then rv_sha() { openssl dgst -sha256 -r; }; \
                           else rv_sha() { sha256sum; }; fi; \
-                          if command -v sha256sum >/dev/null 2>&1; then rv_shs() { sha256sum; }; else rv_shs() { rv_sha; }; fi; ";
+                          if command -v sha256sum >/dev/null 2>&1; then rv_shs() { sha256sum; }; rv_shm() { sha256sum -- \"$@\"; }; \
+                          else rv_shs() { rv_sha; }; rv_shm() { for rv_f; do rv_sha < \"$rv_f\" || return 1; done; }; fi; \
+                          rv_same() { rv_w=$1; shift; rv_l=$(rv_shm \"$@\") || return 1; rv_c=0; \
+                          while IFS= read -r rv_h; do rv_h=${rv_h#\\\\}; [ \"${rv_h%% *}\" = \"$rv_w\" ] || return 1; rv_c=$((rv_c+1)); done <<RV_SUMS\n$rv_l\nRV_SUMS\n\
+                          [ \"$rv_c\" = $# ]; }\n";
 
 /// Octal text of a file mode (`0644`).
 pub fn mode_str(mode: u32) -> String {
@@ -127,13 +134,14 @@ fn parent_dir(dest: &str) -> Option<&str> {
     }
 }
 
-/// Set the file's mode and owner, starting no process where nothing would change: a `fresh`
-/// temp file (just created under umask 077, after any stale one of the same name was removed)
-/// is 0600 already, and a file the `test` builtin finds owned by the effective user and group
-/// while `/` is too (`-O`, `-G`) is root:root already.
-fn chmod_chown(target_var: &str, mode: u32, owner: Option<&str>, fresh: bool) -> String {
+/// Set the file's mode and owner, starting no process where nothing would change: a temp file
+/// `created` with known permission bits (just made under a umask, after any stale one of the
+/// same name was removed) needs no `chmod` when those are the mode, and a file the `test`
+/// builtin finds owned by the effective user and group while `/` is too (`-O`, `-G`) is
+/// root:root already.
+fn chmod_chown(target_var: &str, mode: u32, owner: Option<&str>, created: Option<u32>) -> String {
     let mut parts = vec![];
-    if !(fresh && mode & 0o7777 == 0o600) {
+    if created != Some(mode & 0o7777) {
         parts.push(format!("chmod {} \"${target_var}\"", mode_str(mode)));
     }
     match owner {
@@ -146,6 +154,14 @@ fn chmod_chown(target_var: &str, mode: u32, owner: Option<&str>, fresh: bool) ->
     if parts.is_empty() { ":".to_string() } else { parts.join(" && ") }
 }
 
+/// The umask under which the shell creates a file (`> f`, bits 0666 at most) with `mode`'s
+/// permission bits where it can, and those bits (`None` if `mode` has any outside 0666, which
+/// then takes a `chmod`). A temp file is never more open than the file it becomes.
+fn create_umask(mode: u32) -> (u32, Option<u32>) {
+    let mode = mode & 0o7777;
+    if mode & !0o666 == 0 { (!mode & 0o777, Some(mode)) } else { (0o077, Some(0o600)) }
+}
+
 /// `present`-check shared by [`upload_check`] and [`upload_stream`]: when `$d` is a regular
 /// file with that sha256, fix its mode/owner, print `present` and exit 0. The hasher reads
 /// stdin so that hostile file names never appear in its output.
@@ -154,7 +170,7 @@ fn present_check(sha256: &str, mode: u32, owner: Option<&str>) -> String {
         "if [ -f \"$d\" ] && [ ! -L \"$d\" ]; then h=$(rv_sha < \"$d\") || exit 1; h=${{h%% *}}; \
          if [ \"$h\" = {sha} ]; then {fix} || exit 1; echo present; exit 0; fi; fi; ",
         sha = quote(sha256),
-        fix = chmod_chown("d", mode, owner, false),
+        fix = chmod_chown("d", mode, owner, None),
     )
 }
 
@@ -262,26 +278,69 @@ pub fn upload_stream_kept(
         sha = quote(sha256),
         mark = SHA_MISMATCH_MARK,
         status = SHA_MISMATCH_STATUS,
-        fix = chmod_chown("t", mode, owner, true),
+        fix = chmod_chown("t", mode, owner, Some(0o600)),
     )
 }
 
 /// A fragment of an apply script that writes `content` to `dest` atomically: into a temp file
-/// beside it (mode 0600 while written), sha256 verified, mode and owner set, then renamed over
-/// `dest`. On any failure the temp file is removed, `dest` is untouched, and the fragment's
-/// status is non-zero. `printf` is a shell builtin, so the content is not bound by ARG_MAX.
-/// Needs [`SHA_FN`] defined earlier in the script.
+/// beside it, sha256 verified, mode and owner set, then renamed over `dest`. On any failure the
+/// temp file is removed, `dest` is untouched, and the fragment's status is non-zero. `printf` is
+/// a shell builtin, so the content is not bound by ARG_MAX. Needs [`SHA_FN`] defined earlier
+/// in the script.
 pub fn write_inline(dest: &str, tmp: &str, content: &str, sha256: &str, mode: u32, owner: Option<&str>) -> String {
-    let mkdir = mkdir_parent(dest);
+    write_text(&[TextCopy { dest, tmp: tmp.to_string(), mode, owner, kept: false }], content, sha256)
+}
+
+/// One place [`write_text`] puts the text.
+#[derive(Debug, Clone)]
+pub struct TextCopy<'a> {
+    pub dest: &'a str,
+    /// Beside `dest` ([`temp_path_for`]), so the rename is atomic.
+    pub tmp: String,
+    pub mode: u32,
+    pub owner: Option<&'a str>,
+    /// A content-addressed copy (the generation store): written only when `dest` is not there
+    /// yet (its name is its content), its directory made 0700 when missing.
+    pub kept: bool,
+}
+
+/// [`write_inline`] to several places at once (a file and its generation-store copy, a
+/// manifest and current.json): each copy into its own temp file, created under the umask that
+/// gives its mode (no `chmod` for 0644 or 0600), ONE `sha256sum` over all of them
+/// (`rv_same`), mode and owner set, then each renamed over its destination, in order. On any
+/// failure every temp file is removed and no destination changed, unless a rename itself failed
+/// (the copies before it are in place, whole). One `{ }` group: safe to chain with `&&`.
+pub fn write_text(copies: &[TextCopy], content: &str, sha256: &str) -> String {
+    let c = quote(content);
+    let mut s = String::new();
+    let mut make = vec![];
+    let (mut fix, mut mv, mut rm) = (vec![], vec![], vec![]);
+    for (i, cp) in copies.iter().enumerate() {
+        let (d, t) = (format!("rv_d{i}"), format!("rv_t{i}"));
+        s.push_str(&format!("{d}={}; {t}={}; {}", quote(cp.dest), quote(&cp.tmp), stale_temps(cp.dest)));
+        let dir = parent_dir(cp.dest).map(|p| format!("{} && ", ensure_dir(p, cp.kept))).unwrap_or_default();
+        let (umask, created) = create_umask(cp.mode);
+        let write = format!("{dir}(umask {umask:03o}; printf '%s' {c} > \"${t}\") && set -- \"$@\" \"${t}\"");
+        let (f, m) = (chmod_chown(&t, cp.mode, cp.owner, created), format!("mv -f \"${t}\" \"${d}\""));
+        if cp.kept {
+            make.push(format!("{{ [ -f \"${d}\" ] || {{ {write} && rv_k{i}=1; }}; }}"));
+            s.push_str(&format!("rv_k{i}=''; "));
+            fix.push(format!("{{ [ -z \"$rv_k{i}\" ] || {{ {f}; }}; }}"));
+            mv.push(format!("{{ [ -z \"$rv_k{i}\" ] || {m}; }}"));
+        } else {
+            make.push(write);
+            fix.push(f);
+            mv.push(m);
+        }
+        rm.push(format!("\"${t}\""));
+    }
     format!(
-        "d={d}; t={t}; {stale}{mkdir}(umask 077; printf '%s' {c} > \"$t\") && h=$(rv_shs < \"$t\") && \
-         [ \"${{h%% *}}\" = {sha} ] && {fix} && mv -f \"$t\" \"$d\" || {{ rm -f \"$t\"; false; }}",
-        d = quote(dest),
-        t = quote(tmp),
-        c = quote(content),
-        stale = stale_temps(dest),
+        "{{ {s}set --; {{ {make} && rv_same {sha} \"$@\" && {fix} && {mv}; }} || {{ rm -f {rm}; false; }}; }}",
+        make = make.join(" && "),
         sha = quote(sha256),
-        fix = chmod_chown("t", mode, owner, true),
+        fix = fix.join(" && "),
+        mv = mv.join(" && "),
+        rm = rm.join(" "),
     )
 }
 
@@ -296,7 +355,7 @@ pub fn copy_verified(src: &str, dest: &str, tmp: &str, sha256: &str, mode: u32, 
         t = quote(tmp),
         s = quote(src),
         sha = quote(sha256),
-        fix = chmod_chown("t", mode, owner, false),
+        fix = chmod_chown("t", mode, owner, None),
     )
 }
 
@@ -449,12 +508,13 @@ mod tests {
         };
         // SAFETY: geteuid has no preconditions.
         let root = unsafe { libc::geteuid() } == 0 && unsafe { libc::getegid() } == 0;
-        let fresh = run(chmod_chown("t", 0o600, Some("root:root"), true));
+        let fresh = run(chmod_chown("t", 0o600, Some("root:root"), Some(0o600)));
         assert_eq!(fresh, if root { "" } else { "chown\n" }, "a fresh 0600 temp owned by root needs nothing");
-        assert_eq!(run(chmod_chown("t", 0o644, Some("root:root"), true)), if root { "chmod\n" } else { "chmod\nchown\n" });
-        assert_eq!(run(chmod_chown("t", 0o600, Some("root:root"), false)), if root { "chmod\n" } else { "chmod\nchown\n" }, "not fresh: its mode is unknown");
-        assert_eq!(run(chmod_chown("t", 0o600, Some("app:app"), true)), "chown\n");
-        assert_eq!(run(chmod_chown("t", 0o600, None, true)), "");
+        assert_eq!(run(chmod_chown("t", 0o644, Some("root:root"), Some(0o600))), if root { "chmod\n" } else { "chmod\nchown\n" });
+        assert_eq!(run(chmod_chown("t", 0o644, Some("root:root"), Some(0o644))), if root { "" } else { "chown\n" }, "created 0644");
+        assert_eq!(run(chmod_chown("t", 0o600, Some("root:root"), None)), if root { "chmod\n" } else { "chmod\nchown\n" }, "not fresh: its mode is unknown");
+        assert_eq!(run(chmod_chown("t", 0o600, Some("app:app"), Some(0o600))), "chown\n");
+        assert_eq!(run(chmod_chown("t", 0o600, None, Some(0o600))), "");
     }
 
     /// Run an upload command in `sh` with `input` on stdin: (status, stderr).
@@ -552,6 +612,86 @@ mod tests {
         let script = format!("{SHA_FN}\n{}", write_inline(dest, &tmp, "", &crate::render::sha256_hex(b""), 0o640, None));
         assert!(std::process::Command::new("sh").arg("-c").arg(&script).status().unwrap().success());
         assert!(!std::path::Path::new(&stale).exists(), "stale temp removed");
+    }
+
+    /// `sh -c script` with `PATH` = `path`: (success, stderr).
+    fn sh_with_path(script: &str, path: &str) -> (bool, String) {
+        let out = std::process::Command::new("/bin/sh").arg("-c").arg(script).env("PATH", path).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    #[test]
+    fn write_text_writes_every_copy_with_one_hash_and_keeps_only_what_is_missing() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        // Counting wrappers: every sha256sum and chmod the fragment starts.
+        let calls = dir.path().join("calls");
+        for tool in ["sha256sum", "chmod"] {
+            let real = String::from_utf8(std::process::Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().unwrap().stdout).unwrap();
+            std::fs::write(bin.join(tool), format!("#!/bin/sh\necho {tool} >> '{}'\nexec {} \"$@\"\n", calls.display(), real.trim())).unwrap();
+            std::fs::set_permissions(bin.join(tool), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+        let dest = dir.path().join("etc/a b\nc.conf").display().to_string();
+        let store = dir.path().join("store");
+        let content = "x = '$(touch pwned)'\n";
+        let sha = crate::render::sha256_hex(content.as_bytes());
+        let kept = store.join(&sha).display().to_string();
+        let copies = |mode| {
+            vec![
+                TextCopy { dest: &dest, tmp: temp_path_for(&dest, "1"), mode, owner: None, kept: false },
+                TextCopy { dest: &kept, tmp: temp_path_for(&kept, "1"), mode: 0o600, owner: None, kept: true },
+            ]
+        };
+        let mode = |p: &str| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let temps = || {
+            let mut n = 0;
+            for d in [dir.path().join("etc"), store.clone()] {
+                n += std::fs::read_dir(d).map(|r| r.flatten().filter(|e| e.file_name().to_string_lossy().contains("rvcluster-tmp")).count()).unwrap_or(0);
+            }
+            n
+        };
+        // A wrong sha256: nothing appears, no temp file stays.
+        let (ok, _) = sh_with_path(&format!("{SHA_FN}{}", write_text(&copies(0o644), content, &"0".repeat(64))), &path);
+        assert!(!ok);
+        assert!(!std::path::Path::new(&dest).exists() && !std::path::Path::new(&kept).exists());
+        assert_eq!(temps(), 0);
+        // Both copies, whole, with their modes: one sha256sum for the two, no chmod (0644 and
+        // 0600 are made by the umask).
+        let _ = std::fs::remove_file(&calls);
+        let (ok, err) = sh_with_path(&format!("{SHA_FN}{}", write_text(&copies(0o644), content, &sha)), &path);
+        assert!(ok, "{err}");
+        assert_eq!((std::fs::read_to_string(&dest).unwrap(), std::fs::read_to_string(&kept).unwrap()), (content.to_string(), content.to_string()));
+        assert_eq!((mode(&dest), mode(&kept), mode(store.to_str().unwrap())), (0o644, 0o600, 0o700));
+        assert_eq!(std::fs::read_to_string(&calls).unwrap(), "sha256sum\n");
+        assert_eq!(temps(), 0);
+        assert!(!dir.path().join("pwned").exists());
+        // The kept copy is there: not written again; a mode the umask cannot make takes a chmod.
+        std::fs::write(&kept, "kept before").unwrap();
+        let _ = std::fs::remove_file(&calls);
+        let (ok, err) = sh_with_path(&format!("{SHA_FN}{}", write_text(&copies(0o755), content, &sha)), &path);
+        assert!(ok, "{err}");
+        assert_eq!(std::fs::read_to_string(&kept).unwrap(), "kept before");
+        assert_eq!(mode(&dest), 0o755);
+        assert_eq!(std::fs::read_to_string(&calls).unwrap(), "sha256sum\nchmod\n");
+        // A host without sha256sum: one rv_sha per copy, same result.
+        let nosum = dir.path().join("nosum");
+        std::fs::create_dir(&nosum).unwrap();
+        for tool in ["openssl", "mv", "rm", "mkdir", "chmod"] {
+            let real = String::from_utf8(std::process::Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().unwrap().stdout).unwrap();
+            std::os::unix::fs::symlink(real.trim(), nosum.join(tool)).unwrap();
+        }
+        std::fs::remove_file(&kept).unwrap();
+        std::fs::remove_file(&dest).unwrap();
+        let (ok, err) = sh_with_path(&format!("{SHA_FN}{}", write_text(&copies(0o640), content, &sha)), nosum.to_str().unwrap());
+        assert!(ok, "{err}");
+        assert_eq!((std::fs::read_to_string(&kept).unwrap(), mode(&dest)), (content.to_string(), 0o640));
+        let (ok, _) = sh_with_path(&format!("{SHA_FN}{}", write_text(&copies(0o640), "other", &sha)), nosum.to_str().unwrap());
+        assert!(!ok, "a wrong hash fails there too");
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), content);
+        assert_eq!(temps(), 0);
     }
 
     #[test]
