@@ -7,7 +7,19 @@ PERM=/etc/firewalld/rvlab-permanent
 RUN=/run/rvlab/firewalld/runtime
 [ -d /etc/firewalld ] && [ -d /run/rvlab/firewalld ] || mkdir -p /etc/firewalld /run/rvlab/firewalld
 [ -f "$PERM" ] || : >"$PERM"
-running() { systemctl is-active --quiet firewalld; }
+# The daemon is there (firewalld.sh: its pid file, its name): builtins only, every call asks.
+running() {
+    local p='' a=''
+    { read -r p </run/rvlab/firewalld/pid; } 2>/dev/null || return 1
+    { IFS= read -r -d '' a <"/proc/$p/cmdline"; } 2>/dev/null
+    [ "$a" = firewalld ]
+}
+# Is the line "$1" in file "$2" (a read loop: no grep process).
+has_line() {
+    local l
+    while IFS= read -r l; do [ "$l" = "$1" ] && return 0; done <"$2"
+    return 1
+}
 permanent=0 zone=public actions=()
 for a in "$@"; do
     case $a in
@@ -38,9 +50,9 @@ for a in "${actions[@]}"; do
         val=${a#*=}
         line="$zone $kind $val"
         case $op in
-        add) grep -qxF "$line" "$file" || echo "$line" >>"$file"; changed=1 ;;
+        add) has_line "$line" "$file" || echo "$line" >>"$file"; changed=1 ;;
         remove) grep -vxF "$line" "$file" >"$file.tmp"; mv -f "$file.tmp" "$file"; changed=1 ;;
-        query) queried=1; grep -qxF "$line" "$file" || rc=1 ;;
+        query) queried=1; has_line "$line" "$file" || rc=1 ;;
         esac
         ;;
     --list-ports | --list-sources | --list-services)

@@ -5,27 +5,35 @@
 set -u
 shopt -s nullglob
 REC=/run/rvlab/sysctl
-mkdir -p "$REC"
+[ -d "$REC" ] || mkdir -p "$REC"
 quiet=0 names=0 values_only=0 rc=0
 
-key_path() { local k=${1//\//.}; printf '/proc/sys/%s' "${k//.//}"; }
+key_path() { local k=${1//\//.}; REPLY=/proc/sys/${k//.//}; } # sets REPLY
 
 # A key exists when the kernel has it, or when its module was "loaded" by the board's modprobe.
 key_exists() {
-    [ -e "$(key_path "$1")" ] && return 0
-    [[ $1 == net.bridge.* ]] && grep -qw br_netfilter /run/rvlab/modprobe.log 2>/dev/null
+    key_path "$1"
+    [ -e "$REPLY" ] && return 0
+    [[ $1 == net.bridge.* ]] || return 1
+    local l
+    while read -r l; do [[ " $l " == *" br_netfilter "* ]] && return 0; done 2>/dev/null </run/rvlab/modprobe.log
+    return 1
 }
 
 show() { # key
     local k=${1//\//.} v
+    local kp
+    key_path "$k"
+    kp=$REPLY
     if [ -f "$REC/$k" ]; then
-        v=$(cat "$REC/$k")
-    elif [ -r "$(key_path "$k")" ]; then
-        v=$(cat "$(key_path "$k")" 2>/dev/null)
+        read -r v <"$REC/$k"
+    elif [ -r "$kp" ]; then
+        { read -r v <"$kp"; } 2>/dev/null
     elif key_exists "$k"; then
         v=0
     else
-        echo "sysctl: cannot stat $(key_path "$k"): No such file or directory" >&2
+        key_path "$k"
+        echo "sysctl: cannot stat $REPLY: No such file or directory" >&2
         rc=255
         return
     fi
@@ -34,12 +42,13 @@ show() { # key
 
 set_kv() { # key=value
     local k=${1%%=*} v=${1#*=}
-    k=$(echo "$k" | tr -d '[:space:]')
+    k=${k//[[:space:]]/}
     k=${k//\//.}
     v="${v#"${v%%[![:space:]]*}"}"
     v="${v%"${v##*[![:space:]]}"}"
     key_exists "$k" || {
-        echo "sysctl: cannot stat $(key_path "$k"): No such file or directory" >&2
+        key_path "$k"
+        echo "sysctl: cannot stat $REPLY: No such file or directory" >&2
         rc=255
         return
     }

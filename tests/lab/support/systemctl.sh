@@ -278,6 +278,27 @@ unit_state_v() { # unit_state into REPLY
     fi
 }
 
+# Sleep without starting a process (the supervisors poll while a unit starts, on every board
+# at once): a read that times out on a FIFO opened read-write, which never ends nor has data.
+nap() {
+    if [ -z "${NAP_FD:-}" ]; then
+        local f=$ST/.nap.$BASHPID
+        if mkfifo "$f" 2>/dev/null && exec {NAP_FD}<>"$f"; then rm -f "$f"; else rm -f "$f"; NAP_FD=''; sleep "$1"; return 0; fi
+    fi
+    read -r -t "$1" -u "$NAP_FD" _
+    return 0
+}
+
+# Has the unit sent READY=1 (sd_notify datagrams, appended by socat)?
+notified_ready() {
+    local l
+    while IFS= read -r l || [ -n "$l" ]; do
+        [[ $l == *READY=1* ]] && return 0
+        l=''
+    done 2>/dev/null <"$ST/$UNIT.notified"
+    return 1
+}
+
 seconds() { # systemd time span -> seconds for sleep
     local v=$1
     case $v in
@@ -289,10 +310,10 @@ seconds() { # systemd time span -> seconds for sleep
     esac
 }
 
-record_start() { # kind pid
-    local f=$ST/starts/$UNIT n=0
-    [ -f "$f" ] && n=$(wc -l <"$f")
-    printf '%d %s %s %s\n' $((n + 1)) "$(date +%s%N)" "$1" "$2" >>"$f"
+record_start() { # kind pid (builtins only: the time is taken right after the fork)
+    local f=$ST/starts/$UNIT n=0 l t=${EPOCHREALTIME/./}
+    [ -f "$f" ] && while IFS= read -r l; do n=$((n + 1)); done <"$f"
+    printf '%d %s %s %s\n' $((n + 1)) "${t}000" "$1" "$2" >>"$f"
 }
 
 # The background supervisor of one unit: ExecStartPre, ExecStart, Restart=.
@@ -319,8 +340,9 @@ supervise() {
             command_argv "$pre"
             (
                 printf '%s\n' "$BASHPID"
+                [ -z "${NAP_FD:-}" ] || exec {NAP_FD}>&-
                 exec env -i "${ENVARGS[@]}" "${CMD_ARGV[@]}"
-            ) </dev/null > >(pipe_log "$(basename "${CMD_ARGV[0]}")") 2>&1
+            ) </dev/null > >(pipe_log "${CMD_ARGV[0]##*/}") 2>&1
             rc=$?
             if ((rc != 0)); then
                 if ((CMD_IGNORE)); then
@@ -347,7 +369,7 @@ supervise() {
             : >"$ST/$UNIT.notified"
             socat -u "UNIX-RECV:$ST/$UNIT.notify" "OPEN:$ST/$UNIT.notified,append" </dev/null >/dev/null 2>&1 &
             notify_pid=$!
-            while [ ! -S "$ST/$UNIT.notify" ] && alive "$notify_pid"; do sleep 0.01; done
+            while [ ! -S "$ST/$UNIT.notify" ] && alive "$notify_pid"; do nap 0.01; done
             if [ -S "$ST/$UNIT.notify" ]; then
                 ENVARGS+=("NOTIFY_SOCKET=$ST/$UNIT.notify")
             else
@@ -357,6 +379,7 @@ supervise() {
         fi
         (
             printf '%s\n' "$BASHPID"
+            [ -z "${NAP_FD:-}" ] || exec {NAP_FD}>&-
             exec env -i "${ENVARGS[@]}" "${CMD_ARGV[@]}"
         ) </dev/null > >(pipe_log "$name") 2>&1 &
         main=$!
@@ -382,7 +405,7 @@ supervise() {
             exit 0
         fi
         if [ -n "$notify_pid" ]; then
-            while running "$main" && ! grep -q 'READY=1' "$ST/$UNIT.notified"; do sleep 0.02; done
+            while running "$main" && ! notified_ready; do nap 0.02; done
             kill "$notify_pid" 2>/dev/null
             wait "$notify_pid" 2>/dev/null
         fi
@@ -438,11 +461,12 @@ start_unit() { # unit kind
     # Waiting for the job (e.g. READY=1) must not hold up other systemctl calls on the board.
     flock -u 9 2>/dev/null
     while :; do
-        st=$(cat "$ST/$u.status" 2>/dev/null)
+        st='' sup=''
+        { read -r st <"$ST/$u.status"; } 2>/dev/null
         case $st in activating | '') ;; *) break ;; esac
-        sup=$(cat "$ST/$u.sup" 2>/dev/null)
+        { read -r sup <"$ST/$u.sup"; } 2>/dev/null
         if [ -n "$sup" ] && ! alive "$sup"; then break; fi
-        sleep 0.02
+        nap 0.02
     done
     flock 9 2>/dev/null
     case $st in
@@ -468,15 +492,15 @@ stop_unit() { # unit
     set_status "$u" deactivating
     if alive "$main"; then
         kill -TERM "$main" 2>/dev/null
-        for ((i = 0; i < 4500; i++)); do alive "$main" || break; sleep 0.02; done
+        for ((i = 0; i < 4500; i++)); do alive "$main" || break; nap 0.02; done
         alive "$main" && kill -KILL "$main" 2>/dev/null
     fi
-    for ((i = 0; i < 100; i++)); do alive "$sup" || break; sleep 0.02; done
+    for ((i = 0; i < 100; i++)); do alive "$sup" || break; nap 0.02; done
     alive "$sup" && kill -TERM "$sup" 2>/dev/null
     if [ "$KILL_MODE" != process ]; then
         kill -KILL -- "-$sup" 2>/dev/null
     fi
-    for ((i = 0; i < 100; i++)); do alive "$sup" || break; sleep 0.02; done
+    for ((i = 0; i < 100; i++)); do alive "$sup" || break; nap 0.02; done
     rm -f "$ST/$u.stopping" "$ST/$u.main" "$ST/$u.sup"
     set_status "$u" inactive
     jlog 'systemd[1]' "$u: Deactivated successfully."
@@ -683,7 +707,7 @@ systemctl_main() {
     case $verb in
     daemon-reload)
         # Every explicit daemon-reload is recorded (board.daemon_reloads()).
-        date +%s.%N >>"$ST/daemon-reloads"
+        printf '%s\n' "$EPOCHREALTIME" >>"$ST/daemon-reloads"
         daemon_reload
         ;;
     daemon-reexec | reset-failed)
