@@ -191,10 +191,13 @@ pub fn last_logs(h: &mut dyn Host, unit: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The fragment that prints the unit's main process before a restart (`@@rv value mainpid`).
+/// The fragment that prints the unit's main process before a restart (`@@rv value mainpid`,
+/// hex of its digits): one `systemctl`, the hex made by the shell (a digit is byte 0x3N), so
+/// anything but digits prints an empty value.
 pub fn mainpid_fragment(unit: &str) -> String {
     format!(
-        "printf '@@rv value mainpid '; systemctl show -p MainPID --value {} 2>/dev/null | tr -d '\\n' | od -An -v -tx1 | tr -d ' \\n'; echo",
+        "rv_m=$(systemctl show -p MainPID --value {} 2>/dev/null); case $rv_m in ''|*[!0-9]*) rv_m='';; esac; \
+         printf '@@rv value mainpid '; while [ -n \"$rv_m\" ]; do rv_r=${{rv_m#?}}; printf '3%s' \"${{rv_m%\"$rv_r\"}}\"; rv_m=$rv_r; done; echo",
         quote(unit)
     )
 }
@@ -215,5 +218,24 @@ mod tests {
         let down = "@@rv readyz\nThe connection to the server 127.0.0.1:6443 was refused\n@@rv node\nsame\n";
         assert!(api_says(down).unwrap_err().to_string().contains("refused"));
         assert!(matches!(api_says(&format!("@@rv readyz\nok\n@@rv node\n{no}\n")).unwrap_err(), NotHealthy::NotReady(_)));
+    }
+
+    #[test]
+    fn the_main_pid_fragment_prints_the_digits_in_hex_with_one_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let calls = dir.path().join("calls");
+        let run = |answer: &str| {
+            let stub = format!("#!/bin/sh\necho \"$*\" >> '{}'\nprintf '%s\\n' '{answer}'\n", calls.display());
+            std::fs::write(dir.path().join("systemctl"), stub).unwrap();
+            std::fs::set_permissions(dir.path().join("systemctl"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            let path = format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap_or_default());
+            let out = std::process::Command::new("sh").arg("-c").arg(mainpid_fragment("k3s.service")).env("PATH", path).output().unwrap();
+            let r = crate::converge::script::parse(&String::from_utf8_lossy(&out.stdout));
+            super::super::driver::mainpid_of(&r.values)
+        };
+        assert_eq!(run("40917"), 40917);
+        assert_eq!(run("0"), 0);
+        assert_eq!(run("Failed to get properties"), 0, "not digits: no pid");
+        assert_eq!(std::fs::read_to_string(&calls).unwrap(), "show -p MainPID --value k3s.service\n".repeat(3));
     }
 }

@@ -485,7 +485,7 @@ fn confirm_or_go_back(ctx: &Ctx, host: &mut dyn Host, job: &Job, p: &Planned, dr
     let want = Desired::new(&p.st, job.role);
     ctx.event(name, EventKind::Step("confirming the node came back (new SSH connection)".into()));
     let k3s = k3s_path(&p.st);
-    let old_pid = mainpid(&p.outcome.values);
+    let old_pid = mainpid_of(&p.outcome.values);
     let node = super::confirm::Node { name, role: job.role, unit: &want.unit_file, k3s: &k3s, old_pid, version: p.st.k3s_version.as_deref() };
     let Err(f) = super::confirm::confirm(ctx, &node, server, timeout) else {
         timer.done("confirm", "the node came back".into());
@@ -510,7 +510,7 @@ fn k3s_path(st: &HostState) -> String {
 }
 
 /// The unit's main process before the script restarted it (0: it was not running).
-fn mainpid(values: &[(String, Vec<u8>)]) -> u64 {
+pub(super) fn mainpid_of(values: &[(String, Vec<u8>)]) -> u64 {
     values.iter().rev().find(|(k, _)| k == "mainpid").and_then(|(_, v)| String::from_utf8_lossy(v).trim().parse().ok()).unwrap_or(0)
 }
 
@@ -545,7 +545,7 @@ fn go_back(
             let now = o.generation.map(|n| n.to_string()).unwrap_or_else(|| "?".into());
             let unit = format!("{}.service", st.service.unit);
             let k3s = k3s_path(&state);
-            let node = super::confirm::Node { name, role: job.role, unit: &unit, k3s: &k3s, old_pid: mainpid(&o.values), version: state.k3s_version.as_deref() };
+            let node = super::confirm::Node { name, role: job.role, unit: &unit, k3s: &k3s, old_pid: mainpid_of(&o.values), version: state.k3s_version.as_deref() };
             let came_back = super::confirm::confirm(ctx, &node, server, timeout);
             let back = came_back.is_ok();
             let e = fail(format!(

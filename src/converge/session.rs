@@ -41,12 +41,12 @@ pub fn command(wet: bool, owner: &str, q: &FactsQuery) -> String {
     if wet {
         s.push_str(&format!(
             "command -v flock >/dev/null 2>&1 || {{ echo '@@rv lock noflock'; echo '{HEAD_END}'; exit 0; }}\n\
-             mkdir -p {dir} || exit 1\n\
+             {mkdir} || exit 1\n\
              exec 9>>{lock} || exit 1\n\
              if ! flock -n 9; then echo \"@@rv lock locked $({owner_hex})\"; echo '{HEAD_END}'; exit 0; fi\n\
              printf '%s\\n' {owner} > {of}\n\
              echo '@@rv lock held'\n",
-            dir = quote(STATE_DIR),
+            mkdir = cmd::ensure_dir(STATE_DIR, true),
             lock = quote(LOCK_FILE),
             owner = quote(owner),
             of = quote(OWNER_FILE),

@@ -333,8 +333,12 @@ fn write_manifest(m: &Manifest, make_current: bool) -> String {
     let path = manifest_path(m.number);
     let tag = format!("{}.g{}", std::process::id(), m.number);
     let copy = |dest| cmd::TextCopy { dest, tmp: cmd::temp_path_for(dest, &tag), mode: 0o600, owner: Some("root:root"), kept: false };
-    let copies = if make_current { vec![copy(&path), copy(CURRENT)] } else { vec![copy(&path)] };
-    // One group: chained with `&&`, a failed store copy before it stops it.
+    if !make_current {
+        return cmd::write_text(&[copy(&path)], &text, &sha);
+    }
+    // The state directory is made 0700 by the facts command; one made before that is closed
+    // here. One group: chained with `&&`, a failed store copy before it stops it.
+    let copies = [copy(&path), copy(CURRENT)];
     format!("{{ chmod 700 {} 2>/dev/null; {}; }}", quote(crate::converge::STATE_DIR), cmd::write_text(&copies, &text, &sha))
 }
 
