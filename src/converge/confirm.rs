@@ -225,10 +225,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let calls = dir.path().join("calls");
         let run = |answer: &str| {
-            let stub = format!("#!/bin/sh\necho \"$*\" >> '{}'\nprintf '%s\\n' '{answer}'\n", calls.display());
-            std::fs::write(dir.path().join("systemctl"), stub).unwrap();
-            std::fs::set_permissions(dir.path().join("systemctl"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-            let path = format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap_or_default());
+            crate::transport::stub::tool(dir.path(), "systemctl", &format!("echo \"$*\" >> '{}'\nprintf '%s\\n' '{answer}'\n", calls.display()));
+            let path = crate::transport::stub::path_first(dir.path());
             let out = std::process::Command::new("sh").arg("-c").arg(mainpid_fragment("k3s.service")).env("PATH", path).output().unwrap();
             let r = crate::converge::script::parse(&String::from_utf8_lossy(&out.stdout));
             super::super::driver::mainpid_of(&r.values)

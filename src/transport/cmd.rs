@@ -155,8 +155,9 @@ fn chmod_chown(target_var: &str, mode: u32, owner: Option<&str>, created: Option
 }
 
 /// The umask under which the shell creates a file (`> f`, bits 0666 at most) with `mode`'s
-/// permission bits where it can, and those bits (`None` if `mode` has any outside 0666, which
-/// then takes a `chmod`). A temp file is never more open than the file it becomes.
+/// permission bits, and the bits it is created with: `mode` itself when it has no bit outside
+/// 0666, else 0600 (umask 077), which `chmod_chown` then changes. A temp file is never more
+/// open than the file it becomes.
 fn create_umask(mode: u32) -> (u32, Option<u32>) {
     let mode = mode & 0o7777;
     if mode & !0o666 == 0 { (!mode & 0o777, Some(mode)) } else { (0o077, Some(0o600)) }
@@ -494,14 +495,13 @@ mod tests {
         std::fs::create_dir(&bin).unwrap();
         let calls = dir.path().join("calls");
         for tool in ["chmod", "chown"] {
-            std::fs::write(bin.join(tool), format!("#!/bin/sh\necho {tool} >> '{}'\n", calls.display())).unwrap();
-            std::fs::set_permissions(bin.join(tool), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            super::super::stub::tool(&bin, tool, &format!("echo {tool} >> '{}'\n", calls.display()));
         }
         let t = dir.path().join("t");
         std::fs::write(&t, "x").unwrap();
         let run = |fix: String| {
             let _ = std::fs::remove_file(&calls);
-            let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+            let path = super::super::stub::path_first(&bin);
             let st = std::process::Command::new("sh").arg("-c").arg(format!("t='{}'; {fix}", t.display())).env("PATH", path).status().unwrap();
             assert!(st.success());
             std::fs::read_to_string(&calls).unwrap_or_default()
@@ -629,11 +629,9 @@ mod tests {
         // Counting wrappers: every sha256sum and chmod the fragment starts.
         let calls = dir.path().join("calls");
         for tool in ["sha256sum", "chmod"] {
-            let real = String::from_utf8(std::process::Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().unwrap().stdout).unwrap();
-            std::fs::write(bin.join(tool), format!("#!/bin/sh\necho {tool} >> '{}'\nexec {} \"$@\"\n", calls.display(), real.trim())).unwrap();
-            std::fs::set_permissions(bin.join(tool), std::fs::Permissions::from_mode(0o755)).unwrap();
+            super::super::stub::tool(&bin, tool, &format!("echo {tool} >> '{}'\nexec {} \"$@\"\n", calls.display(), super::super::stub::real(tool)));
         }
-        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+        let path = super::super::stub::path_first(&bin);
         let dest = dir.path().join("etc/a b\nc.conf").display().to_string();
         let store = dir.path().join("store");
         let content = "x = '$(touch pwned)'\n";
@@ -680,8 +678,7 @@ mod tests {
         let nosum = dir.path().join("nosum");
         std::fs::create_dir(&nosum).unwrap();
         for tool in ["openssl", "mv", "rm", "mkdir", "chmod"] {
-            let real = String::from_utf8(std::process::Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().unwrap().stdout).unwrap();
-            std::os::unix::fs::symlink(real.trim(), nosum.join(tool)).unwrap();
+            std::os::unix::fs::symlink(super::super::stub::real(tool), nosum.join(tool)).unwrap();
         }
         std::fs::remove_file(&kept).unwrap();
         std::fs::remove_file(&dest).unwrap();

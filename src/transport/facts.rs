@@ -496,7 +496,7 @@ mod tests {
         let mut cmd = std::process::Command::new("sh");
         cmd.arg("-c").arg(script(q));
         if let Some(b) = bin {
-            cmd.env("PATH", format!("{}:{}", b.display(), std::env::var("PATH").unwrap_or_default()));
+            cmd.env("PATH", super::super::stub::path_first(b));
         }
         let out = cmd.output().unwrap();
         parse(q, &String::from_utf8_lossy(&out.stdout)).unwrap_or_else(|e| panic!("{e}\n{}", String::from_utf8_lossy(&out.stdout)))
@@ -528,9 +528,7 @@ mod tests {
         // When the one `stat` fails (a path vanished after the test), each path is asked alone,
         // with the same answers: a `stat` that refuses several operands forces that path.
         let bin = tempfile::tempdir().unwrap();
-        let real = String::from_utf8(std::process::Command::new("sh").arg("-c").arg("command -v stat").output().unwrap().stdout).unwrap();
-        std::fs::write(bin.path().join("stat"), format!("#!/bin/sh\n[ $# -le 4 ] || exit 1\nexec {} \"$@\"\n", real.trim())).unwrap();
-        std::fs::set_permissions(bin.path().join("stat"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        super::super::stub::tool(bin.path(), "stat", &format!("[ $# -le 4 ] || exit 1\nexec {} \"$@\"\n", super::super::stub::real("stat")));
         assert_eq!(run_sh(&q, Some(bin.path())).files, f.files);
     }
 
@@ -558,8 +556,7 @@ mod tests {
         let bin = tempfile::tempdir().unwrap();
         let calls = dir.path().join("calls");
         for tool in ["openssl", "sha256sum"] {
-            std::fs::write(bin.path().join(tool), format!("#!/bin/sh\necho x >> '{}'\nexec /usr/bin/sha256sum\n", calls.display())).unwrap();
-            std::fs::set_permissions(bin.path().join(tool), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            super::super::stub::tool(bin.path(), tool, &format!("echo x >> '{}'\nexec /usr/bin/sha256sum\n", calls.display()));
         }
         let ncalls = || std::fs::read_to_string(&calls).unwrap_or_default().lines().count();
         let f = run_sh(&q, Some(bin.path()));

@@ -20,6 +20,8 @@ pub mod local;
 pub mod parallel;
 pub mod ssh;
 pub mod ssh_config;
+#[cfg(test)]
+pub(crate) mod stub;
 pub mod target;
 
 pub use error::TransportError;

@@ -21,8 +21,7 @@ key_exists() {
 }
 
 show() { # key
-    local k=${1//\//.} v
-    local kp
+    local k=${1//\//.} v kp
     key_path "$k"
     kp=$REPLY
     if [ -f "$REC/$k" ]; then
@@ -32,8 +31,7 @@ show() { # key
     elif key_exists "$k"; then
         v=0
     else
-        key_path "$k"
-        echo "sysctl: cannot stat $REPLY: No such file or directory" >&2
+        echo "sysctl: cannot stat $kp: No such file or directory" >&2
         rc=255
         return
     fi
