@@ -38,9 +38,18 @@ fn a_second_apply_is_refused_naming_the_holder_and_later_sees_the_first_ones_res
         .spawn()
         .unwrap();
     faults::wait_paused(srv, &mut first);
-    // The agent's lock is taken by the first apply too (it streams its binary while the server converges).
+    // The agent's lock is taken by the first apply too: it streams its binary once the server's is
+    // in, then waits for the server's token. Snapshot it only in that wait (its binary in place,
+    // no upload temp left), or the first apply's own upload shows as a change.
     let agent = lab.b("agent1");
-    faults::wait_until("the first apply to hold agent1's lock", || !faults::lock_free(agent), || first.try_wait().unwrap().is_none());
+    faults::wait_until(
+        "the first apply to hold agent1's lock with its binary streamed",
+        || {
+            let s = snapshot(agent);
+            !faults::lock_free(agent) && s.contains_key("/usr/local/bin/k3s") && !s.keys().any(|p| p.contains("rvcluster-tmp"))
+        },
+        || first.try_wait().unwrap().is_none(),
+    );
     let before: Vec<_> = lab.boards().iter().map(snapshot).collect();
 
     let plan = e2e::rv(d, &["plan", "cluster.kdl", "--skip-closure-check"]);
