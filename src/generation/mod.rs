@@ -356,23 +356,38 @@ pub fn record_fragment(m: &Manifest, keep: u32) -> String {
     let mut parts: Vec<String> = vec![format!("for o in {s}/.in.* {s}/.*.rvcluster-tmp.*; do [ ! -e \"$o\" ] || rm -f \"$o\"; done; true", s = quote(STORE_DIR))];
     parts.extend(m.files.iter().map(|f| store_fragment(&f.path, &f.sha256, f.binary)));
     parts.push(write_manifest(m, true));
-    parts.push(gc_commands(m.number, keep));
+    parts.push(gc_commands(m.number, keep, Sweep::OnlyAfterRemoval));
     parts.join(" && \\\n")
 }
 
 /// Delete generations older than the last `keep` (never 0, never `current`) and store entries no
-/// remaining manifest names.
-pub fn gc_commands(current: u64, keep: u32) -> String {
+/// remaining manifest names. `sweep`: Always sweeps the store (`rvcluster gc`); OnlyAfterRemoval
+/// (every apply's record) sweeps only when a generation was deleted just now, since until then
+/// every store entry is named by a kept manifest, except what an interrupted apply left, which
+/// waits for the next removal or `rvcluster gc`. The sweep starts six processes; a first apply
+/// needs none of them.
+pub fn gc_commands(current: u64, keep: u32, sweep: Sweep) -> String {
     let oldest_kept = current.saturating_sub(u64::from(keep.max(1)) - 1);
+    let (gone, when) = match sweep {
+        Sweep::Always => ("", ""),
+        Sweep::OnlyAfterRemoval => (" rv_gone=1;", "[ -z \"$rv_gone\" ] || "),
+    };
     format!(
-        "{{ cd {gen} && for d in [0-9]*; do case \"$d\" in 0|*[!0-9]*) continue;; esac; \
-         if [ \"$d\" -lt {oldest_kept} ]; then rm -rf \"./$d\"; fi; done; \
-         cat ./[0-9]*/manifest.json ./current.json 2>/dev/null | grep -o '[0-9a-f]\\{{64\\}}' | sort -u > ./.keep.$$; \
+        "{{ rv_gone=''; cd {gen} && {{ for d in [0-9]*; do case \"$d\" in 0|*[!0-9]*) continue;; esac; \
+         if [ \"$d\" -lt {oldest_kept} ]; then rm -rf \"./$d\";{gone} fi; done; \
+         {when}{{ cat ./[0-9]*/manifest.json ./current.json 2>/dev/null | grep -o '[0-9a-f]\\{{64\\}}' | sort -u > ./.keep.$$; \
          if [ -d {store} ]; then ls {store} | grep -vxFf ./.keep.$$ | while IFS= read -r f; do rm -f {store}/\"$f\"; done; fi; \
-         rm -f ./.keep.$$; }}",
+         rm -f ./.keep.$$; }}; }}; }}",
         gen = quote(GEN_DIR),
         store = quote(STORE_DIR),
     )
+}
+
+/// When [`gc_commands`] sweeps the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sweep {
+    Always,
+    OnlyAfterRemoval,
 }
 
 /// `rvcluster gc` on its own: the same collection, under the board lock (an apply running
@@ -380,7 +395,7 @@ pub fn gc_commands(current: u64, keep: u32) -> String {
 pub fn gc_held_command(current: u64, keep: u32) -> String {
     format!(
         "mkdir -p {dir} && exec 9>>{lock} && {{ flock -n 9 || {{ echo 'an apply holds the board lock; try again when it is done' >&2; exit 75; }}; }} && {}",
-        gc_commands(current, keep),
+        gc_commands(current, keep, Sweep::Always),
         dir = quote(crate::converge::STATE_DIR),
         lock = quote(crate::converge::LOCK_FILE),
     )

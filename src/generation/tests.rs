@@ -118,3 +118,39 @@ fn a_file_the_store_cannot_keep_stops_the_record_before_the_manifest() {
     assert_eq!(std::fs::read_to_string(&current).unwrap(), manifest_text(&m));
     assert_eq!(std::fs::read(root.join("generations/1/manifest.json")).unwrap(), std::fs::read(&current).unwrap());
 }
+
+/// [`gc_commands`] run in `sh` with its state directory moved under `root`; the store's entries after.
+fn run_gc(root: &std::path::Path, current: u64, keep: u32, sweep: Sweep) -> std::collections::BTreeSet<String> {
+    let text = gc_commands(current, keep, sweep).replace(crate::converge::STATE_DIR, &root.display().to_string());
+    let out = std::process::Command::new("/bin/sh").arg("-c").arg(text).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::read_dir(root.join("store")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+}
+
+#[test]
+fn an_apply_sweeps_the_store_only_when_it_deleted_a_generation_and_gc_always_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let sha = |c: &str| c.repeat(64);
+    for (n, c) in [(0, "a"), (1, "b"), (2, "c")] {
+        std::fs::create_dir_all(root.join(format!("generations/{n}"))).unwrap();
+        std::fs::write(root.join(format!("generations/{n}/manifest.json")), format!("{{\"sha256\": \"{}\"}}", sha(c))).unwrap();
+    }
+    std::fs::copy(root.join("generations/2/manifest.json"), root.join("generations/current.json")).unwrap();
+    std::fs::create_dir_all(root.join("store")).unwrap();
+    for c in ["a", "b", "c", "d"] {
+        std::fs::write(root.join("store").join(sha(c)), c).unwrap();
+    }
+    let all: std::collections::BTreeSet<String> = ["a", "b", "c", "d"].iter().map(|c| sha(c)).collect();
+    // Nothing to delete (keep 3 of 0..2): an apply leaves the store alone, even `d` that no manifest names.
+    assert_eq!(run_gc(root, 2, 3, Sweep::OnlyAfterRemoval), all);
+    // `rvcluster gc` sweeps it.
+    let mut want = all.clone();
+    want.remove(&sha("d"));
+    assert_eq!(run_gc(root, 2, 3, Sweep::Always), want);
+    // keep=1 deletes generation 1: the apply's sweep drops its file, generation 0's stays.
+    std::fs::write(root.join("store").join(sha("d")), "d").unwrap();
+    let left = run_gc(root, 2, 1, Sweep::OnlyAfterRemoval);
+    assert!(!root.join("generations/1").exists());
+    assert_eq!(left, [sha("a"), sha("c")].into_iter().collect());
+}

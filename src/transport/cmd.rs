@@ -87,7 +87,8 @@ pub const SHA_FN: &str = "if command -v openssl >/dev/null 2>&1; then rv_sha() {
                           else rv_shs() { rv_sha; }; rv_shm() { for rv_f; do rv_sha < \"$rv_f\" || return 1; done; }; fi; \
                           rv_same() { rv_w=$1; shift; rv_l=$(rv_shm \"$@\") || return 1; rv_c=0; \
                           while IFS= read -r rv_h; do rv_h=${rv_h#\\\\}; [ \"${rv_h%% *}\" = \"$rv_w\" ] || return 1; rv_c=$((rv_c+1)); done <<RV_SUMS\n$rv_l\nRV_SUMS\n\
-                          [ \"$rv_c\" = $# ]; }\n";
+                          [ \"$rv_c\" = $# ]; }\n\
+                          rv_umask() { [ -n \"${rv_um:-}\" ] || rv_um=$(umask); }\n";
 
 /// Octal text of a file mode (`0644`).
 pub fn mode_str(mode: u32) -> String {
@@ -321,7 +322,11 @@ pub fn write_text(copies: &[TextCopy], content: &str, sha256: &str) -> String {
         s.push_str(&format!("{d}={}; {t}={}; {}", quote(cp.dest), quote(&cp.tmp), stale_temps(cp.dest)));
         let dir = parent_dir(cp.dest).map(|p| format!("{} && ", ensure_dir(p, cp.kept))).unwrap_or_default();
         let (umask, created) = create_umask(cp.mode);
-        let write = format!("{dir}(umask {umask:03o}; printf '%s' {c} > \"${t}\") && set -- \"$@\" \"${t}\"");
+        // The umask set and put back in this shell (the caller's, read once per script by
+        // `rv_umask`): a `( )` subshell would fork once per copy.
+        let write = format!(
+            "{dir}rv_umask && umask {umask:03o} && {{ printf '%s' {c} > \"${t}\"; rv_e=$?; umask \"$rv_um\"; [ \"$rv_e\" = 0 ]; }} && set -- \"$@\" \"${t}\""
+        );
         let (f, m) = (chmod_chown(&t, cp.mode, cp.owner, created), format!("mv -f \"${t}\" \"${d}\""));
         if cp.kept {
             make.push(format!("{{ [ -f \"${d}\" ] || {{ {write} && rv_k{i}=1; }}; }}"));
@@ -689,6 +694,22 @@ mod tests {
         assert!(!ok, "a wrong hash fails there too");
         assert_eq!(std::fs::read_to_string(&dest).unwrap(), content);
         assert_eq!(temps(), 0);
+    }
+
+    #[test]
+    fn write_text_puts_the_callers_umask_back_after_each_copy_and_on_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("a.conf").display().to_string();
+        let copies = [TextCopy { dest: &dest, tmp: temp_path_for(&dest, "1"), mode: 0o600, owner: None, kept: false }];
+        let good = write_text(&copies, "a\n", &crate::render::sha256_hex(b"a\n"));
+        let bad = write_text(&copies, "a\n", &"0".repeat(64));
+        let script = format!("{SHA_FN}umask 027; {good} && echo \"ok $(umask)\"; {bad} || echo \"failed $(umask)\"; umask 002; {good} && echo \"ok $(umask)\"");
+        let out = std::process::Command::new("/bin/sh").arg("-c").arg(script).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        // The umask read once is the one in force at the first write; a later change of the
+        // caller's is not seen (an apply script never changes its own).
+        assert_eq!(text, "ok 0027\nfailed 0027\nok 0027\n", "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&dest).unwrap().permissions()) & 0o777, 0o600);
     }
 
     #[test]
