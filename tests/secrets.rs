@@ -101,6 +101,17 @@ fn registry_password_token_and_sudo_password_appear_in_no_output() {
     assert!(regs.contains(REGISTRY_PW), "the nodes pull with the registry password");
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::metadata(srv.path("/usr/local/bin/k3s")).unwrap().uid(), 0, "written as root through sudo with the password");
+    // The generation store keeps the secret files' contents: its directories are 0700 and every
+    // copy of a secret 0600, on every board.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: std::path::PathBuf| std::fs::metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).permissions().mode() & 0o777;
+    for b in [srv, lab.b("agent1")] {
+        assert_eq!(mode(b.path("/var/lib/rvcluster")), 0o700, "{}: state directory", b.name());
+        assert_eq!(mode(b.path("/var/lib/rvcluster/store")), 0o700, "{}: store", b.name());
+        let env = if b.name() == "agent1" { "/etc/systemd/system/k3s-agent.service.env" } else { "/etc/rancher/k3s/registries.yaml" };
+        let sha = rvcluster::render::sha256_hex(&std::fs::read(b.path(env)).unwrap());
+        assert_eq!(mode(b.path(&format!("/var/lib/rvcluster/store/{sha}"))), 0o600, "{}: the kept copy of {env}", b.name());
+    }
     let token_secret = token.rsplit(':').next().unwrap().to_string();
     let (_, last) = outputs.last().unwrap();
     assert!(last.contains("error: pushing images: cannot reach registry"), "the failing run ends in an error:\n{last}");

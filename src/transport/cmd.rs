@@ -112,11 +112,12 @@ fn stale_temps(dest: &str) -> String {
 }
 
 /// `dir` made when missing (`[ -d ]` first: no process when it is there); a `private` one is
-/// made mode 0700 (an existing one is left as it is).
+/// made mode 0700 by `mkdir -m` itself (POSIX: the mode of the directory it makes; missing
+/// parents get the default), one process; an existing one is left as it is.
 pub fn ensure_dir(dir: &str, private: bool) -> String {
     let d = quote(dir);
     if private {
-        format!("{{ [ -d {d} ] || {{ mkdir -p {d} && chmod 700 {d}; }}; }}")
+        format!("{{ [ -d {d} ] || mkdir -p -m 700 {d}; }}")
     } else {
         format!("{{ [ -d {d} ] || mkdir -p {d}; }}")
     }
