@@ -103,7 +103,6 @@ fn registry_password_token_and_sudo_password_appear_in_no_output() {
     assert_eq!(std::fs::metadata(srv.path("/usr/local/bin/k3s")).unwrap().uid(), 0, "written as root through sudo with the password");
     // The generation store keeps the secret files' contents: its directories are 0700 and every
     // copy of a secret 0600, on every board.
-    use std::os::unix::fs::PermissionsExt;
     let mode = |p: std::path::PathBuf| std::fs::metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).permissions().mode() & 0o777;
     for b in [srv, lab.b("agent1")] {
         assert_eq!(mode(b.path("/var/lib/rvcluster")), 0o700, "{}: state directory", b.name());
