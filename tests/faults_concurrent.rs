@@ -45,8 +45,14 @@ fn a_second_apply_is_refused_naming_the_holder_and_later_sees_the_first_ones_res
     faults::wait_until(
         "the first apply to hold agent1's lock with its binary streamed",
         || {
-            let s = snapshot(agent);
-            !faults::lock_free(agent) && s.contains_key("/usr/local/bin/k3s") && !s.keys().any(|p| p.contains("rvcluster-tmp"))
+            // Cheap to poll: names only, read on the host side (no hashing, no process).
+            let temp_in = |dir: &str| {
+                std::fs::read_dir(agent.path(dir)).map(|r| r.flatten().any(|e| e.file_name().to_string_lossy().contains("rvcluster-tmp"))).unwrap_or(false)
+            };
+            agent.path("/usr/local/bin/k3s").exists()
+                && !temp_in("/usr/local/bin")
+                && !temp_in("/var/lib/rvcluster/store")
+                && !faults::lock_free(agent)
         },
         || first.try_wait().unwrap().is_none(),
     );

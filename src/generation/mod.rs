@@ -368,12 +368,12 @@ pub fn record_fragment(m: &Manifest, keep: u32) -> String {
 /// needs none of them.
 pub fn gc_commands(current: u64, keep: u32, sweep: Sweep) -> String {
     let oldest_kept = current.saturating_sub(u64::from(keep.max(1)) - 1);
-    let (gone, when) = match sweep {
-        Sweep::Always => ("", ""),
-        Sweep::OnlyAfterRemoval => (" rv_gone=1;", "[ -z \"$rv_gone\" ] || "),
+    let (init, gone, when) = match sweep {
+        Sweep::Always => ("", "", ""),
+        Sweep::OnlyAfterRemoval => ("rv_gone=''; ", " rv_gone=1;", "[ -z \"$rv_gone\" ] || "),
     };
     format!(
-        "{{ rv_gone=''; cd {gen} && {{ for d in [0-9]*; do case \"$d\" in 0|*[!0-9]*) continue;; esac; \
+        "{{ {init}cd {gen} && {{ for d in [0-9]*; do case \"$d\" in 0|*[!0-9]*) continue;; esac; \
          if [ \"$d\" -lt {oldest_kept} ]; then rm -rf \"./$d\";{gone} fi; done; \
          {when}{{ cat ./[0-9]*/manifest.json ./current.json 2>/dev/null | grep -o '[0-9a-f]\\{{64\\}}' | sort -u > ./.keep.$$; \
          if [ -d {store} ]; then ls {store} | grep -vxFf ./.keep.$$ | while IFS= read -r f; do rm -f {store}/\"$f\"; done; fi; \

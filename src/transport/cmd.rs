@@ -80,7 +80,9 @@ pub fn is_sudo_password_error(status: i32, stderr: &str) -> bool {
 /// `openssl` takes to load its configuration, which is all a few hundred bytes cost); and
 /// `rv_same SHA FILE...`, true when every file hashes to SHA, in ONE `sha256sum` for all of
 /// them (one line per file in argument order; a name with a newline or backslash is escaped on
-/// its line, which then starts with `\`), one `rv_sha` per file where there is no `sha256sum`.
+/// its line, which then starts with `\`), one `rv_sha` per file where there is no `sha256sum`;
+/// and `rv_umask`, which reads the shell's umask into `rv_um` once (one fork per script), for
+/// [`write_text`] to put back after each temp file it creates under another.
 pub const SHA_FN: &str = "if command -v openssl >/dev/null 2>&1; then rv_sha() { openssl dgst -sha256 -r; }; \
                           else rv_sha() { sha256sum; }; fi; \
                           if command -v sha256sum >/dev/null 2>&1; then rv_shs() { sha256sum; }; rv_shm() { sha256sum -- \"$@\"; }; \
@@ -501,7 +503,7 @@ mod tests {
         std::fs::create_dir(&bin).unwrap();
         let calls = dir.path().join("calls");
         for tool in ["chmod", "chown"] {
-            super::super::stub::tool(&bin, tool, &format!("echo {tool} >> '{}'\n", calls.display()));
+            super::super::stub::counting(&bin, &calls, tool, false);
         }
         let t = dir.path().join("t");
         std::fs::write(&t, "x").unwrap();
@@ -635,7 +637,7 @@ mod tests {
         // Counting wrappers: every sha256sum and chmod the fragment starts.
         let calls = dir.path().join("calls");
         for tool in ["sha256sum", "chmod"] {
-            super::super::stub::tool(&bin, tool, &format!("echo {tool} >> '{}'\nexec {} \"$@\"\n", calls.display(), super::super::stub::real(tool)));
+            super::super::stub::counting(&bin, &calls, tool, true);
         }
         let path = super::super::stub::path_first(&bin);
         let dest = dir.path().join("etc/a b\nc.conf").display().to_string();
