@@ -55,6 +55,12 @@ fn blob_committed(lab: &Lab, digest: &str) -> bool {
     lab.registry_host().unwrap().path(&format!("{STORAGE}/docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2])).exists()
 }
 
+/// How many blobs the registry has stored whole (`blobs/sha256/XX/HEX/data`).
+fn committed_blobs(lab: &Lab) -> usize {
+    let root = lab.registry_host().unwrap().path(&format!("{STORAGE}/docker/registry/v2/blobs/sha256"));
+    std::fs::read_dir(root).into_iter().flatten().flatten().flat_map(|p| std::fs::read_dir(p.path()).into_iter().flatten().flatten()).filter(|e| e.path().join("data").exists()).count()
+}
+
 fn upload_bytes_in_flight(lab: &Lab) -> u64 {
     let root = lab.registry_host().unwrap().path(&format!("{STORAGE}/docker/registry/v2/repositories/rvfault/big/_uploads"));
     std::fs::read_dir(root).into_iter().flatten().flatten().filter_map(|e| std::fs::metadata(e.path().join("data")).ok()).map(|m| m.len()).max().unwrap_or(0)
@@ -95,10 +101,13 @@ fn registry_stopped_mid_push_names_image_and_blob_and_the_rerun_sends_only_the_r
         .stderr(Stdio::from(File::create(d.join("first.err")).unwrap()))
         .spawn()
         .unwrap();
-    // The small layer is in, the big one is on its way: then the registry goes down.
+    // The small layer and the config are in (two blobs stored whole: the error can only be
+    // the big one's, and the re-run finds both present), the big one is on its way: then the
+    // registry goes down. Waiting for the small layer alone raced with the config's upload
+    // on a busy machine.
     faults::wait_until(
-        "the small layer committed and the big one in flight",
-        || blob_committed(lab, &small) && upload_bytes_in_flight(lab) > MIB,
+        "the small layer and the config committed and the big one in flight",
+        || blob_committed(lab, &small) && committed_blobs(lab) == 2 && upload_bytes_in_flight(lab) > MIB,
         || child.try_wait().unwrap().is_none(),
     );
     let mac = lab.registry_host().unwrap();
