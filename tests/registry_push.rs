@@ -242,3 +242,34 @@ fn generated_images_are_byte_for_byte_deterministic() {
         assert_eq!(images::sha256(&x), images::sha256(&y), "{name}");
     }
 }
+
+/// A registry killed while committing a blob can leave the blob's link file empty: it then
+/// answers HEAD of it with 500 (distribution/distribution#4489). The next push uploads that
+/// blob again, which repairs the link, and skopeo sees the image whole.
+#[test]
+fn a_blob_whose_link_the_registry_lost_is_uploaded_again() {
+    let reg = TestRegistry::start(Opts::default());
+    let work = tempfile::tempdir().unwrap();
+    let tar = work.path().join("img.tar");
+    let w = images::oci_archive(work.path(), &tar, &["riscv64"], &layers());
+    let src = Source::OciArchive(tar);
+    push_items(&reg, &[item(&src, "riscv64/lost", "1")], &[]);
+    let layer = w.layers_of("riscv64")[0].trim_start_matches("sha256:").to_string();
+    let link = reg.dir.path().join(format!("data/docker/registry/v2/repositories/riscv64/lost/_layers/sha256/{layer}/link"));
+    std::fs::write(&link, "").unwrap();
+    let head = |digest: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-I"])
+            .arg(format!("{}/v2/riscv64/lost/blobs/sha256:{digest}", reg.endpoint()))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(head(&layer), "500", "the real registry's answer for an empty link file");
+    let (plan, report, _) = push_items(&reg, &[item(&src, "riscv64/lost", "1")], &[]);
+    let again: Vec<_> = plan.images[0].blobs.iter().filter(|b| b.action == BlobAction::Upload).map(|b| b.digest.clone()).collect();
+    assert_eq!(again, vec![format!("sha256:{layer}")], "only the blob with the lost link goes up again");
+    assert!(report.bytes_sent() > 0);
+    assert_eq!(head(&layer), "200", "the upload rewrote the link");
+    confirm(&reg, "riscv64/lost", "1", w.manifest("riscv64"));
+}

@@ -455,7 +455,11 @@ impl RegistryClient {
         if resp.status().is_success() { Ok(()) } else { Err(self.http_error(resp, "GET /v2/")) }
     }
 
-    /// Size of a blob when the repository has it.
+    /// Size of a blob when the repository has it whole. A server error (5xx) counts as "not
+    /// there": a registry killed while committing a blob can leave its link file empty, and
+    /// then answers every HEAD of it with 500 (distribution/distribution#4489; docs/registry-modes.md);
+    /// uploading the blob again rewrites the link. A registry that is really down fails that
+    /// upload with its own error.
     pub fn blob_size(&self, repo: &str, digest: &str) -> Result<Option<u64>> {
         let what = format!("HEAD blob {digest} in {repo}");
         let resp = self.send("HEAD", &self.url(&format!("/v2/{repo}/blobs/{digest}")), &[], Payload::Empty, &what)?;
@@ -463,7 +467,7 @@ impl RegistryClient {
             200 => Ok(Some(
                 resp.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0),
             )),
-            404 => Ok(None),
+            404 | 500..=599 => Ok(None),
             _ => Err(self.http_error(resp, &what)),
         }
     }
