@@ -6,6 +6,8 @@ use rvlab::{Flavour, Lab, Role};
 
 #[path = "support/e2e.rs"]
 mod e2e;
+#[path = "support/faults.rs"]
+mod faults;
 use e2e::{rv, sha256};
 
 #[test]
@@ -64,12 +66,29 @@ fn openeuler_server_and_debian_agent_converge_from_data_alone() {
     }
     assert_eq!(ready, 2);
 
-    // Re-apply: no changes, no restart, enable not repeated.
+    // Re-apply: no changes, no restart, enable not repeated. Each board's facts run only the
+    // probes of the profiles its os-release can match: Debian's nftables question is not
+    // asked on openEuler (counted by the fault hook in front of systemctl, which never pauses).
     let starts = deb.service_starts("k3s-agent.service").len();
+    let srv = lab.b("server1");
+    for b in [srv, deb] {
+        faults::count(b, "systemctl", "* is-active --quiet nftables *");
+    }
     let out = rv(d, &["apply", "cluster.kdl", "--no-wait", "--skip-closure-check"]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stdout).matches("no changes").count(), 2);
     assert_eq!(lab.b("deb1").service_starts("k3s-agent.service").len(), starts);
+    assert_eq!((faults::calls(srv, "systemctl"), faults::calls(deb, "systemctl")), (0, 1), "nftables asked on Debian only");
+    // ... and openEuler's firewalld question not on Debian.
+    for b in [srv, deb] {
+        faults::count(b, "systemctl", "* is-active --quiet firewalld *");
+    }
+    let out = rv(d, &["plan", "cluster.kdl", "--skip-closure-check", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!((faults::calls(srv, "systemctl"), faults::calls(deb, "systemctl")), (1, 0), "firewalld asked on openEuler only");
+    for b in [srv, deb] {
+        faults::uninstall(b);
+    }
 
     // A declared profile that contradicts what the board reports.
     let wrong = format!("{head}{}{}", node("server1", "server", " profile=\"debian-riscv64\""), node("deb1", "agent", ""));

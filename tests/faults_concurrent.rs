@@ -27,7 +27,7 @@ fn a_second_apply_is_refused_naming_the_holder_and_later_sees_the_first_ones_res
     let d = dir.path();
     e2e::write_lab_cluster(&lab, d, "twice", "");
     let srv = lab.b("server1");
-    faults::arm(srv, "systemctl", 1, "before", "* start *k3s*");
+    faults::arm(srv, "systemctl", 1, "before", "* enable --now *k3s*");
     let mut first = Command::new(env!("CARGO_BIN_EXE_rvcluster"))
         .args(["--color", "never", "apply", "cluster.kdl", "--no-wait", "--skip-closure-check"])
         .current_dir(d)

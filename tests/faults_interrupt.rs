@@ -58,7 +58,7 @@ impl Point {
 const POINTS: [Point; 4] = [
     Point::Hook { what: "during the k3s binary upload (1 MiB of it written)", board: "server1", cmd: "tee", nth: 1, when: "1048576", pattern: "*/usr/local/bin/.k3s.rvcluster-tmp*" },
     Point::Hook { what: "between two file writes (config.yaml renamed, the next not yet)", board: "server1", cmd: "mv", nth: 1, when: "after", pattern: "*/etc/rancher/k3s/*" },
-    Point::Hook { what: "before the k3s start", board: "server1", cmd: "systemctl", nth: 1, when: "before", pattern: "* start *k3s*" },
+    Point::Hook { what: "before the k3s start (enable --now)", board: "server1", cmd: "systemctl", nth: 1, when: "before", pattern: "* enable --now *k3s*" },
     Point::Push,
 ];
 

@@ -150,11 +150,21 @@ pub struct Outcome {
 /// The facts query for a job (pure). Apply records what it hashed in the host's hash cache.
 pub fn query(job: &Job, wet: bool) -> FactsQuery {
     let mut q = FactsQuery { hash_cache: Some((format!("{}/facts-cache", session::STATE_DIR), wet)), ..FactsQuery::default() };
+    // A node that may have one of several OS profiles: each profile's probes run only where
+    // its os-release rule holds (a probe another profile asks too runs anyway), so an
+    // openEuler board does not run Debian's `systemctl is-active nftables`, nor Debian
+    // openEuler's `systemctl is-active firewalld`.
+    let several = job.candidates.len() > 1;
     for st in &job.candidates {
         let want = Desired::new(st, job.role);
+        // This candidate's probes are gathered apart, then merged with their guards.
+        let (probes, guards) = (std::mem::take(&mut q.probes), std::mem::take(&mut q.guards));
         for p in phase::all() {
             p.probe(&want, &mut q);
         }
+        let mine = (std::mem::replace(&mut q.probes, probes), std::mem::replace(&mut q.guards, guards));
+        let guard = phase::os_guard(&st.detect).filter(|_| several).map(|g| phase::add_probe(&mut q, &g));
+        phase::merge_probes(&mut q, mine, guard);
     }
     for r in &job.reads {
         phase::add_read(&mut q, r);
@@ -382,6 +392,15 @@ fn plan_host(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<&ServerLi
     })?;
     let want = Desired::new(&st, job.role);
     let mut seen = Observed::new(&q, facts);
+    if let Some(g) = phase::os_guard(&st.detect).filter(|g| seen.probe(g).is_some_and(|s| s != 0)) {
+        // Its probes were skipped: the plan would miss what they check. Said, never guessed.
+        release(held);
+        return Err(err("facts")(Cause::Profile(format!(
+            "the board's os-release matches this OS profile as rvcluster reads it, but not when its own shell sources it \
+             (status {} from: {g}); check /etc/os-release",
+            seen.probe(&g).unwrap_or(-1)
+        ))));
+    }
     let info = server.and_then(|s| s.info());
     if super::forget::is_fresh(&want, &seen) {
         seen.server_knows_node = ask_server(server, info.as_ref(), &st.node).map_err(|e| err("forget-node")(e.into()))?;

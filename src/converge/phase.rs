@@ -116,6 +116,54 @@ pub fn add_guarded_probe(q: &mut FactsQuery, cmd: &str, guard: usize) {
     }
 }
 
+/// The probe that tells whether the host's os-release satisfies an OS profile's rule: the file
+/// sourced in the probe's own subshell (os-release(5): shell-compatible assignments; the same
+/// file the facts read), each key compared with the profile's values. `None` when there is no
+/// rule, or a key is not a plain variable name.
+pub fn os_guard(detect: &[(String, Vec<String>)]) -> Option<String> {
+    let plain = |k: &str| !k.is_empty() && !k.starts_with(|c: char| c.is_ascii_digit()) && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if detect.is_empty() || !detect.iter().all(|(k, vals)| plain(k) && !vals.is_empty()) {
+        return None;
+    }
+    let keys: Vec<&str> = detect.iter().map(|(k, _)| k.as_str()).collect();
+    let mut s = format!(
+        "unset {}; for rv_f in /etc/os-release /usr/lib/os-release; do if [ -r \"$rv_f\" ]; then . \"$rv_f\"; break; fi; done",
+        keys.join(" ")
+    );
+    for (k, vals) in detect {
+        let alts: Vec<String> = vals.iter().map(|v| crate::transport::cmd::quote(v)).collect();
+        s.push_str(&format!("; case \"${{{k}-}}\" in {}) ;; *) exit 1;; esac", alts.join("|")));
+    }
+    Some(s)
+}
+
+/// Adds one candidate's probes (`mine`: commands and their guards, by index into them) to `q`,
+/// each guarded by its own guard or else by `base` (the candidate's [`os_guard`] probe). A
+/// command `q` has already, under another guard or none, runs unconditionally.
+pub fn merge_probes(q: &mut FactsQuery, mine: (Vec<String>, BTreeMap<usize, usize>), base: Option<usize>) {
+    let (probes, guards) = mine;
+    let mut at: Vec<usize> = Vec::with_capacity(probes.len());
+    for (i, cmd) in probes.iter().enumerate() {
+        let guard = guards.get(&i).and_then(|w| at.get(*w).copied()).or(base);
+        let j = match q.probes.iter().position(|x| x == cmd) {
+            Some(j) => {
+                if q.guards.get(&j).copied() != guard {
+                    q.guards.remove(&j);
+                }
+                j
+            }
+            None => {
+                q.probes.push(cmd.clone());
+                if let Some(g) = guard {
+                    q.guards.insert(q.probes.len() - 1, g);
+                }
+                q.probes.len() - 1
+            }
+        };
+        at.push(j);
+    }
+}
+
 pub fn add_read(q: &mut FactsQuery, p: &str) {
     if !q.reads.iter().any(|x| x == p) {
         q.reads.push(p.to_string());
@@ -134,4 +182,53 @@ pub fn all() -> Vec<&'static dyn Phase> {
         &super::steps::Steps,
         &super::service::ServicePhase,
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(cmd: &str) -> i32 {
+        std::process::Command::new("sh").arg("-c").arg(cmd).status().unwrap().code().unwrap_or(-1)
+    }
+
+    #[test]
+    fn the_os_guard_holds_only_where_os_release_matches() {
+        // This machine's own os-release, read the way the facts read it.
+        let text = std::fs::read_to_string("/etc/os-release").or_else(|_| std::fs::read_to_string("/usr/lib/os-release")).unwrap();
+        let id = text.lines().find_map(|l| l.strip_prefix("ID=")).unwrap().trim_matches(|c| c == '"' || c == '\'').to_string();
+        let rule = |vals: &[&str]| vec![("ID".to_string(), vals.iter().map(|v| v.to_string()).collect())];
+        assert_eq!(run(&os_guard(&rule(&[&id])).unwrap()), 0);
+        assert_eq!(run(&os_guard(&rule(&["not-this-os", &id])).unwrap()), 0);
+        assert_ne!(run(&os_guard(&rule(&["not-this-os"])).unwrap()), 0);
+        // An ID set in the environment does not count: only the file does.
+        assert_ne!(run(&format!("ID=not-this-os; export ID; {}", os_guard(&rule(&["not-this-os"])).unwrap())), 0);
+        assert!(os_guard(&[]).is_none());
+        assert!(os_guard(&[("ID; rm -rf x".into(), vec!["a".into()])]).is_none());
+    }
+
+    #[test]
+    fn merged_probes_are_guarded_by_their_profile_unless_another_asks_too() {
+        let mut q = FactsQuery::default();
+        // Profile A: a shared probe, a `when` and its `check`, a probe of its own.
+        let ga = add_probe(&mut q, "guard-a");
+        let a = (vec!["shared".to_string(), "when-a".into(), "check-a".into(), "own-a".into()], BTreeMap::from([(2, 1)]));
+        merge_probes(&mut q, a, Some(ga));
+        let at = |q: &FactsQuery, c: &str| q.probes.iter().position(|p| p == c).unwrap();
+        assert_eq!(q.guards.get(&at(&q, "shared")), Some(&ga));
+        assert_eq!(q.guards.get(&at(&q, "when-a")), Some(&ga));
+        assert_eq!(q.guards.get(&at(&q, "check-a")), Some(&at(&q, "when-a")));
+        assert_eq!(q.guards.get(&at(&q, "own-a")), Some(&ga));
+        // Profile B asks the shared probe too: it now runs whatever either guard says.
+        let gb = add_probe(&mut q, "guard-b");
+        merge_probes(&mut q, (vec!["shared".to_string(), "own-b".into()], BTreeMap::new()), Some(gb));
+        assert_eq!(q.guards.get(&at(&q, "shared")), None);
+        assert_eq!(q.guards.get(&at(&q, "own-b")), Some(&gb));
+        assert_eq!(q.guards.get(&at(&q, "own-a")), Some(&ga));
+        // Every guard comes before the probe it guards (the facts script needs that).
+        assert!(q.guards.iter().all(|(i, g)| g < i));
+        // A profile with the same rule (the same guard): its shared probe stays guarded.
+        merge_probes(&mut q, (vec!["own-a".to_string()], BTreeMap::new()), Some(ga));
+        assert_eq!(q.guards.get(&at(&q, "own-a")), Some(&ga));
+    }
 }

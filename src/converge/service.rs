@@ -51,9 +51,7 @@ impl Phase for ServicePhase {
                 _ => {}
             }
         }
-        let svc = seen.facts.services.get(&want.unit_file);
-        let enabled = svc.is_some_and(|s| s.enabled == "enabled");
-        let active = svc.is_some_and(|s| s.active == "active" || s.active == "activating");
+        let (enabled, active) = unit_state(want, seen);
         // What the running service was last (re)started with, when an apply recorded it: a
         // difference is a restart (and, for the unit, a daemon-reload) an interrupted apply lost.
         if let Some(rec) = seen.facts.contents.get(&started_with_path(want)) {
@@ -80,17 +78,23 @@ impl Phase for ServicePhase {
         }
         Ok(out)
     }
-    fn apply(&self, want: &Desired, _seen: &Observed, i: usize, change: &Change, acts: &mut Actions) {
+    fn apply(&self, want: &Desired, seen: &Observed, i: usize, change: &Change, acts: &mut Actions) {
         let u = quote(&want.unit_file);
+        // Enabling a unit that is not running plans its start too (`plan`): one
+        // `systemctl enable --now` does both, and the start's own fragment has nothing left.
+        let (enabled, active) = unit_state(want, seen);
         let text = match change {
             Change::DaemonReload => "systemctl daemon-reload".to_string(),
+            Change::Enable { .. } if !active => format!("systemctl enable --now --no-block {u}"),
             Change::Enable { .. } => format!("systemctl enable {u}"),
+            Change::Start { .. } if !enabled => ": started by enable --now".to_string(),
             Change::Start { .. } => format!("systemctl start --no-block {u}"),
             Change::Restart { .. } => format!("systemctl restart --no-block {u}"),
             _ => return,
         };
-        if matches!(change, Change::Start { .. } | Change::Restart { .. }) {
-            // The health gate tells the new main process from the old one.
+        if matches!(change, Change::Restart { .. }) {
+            // The health gate tells the new main process from the old one. (A start has no
+            // old one: the facts, taken under the board lock, said the unit was not running.)
             acts.script.bookkeeping(super::confirm::mainpid_fragment(&want.unit_file));
         }
         acts.script.change(i, text);
@@ -104,6 +108,12 @@ impl Phase for ServicePhase {
             acts.script.bookkeeping(wait_and_print("token", SERVER_TOKEN, 120));
         }
     }
+}
+
+/// `(enabled, active)` of the unit, from the facts (activating counts as active).
+fn unit_state(want: &Desired, seen: &Observed) -> (bool, bool) {
+    let svc = seen.facts.services.get(&want.unit_file);
+    (svc.is_some_and(|s| s.enabled == "enabled"), svc.is_some_and(|s| s.active == "active" || s.active == "activating"))
 }
 
 /// The record of what the unit was last (re)started with.
@@ -128,6 +138,7 @@ pub fn started_with_text(want: &Desired) -> String {
 mod tests {
     use super::*;
     use crate::converge::testutil::state;
+    use crate::converge::phase::Actions;
     use crate::transport::ServiceFact;
 
     fn seen(active: &str, enabled: &str) -> Observed {
@@ -153,6 +164,33 @@ mod tests {
         // Not running: enable and start, never restart.
         let ch = ServicePhase.plan(&want, &seen("inactive", "disabled"), &[upd(crate::render::CONFIG)]).unwrap();
         assert!(matches!(ch.as_slice(), [Change::Enable { .. }, Change::Start { .. }]), "{ch:?}");
+    }
+
+    #[test]
+    fn a_first_start_is_one_enable_now_and_asks_no_main_pid() {
+        let st = state();
+        let want = Desired::new(&st, Role::Server);
+        let fragments = |seen: &Observed, ch: &[Change]| {
+            let mut acts = Actions::default();
+            for (i, c) in ch.iter().enumerate() {
+                ServicePhase.apply(&want, seen, i, c, &mut acts);
+            }
+            acts.script.render()
+        };
+        let off = seen("inactive", "disabled");
+        let ch = ServicePhase.plan(&want, &off, &[]).unwrap();
+        let s = fragments(&off, &ch);
+        assert_eq!(s.matches("systemctl ").count(), 1, "{s}");
+        assert!(s.contains("systemctl enable --now --no-block k3s.service"), "{s}");
+        assert!(!s.contains("MainPID"), "{s}");
+        // Enabled but stopped: a plain start. Running, disabled: a plain enable.
+        let s = fragments(&seen("inactive", "enabled"), &[Change::Start { unit: "k3s.service".into() }]);
+        assert!(s.contains("systemctl start --no-block k3s.service") && !s.contains("enable"), "{s}");
+        let s = fragments(&seen("active", "disabled"), &[Change::Enable { unit: "k3s.service".into() }]);
+        assert!(s.contains("systemctl enable k3s.service") && !s.contains("--now"), "{s}");
+        // A restart still records the main process it replaces.
+        let s = fragments(&seen("active", "enabled"), &[Change::Restart { unit: "k3s.service".into(), because: vec![] }]);
+        assert!(s.contains("MainPID") && s.contains("systemctl restart --no-block k3s.service"), "{s}");
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub fn state() -> HostState {
         steps: vec![],
         kernel_modules: vec!["br_netfilter".into()],
         k3s_version: Some("v1.33.4+k3s1".into()),
+        detect: vec![],
     }
 }
 

@@ -424,6 +424,7 @@ pub fn to_state(m: &Manifest, base: &HostState) -> HostState {
         steps: vec![],
         kernel_modules: vec![],
         k3s_version: m.k3s.clone(),
+        detect: base.detect.clone(),
     }
 }
 

@@ -86,6 +86,9 @@ pub struct HostState {
     pub kernel_modules: Vec<String>,
     /// The version the installed k3s binary must report (nodes only).
     pub k3s_version: Option<String>,
+    /// The os-release rule of the OS profile this state was rendered for (empty: none). When a
+    /// node could have several profiles, each one's probes run only where its rule holds.
+    pub detect: Vec<(String, Vec<String>)>,
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
@@ -182,6 +185,7 @@ pub fn node_state(c: &Cluster, os: &OsProfile, node: &Node, secrets: &Secrets) -
         steps: os.steps.clone(),
         kernel_modules: os.kernel_modules.clone(),
         k3s_version: Some(c.k3s.version.clone()),
+        detect: os.detect_os_release.clone(),
     })
 }
 

@@ -161,6 +161,8 @@ pub fn host_state(
         steps,
         kernel_modules: vec![],
         k3s_version: None,
+        // The registry host may fall back to a profile none of whose rules match: no guard.
+        detect: vec![],
     };
     // The storage directory must exist before the first start.
     state.steps.push(Step {

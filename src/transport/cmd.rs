@@ -237,9 +237,11 @@ impl Codec {
 /// [`upload_stream`], receiving compressed bytes when `codec` is given (undone on the host before
 /// the bytes are written and hashed, so the sha256 checked is still the uncompressed file's: a
 /// corrupt stream fails the check and leaves `dest` untouched), and keeping a copy at `keep`
-/// (`RemoteFile::keep`) when given, unless a file is there already: `tee` writes the stream to both temp files (it fails on any short write), the
-/// one sha256 of the stream verifies both, and the copy (0600, its directory made 0700 when
-/// missing) is renamed into place after the destination.
+/// (`RemoteFile::keep`) when given, unless a file is there already: once the stream's sha256 is
+/// verified, the temp file is copied (`cp`: an in-kernel copy where the filesystem can, cheaper
+/// than a second `tee` output written from the stream) to a temp file beside the copy (0600
+/// under the command's umask, its directory made 0700 when missing), renamed into place after
+/// the destination.
 pub fn upload_stream_kept(
     dest: &str,
     tmp: &str,
@@ -263,19 +265,19 @@ pub fn upload_stream_kept(
             let dir = ensure_dir(parent_dir(k).unwrap_or("/"), true);
             (
                 format!(
-                    "if [ ! -f {k} ] && {dir}; then kt={kt}.$$; set -- \"$t\" \"$kt\"; fi; ",
+                    "if [ ! -f {k} ] && {dir}; then kt={kt}.$$; fi; ",
                     k = quote(k),
                     kt = quote(&temp_path_for(k, "up")),
                 ),
-                format!(" if [ -n \"$kt\" ]; then chmod 600 \"$kt\" && mv -f \"$kt\" {} || exit 1; fi;", quote(k)),
+                format!(" if [ -n \"$kt\" ]; then mv -f \"$kt\" {} || exit 1; fi;", quote(k)),
             )
         }
     };
     format!(
         "{SHA_FN}umask 077; d={d}; t={t}; kt=''; {stale}{check}trap 'rm -f \"$t\" \"$t.err\" ${{kt:+\"$kt\"}}' EXIT; {mkdir}\
-         set -- \"$t\"; {kept_tmp}h=$( {{ {source}tee \"$@\" || : > \"$t.err\"; }} | rv_sha ) || exit 1; [ ! -e \"$t.err\" ] || exit 1; \
+         {kept_tmp}h=$( {{ {source}tee \"$t\" || : > \"$t.err\"; }} | rv_sha ) || exit 1; [ ! -e \"$t.err\" ] || exit 1; \
          h=${{h%% *}}; if [ \"$h\" != {sha} ]; then echo \"{mark}$h\" >&2; exit {status}; fi; \
-         {fix} && mv -f \"$t\" \"$d\" || exit 1;{keep_it} trap - EXIT",
+         {{ [ -z \"$kt\" ] || cp \"$t\" \"$kt\"; }} || exit 1; {fix} && mv -f \"$t\" \"$d\" || exit 1;{keep_it} trap - EXIT",
         d = quote(dest),
         t = quote(tmp),
         check = present_check(sha256, mode, owner),

@@ -51,6 +51,17 @@ pub fn wait_paused(board: &Board, child: &mut Child) -> u32 {
     std::fs::read_to_string(&f).unwrap().trim().parse().unwrap()
 }
 
+/// Installs the hook as [`arm`] does, but only to count: calls of `name` whose arguments match
+/// `pattern` are counted ([`calls`]) and none pauses.
+pub fn count(board: &Board, name: &str, pattern: &str) {
+    arm(board, name, 0, "before", pattern);
+}
+
+/// How many calls the hook of `name` on `board` counted since it was armed.
+pub fn calls(board: &Board, name: &str) -> u32 {
+    std::fs::read_to_string(board.path(&format!("{FAULT_DIR}/{name}.count"))).map_or(0, |s| s.trim().parse().unwrap_or(0))
+}
+
 /// Disarms every hook on `board` and lets a paused call go on.
 pub fn release(board: &Board) {
     let ctl = board.path(FAULT_DIR);
