@@ -28,8 +28,9 @@ pub struct PlanArgs {
     /// Record host keys never seen before (a changed key is still refused).
     #[arg(long)]
     pub accept_new: bool,
-    /// How many hosts to work on at once.
-    #[arg(long, default_value_t = 8)]
+    /// How many hosts to work on at once (each board does its own hashing, unpacking and k3s
+    /// start, so more at once is faster until the uplink is full; k0sctl defaults to 30).
+    #[arg(long, default_value_t = 32)]
     pub parallel: usize,
     /// Report images no node can pull, but do not fail the plan for them.
     #[arg(long)]
@@ -46,8 +47,9 @@ pub struct ApplyArgs {
     /// Record host keys never seen before (a changed key is still refused).
     #[arg(long)]
     pub accept_new: bool,
-    /// How many hosts to work on at once.
-    #[arg(long, default_value_t = 8)]
+    /// How many hosts to work on at once (each board does its own hashing, unpacking and k3s
+    /// start, so more at once is faster until the uplink is full; k0sctl defaults to 30).
+    #[arg(long, default_value_t = 32)]
     pub parallel: usize,
     /// Print the result as JSON.
     #[arg(long)]

@@ -35,7 +35,7 @@ pub struct ResetArgs {
     #[arg(long)]
     pub accept_new: bool,
     /// How many agents to reset at once.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 32)]
     pub parallel: usize,
 }
 

@@ -55,7 +55,7 @@ impl<'a> Ctx<'a> {
             profiles,
             wet,
             accept_new: false,
-            parallel: 8,
+            parallel: 32,
             events: None,
             become_password: None,
             registry_password: None,
