@@ -30,10 +30,46 @@ impl Phase for Kernel {
     }
     fn apply(&self, want: &Desired, _seen: &Observed, i: usize, change: &Change, acts: &mut Actions) {
         if let Change::Sysctl { path } = change {
-            // As the unit's `ExecStartPre=-/sbin/modprobe`: a module built in or absent is not fatal.
-            let mut s: String = want.st.kernel_modules.iter().map(|m| format!("modprobe {} 2>/dev/null; ", quote(m))).collect();
+            // As the unit's `ExecStartPre=-/sbin/modprobe`: a module built in or absent is not
+            // fatal; one already loaded (/sys/module/NAME, docs/k3s-behaviour.md §10.3) needs no
+            // modprobe process at all.
+            let mut s: String = want
+                .st
+                .kernel_modules
+                .iter()
+                .map(|m| format!("[ -d {} ] || modprobe {} 2>/dev/null; ", quote(&format!("/sys/module/{m}")), quote(m)))
+                .collect();
             s.push_str(&format!("sysctl -p {} >/dev/null 2>&1; true", quote(path)));
             acts.script.change(i, s);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::converge::testutil::state;
+    use crate::spec::Role;
+    use crate::transport::stub;
+
+    #[test]
+    fn only_modules_not_loaded_get_a_modprobe() {
+        // A module this machine has loaded (any directory of /sys/module) and one nobody has.
+        let loaded = std::fs::read_dir("/sys/module").unwrap().flatten().next().unwrap().file_name().to_string_lossy().into_owned();
+        let mut st = state();
+        st.kernel_modules = vec![loaded.clone(), "rvcluster_no_such_module".into()];
+        let want = Desired::new(&st, Role::Server);
+        let dir = tempfile::tempdir().unwrap();
+        let calls = dir.path().join("calls");
+        // modprobe and sysctl that only record their arguments.
+        for tool in ["modprobe", "sysctl"] {
+            stub::tool(dir.path(), tool, &format!("echo \"{tool} $*\" >> '{}'\n", calls.display()));
+        }
+        let mut acts = Actions::default();
+        Kernel.apply(&want, &Observed::default(), 0, &Change::Sysctl { path: "/etc/sysctl.d/90-k3s.conf".into() }, &mut acts);
+        let out = std::process::Command::new("sh").arg("-c").arg(acts.script.render()).env("PATH", stub::path_first(dir.path())).output().unwrap();
+        assert!(out.status.success());
+        let log = std::fs::read_to_string(&calls).unwrap();
+        assert_eq!(log, "modprobe rvcluster_no_such_module\nsysctl -p /etc/sysctl.d/90-k3s.conf\n", "{loaded} is loaded");
     }
 }
