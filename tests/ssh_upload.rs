@@ -363,3 +363,43 @@ fn ssh_upload_compressed_sends_fewer_bytes_and_verifies_the_uncompressed_file() 
         assert!(leftovers(&remote.path().join("bin")).is_empty());
     }
 }
+
+/// zstd decompresses without its I/O threads where it knows `--no-asyncio` (1.5.4 and later),
+/// and a zstd from before the option (here: the real one behind a front that refuses it, as an
+/// old zstd's argument parser does) still receives the upload.
+#[test]
+fn ssh_upload_compressed_uses_no_asyncio_only_where_zstd_knows_it() {
+    use rvcluster::transport::cmd::Codec;
+    let real = String::from_utf8(std::process::Command::new("sh").args(["-c", "command -v zstd"]).output().unwrap().stdout).unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let local = src.path().join("k3s");
+    let text: String = (0..100_000).map(|i| format!("symbol_{}\n", i % 977)).collect();
+    std::fs::write(&local, &text).unwrap();
+    let sha = sha_file(&local);
+    // SAFETY: this test binary's tests do not read XDG_CACHE_HOME concurrently.
+    unsafe { std::env::set_var("XDG_CACHE_HOME", src.path().join("cache")) };
+    let packed = rvcluster::artifact::compressed(&local, &sha, Codec::Zstd).unwrap();
+    for old in [false, true] {
+        let front = tempfile::tempdir().unwrap();
+        let log = front.path().join("calls");
+        let refuse = if old { "case \" $* \" in *' --no-asyncio '*) echo 'Incorrect parameter: --no-asyncio' >&2; exit 1;; esac\n" } else { "" };
+        let script = format!("#!/bin/sh\necho \"$*\" >> '{}'\n{refuse}exec {} \"$@\"\n", log.display(), real.trim());
+        std::fs::write(front.path().join("zstd"), script).unwrap();
+        std::fs::set_permissions(front.path().join("zstd"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let key = client_key("ed25519", None);
+        let sshd = Sshd::start(sshd::SshdOptions {
+            authorized_keys: vec![key.public.clone()],
+            extra_config: format!("SetEnv PATH={}:/usr/bin:/bin\n", front.path().display()),
+            ..Default::default()
+        });
+        let (mut h, _d) = connect(&sshd, &key);
+        let remote = tempfile::tempdir().unwrap();
+        let dest = RemoteFile::new(remote.path().join("k3s").display().to_string(), 0o755);
+        h.upload_compressed(&packed, Codec::Zstd, &sha, &dest).unwrap();
+        assert_eq!(sha_file(&remote.path().join("k3s")), sha, "old zstd: {old}");
+        let calls = std::fs::read_to_string(&log).unwrap();
+        let decompress: Vec<&str> = calls.lines().filter(|l| l.contains("-dcq")).collect();
+        assert_eq!(decompress.len(), 1, "{calls}");
+        assert_eq!(decompress[0].contains("--no-asyncio"), !old, "{calls}");
+    }
+}

@@ -584,7 +584,6 @@ fn go_back(
 /// Start the held lock+facts command and read its head: the lock state and the facts.
 fn open(ctx: &Ctx, host: &mut dyn Host, name: &str, q: &FactsQuery) -> Result<(Box<dyn crate::transport::Held>, LockState, Facts), ConvergeError> {
     let err = |c: Cause| ConvergeError::new(name, "lock+facts", c);
-    if let Ok(d) = std::env::var("RV_DUMP_SCRIPT") { let _ = std::fs::write(format!("{d}.facts.{name}"), session::command(ctx.wet, &ctx.owner, q)); }
     let held = host
         .exec_held(&session::command(ctx.wet, &ctx.owner, q), session::HEAD_END, Some(FACTS_TIMEOUT))
         .map_err(|e| err(e.into()))?;
@@ -689,7 +688,6 @@ fn run_script(
     let err = |c: Cause| ConvergeError::new(name, "apply", c);
     ctx.event(name, EventKind::Step("running the apply script".into()));
     let text = acts.script.render();
-    if let Ok(d) = std::env::var("RV_DUMP_SCRIPT") { let _ = std::fs::write(format!("{d}.{name}"), &text); }
     let out = held.finish(&session::script_input(&text), Some(SCRIPT_TIMEOUT)).map_err(|e| err(e.into()))?;
     host.check_sudo(&out).map_err(|e| err(e.into()))?;
     let stdout = out.stdout_str();
