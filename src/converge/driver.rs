@@ -261,9 +261,7 @@ pub fn actions(want: &Desired, seen: &Observed, planned: &[(&'static dyn Phase, 
     for (i, (p, c)) in planned.iter().enumerate().skip(done) {
         p.apply(want, seen, i, c, &mut acts);
     }
-    if let Some(record) = super::removed::record_fragment(want, seen) {
-        acts.script.bookkeeping(record);
-    }
+    super::removed::add_record(want, seen, &mut acts.script);
     acts
 }
 

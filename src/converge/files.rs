@@ -75,7 +75,7 @@ impl Phase for Files {
                     cmd::TextCopy { dest: &f.path, tmp: cmd::temp_path_for(&f.path, &tag), mode: f.mode, owner: Some(&f.owner), kept: false },
                     cmd::TextCopy { dest: &store, tmp: cmd::temp_path_for(&store, &tag), mode: 0o600, owner: None, kept: true },
                 ];
-                acts.script.change(i, cmd::write_text(&copies, t, &f.sha256()));
+                acts.script.text(Some(i), &copies, t, &f.sha256());
             }
             Content::Stored { sha256, .. } => {
                 let tmp = cmd::temp_path_for(&f.path, &format!("{}.{i}", std::process::id()));

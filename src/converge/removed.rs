@@ -56,15 +56,18 @@ impl Phase for Removed {
     }
 }
 
-/// Bookkeeping after every phase: the record, when it changed.
-pub fn record_fragment(want: &Desired, seen: &Observed) -> Option<String> {
+/// Bookkeeping after every phase: the record, when it changed (a text write of the script).
+/// Whether it was added.
+pub fn add_record(want: &Desired, seen: &Observed, script: &mut super::script::Script) -> bool {
     let text = record_text(want);
     if previous(want, seen) == text {
-        return None;
+        return false;
     }
     let path = record_path(want);
     let tmp = cmd::temp_path_for(&path, &std::process::id().to_string());
-    Some(cmd::write_inline(&path, &tmp, &text, &crate::render::sha256_hex(text.as_bytes()), 0o600, Some("root:root")))
+    let copy = cmd::TextCopy { dest: &path, tmp, mode: 0o600, owner: Some("root:root"), kept: false };
+    script.text(None, &[copy], &text, &crate::render::sha256_hex(text.as_bytes()));
+    true
 }
 
 /// Whether removing `path` needs k3s restarted: neither a removed manifest nor a removed
@@ -88,9 +91,9 @@ mod tests {
         seen.facts.contents.insert(record_path(&want), old.into_bytes());
         let ch = Removed.plan(&want, &seen, &[]).unwrap();
         assert_eq!(ch, vec![Change::RemoveFile { path: "/etc/rancher/k3s/registries.yaml".into() }]);
-        assert!(record_fragment(&want, &seen).is_some());
+        assert!(add_record(&want, &seen, &mut Default::default()));
         seen.facts.contents.insert(record_path(&want), record_text(&want).into_bytes());
         assert!(Removed.plan(&want, &seen, &[]).unwrap().is_empty());
-        assert!(record_fragment(&want, &seen).is_none());
+        assert!(!add_record(&want, &seen, &mut Default::default()));
     }
 }

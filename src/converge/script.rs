@@ -9,24 +9,40 @@ use crate::transport::cmd::{self, quote};
 /// Fragments in order; a fragment belongs to the change of the same index, or to bookkeeping.
 #[derive(Debug, Default, Clone)]
 pub struct Script {
-    parts: Vec<(Option<usize>, String)>,
+    parts: Vec<(Option<usize>, Body)>,
+    texts: usize,
+}
+
+#[derive(Debug, Clone)]
+enum Body {
+    Shell(String),
+    /// A text write ([`cmd::text_stage`]): consecutive ones share one hash pass.
+    Text(cmd::TextStage),
 }
 
 impl Script {
     /// The commands that carry out change number `change`.
     pub fn change(&mut self, change: usize, commands: impl Into<String>) {
-        self.parts.push((Some(change), commands.into()));
+        self.parts.push((Some(change), Body::Shell(commands.into())));
     }
 
     /// Commands that belong to no change (the managed-file record): run only when the script
     /// runs at all, their failure still stops it.
     pub fn bookkeeping(&mut self, commands: impl Into<String>) {
-        self.parts.push((None, commands.into()));
+        self.parts.push((None, Body::Shell(commands.into())));
     }
 
     /// Bookkeeping that must run before every change (keeping what the host had).
     pub fn bookkeeping_first(&mut self, commands: impl Into<String>) {
-        self.parts.insert(0, (None, commands.into()));
+        self.parts.insert(0, (None, Body::Shell(commands.into())));
+    }
+
+    /// Change `change` (or bookkeeping, `None`) writes `content` to `copies`, as
+    /// [`cmd::write_text`] does; consecutive text writes are staged and hashed together.
+    pub fn text(&mut self, change: Option<usize>, copies: &[cmd::TextCopy], content: &str, sha256: &str) {
+        self.texts += 1;
+        let stage = cmd::text_stage(&format!("x{}_", self.texts), copies, content, sha256);
+        self.parts.push((change, Body::Text(stage)));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -37,18 +53,61 @@ impl Script {
         self.parts.iter().any(|(c, _)| c.is_some())
     }
 
-    /// The whole script text.
+    /// The whole script text. A run of consecutive text writes becomes: the first one's
+    /// fragment writes every temp file of the run and checks them all with ONE `sha256sum`,
+    /// then renames its own; each later one only renames. A failure anywhere removes the temp
+    /// files not yet renamed and names the write it happened in.
     pub fn render(&self) -> String {
         let mut s = String::from("export LC_ALL=C\n");
         s.push_str(cmd::SHA_FN);
         s.push('\n');
-        s.push_str("rv_fail() { rv_s=$?; echo \"@@rv fail $1 $rv_s\"; exit 1; }\n");
-        for (i, (change, text)) in self.parts.iter().enumerate() {
-            let id = match change {
-                Some(c) => c.to_string(),
-                None => format!("b{i}"),
+        s.push_str("rv_fail() { rv_s=${2:-$?}; echo \"@@rv fail $1 $rv_s\"; exit 1; }\n");
+        let id = |i: usize| match self.parts[i].0 {
+            Some(c) => c.to_string(),
+            None => format!("b{i}"),
+        };
+        let mut i = 0;
+        while i < self.parts.len() {
+            let run: Vec<&cmd::TextStage> =
+                self.parts[i..].iter().map_while(|(_, b)| if let Body::Text(t) = b { Some(t) } else { None }).collect();
+            if run.is_empty() {
+                if let Body::Shell(text) = &self.parts[i].1 {
+                    let id = id(i);
+                    s.push_str(&format!("echo '@@rv do {id}'\n{{ {text}\n}} || rv_fail {id}\n"));
+                }
+                i += 1;
+                continue;
+            }
+            let ids: Vec<String> = (i..i + run.len()).map(id).collect();
+            let temps = |from: usize| run[from..].iter().flat_map(|t| t.temps.iter().cloned()).collect::<Vec<_>>().join(" ");
+            let assign: String = run.iter().map(|t| t.assign.as_str()).collect();
+            let stage = run.iter().zip(&ids).map(|(t, id)| format!("rv_cur={id} && {}", t.stage)).collect::<Vec<_>>().join(" && ");
+            // Temp files wait for their rename across fragments: a connection lost meanwhile
+            // (the script's next output line gets SIGPIPE, or the session a SIGHUP) removes
+            // them before the script ends, as a failure does.
+            let (trap, untrap) = if run.len() > 1 {
+                (format!("trap 'rm -f {}; exit 1' HUP INT TERM PIPE; ", temps(0)), " && trap - HUP INT TERM PIPE")
+            } else {
+                (String::new(), "")
             };
-            s.push_str(&format!("echo '@@rv do {id}'\n{{ {text}\n}} || rv_fail {id}\n"));
+            let last = run.len() - 1;
+            s.push_str(&format!(
+                "echo '@@rv do {id}'\n{{ {assign}{trap}set --; rv_w=''; {stage} && rv_cur={id} && rv_check \"$@\" && {commit}{end}\n}} || \
+                 {{ rv_s=$?; rm -f {temps}; rv_fail \"$rv_cur\" $rv_s; }}\n",
+                id = ids[0],
+                commit = run[0].commit,
+                temps = temps(0),
+                end = if last == 0 { untrap } else { "" },
+            ));
+            for (k, (w, id)) in run.iter().zip(&ids).enumerate().skip(1) {
+                s.push_str(&format!(
+                    "echo '@@rv do {id}'\n{{ {commit}{end}\n}} || {{ rv_s=$?; rm -f {temps}; rv_fail {id} $rv_s; }}\n",
+                    commit = w.commit,
+                    temps = temps(k),
+                    end = if k == last { untrap } else { "" },
+                ));
+            }
+            i += run.len();
         }
         s.push_str("echo '@@rv done'\n");
         s
@@ -134,6 +193,105 @@ mod tests {
         assert_eq!(r.failed, Some(("1".into(), 7)));
         assert!(!r.finished);
         assert_eq!(std::fs::read_to_string(&f).unwrap(), "a\nb\n");
+    }
+
+    fn copy(dest: &str, owner: Option<&'static str>) -> cmd::TextCopy<'static> {
+        let dest: &'static str = Box::leak(dest.to_string().into_boxed_str());
+        cmd::TextCopy { dest, tmp: cmd::temp_path_for(dest, "t"), mode: 0o640, owner, kept: false }
+    }
+
+    fn leftovers(dir: &std::path::Path) -> Vec<String> {
+        let out = std::process::Command::new("find").arg(dir).args(["-name", "*rvcluster-tmp*"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn consecutive_text_writes_share_one_sha256sum() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let bin = tempfile::tempdir().unwrap();
+        let calls = bin.path().join("calls");
+        crate::transport::stub::counting(bin.path(), &calls, "sha256sum", true);
+        let mut s = Script::default();
+        let sha = |t: &str| crate::render::sha256_hex(t.as_bytes());
+        s.text(Some(0), &[copy(&format!("{d}/a/one"), None)], "one\n", &sha("one\n"));
+        let store = format!("{d}/store/{}", sha("two\n"));
+        let two = [copy(&format!("{d}/b/two"), Some("root:root")), cmd::TextCopy { kept: true, mode: 0o600, ..copy(&store, None) }];
+        s.text(Some(1), &two, "two\n", &sha("two\n"));
+        s.change(2, "true");
+        s.text(None, &[copy(&format!("{d}/three"), None)], "three\n", &sha("three\n"));
+        let out = std::process::Command::new("sh").arg("-c").arg(s.render()).env("PATH", crate::transport::stub::path_first(bin.path())).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        let r = parse(&text);
+        assert!(r.finished && r.failed.is_none());
+        assert_eq!(r.started, vec![0, 1, 2]);
+        // One pass for the run of two writes (three files), one for the write after the shell change.
+        assert_eq!(std::fs::read_to_string(&calls).unwrap().lines().count(), 2);
+        for (p, want) in [(format!("{d}/a/one"), "one\n"), (format!("{d}/b/two"), "two\n"), (store.clone(), "two\n"), (format!("{d}/three"), "three\n")] {
+            assert_eq!(std::fs::read_to_string(&p).unwrap(), want, "{p}");
+        }
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(format!("{d}/a/one")).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(std::fs::metadata(&store).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(leftovers(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_failing_write_of_a_run_is_named_and_leaves_no_temp_file() {
+        // Staging fails (the second file's directory is a regular file): nothing renamed.
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        std::fs::write(format!("{d}/blocked"), "a file, not a directory").unwrap();
+        std::fs::write(format!("{d}/one"), "old\n").unwrap();
+        let sha = |t: &str| crate::render::sha256_hex(t.as_bytes());
+        let mut s = Script::default();
+        s.text(Some(0), &[copy(&format!("{d}/one"), None)], "new\n", &sha("new\n"));
+        s.text(Some(1), &[copy(&format!("{d}/blocked/two"), None)], "two\n", &sha("two\n"));
+        s.text(Some(2), &[copy(&format!("{d}/three"), None)], "three\n", &sha("three\n"));
+        let (status, out) = run(&s);
+        assert_eq!(status, 1);
+        assert_eq!(parse(&out).failed.map(|f| f.0), Some("1".to_string()), "{out}");
+        assert_eq!(std::fs::read_to_string(format!("{d}/one")).unwrap(), "old\n");
+        assert!(!std::path::Path::new(&format!("{d}/three")).exists());
+        assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
+
+        // A rename-time failure (the second file's owner does not exist): the first is in place,
+        // whole; the second and third are not, and none of their temp files is left.
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let mut s = Script::default();
+        s.text(Some(0), &[copy(&format!("{d}/one"), None)], "new\n", &sha("new\n"));
+        s.text(Some(1), &[copy(&format!("{d}/two"), Some("rvcluster-no-such-user:rvcluster-no-such-group"))], "two\n", &sha("two\n"));
+        s.text(Some(2), &[copy(&format!("{d}/three"), None)], "three\n", &sha("three\n"));
+        let (status, out) = run(&s);
+        assert_eq!(status, 1);
+        let r = parse(&out);
+        assert_eq!(r.failed.map(|f| f.0), Some("1".to_string()), "{out}");
+        assert_eq!(r.started, vec![0, 1]);
+        assert_eq!(std::fs::read_to_string(format!("{d}/one")).unwrap(), "new\n");
+        assert!(!std::path::Path::new(&format!("{d}/two")).exists() && !std::path::Path::new(&format!("{d}/three")).exists());
+        assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
+    }
+
+    #[test]
+    fn a_lost_connection_in_the_middle_of_a_run_leaves_no_temp_file() {
+        // The script is hung up on while the second write's commit runs (its `chown`, here a
+        // stand-in that sends SIGHUP to the script as sshd's hang-up would).
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let bin = tempfile::tempdir().unwrap();
+        crate::transport::stub::tool(bin.path(), "chown", "kill -HUP $PPID\nsleep 0.1\n");
+        let sha = |t: &str| crate::render::sha256_hex(t.as_bytes());
+        let mut s = Script::default();
+        s.text(Some(0), &[copy(&format!("{d}/one"), None)], "one\n", &sha("one\n"));
+        s.text(Some(1), &[copy(&format!("{d}/two"), Some("nobody"))], "two\n", &sha("two\n"));
+        s.text(Some(2), &[copy(&format!("{d}/three"), None)], "three\n", &sha("three\n"));
+        let out = std::process::Command::new("sh").arg("-c").arg(s.render()).env("PATH", crate::transport::stub::path_first(bin.path())).output().unwrap();
+        assert!(!out.status.success());
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("@@rv done"));
+        assert_eq!(std::fs::read_to_string(format!("{d}/one")).unwrap(), "one\n");
+        assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
     }
 
     #[test]

@@ -78,18 +78,19 @@ pub fn is_sudo_password_error(status: i32, stderr: &str) -> bool {
 /// it (uses SHA extensions, about 4x less CPU than coreutils on a large file), else `sha256sum`;
 /// `rv_shs`, the same for a small file: `sha256sum` first (it starts in a third of the time
 /// `openssl` takes to load its configuration, which is all a few hundred bytes cost); and
-/// `rv_same SHA FILE...`, true when every file hashes to SHA, in ONE `sha256sum` for all of
-/// them (one line per file in argument order; a name with a newline or backslash is escaped on
-/// its line, which then starts with `\`), one `rv_sha` per file where there is no `sha256sum`;
+/// `rv_check FILE...`, true when each file hashes to its sha256 in `$rv_w` (space-separated, in
+/// the same order), in ONE `sha256sum` for all of them (one line per file in argument order; a
+/// name with a newline or backslash is escaped on its line, which then starts with `\`), one
+/// `rv_sha` per file where there is no `sha256sum`;
 /// and `rv_umask`, which reads the shell's umask into `rv_um` once (one fork per script), for
 /// [`write_text`] to put back after each temp file it creates under another.
 pub const SHA_FN: &str = "if command -v openssl >/dev/null 2>&1; then rv_sha() { openssl dgst -sha256 -r; }; \
                           else rv_sha() { sha256sum; }; fi; \
                           if command -v sha256sum >/dev/null 2>&1; then rv_shs() { sha256sum; }; rv_shm() { sha256sum -- \"$@\"; }; \
                           else rv_shs() { rv_sha; }; rv_shm() { for rv_f; do rv_sha < \"$rv_f\" || return 1; done; }; fi; \
-                          rv_same() { rv_w=$1; shift; rv_l=$(rv_shm \"$@\") || return 1; rv_c=0; \
-                          while IFS= read -r rv_h; do rv_h=${rv_h#\\\\}; [ \"${rv_h%% *}\" = \"$rv_w\" ] || return 1; rv_c=$((rv_c+1)); done <<RV_SUMS\n$rv_l\nRV_SUMS\n\
-                          [ \"$rv_c\" = $# ]; }\n\
+                          rv_check() { [ $# -gt 0 ] || { [ -z \"$rv_w\" ]; return; }; rv_l=$(rv_shm \"$@\") || return 1; set -- $rv_w; \
+                          while IFS= read -r rv_h; do rv_h=${rv_h#\\\\}; [ $# -gt 0 ] && [ \"${rv_h%% *}\" = \"$1\" ] || return 1; shift; done <<RV_SUMS\n$rv_l\nRV_SUMS\n\
+                          [ $# = 0 ]; }\n\
                           rv_umask() { [ -n \"${rv_um:-}\" ] || rv_um=$(umask); }\n";
 
 /// Octal text of a file mode (`0644`).
@@ -319,45 +320,64 @@ pub struct TextCopy<'a> {
 /// [`write_inline`] to several places at once (a file and its generation-store copy, a
 /// manifest and current.json): each copy into its own temp file, created under the umask that
 /// gives its mode (no `chmod` for 0644 or 0600), ONE `sha256sum` over all of them
-/// (`rv_same`), mode and owner set, then each renamed over its destination, in order. On any
+/// (`rv_check`), mode and owner set, then each renamed over its destination, in order. On any
 /// failure every temp file is removed and no destination changed, unless a rename itself failed
 /// (the copies before it are in place, whole). One `{ }` group: safe to chain with `&&`.
 pub fn write_text(copies: &[TextCopy], content: &str, sha256: &str) -> String {
+    let w = text_stage("", copies, content, sha256);
+    format!(
+        "{{ {assign}set --; rv_w=''; {{ {stage} && rv_check \"$@\" && {commit}; }} || {{ rm -f {temps}; false; }}; }}",
+        assign = w.assign,
+        stage = w.stage,
+        commit = w.commit,
+        temps = w.temps.join(" "),
+    )
+}
+
+/// [`write_text`] in parts, so that several writes can share its one hash pass (the apply
+/// script's consecutive text writes, src/converge/script.rs). Run in order: `assign` (names
+/// and the removal of stale temp files; always succeeds), `stage` (writes this write's temp
+/// files, adding each to `"$@"` and its sha256 to `$rv_w`; `set --; rv_w=''` once before the
+/// first), `rv_check "$@"`, then `commit` (mode, owner, rename). `temps` are this write's temp
+/// files as shell words, to remove when anything fails. Variable names carry `tag`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextStage {
+    pub assign: String,
+    pub stage: String,
+    pub commit: String,
+    pub temps: Vec<String>,
+}
+
+pub fn text_stage(tag: &str, copies: &[TextCopy], content: &str, sha256: &str) -> TextStage {
     let c = quote(content);
-    let mut s = String::new();
+    let sha = quote(sha256);
+    let mut assign = String::new();
     let mut make = vec![];
-    let (mut fix, mut mv, mut rm) = (vec![], vec![], vec![]);
+    let (mut fix, mut mv, mut temps) = (vec![], vec![], vec![]);
     for (i, cp) in copies.iter().enumerate() {
-        let (d, t) = (format!("rv_d{i}"), format!("rv_t{i}"));
-        s.push_str(&format!("{d}={}; {t}={}; {}", quote(cp.dest), quote(&cp.tmp), stale_temps(cp.dest)));
+        let (d, t, k) = (format!("rv_d{tag}{i}"), format!("rv_t{tag}{i}"), format!("rv_k{tag}{i}"));
+        assign.push_str(&format!("{d}={}; {t}={}; {}", quote(cp.dest), quote(&cp.tmp), stale_temps(cp.dest)));
         let dir = parent_dir(cp.dest).map(|p| format!("{} && ", ensure_dir(p, cp.kept))).unwrap_or_default();
         let (umask, created) = create_umask(cp.mode);
         // The umask set and put back in this shell (the caller's, read once per script by
         // `rv_umask`): a `( )` subshell would fork once per copy.
         let write = format!(
-            "{dir}rv_umask && umask {umask:03o} && {{ printf '%s' {c} > \"${t}\"; rv_e=$?; umask \"$rv_um\"; [ \"$rv_e\" = 0 ]; }} && set -- \"$@\" \"${t}\""
+            "{dir}rv_umask && umask {umask:03o} && {{ printf '%s' {c} > \"${t}\"; rv_e=$?; umask \"$rv_um\"; [ \"$rv_e\" = 0 ]; }} && set -- \"$@\" \"${t}\" && rv_w=\"$rv_w \"{sha}"
         );
         let (f, m) = (chmod_chown(&t, cp.mode, cp.owner, created), format!("mv -f \"${t}\" \"${d}\""));
         if cp.kept {
-            make.push(format!("{{ [ -f \"${d}\" ] || {{ {write} && rv_k{i}=1; }}; }}"));
-            s.push_str(&format!("rv_k{i}=''; "));
-            fix.push(format!("{{ [ -z \"$rv_k{i}\" ] || {{ {f}; }}; }}"));
-            mv.push(format!("{{ [ -z \"$rv_k{i}\" ] || {m}; }}"));
+            make.push(format!("{{ [ -f \"${d}\" ] || {{ {write} && {k}=1; }}; }}"));
+            assign.push_str(&format!("{k}=''; "));
+            fix.push(format!("{{ [ -z \"${k}\" ] || {{ {f}; }}; }}"));
+            mv.push(format!("{{ [ -z \"${k}\" ] || {m}; }}"));
         } else {
             make.push(write);
             fix.push(f);
             mv.push(m);
         }
-        rm.push(format!("\"${t}\""));
+        temps.push(format!("\"${t}\""));
     }
-    format!(
-        "{{ {s}set --; {{ {make} && rv_same {sha} \"$@\" && {fix} && {mv}; }} || {{ rm -f {rm}; false; }}; }}",
-        make = make.join(" && "),
-        sha = quote(sha256),
-        fix = fix.join(" && "),
-        mv = mv.join(" && "),
-        rm = rm.join(" "),
-    )
+    TextStage { assign, stage: make.join(" && "), commit: format!("{} && {}", fix.join(" && "), mv.join(" && ")), temps }
 }
 
 /// Commands that copy `src` (a file already on the host) to `dest` the same atomic way: temp file
