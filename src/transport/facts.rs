@@ -136,15 +136,19 @@ pub fn script(q: &FactsQuery) -> String {
         paths_fragment(q, &mut s);
     }
     if !q.services.is_empty() {
-        s.push_str(concat!(
-            // One `systemctl show` per unit (is-active + is-enabled would be two).
-            "s() { a=unknown; e=unknown; for l in $(systemctl show -p ActiveState,UnitFileState \"$2\" 2>/dev/null); do ",
-            "case $l in ActiveState=?*) a=${l#*=};; UnitFileState=?*) e=${l#*=};; esac; done; ",
-            "echo \"@@rv svc $1 $a $e\"; }\n",
+        // ONE `systemctl show` for every unit: it prints each unit's properties in the order
+        // the units were named, a blank line between two units (docs/converge.md §5.1). Unit
+        // I's ActiveState is also left in `rv_saI`, for probes (a step's `when`).
+        let units: Vec<String> = q.services.iter().map(|u| quote(u)).collect();
+        s.push_str(&format!(
+            "rv_sv=$(systemctl show -p ActiveState,UnitFileState {units} 2>/dev/null); i=0; a=unknown; e=unknown\n\
+             while IFS= read -r l; do case $l in \
+             '') if [ $i -lt {n} ]; then echo \"@@rv svc $i $a $e\"; eval \"rv_sa$i=\\$a\"; fi; i=$((i+1)); a=unknown; e=unknown;; \
+             ActiveState=?*) a=${{l#*=}};; UnitFileState=?*) e=${{l#*=}};; esac; done <<RV_SVC\n$rv_sv\n\nRV_SVC\n\
+             while [ $i -lt {n} ]; do echo \"@@rv svc $i unknown unknown\"; eval \"rv_sa$i=unknown\"; i=$((i+1)); done\n",
+            units = units.join(" "),
+            n = q.services.len(),
         ));
-        for (i, u) in q.services.iter().enumerate() {
-            s.push_str(&format!("s {i} {}\n", quote(u)));
-        }
     }
     if !q.reads.is_empty() || !q.reads_unless.is_empty() {
         // The content follows its marker line as `od` prints it (the reader drops the blanks).
@@ -500,6 +504,33 @@ mod tests {
         }
         let out = cmd.output().unwrap();
         parse(q, &String::from_utf8_lossy(&out.stdout)).unwrap_or_else(|e| panic!("{e}\n{}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    #[test]
+    fn every_unit_comes_from_one_systemctl_show() {
+        // systemctl stand-in: what `systemctl show -p ActiveState,UnitFileState a b c` prints
+        // (a blank line between units; c's block cut short, as when systemctl stops early), and
+        // a count of its calls.
+        let bin = tempfile::tempdir().unwrap();
+        let calls = bin.path().join("calls");
+        crate::transport::stub::tool(
+            bin.path(),
+            "systemctl",
+            &format!("echo \"$*\" >> '{}'\nprintf 'ActiveState=active\\nUnitFileState=enabled\\n\\nUnitFileState=\\nActiveState=inactive\\n'\n", calls.display()),
+        );
+        let q = FactsQuery {
+            services: vec!["a.service".into(), "b.service".into(), "c.service".into()],
+            probes: vec!["[ \"$rv_sa0\" = active ] && [ \"$rv_sa1\" = inactive ] && [ \"$rv_sa2\" = unknown ]".into()],
+            ..FactsQuery::default()
+        };
+        let out = std::process::Command::new("sh").arg("-c").arg(script(&q)).env("PATH", crate::transport::stub::path_first(bin.path())).output().unwrap();
+        let f = parse(&q, &String::from_utf8_lossy(&out.stdout)).unwrap();
+        let st = |u: &str| (f.services[u].active.clone(), f.services[u].enabled.clone());
+        assert_eq!(st("a.service"), ("active".into(), "enabled".into()));
+        assert_eq!(st("b.service"), ("inactive".into(), "unknown".into()));
+        assert_eq!(st("c.service"), ("unknown".into(), "unknown".into()));
+        assert_eq!(f.probes, vec![0], "each unit's state is left for probes");
+        assert_eq!(std::fs::read_to_string(&calls).unwrap(), "show -p ActiveState,UnitFileState a.service b.service c.service\n");
     }
 
     #[test]

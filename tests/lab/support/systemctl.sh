@@ -782,7 +782,11 @@ systemctl_main() {
     show)
         local p
         ((${#props[@]})) || props=(Id LoadState ActiveState SubState UnitFileState MainPID NRestarts NeedDaemonReload)
+        local first=1
         for u in "${units[@]}"; do
+            # As systemctl: a blank line between two units' properties.
+            ((first)) || echo
+            first=0
             for p in ${props[*]}; do
                 ((value)) || printf '%s=' "$p"
                 show_prop "$u" "$p"

@@ -144,6 +144,15 @@ fn lifecycle_enable_now_restart_stop_disable() {
         ),
         "ActiveState=inactive\nUnitFileState=disabled\n"
     );
+    // Several units: each one's properties in the order named, a blank line between two.
+    assert_eq!(
+        ssh_ok(
+            &lab,
+            "s1",
+            "systemctl show -p ActiveState,UnitFileState demo nosuch"
+        ),
+        "ActiveState=inactive\nUnitFileState=disabled\n\nActiveState=inactive\nUnitFileState=\n"
+    );
 }
 
 #[test]
