@@ -137,15 +137,16 @@ pub fn script(q: &FactsQuery) -> String {
     }
     if !q.services.is_empty() {
         // ONE `systemctl show` for every unit: it prints each unit's properties in the order
-        // the units were named, a blank line between two units (docs/converge.md §5.1). Unit
-        // I's ActiveState is also left in `rv_saI`, for probes (a step's `when`).
+        // the units were named, a blank line between two units, `Id` first in each
+        // (docs/converge.md §5.3): a unit's block ends at a blank line or at the next `Id=`.
+        // Unit I's ActiveState is also left in `rv_saI`, for probes (a step's `when`).
         let units: Vec<String> = q.services.iter().map(|u| quote(u)).collect();
         s.push_str(&format!(
-            "rv_sv=$(systemctl show -p ActiveState,UnitFileState {units} 2>/dev/null); i=0; a=unknown; e=unknown\n\
-             while IFS= read -r l; do case $l in \
-             '') if [ $i -lt {n} ]; then echo \"@@rv svc $i $a $e\"; eval \"rv_sa$i=\\$a\"; fi; i=$((i+1)); a=unknown; e=unknown;; \
-             ActiveState=?*) a=${{l#*=}};; UnitFileState=?*) e=${{l#*=}};; esac; done <<RV_SVC\n$rv_sv\n\nRV_SVC\n\
-             while [ $i -lt {n} ]; do echo \"@@rv svc $i unknown unknown\"; eval \"rv_sa$i=unknown\"; i=$((i+1)); done\n",
+            "rv_sv=$(systemctl show -p Id,ActiveState,UnitFileState {units} 2>/dev/null); i=0; a=unknown; e=unknown; o=''\n\
+             rv_fl() {{ if [ -n \"$o\" ]; then if [ $i -lt {n} ]; then echo \"@@rv svc $i $a $e\"; eval \"rv_sa$i=\\$a\"; fi; i=$((i+1)); fi; a=unknown; e=unknown; o=''; }}\n\
+             while IFS= read -r l; do case $l in '') rv_fl;; Id=*) rv_fl; o=1;; \
+             ActiveState=?*) a=${{l#*=}};; UnitFileState=?*) e=${{l#*=}};; esac; done <<RV_SVC\n$rv_sv\nRV_SVC\n\
+             rv_fl; while [ $i -lt {n} ]; do echo \"@@rv svc $i unknown unknown\"; eval \"rv_sa$i=unknown\"; i=$((i+1)); done\n",
             units = units.join(" "),
             n = q.services.len(),
         ));
@@ -516,7 +517,7 @@ mod tests {
         crate::transport::stub::tool(
             bin.path(),
             "systemctl",
-            &format!("echo \"$*\" >> '{}'\nprintf 'ActiveState=active\\nUnitFileState=enabled\\n\\nUnitFileState=\\nActiveState=inactive\\n'\n", calls.display()),
+            &format!("echo \"$*\" >> '{}'\nprintf 'Id=a.service\\nActiveState=active\\nUnitFileState=enabled\\n\\nId=b.service\\nUnitFileState=\\nActiveState=inactive\\n'\n", calls.display()),
         );
         let q = FactsQuery {
             services: vec!["a.service".into(), "b.service".into(), "c.service".into()],
@@ -530,7 +531,13 @@ mod tests {
         assert_eq!(st("b.service"), ("inactive".into(), "unknown".into()));
         assert_eq!(st("c.service"), ("unknown".into(), "unknown".into()));
         assert_eq!(f.probes, vec![0], "each unit's state is left for probes");
-        assert_eq!(std::fs::read_to_string(&calls).unwrap(), "show -p ActiveState,UnitFileState a.service b.service c.service\n");
+        assert_eq!(std::fs::read_to_string(&calls).unwrap(), "show -p Id,ActiveState,UnitFileState a.service b.service c.service\n");
+        // Without the blank line between units, the next `Id=` still ends a unit's block.
+        crate::transport::stub::tool(bin.path(), "systemctl", "printf 'Id=a.service\\nActiveState=inactive\\nId=b.service\\nActiveState=active\\nUnitFileState=disabled\\n'\n");
+        let out = std::process::Command::new("sh").arg("-c").arg(script(&q)).env("PATH", crate::transport::stub::path_first(bin.path())).output().unwrap();
+        let f = parse(&q, &String::from_utf8_lossy(&out.stdout)).unwrap();
+        assert_eq!((f.services["a.service"].active.as_str(), f.services["b.service"].active.as_str()), ("inactive", "active"));
+        assert_eq!(f.services["b.service"].enabled, "disabled");
     }
 
     #[test]
