@@ -157,12 +157,15 @@ pub fn parse(out: &str) -> ScriptResult {
 }
 
 /// Commands that print a file's content as `@@rv value NAME HEX` once it exists and is not
-/// empty, waiting up to `tries` half seconds (the server writes its token a moment after start;
-/// asked every tenth of a second: the agents wait for it).
+/// empty, waiting up to about `tries` half seconds (the server writes its token a moment after
+/// start, and the agents wait for it): asked every 20 ms for the first fifth of a second (a
+/// server that starts quickly is not kept waiting for a tenth of a second), then every tenth
+/// of a second (a `sleep` process each time: a slow board starting k3s for half a minute is not
+/// kept busy with them).
 pub fn wait_and_print(name: &str, path: &str, tries: u32) -> String {
-    let tries = tries.saturating_mul(5);
+    let tries = tries.saturating_mul(5) + 10;
     format!(
-        "rv_i=0; while [ ! -s {p} ] && [ $rv_i -lt {tries} ]; do sleep 0.1; rv_i=$((rv_i+1)); done; \
+        "rv_i=0; while [ ! -s {p} ] && [ $rv_i -lt {tries} ]; do if [ $rv_i -lt 10 ]; then sleep 0.02; else sleep 0.1; fi; rv_i=$((rv_i+1)); done; \
          if [ -s {p} ]; then printf '@@rv value {name} '; od -An -v -tx1 < {p} | tr -d ' \\n'; echo; fi",
         p = quote(path)
     )
