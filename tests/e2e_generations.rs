@@ -69,6 +69,9 @@ fn apply_records_generations_and_rollback_restores_them_as_new_ones() {
     // The user had a config.yaml of their own before rvcluster.
     let mine = "# mine: written by hand before rvcluster\nnode-label:\n  - by=hand\n";
     server.exec_inside(&format!("mkdir -p /etc/rancher/k3s && printf '%s' '{mine}' > /etc/rancher/k3s/config.yaml")).unwrap();
+    // The agent has a state directory open to all (an older tool, or made by hand): the facts
+    // see its mode and the first generation record closes it.
+    agent.exec_inside("mkdir -p -m 755 /var/lib/rvcluster").unwrap();
 
     // A: the first apply makes generation 0 (what was there) and 1.
     e2e::write_lab_cluster(&lab, dir.path(), "gen", "");
@@ -83,6 +86,11 @@ fn apply_records_generations_and_rollback_restores_them_as_new_ones() {
     assert_eq!(std::fs::read_to_string(server.path(&format!("/var/lib/rvcluster/store/{sha_mine}"))).unwrap(), mine);
     assert!(g0["absent"].as_array().unwrap().iter().any(|p| p == "/usr/local/bin/k3s"));
     assert_eq!((current(server), current(agent)), (1, 1));
+    let mode = |b: &rvlab::Board| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(b.path("/var/lib/rvcluster")).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!((mode(server), mode(agent)), (0o700, 0o700), "state directories");
     assert_files_are(server, 1);
     assert_files_are(agent, 1);
 

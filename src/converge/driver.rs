@@ -169,6 +169,8 @@ pub fn query(job: &Job, wet: bool) -> FactsQuery {
     for r in &job.reads {
         phase::add_read(&mut q, r);
     }
+    // Its mode: the generation record closes a state directory that is not 0700 yet.
+    phase::add_path(&mut q, session::STATE_DIR);
     phase::add_read(&mut q, crate::generation::CURRENT);
     q
 }
@@ -214,7 +216,11 @@ fn record_generation(
         acts.script.bookkeeping_first(g::snapshot_fragment(&want.unit_file, n));
         m.datastore = Some(g::Snapshot { file: g::snapshot_path(n), k3s: old.unwrap_or_default() });
     }
-    acts.script.bookkeeping(g::record_fragment(&m, ctx.keep));
+    let private = matches!(
+        seen.facts.files.get(session::STATE_DIR),
+        Some(crate::transport::FileFact::Present { kind: crate::transport::facts::FileKind::Directory, mode: 0o700, .. })
+    );
+    acts.script.bookkeeping(g::record_fragment(&m, ctx.keep, !private));
     (n, crate::render::sha256_hex(g::manifest_text(&m).as_bytes()))
 }
 

@@ -326,8 +326,9 @@ pub fn manifest_text(m: &Manifest) -> String {
     serde_json::to_string_pretty(m).expect("manifest serializes") + "\n"
 }
 
-/// Commands that write manifest `m` (its directory, then `current.json` when `make_current`).
-fn write_manifest(m: &Manifest, make_current: bool) -> String {
+/// Commands that write manifest `m` (its directory, then `current.json` when `make_current`;
+/// `close_state_dir`: the state directory is not 0700 yet, as the facts found it).
+fn write_manifest(m: &Manifest, make_current: bool, close_state_dir: bool) -> String {
     let text = manifest_text(m);
     let sha = crate::render::sha256_hex(text.as_bytes());
     let path = manifest_path(m.number);
@@ -336,26 +337,28 @@ fn write_manifest(m: &Manifest, make_current: bool) -> String {
     if !make_current {
         return cmd::write_text(&[copy(&path)], &text, &sha);
     }
-    // The state directory is made 0700 by the facts command; one made before that is closed
-    // here. One group: chained with `&&`, a failed store copy before it stops it.
+    // The state directory is made 0700 by the facts command; one made before that (the facts
+    // say its mode) is closed here. One group: chained with `&&`, a failed store copy before it
+    // stops it.
     let copies = [copy(&path), copy(CURRENT)];
-    format!("{{ chmod 700 {} 2>/dev/null; {}; }}", quote(crate::converge::STATE_DIR), cmd::write_text(&copies, &text, &sha))
+    let close = if close_state_dir { format!("chmod 700 {} 2>/dev/null; ", quote(crate::converge::STATE_DIR)) } else { String::new() };
+    format!("{{ {close}{}; }}", cmd::write_text(&copies, &text, &sha))
 }
 
 /// Before any change of the first apply: keep what the host had (generation 0).
 pub fn found_fragment(m: &Manifest) -> String {
     let mut parts: Vec<String> = m.files.iter().map(|f| store_fragment(&f.path, &f.sha256, f.binary)).collect();
-    parts.push(write_manifest(m, false));
+    parts.push(write_manifest(m, false, false));
     parts.join(" && \\\n")
 }
 
 /// After every change: keep the new generation's files, write its manifest, make it current,
 /// and collect what no kept generation needs (the last `keep` generations and generation 0).
-pub fn record_fragment(m: &Manifest, keep: u32) -> String {
+pub fn record_fragment(m: &Manifest, keep: u32, close_state_dir: bool) -> String {
     // Temp files a killed copy or upload left in the store.
     let mut parts: Vec<String> = vec![format!("for o in {s}/.in.* {s}/.*.rvcluster-tmp.*; do [ ! -e \"$o\" ] || rm -f \"$o\"; done; true", s = quote(STORE_DIR))];
     parts.extend(m.files.iter().map(|f| store_fragment(&f.path, &f.sha256, f.binary)));
-    parts.push(write_manifest(m, true));
+    parts.push(write_manifest(m, true, close_state_dir));
     parts.push(gc_commands(m.number, keep, Sweep::OnlyAfterRemoval));
     parts.join(" && \\\n")
 }

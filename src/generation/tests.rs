@@ -89,7 +89,7 @@ fn minor_versions() {
 
 /// The record fragment run in `sh` with its state directory moved under `root`.
 fn run_record(m: &Manifest, root: &std::path::Path) -> std::process::Output {
-    let text = format!("{}\n{}", crate::transport::cmd::SHA_FN, record_fragment(m, 3)).replace(crate::converge::STATE_DIR, &root.display().to_string());
+    let text = format!("{}\n{}", crate::transport::cmd::SHA_FN, record_fragment(m, 3, true)).replace(crate::converge::STATE_DIR, &root.display().to_string());
     std::process::Command::new("/bin/sh").arg("-c").arg(text).output().unwrap()
 }
 
