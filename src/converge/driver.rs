@@ -198,7 +198,7 @@ fn record_generation(
         if let Some(f) = found_files {
             before.files = f.files.clone();
         }
-        acts.script.bookkeeping_first(g::found_fragment(&g::found(want.st, &before, &meta)));
+        g::add_found(&mut acts.script, &g::found(want.st, &before, &meta));
     }
     let n = current.map(|m| m.number + 1).unwrap_or(1);
     let mut m = g::next(want.st, n, &meta);
@@ -220,7 +220,7 @@ fn record_generation(
         seen.facts.files.get(session::STATE_DIR),
         Some(crate::transport::FileFact::Present { kind: crate::transport::facts::FileKind::Directory, mode: 0o700, .. })
     );
-    acts.script.bookkeeping(g::record_fragment(&m, ctx.keep, !private));
+    g::add_record(&mut acts.script, &m, ctx.keep, !private);
     (n, crate::render::sha256_hex(g::manifest_text(&m).as_bytes()))
 }
 

@@ -45,6 +45,20 @@ impl Script {
         self.parts.push((change, Body::Text(stage)));
     }
 
+    /// [`Script::text`] before every other part (generation 0's manifest).
+    pub fn text_first(&mut self, change: Option<usize>, copies: &[cmd::TextCopy], content: &str, sha256: &str) {
+        self.text(change, copies, content, sha256);
+        let last = self.parts.pop().expect("just added");
+        self.parts.insert(0, last);
+    }
+
+    /// Bookkeeping placed before the text writes the script ends with (so that a text write
+    /// added after it joins their run).
+    pub fn bookkeeping_before_trailing_texts(&mut self, commands: impl Into<String>) {
+        let at = self.parts.iter().rposition(|(_, b)| !matches!(b, Body::Text(_))).map_or(0, |i| i + 1);
+        self.parts.insert(at, (None, Body::Shell(commands.into())));
+    }
+
     pub fn is_empty(&self) -> bool {
         self.parts.is_empty()
     }

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::render::{Content, DesiredFile, HostState, Symlink};
+use crate::converge::script::Script;
 use crate::transport::cmd::{self, quote};
 use crate::transport::{Facts, FileFact};
 
@@ -326,41 +327,55 @@ pub fn manifest_text(m: &Manifest) -> String {
     serde_json::to_string_pretty(m).expect("manifest serializes") + "\n"
 }
 
-/// Commands that write manifest `m` (its directory, then `current.json` when `make_current`;
-/// `close_state_dir`: the state directory is not 0700 yet, as the facts found it).
-fn write_manifest(m: &Manifest, make_current: bool, close_state_dir: bool) -> String {
+/// Where manifest `m` is written (its directory, then `current.json` when `make_current`), as
+/// text copies of the apply script (src/converge/script.rs: consecutive text writes share one
+/// hash pass).
+fn manifest_copies(m: &Manifest, make_current: bool) -> Vec<(String, String)> {
+    let tag = format!("{}.g{}", std::process::id(), m.number);
+    let mut dests = vec![manifest_path(m.number)];
+    if make_current {
+        dests.push(CURRENT.to_string());
+    }
+    dests.into_iter().map(|d| { let t = cmd::temp_path_for(&d, &tag); (d, t) }).collect()
+}
+
+/// Adds the text write of manifest `m` to `script` (at its start when `first`).
+fn add_manifest(script: &mut Script, m: &Manifest, make_current: bool, first: bool) {
     let text = manifest_text(m);
     let sha = crate::render::sha256_hex(text.as_bytes());
-    let path = manifest_path(m.number);
-    let tag = format!("{}.g{}", std::process::id(), m.number);
-    let copy = |dest| cmd::TextCopy { dest, tmp: cmd::temp_path_for(dest, &tag), mode: 0o600, owner: Some("root:root"), kept: false };
-    if !make_current {
-        return cmd::write_text(&[copy(&path)], &text, &sha);
+    let dests = manifest_copies(m, make_current);
+    let copies: Vec<cmd::TextCopy> =
+        dests.iter().map(|(d, t)| cmd::TextCopy { dest: d, tmp: t.clone(), mode: 0o600, owner: Some("root:root"), kept: false }).collect();
+    if first { script.text_first(None, &copies, &text, &sha) } else { script.text(None, &copies, &text, &sha) }
+}
+
+/// Before any change of the first apply: keep what the host had (generation 0), at the start
+/// of `script`: its files into the store, then its manifest (which joins the run of text writes
+/// that follows, one hash pass for all).
+pub fn add_found(script: &mut Script, m: &Manifest) {
+    add_manifest(script, m, false, true);
+    let keeps: Vec<String> = m.files.iter().map(|f| store_fragment(&f.path, &f.sha256, f.binary)).collect();
+    if !keeps.is_empty() {
+        script.bookkeeping_first(keeps.join(" && \\\n"));
     }
-    // The state directory is made 0700 by the facts command; one made before that (the facts
-    // say its mode) is closed here. One group: chained with `&&`, a failed store copy before it
-    // stops it.
-    let copies = [copy(&path), copy(CURRENT)];
-    let close = if close_state_dir { format!("chmod 700 {} 2>/dev/null; ", quote(crate::converge::STATE_DIR)) } else { String::new() };
-    format!("{{ {close}{}; }}", cmd::write_text(&copies, &text, &sha))
 }
 
-/// Before any change of the first apply: keep what the host had (generation 0).
-pub fn found_fragment(m: &Manifest) -> String {
-    let mut parts: Vec<String> = m.files.iter().map(|f| store_fragment(&f.path, &f.sha256, f.binary)).collect();
-    parts.push(write_manifest(m, false, false));
-    parts.join(" && \\\n")
-}
-
-/// After every change: keep the new generation's files, write its manifest, make it current,
-/// and collect what no kept generation needs (the last `keep` generations and generation 0).
-pub fn record_fragment(m: &Manifest, keep: u32, close_state_dir: bool) -> String {
+/// After every change: keep the new generation's files (before the records the script writes
+/// last, so that its manifest joins their run of text writes), write its manifest, make it
+/// current, and collect what no kept generation needs (the last `keep` generations and
+/// generation 0). A file the store cannot keep stops the script before the manifest.
+/// `close_state_dir`: the state directory is not 0700 yet, as the facts found it.
+pub fn add_record(script: &mut Script, m: &Manifest, keep: u32, close_state_dir: bool) {
     // Temp files a killed copy or upload left in the store.
     let mut parts: Vec<String> = vec![format!("for o in {s}/.in.* {s}/.*.rvcluster-tmp.*; do [ ! -e \"$o\" ] || rm -f \"$o\"; done; true", s = quote(STORE_DIR))];
+    if close_state_dir {
+        // Made 0700 by the facts command when missing; one made before that is closed here.
+        parts.push(format!("{{ chmod 700 {} 2>/dev/null; true; }}", quote(crate::converge::STATE_DIR)));
+    }
     parts.extend(m.files.iter().map(|f| store_fragment(&f.path, &f.sha256, f.binary)));
-    parts.push(write_manifest(m, true, close_state_dir));
-    parts.push(gc_commands(m.number, keep, Sweep::OnlyAfterRemoval));
-    parts.join(" && \\\n")
+    script.bookkeeping_before_trailing_texts(parts.join(" && \\\n"));
+    add_manifest(script, m, true, false);
+    script.bookkeeping(gc_commands(m.number, keep, Sweep::OnlyAfterRemoval));
 }
 
 /// Delete generations older than the last `keep` (never 0, never `current`) and store entries no

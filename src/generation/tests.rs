@@ -87,9 +87,11 @@ fn minor_versions() {
     assert_eq!(minor_of("latest"), None);
 }
 
-/// The record fragment run in `sh` with its state directory moved under `root`.
+/// The record as an apply script carries it, run in `sh` with its state directory moved under `root`.
 fn run_record(m: &Manifest, root: &std::path::Path) -> std::process::Output {
-    let text = format!("{}\n{}", crate::transport::cmd::SHA_FN, record_fragment(m, 3, true)).replace(crate::converge::STATE_DIR, &root.display().to_string());
+    let mut script = crate::converge::script::Script::default();
+    add_record(&mut script, m, 3, true);
+    let text = script.render().replace(crate::converge::STATE_DIR, &root.display().to_string());
     std::process::Command::new("/bin/sh").arg("-c").arg(text).output().unwrap()
 }
 
@@ -153,4 +155,28 @@ fn an_apply_sweeps_the_store_only_when_it_deleted_a_generation_and_gc_always_doe
     let left = run_gc(root, 2, 1, Sweep::OnlyAfterRemoval);
     assert!(!root.join("generations/1").exists());
     assert_eq!(left, [sha("a"), sha("c")].into_iter().collect());
+}
+
+#[test]
+fn the_records_an_apply_ends_with_and_its_manifest_share_one_hash_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("state");
+    let bin = tempfile::tempdir().unwrap();
+    let calls = bin.path().join("calls");
+    crate::transport::stub::counting(bin.path(), &calls, "sha256sum", true);
+    let mut m = next(&state(), 1, &meta());
+    m.files.clear();
+    let mut script = crate::converge::script::Script::default();
+    // What the service phase and the managed-file record add last, then the generation record.
+    let rec = format!("{}/started-with-k3s.list", crate::converge::STATE_DIR);
+    let copy = crate::transport::cmd::TextCopy { dest: &rec, tmp: crate::transport::cmd::temp_path_for(&rec, "t"), mode: 0o600, owner: None, kept: false };
+    script.text(None, &[copy], "x\n", &crate::render::sha256_hex(b"x\n"));
+    add_record(&mut script, &m, 3, false);
+    let text = script.render().replace(crate::converge::STATE_DIR, &root.display().to_string());
+    std::fs::create_dir_all(&root).unwrap();
+    let out = std::process::Command::new("sh").arg("-c").arg(text).env("PATH", crate::transport::stub::path_first(bin.path())).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&calls).unwrap().lines().count(), 1, "one pass for the record and both manifest copies");
+    assert_eq!(std::fs::read_to_string(root.join("generations/current.json")).unwrap(), manifest_text(&m));
+    assert_eq!(std::fs::read_to_string(root.join("started-with-k3s.list")).unwrap(), "x\n");
 }
