@@ -106,10 +106,32 @@ pub fn parse_head(q: &FactsQuery, head: &str) -> Result<(LockState, Option<Facts
 
 /// Who is applying, for the owner file: `user@machine pid N since TIME`.
 pub fn owner_line() -> String {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "?".into());
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| user_name(unsafe { libc::getuid() }))
+        .unwrap_or_else(|| format!("uid {}", unsafe { libc::getuid() }));
     let machine = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "?".into());
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     format!("rvcluster apply by {user}@{machine}, pid {}, since unix time {now}", std::process::id())
+}
+
+/// The account name of `uid` (getpwuid_r: /etc/passwd, or whatever NSS answers), when it has one.
+/// A cron job or a CI runner often has neither USER nor LOGNAME set.
+fn user_name(uid: libc::uid_t) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: all-zero bytes are a valid `passwd` (null pointers, zero ids); getpwuid_r fills it.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; `buf` outlives every use of `pw`'s strings.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
+    if rc != 0 || out.is_null() || pw.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: pw_name points into `buf`, NUL-terminated by getpwuid_r.
+    let name = unsafe { std::ffi::CStr::from_ptr(pw.pw_name) };
+    Some(name.to_string_lossy().into_owned()).filter(|n| !n.is_empty())
 }
 
 #[cfg(test)]
@@ -135,6 +157,13 @@ mod tests {
         let (lock, facts) = parse_head(&q(), &head).unwrap();
         assert_eq!(lock, LockState::Locked("rvcluster apply by a@b".into()));
         assert!(facts.is_none());
+    }
+
+    #[test]
+    fn a_uid_is_named_from_the_password_database() {
+        // uid 0 is root on every Linux; an id nobody has gets no name.
+        assert_eq!(user_name(0).as_deref(), Some("root"));
+        assert_eq!(user_name(4_000_000_000), None);
     }
 
     #[test]
