@@ -270,3 +270,34 @@ fn a_rollback_across_a_minor_version_restores_the_datastore() {
     let out = server.exec_inside("k3s --version").unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("v1.33.4+k3s1"));
 }
+
+/// A change that is the apply script's last text write (a server manifest: no restart, the
+/// managed-file list unchanged) is recorded: the generation's store copies are taken after it.
+#[test]
+fn a_manifest_changed_alone_is_applied_and_recorded() {
+    let lab = e2e::server_and_agents(0);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let with_manifest = |text: &str| {
+        std::fs::write(d.join("app.yaml"), text).unwrap();
+        e2e::write_lab_cluster(&lab, d, "gen", "");
+        let kdl = std::fs::read_to_string(d.join("cluster.kdl")).unwrap();
+        let kdl = kdl.replacen("    disable \"traefik\"", "    manifest \"app.yaml\"\n    disable \"traefik\"", 1);
+        std::fs::write(d.join("cluster.kdl"), kdl).unwrap();
+    };
+    with_manifest("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  v: \"1\"\n");
+    let out = e2e::rv(d, &["apply", "cluster.kdl", "--no-wait", "--skip-closure-check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let server = lab.b("server1");
+    assert_eq!(current(server), 1);
+    let v2 = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  v: \"2\"\n";
+    with_manifest(v2);
+    let out = e2e::rv(d, &["apply", "cluster.kdl", "--no-wait", "--skip-closure-check"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("~ update /var/lib/rancher/k3s/server/manifests/app.yaml") && !text.contains("restart"), "{text}");
+    assert_eq!(current(server), 2);
+    let sha = rvcluster::render::sha256_hex(v2.as_bytes());
+    assert_eq!(std::fs::read_to_string(server.path(&format!("/var/lib/rvcluster/store/{sha}"))).unwrap(), v2);
+    assert_files_are(server, 2);
+}

@@ -52,10 +52,11 @@ impl Script {
         self.parts.insert(0, last);
     }
 
-    /// Bookkeeping placed before the text writes the script ends with (so that a text write
-    /// added after it joins their run).
+    /// Bookkeeping placed before the bookkeeping text writes the script ends with (records, so
+    /// that a text write added after it joins their run), never before a change: it runs after
+    /// every change.
     pub fn bookkeeping_before_trailing_texts(&mut self, commands: impl Into<String>) {
-        let at = self.parts.iter().rposition(|(_, b)| !matches!(b, Body::Text(_))).map_or(0, |i| i + 1);
+        let at = self.parts.iter().rposition(|(c, b)| c.is_some() || !matches!(b, Body::Text(_))).map_or(0, |i| i + 1);
         self.parts.insert(at, (None, Body::Shell(commands.into())));
     }
 
@@ -309,6 +310,34 @@ mod tests {
         assert!(!String::from_utf8_lossy(&out.stdout).contains("@@rv done"));
         assert_eq!(std::fs::read_to_string(format!("{d}/one")).unwrap(), "one\n");
         assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
+    }
+
+    #[test]
+    fn bookkeeping_before_the_trailing_records_still_runs_after_every_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let d = dir.path().to_str().unwrap();
+        let sha = |t: &str| crate::render::sha256_hex(t.as_bytes());
+        let order = |s: &Script| {
+            let _ = std::fs::remove_file(&log);
+            let (status, out) = run(s);
+            assert_eq!(status, 0, "{out}");
+            std::fs::read_to_string(&log).unwrap()
+        };
+        let keep = format!("cat {d}/file >> {}", log.display());
+        // The script ends with a change's text write: the bookkeeping comes after it.
+        let mut s = Script::default();
+        s.text(Some(0), &[copy(&format!("{d}/file"), None)], "new\n", &sha("new\n"));
+        s.bookkeeping_before_trailing_texts(&keep);
+        assert_eq!(order(&s), "new\n");
+        // It ends with records: the bookkeeping goes before them, still after the change.
+        let mut s = Script::default();
+        s.text(Some(0), &[copy(&format!("{d}/file"), None)], "newer\n", &sha("newer\n"));
+        s.change(1, "true");
+        s.text(None, &[copy(&format!("{d}/record"), None)], "r\n", &sha("r\n"));
+        s.bookkeeping_before_trailing_texts(format!("{keep}; [ ! -e {d}/record ]"));
+        assert_eq!(order(&s), "newer\n");
+        assert_eq!(std::fs::read_to_string(format!("{d}/record")).unwrap(), "r\n");
     }
 
     #[test]
