@@ -83,18 +83,22 @@ impl Phase for ServicePhase {
         // Enabling a unit that is not running plans its start too (`plan`): one
         // `systemctl enable --now` does both, and the start's own fragment has nothing left.
         let (enabled, active) = unit_state(want, seen);
+        // The health gate tells the new main process from the old one. A start of a unit the
+        // facts (taken under the board lock) found inactive, failed or unknown has no old one;
+        // one still stopping (deactivating) has, and is started on its own, after its main
+        // process is recorded.
+        let stopped = seen.facts.services.get(&want.unit_file).is_none_or(|s| matches!(s.active.as_str(), "inactive" | "failed" | "unknown" | ""));
+        let now = !enabled && !active && stopped;
         let text = match change {
             Change::DaemonReload => "systemctl daemon-reload".to_string(),
-            Change::Enable { .. } if !active => format!("systemctl enable --now --no-block {u}"),
+            Change::Enable { .. } if now => format!("systemctl enable --now --no-block {u}"),
             Change::Enable { .. } => format!("systemctl enable {u}"),
-            Change::Start { .. } if !enabled => ": started by enable --now".to_string(),
+            Change::Start { .. } if now => ": started by enable --now".to_string(),
             Change::Start { .. } => format!("systemctl start --no-block {u}"),
             Change::Restart { .. } => format!("systemctl restart --no-block {u}"),
             _ => return,
         };
-        if matches!(change, Change::Restart { .. }) {
-            // The health gate tells the new main process from the old one. (A start has no
-            // old one: the facts, taken under the board lock, said the unit was not running.)
+        if matches!(change, Change::Restart { .. }) || (matches!(change, Change::Start { .. }) && !stopped) {
             acts.script.bookkeeping(super::confirm::mainpid_fragment(&want.unit_file));
         }
         acts.script.change(i, text);
@@ -189,6 +193,12 @@ mod tests {
         assert!(s.contains("systemctl start --no-block k3s.service") && !s.contains("enable"), "{s}");
         let s = fragments(&seen("active", "disabled"), &[Change::Enable { unit: "k3s.service".into() }]);
         assert!(s.contains("systemctl enable k3s.service") && !s.contains("--now"), "{s}");
+        // A unit still stopping has a main process: its start records it first, and is not
+        // folded into the enable.
+        let stopping = seen("deactivating", "disabled");
+        let s = fragments(&stopping, &ServicePhase.plan(&want, &stopping, &[]).unwrap());
+        assert!(s.contains("systemctl enable k3s.service") && !s.contains("--now"), "{s}");
+        assert!(s.find("MainPID").unwrap() < s.find("systemctl start --no-block").unwrap(), "{s}");
         // A restart still records the main process it replaces.
         let s = fragments(&seen("active", "enabled"), &[Change::Restart { unit: "k3s.service".into(), because: vec![] }]);
         assert!(s.contains("MainPID") && s.contains("systemctl restart --no-block k3s.service"), "{s}");
