@@ -273,3 +273,32 @@ fn a_blob_whose_link_the_registry_lost_is_uploaded_again() {
     assert_eq!(head(&layer), "200", "the upload rewrote the link");
     confirm(&reg, "riscv64/lost", "1", w.manifest("riscv64"));
 }
+
+/// The same for a tag: a registry killed while writing a tag leaves its link file empty and
+/// answers 500 for it (distribution/distribution#4489); the next push puts the manifest again,
+/// which rewrites the link.
+#[test]
+fn a_tag_whose_link_the_registry_lost_is_pushed_again() {
+    let reg = TestRegistry::start(Opts::default());
+    let work = tempfile::tempdir().unwrap();
+    let tar = work.path().join("img.tar");
+    let w = images::oci_archive(work.path(), &tar, &["riscv64"], &layers());
+    let src = Source::OciArchive(tar);
+    push_items(&reg, &[item(&src, "riscv64/lost", "1")], &[]);
+    let link = reg.dir.path().join("data/docker/registry/v2/repositories/riscv64/lost/_manifests/tags/1/current/link");
+    std::fs::write(&link, "").unwrap();
+    let head = || {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-I", "-H", "Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json"])
+            .arg(format!("{}/v2/riscv64/lost/manifests/1", reg.endpoint()))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(head(), "500", "the real registry's answer for an empty tag link file");
+    let (_plan, report, _) = push_items(&reg, &[item(&src, "riscv64/lost", "1")], &[]);
+    assert_eq!((report.images[0].uploaded, report.images[0].present), (0, 3), "no blob goes up again: {report:?}");
+    assert!(report.bytes_sent() > 0, "the manifest is put again: {report:?}");
+    assert_eq!(head(), "200", "the manifest put again rewrote the link");
+    confirm(&reg, "riscv64/lost", "1", w.manifest("riscv64"));
+}

@@ -472,7 +472,12 @@ impl RegistryClient {
         }
     }
 
-    /// Digest the registry holds under a tag or digest (HEAD), None when absent.
+    /// Digest the registry holds under a tag or digest (HEAD), None when absent. A 5xx counts
+    /// as absent, as for a blob ([`RegistryClient::blob_size`]): a registry killed while
+    /// writing a tag leaves its link file empty and answers 500 for it
+    /// (distribution/distribution#4489), and putting the manifest again rewrites the link; a
+    /// registry that is really failing fails that put, or the read-back, with its own error.
+    /// Only the push asks (whether to put the manifest).
     pub fn manifest_digest(&self, repo: &str, reference: &str) -> Result<Option<String>> {
         let what = format!("HEAD manifest {repo}:{reference}");
         let h = [("accept", oci::MANIFEST_ACCEPT.to_string())];
@@ -486,7 +491,7 @@ impl RegistryClient {
                     None => Ok(self.get_manifest(repo, reference)?.map(|m| m.digest)),
                 }
             }
-            404 => Ok(None),
+            404 | 500..=599 => Ok(None),
             _ => Err(self.http_error(resp, &what)),
         }
     }
