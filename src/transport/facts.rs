@@ -222,7 +222,10 @@ fn paths_fragment(q: &FactsQuery, s: &mut String) {
         "*) h=$(rv_sha <\"$2\" 2>/dev/null) || h=''; h=${h%% *}; ",
         "[ -z \"$h\" ] || [ \"$4\" = - ] || rv_new=\"${rv_new}h $3 $4 $h\\n\";; esac; ",
         "eval \"rv_h$1=\\$h; rv_s$1=\\$4\"; echo \"@@rv file $1 regular $5 ${h:--} -\"; }\n",
-        "rv_link() { l=$(printf '%s' \"$(readlink \"$2\")\" | od -An -v -tx1 | tr -d ' \\n'); echo \"@@rv file $1 link $3 - ${l:--}\"; }\n",
+        // A target of plain characters comes as `=TARGET`; any other in hex (`od`, `tr`: two
+        // more processes, only for such a target).
+        "rv_link() { t=$(readlink \"$2\"); case $t in ''|*[!A-Za-z0-9/._+@:,~-]*) l=$(printf '%s' \"$t\" | od -An -v -tx1 | tr -d ' \\n');; *) l=\"=$t\";; esac; ",
+        "echo \"@@rv file $1 link $3 - ${l:--}\"; }\n",
         // rv_one I PATH KEY RAWMODE MODE OWNER GROUP STAMP: one line of `stat -c` (below).
         "rv_one() { case $(( 0x$4 & 61440 )) in\n",
         "  32768) rv_reg \"$1\" \"$2\" \"$3\" \"$8\" \"$5 $6 $7\" ;;\n",
@@ -428,6 +431,8 @@ fn parse_file(words: &[&str], line: &str) -> Result<FileFact, FactsError> {
     let sha256 = (*sha != "-").then(|| sha.to_string());
     let link_target = if *link == "-" {
         None
+    } else if let Some(raw) = link.strip_prefix('=') {
+        Some(raw.to_string())
     } else {
         let bytes = hex::decode(link).map_err(|_| FactsError::BadLinkTarget { line: line.to_string() })?;
         Some(String::from_utf8_lossy(&bytes).into_owned())
@@ -548,9 +553,10 @@ mod tests {
         std::fs::write(&hostile, "hostile").unwrap();
         std::fs::write(d("plain"), "plain").unwrap();
         std::os::unix::fs::symlink("/target with space", d("link")).unwrap();
+        std::os::unix::fs::symlink("/usr/local/bin/k3s", d("plain-link")).unwrap();
         std::fs::create_dir(d("dir")).unwrap();
         std::fs::set_permissions(d("dir"), std::os::unix::fs::PermissionsExt::from_mode(0o710)).unwrap();
-        let q = FactsQuery { paths: vec![d("missing"), hostile.clone(), d("link"), d("dir"), d("plain"), "/dev/null".into()], ..FactsQuery::default() };
+        let q = FactsQuery { paths: vec![d("missing"), hostile.clone(), d("link"), d("dir"), d("plain"), "/dev/null".into(), d("plain-link")], ..FactsQuery::default() };
         let f = run_sh(&q, None);
         assert!(!std::path::Path::new(&d("pwned")).exists() && !std::path::Path::new("pwned").exists());
         assert_eq!(f.files[&d("missing")], FileFact::Absent);
@@ -561,6 +567,7 @@ mod tests {
         assert_eq!(sha(&hostile), crate::render::sha256_hex(b"hostile"));
         assert_eq!(sha(&d("plain")), crate::render::sha256_hex(b"plain"));
         assert!(matches!(&f.files[&d("link")], FileFact::Present { kind: FileKind::Symlink, link_target: Some(t), .. } if t == "/target with space"));
+        assert!(matches!(&f.files[&d("plain-link")], FileFact::Present { kind: FileKind::Symlink, link_target: Some(t), .. } if t == "/usr/local/bin/k3s"));
         assert!(matches!(&f.files[&d("dir")], FileFact::Present { kind: FileKind::Directory, mode: 0o710, .. }));
         assert!(matches!(&f.files["/dev/null"], FileFact::Present { kind: FileKind::Other, .. }));
         // When the one `stat` fails (a path vanished after the test), each path is asked alone,
