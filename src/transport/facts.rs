@@ -222,10 +222,18 @@ fn paths_fragment(q: &FactsQuery, s: &mut String) {
         "*) h=$(rv_sha <\"$2\" 2>/dev/null) || h=''; h=${h%% *}; ",
         "[ -z \"$h\" ] || [ \"$4\" = - ] || rv_new=\"${rv_new}h $3 $4 $h\\n\";; esac; ",
         "eval \"rv_h$1=\\$h; rv_s$1=\\$4\"; echo \"@@rv file $1 regular $5 ${h:--} -\"; }\n",
+        // Symlinks are answered after the `stat`: their targets from ONE `readlink` for all
+        // of them (a line each), or one `readlink` each when the lines do not add up (a
+        // target holding a newline, a link gone, a readlink that takes one operand).
+        "rv_lk=''; rv_link() { rv_lk=\"$rv_lk $1\"; eval \"rv_lp$1=\\$2; rv_lo$1=\\$3\"; }\n",
         // A target of plain characters comes as `=TARGET`; any other in hex (`od`, `tr`: two
         // more processes, only for such a target).
-        "rv_link() { t=$(readlink \"$2\"); case $t in ''|*[!A-Za-z0-9/._+@:,~-]*) l=$(printf '%s' \"$t\" | od -An -v -tx1 | tr -d ' \\n');; *) l=\"=$t\";; esac; ",
-        "echo \"@@rv file $1 link $3 - ${l:--}\"; }\n",
+        "rv_lout() { case $2 in ''|*[!A-Za-z0-9/._+@:,~-]*) l=$(printf '%s' \"$2\" | od -An -v -tx1 | tr -d ' \\n');; *) l=\"=$2\";; esac; ",
+        "eval \"o=\\$rv_lo$1\"; echo \"@@rv file $1 link $o - ${l:--}\"; }\n",
+        "rv_links() { [ -n \"$rv_lk\" ] || return 0; set --; n=0; for i in $rv_lk; do eval \"set -- \\\"\\$@\\\" \\\"\\$rv_lp$i\\\"\"; n=$((n+1)); done; ",
+        "k=0; if rv_lt=$(readlink -- \"$@\" 2>/dev/null); then while IFS= read -r t; do k=$((k+1)); done <<RV_LT\n$rv_lt\nRV_LT\nfi\n",
+        "if [ \"$k\" = \"$n\" ]; then set -- $rv_lk; while IFS= read -r t; do rv_lout \"$1\" \"$t\"; shift; done <<RV_LT\n$rv_lt\nRV_LT\n",
+        "else for i in $rv_lk; do eval \"t=\\$(readlink \\\"\\$rv_lp$i\\\")\"; rv_lout \"$i\" \"$t\"; done; fi; }\n",
         // rv_one I PATH KEY RAWMODE MODE OWNER GROUP STAMP: one line of `stat -c` (below).
         "rv_one() { case $(( 0x$4 & 61440 )) in\n",
         "  32768) rv_reg \"$1\" \"$2\" \"$3\" \"$8\" \"$5 $6 $7\" ;;\n",
@@ -255,6 +263,7 @@ fn paths_fragment(q: &FactsQuery, s: &mut String) {
         "for e in $rv_ix; do if l=$(stat -c \"$rv_fmt\" -- \"$1\" 2>/dev/null); then rv_one \"${e%%:*}\" \"$1\" \"${e#*:}\" $l; ",
         "else echo \"@@rv file ${e%%:*} absent\"; fi; shift; done\n",
         "fi\n",
+        "rv_links\n",
     ));
 }
 
@@ -510,6 +519,34 @@ mod tests {
         }
         let out = cmd.output().unwrap();
         parse(q, &String::from_utf8_lossy(&out.stdout)).unwrap_or_else(|e| panic!("{e}\n{}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    #[test]
+    fn every_symlink_target_comes_from_one_readlink_unless_a_target_spans_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = |n: &str| dir.path().join(n).display().to_string();
+        for (n, t) in [("kubectl", "/usr/local/bin/k3s"), ("crictl", "/usr/local/bin/k3s"), ("odd", "/a b")] {
+            std::os::unix::fs::symlink(t, d(n)).unwrap();
+        }
+        let bin = tempfile::tempdir().unwrap();
+        let calls = bin.path().join("calls");
+        super::super::stub::counting(bin.path(), &calls, "readlink", true);
+        let q = FactsQuery { paths: vec![d("kubectl"), d("plain"), d("crictl"), d("odd")], ..FactsQuery::default() };
+        std::fs::write(d("plain"), "x").unwrap();
+        let target = |f: &Facts, p: &str| match &f.files[p] {
+            FileFact::Present { kind: FileKind::Symlink, link_target, .. } => link_target.clone().unwrap(),
+            other => panic!("{p}: {other:?}"),
+        };
+        let f = run_sh(&q, Some(bin.path()));
+        assert_eq!((target(&f, &d("kubectl")), target(&f, &d("crictl")), target(&f, &d("odd"))), ("/usr/local/bin/k3s".into(), "/usr/local/bin/k3s".into(), "/a b".into()));
+        assert_eq!(std::fs::read_to_string(&calls).unwrap().lines().count(), 1, "one readlink for three links");
+        // A target with a newline makes the lines not add up: each link is asked alone.
+        std::fs::remove_file(d("odd")).unwrap();
+        std::os::unix::fs::symlink("/x\ny", d("odd")).unwrap();
+        std::fs::remove_file(&calls).unwrap();
+        let f = run_sh(&q, Some(bin.path()));
+        assert_eq!((target(&f, &d("kubectl")), target(&f, &d("odd"))), ("/usr/local/bin/k3s".into(), "/x\ny".into()));
+        assert_eq!(std::fs::read_to_string(&calls).unwrap().lines().count(), 4, "the one, then one each");
     }
 
     #[test]
