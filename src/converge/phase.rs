@@ -86,6 +86,17 @@ pub fn add_path(q: &mut FactsQuery, p: &str) {
     }
 }
 
+/// Unit `unit` among the services the facts ask about (one `systemctl show` for all); its index.
+pub fn add_service(q: &mut FactsQuery, unit: &str) -> usize {
+    match q.services.iter().position(|u| u == unit) {
+        Some(i) => i,
+        None => {
+            q.services.push(unit.to_string());
+            q.services.len() - 1
+        }
+    }
+}
+
 pub fn add_probe(q: &mut FactsQuery, cmd: &str) -> usize {
     match q.probes.iter().position(|x| x == cmd) {
         Some(i) => {

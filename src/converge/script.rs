@@ -38,7 +38,7 @@ impl Script {
     }
 
     /// Change `change` (or bookkeeping, `None`) writes `content` to `copies`, as
-    /// [`cmd::write_text`] does; consecutive text writes are staged and hashed together.
+    /// [`cmd::text_stage`] describes; consecutive text writes are staged and hashed together.
     pub fn text(&mut self, change: Option<usize>, copies: &[cmd::TextCopy], content: &str, sha256: &str) {
         self.texts += 1;
         let stage = cmd::text_stage(&format!("x{}_", self.texts), copies, content, sha256);

@@ -15,7 +15,7 @@ use crate::transport::cmd::quote;
 use super::change::Change;
 use super::session::STATE_DIR;
 use super::error::Cause;
-use super::phase::{Actions, Desired, Observed, Phase};
+use super::phase::{Actions, Desired, Observed, Phase, add_service};
 use super::removed::removal_restarts;
 use super::script::wait_and_print;
 
@@ -26,9 +26,7 @@ impl Phase for ServicePhase {
         "service"
     }
     fn probe(&self, want: &Desired, q: &mut FactsQuery) {
-        if !q.services.contains(&want.unit_file) {
-            q.services.push(want.unit_file.clone());
-        }
+        add_service(q, &want.unit_file);
         let rec = started_with_path(want);
         if !q.reads.contains(&rec) {
             q.reads.push(rec);
@@ -51,7 +49,7 @@ impl Phase for ServicePhase {
                 _ => {}
             }
         }
-        let (enabled, active) = unit_state(want, seen);
+        let UnitState { enabled, active, .. } = unit_state(want, seen);
         // What the running service was last (re)started with, when an apply recorded it: a
         // difference is a restart (and, for the unit, a daemon-reload) an interrupted apply lost.
         if let Some(rec) = seen.facts.contents.get(&started_with_path(want)) {
@@ -82,12 +80,11 @@ impl Phase for ServicePhase {
         let u = quote(&want.unit_file);
         // Enabling a unit that is not running plans its start too (`plan`): one
         // `systemctl enable --now` does both, and the start's own fragment has nothing left.
-        let (enabled, active) = unit_state(want, seen);
         // The health gate tells the new main process from the old one. A start of a unit the
         // facts (taken under the board lock) found inactive, failed or unknown has no old one;
         // one still stopping (deactivating) has, and is started on its own, after its main
         // process is recorded.
-        let stopped = seen.facts.services.get(&want.unit_file).is_none_or(|s| matches!(s.active.as_str(), "inactive" | "failed" | "unknown" | ""));
+        let UnitState { enabled, active, stopped } = unit_state(want, seen);
         let now = !enabled && !active && stopped;
         let text = match change {
             Change::DaemonReload => "systemctl daemon-reload".to_string(),
@@ -115,10 +112,23 @@ impl Phase for ServicePhase {
     }
 }
 
-/// `(enabled, active)` of the unit, from the facts (activating counts as active).
-fn unit_state(want: &Desired, seen: &Observed) -> (bool, bool) {
+/// The unit as the facts found it.
+struct UnitState {
+    enabled: bool,
+    /// Running: active or activating.
+    active: bool,
+    /// No process at all: inactive, failed or unknown (not deactivating).
+    stopped: bool,
+}
+
+fn unit_state(want: &Desired, seen: &Observed) -> UnitState {
     let svc = seen.facts.services.get(&want.unit_file);
-    (svc.is_some_and(|s| s.enabled == "enabled"), svc.is_some_and(|s| s.active == "active" || s.active == "activating"))
+    let state = svc.map_or("", |s| s.active.as_str());
+    UnitState {
+        enabled: svc.is_some_and(|s| s.enabled == "enabled"),
+        active: matches!(state, "active" | "activating"),
+        stopped: matches!(state, "inactive" | "failed" | "unknown" | ""),
+    }
 }
 
 /// The record of what the unit was last (re)started with.

@@ -8,7 +8,7 @@ use crate::transport::FactsQuery;
 
 use super::change::Change;
 use super::error::Cause;
-use super::phase::{Actions, Desired, Observed, Phase, add_guarded_probe, add_probe};
+use super::phase::{Actions, Desired, Observed, Phase, add_guarded_probe, add_probe, add_service};
 
 pub struct Steps;
 
@@ -72,25 +72,17 @@ pub fn active_unit(when: &str) -> Option<String> {
     Some(if SUFFIXES.iter().any(|s| unit.ends_with(s)) { unit.to_string() } else { format!("{unit}.service") })
 }
 
-/// `systemctl is-active` exits 0 for these states (systemctl(1); src/systemctl/systemctl-is-active.c).
+/// The states `systemctl is-active` exits 0 for (systemctl(1); src/systemctl/systemctl-is-active.c).
+const IS_ACTIVE: [&str; 3] = ["active", "reloading", "refreshing"];
+
 fn is_active(state: &str) -> bool {
-    matches!(state, "active" | "reloading" | "refreshing")
+    IS_ACTIVE.contains(&state)
 }
 
 /// The probe that stands for `systemctl is-active --quiet` of unit `i` of the facts' services
 /// (its state left in `rv_saI` by the facts command): a guard for the step's `check`.
 fn active_probe(i: usize) -> String {
-    format!("case \"$rv_sa{i}\" in active|reloading|refreshing) ;; *) exit 3;; esac")
-}
-
-fn add_service(q: &mut FactsQuery, unit: &str) -> usize {
-    match q.services.iter().position(|u| u == unit) {
-        Some(i) => i,
-        None => {
-            q.services.push(unit.to_string());
-            q.services.len() - 1
-        }
-    }
+    format!("case \"$rv_sa{i}\" in {}) ;; *) exit 3;; esac", IS_ACTIVE.join("|"))
 }
 
 #[cfg(test)]

@@ -327,25 +327,17 @@ pub fn manifest_text(m: &Manifest) -> String {
     serde_json::to_string_pretty(m).expect("manifest serializes") + "\n"
 }
 
-/// Where manifest `m` is written (its directory, then `current.json` when `make_current`), as
-/// text copies of the apply script (src/converge/script.rs: consecutive text writes share one
-/// hash pass).
-fn manifest_copies(m: &Manifest, make_current: bool) -> Vec<(String, String)> {
-    let tag = format!("{}.g{}", std::process::id(), m.number);
-    let mut dests = vec![manifest_path(m.number)];
-    if make_current {
-        dests.push(CURRENT.to_string());
-    }
-    dests.into_iter().map(|d| { let t = cmd::temp_path_for(&d, &tag); (d, t) }).collect()
-}
-
-/// Adds the text write of manifest `m` to `script` (at its start when `first`).
+/// Adds the text write of manifest `m` to `script` (at its start when `first`): its directory,
+/// then `current.json` when `make_current` (consecutive text writes of the script share one
+/// hash pass, src/converge/script.rs).
 fn add_manifest(script: &mut Script, m: &Manifest, make_current: bool, first: bool) {
     let text = manifest_text(m);
     let sha = crate::render::sha256_hex(text.as_bytes());
-    let dests = manifest_copies(m, make_current);
+    let tag = format!("{}.g{}", std::process::id(), m.number);
+    let path = manifest_path(m.number);
+    let dests: &[&str] = if make_current { &[&path, CURRENT] } else { &[&path] };
     let copies: Vec<cmd::TextCopy> =
-        dests.iter().map(|(d, t)| cmd::TextCopy { dest: d, tmp: t.clone(), mode: 0o600, owner: Some("root:root"), kept: false }).collect();
+        dests.iter().map(|d| cmd::TextCopy { dest: d, tmp: cmd::temp_path_for(d, &tag), mode: 0o600, owner: Some("root:root"), kept: false }).collect();
     if first { script.text_first(None, &copies, &text, &sha) } else { script.text(None, &copies, &text, &sha) }
 }
 

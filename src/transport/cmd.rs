@@ -83,7 +83,7 @@ pub fn is_sudo_password_error(status: i32, stderr: &str) -> bool {
 /// name with a newline or backslash is escaped on its line, which then starts with `\`), one
 /// `rv_sha` per file where there is no `sha256sum`;
 /// and `rv_umask`, which reads the shell's umask into `rv_um` once (one fork per script), for
-/// [`write_text`] to put back after each temp file it creates under another.
+/// [`text_stage`] to put back after each temp file it creates under another.
 pub const SHA_FN: &str = "if command -v openssl >/dev/null 2>&1; then rv_sha() { openssl dgst -sha256 -r; }; \
                           else rv_sha() { sha256sum; }; fi; \
                           if command -v sha256sum >/dev/null 2>&1; then rv_shs() { sha256sum; }; rv_shm() { sha256sum -- \"$@\"; }; \
@@ -295,16 +295,18 @@ pub fn upload_stream_kept(
     )
 }
 
-/// A fragment of an apply script that writes `content` to `dest` atomically: into a temp file
-/// beside it, sha256 verified, mode and owner set, then renamed over `dest`. On any failure the
-/// temp file is removed, `dest` is untouched, and the fragment's status is non-zero. `printf` is
-/// a shell builtin, so the content is not bound by ARG_MAX. Needs [`SHA_FN`] defined earlier
-/// in the script.
+/// A fragment that writes `content` to `dest` atomically: into a temp file beside it, sha256
+/// verified, mode and owner set, then renamed over `dest`. On any failure the temp file is
+/// removed, `dest` is untouched, and the fragment's status is non-zero. `printf` is a shell
+/// builtin, so the content is not bound by ARG_MAX. Needs [`SHA_FN`] defined earlier. Tests
+/// only: the apply script writes text through `Script::text` (src/converge/script.rs), which
+/// runs the same [`text_stage`] parts.
+#[cfg(test)]
 pub fn write_inline(dest: &str, tmp: &str, content: &str, sha256: &str, mode: u32, owner: Option<&str>) -> String {
     write_text(&[TextCopy { dest, tmp: tmp.to_string(), mode, owner, kept: false }], content, sha256)
 }
 
-/// One place [`write_text`] puts the text.
+/// One place a text write ([`text_stage`]) puts the text.
 #[derive(Debug, Clone)]
 pub struct TextCopy<'a> {
     pub dest: &'a str,
@@ -322,7 +324,10 @@ pub struct TextCopy<'a> {
 /// gives its mode (no `chmod` for 0644 or 0600), ONE `sha256sum` over all of them
 /// (`rv_check`), mode and owner set, then each renamed over its destination, in order. On any
 /// failure every temp file is removed and no destination changed, unless a rename itself failed
-/// (the copies before it are in place, whole). One `{ }` group: safe to chain with `&&`.
+/// (the copies before it are in place, whole). One `{ }` group: safe to chain with `&&`. The
+/// single-write form of [`text_stage`], as the apply script's run of one write does it; tests
+/// only (the script composes runs itself, src/converge/script.rs).
+#[cfg(test)]
 pub fn write_text(copies: &[TextCopy], content: &str, sha256: &str) -> String {
     let w = text_stage("", copies, content, sha256);
     format!(
@@ -334,8 +339,11 @@ pub fn write_text(copies: &[TextCopy], content: &str, sha256: &str) -> String {
     )
 }
 
-/// [`write_text`] in parts, so that several writes can share its one hash pass (the apply
-/// script's consecutive text writes, src/converge/script.rs). Run in order: `assign` (names
+/// A text write in parts: each copy into its own temp file, created under the umask that gives
+/// its mode (no `chmod` for 0644 or 0600), ONE `sha256sum` over all temp files (`rv_check`),
+/// mode and owner set, then each renamed over its destination, in order; several writes can
+/// share the one hash pass (the apply script's consecutive text writes, src/converge/script.rs).
+/// Run in order: `assign` (names
 /// and the removal of stale temp files; always succeeds), `stage` (writes this write's temp
 /// files, adding each to `"$@"` and its sha256 to `$rv_w`; `set --; rv_w=''` once before the
 /// first), `rv_check "$@"`, then `commit` (mode, owner, rename). `temps` are this write's temp
