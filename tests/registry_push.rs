@@ -36,6 +36,23 @@ fn push_items(reg: &TestRegistry, items: &[PushItem], known: &[String]) -> (push
     (plan, report, rx.iter().collect())
 }
 
+/// The test image (3 layers, linux/riscv64) as an OCI archive under `work`, and its source.
+fn riscv64_image(work: &std::path::Path) -> (images::Written, Source) {
+    let tar = work.join("img.tar");
+    let w = images::oci_archive(work, &tar, &["riscv64"], &layers());
+    (w, Source::OciArchive(tar))
+}
+
+/// The HTTP status of a HEAD request, as curl reports it (`accept`: an Accept header).
+fn head_status(url: &str, accept: Option<&str>) -> String {
+    let mut c = std::process::Command::new("curl");
+    c.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-I"]);
+    if let Some(a) = accept {
+        c.args(["-H", &format!("Accept: {a}")]);
+    }
+    String::from_utf8_lossy(&c.arg(url).output().unwrap().stdout).into_owned()
+}
+
 /// skopeo sees exactly the digest we recorded, for linux/riscv64.
 fn confirm(reg: &TestRegistry, repo: &str, tag: &str, digest: &str) {
     let v = reg.skopeo_inspect(repo, tag).unwrap_or_else(|e| panic!("skopeo inspect {repo}:{tag}: {e}"));
@@ -48,9 +65,7 @@ fn confirm(reg: &TestRegistry, repo: &str, tag: &str, digest: &str) {
 fn oci_archive_push_is_confirmed_by_skopeo_and_second_push_sends_nothing() {
     let reg = TestRegistry::start(Opts::default());
     let work = tempfile::tempdir().unwrap();
-    let tar = work.path().join("img.tar");
-    let w = images::oci_archive(work.path(), &tar, &["riscv64"], &layers());
-    let src = Source::OciArchive(tar.clone());
+    let (w, src) = riscv64_image(work.path());
     let items = [item(&src, "riscv64/app", "1.0")];
     assert_eq!(items[0].image.manifest_digest, w.manifest("riscv64"));
     let (plan, report, events) = push_items(&reg, &items, &[]);
@@ -121,9 +136,7 @@ fn docker_archives_old_and_docker25_formats() {
 fn blobs_pushed_to_another_repository_are_mounted_not_sent() {
     let reg = TestRegistry::start(Opts::default());
     let work = tempfile::tempdir().unwrap();
-    let tar = work.path().join("img.tar");
-    let w = images::oci_archive(work.path(), &tar, &["riscv64"], &layers());
-    let src = Source::OciArchive(tar);
+    let (w, src) = riscv64_image(work.path());
     push_items(&reg, &[item(&src, "first/app", "1")], &[]);
     // Same image under a rewritten name: every blob is in first/app, which rvcluster pushed.
     let items = [item(&src, "riscv64/app", "1")];
@@ -201,9 +214,8 @@ fn unreachable_registry_gives_a_clear_error() {
     assert!(matches!(err, RegistryError::Unreachable { .. }), "{err:?}");
     assert!(err.to_string().starts_with(&format!("cannot reach registry http://{ip}:5000: ")), "{err}");
     let work = tempfile::tempdir().unwrap();
-    let tar = work.path().join("img.tar");
-    images::oci_archive(work.path(), &tar, &["riscv64"], &layers());
-    let items = [item(&Source::OciArchive(tar), "a/b", "1")];
+    let (_, src) = riscv64_image(work.path());
+    let items = [item(&src, "a/b", "1")];
     let err = push::plan(&client, &items, &[]).unwrap_err();
     assert!(matches!(err, RegistryError::Unreachable { .. }), "{err}");
 }
@@ -212,9 +224,8 @@ fn unreachable_registry_gives_a_clear_error() {
 fn locked_digest_is_enforced() {
     let reg = TestRegistry::start(Opts::default());
     let work = tempfile::tempdir().unwrap();
-    let tar = work.path().join("img.tar");
-    images::oci_archive(work.path(), &tar, &["riscv64"], &layers());
-    let mut it = item(&Source::OciArchive(tar), "a/b", "1");
+    let (_, src) = riscv64_image(work.path());
+    let mut it = item(&src, "a/b", "1");
     it.locked_manifest_digest = Some(images::sha256(b"something else"));
     let client = RegistryClient::new(&reg.endpoint(), ClientOptions::default()).unwrap();
     let err = push::plan(&client, &[it], &[]).unwrap_err();
@@ -250,21 +261,12 @@ fn generated_images_are_byte_for_byte_deterministic() {
 fn a_blob_whose_link_the_registry_lost_is_uploaded_again() {
     let reg = TestRegistry::start(Opts::default());
     let work = tempfile::tempdir().unwrap();
-    let tar = work.path().join("img.tar");
-    let w = images::oci_archive(work.path(), &tar, &["riscv64"], &layers());
-    let src = Source::OciArchive(tar);
+    let (w, src) = riscv64_image(work.path());
     push_items(&reg, &[item(&src, "riscv64/lost", "1")], &[]);
     let layer = w.layers_of("riscv64")[0].trim_start_matches("sha256:").to_string();
     let link = reg.dir.path().join(format!("data/docker/registry/v2/repositories/riscv64/lost/_layers/sha256/{layer}/link"));
     std::fs::write(&link, "").unwrap();
-    let head = |digest: &str| {
-        let out = std::process::Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-I"])
-            .arg(format!("{}/v2/riscv64/lost/blobs/sha256:{digest}", reg.endpoint()))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let head = |digest: &str| head_status(&format!("{}/v2/riscv64/lost/blobs/sha256:{digest}", reg.endpoint()), None);
     assert_eq!(head(&layer), "500", "the real registry's answer for an empty link file");
     let (plan, report, _) = push_items(&reg, &[item(&src, "riscv64/lost", "1")], &[]);
     let again: Vec<_> = plan.images[0].blobs.iter().filter(|b| b.action == BlobAction::Upload).map(|b| b.digest.clone()).collect();
@@ -281,20 +283,12 @@ fn a_blob_whose_link_the_registry_lost_is_uploaded_again() {
 fn a_tag_whose_link_the_registry_lost_is_pushed_again() {
     let reg = TestRegistry::start(Opts::default());
     let work = tempfile::tempdir().unwrap();
-    let tar = work.path().join("img.tar");
-    let w = images::oci_archive(work.path(), &tar, &["riscv64"], &layers());
-    let src = Source::OciArchive(tar);
+    let (w, src) = riscv64_image(work.path());
     push_items(&reg, &[item(&src, "riscv64/lost", "1")], &[]);
     let link = reg.dir.path().join("data/docker/registry/v2/repositories/riscv64/lost/_manifests/tags/1/current/link");
     std::fs::write(&link, "").unwrap();
-    let head = || {
-        let out = std::process::Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-I", "-H", "Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json"])
-            .arg(format!("{}/v2/riscv64/lost/manifests/1", reg.endpoint()))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let oci = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json";
+    let head = || head_status(&format!("{}/v2/riscv64/lost/manifests/1", reg.endpoint()), Some(oci));
     assert_eq!(head(), "500", "the real registry's answer for an empty tag link file");
     let (_plan, report, _) = push_items(&reg, &[item(&src, "riscv64/lost", "1")], &[]);
     assert_eq!((report.images[0].uploaded, report.images[0].present), (0, 3), "no blob goes up again: {report:?}");

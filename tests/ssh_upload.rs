@@ -65,6 +65,19 @@ fn connect(sshd: &Sshd, key: &sshd::ClientKey) -> (SshHost, tempfile::TempDir) {
     (h, dir)
 }
 
+/// A real sshd whose sessions get `PATH=path` (commands taken away or put in front), and a
+/// host connected to it.
+fn connect_with_path(path: &str) -> (Sshd, SshHost, tempfile::TempDir) {
+    let key = client_key("ed25519", None);
+    let sshd = Sshd::start(sshd::SshdOptions {
+        authorized_keys: vec![key.public.clone()],
+        extra_config: format!("SetEnv PATH={path}\n"),
+        ..Default::default()
+    });
+    let (h, dir) = connect(&sshd, &key);
+    (sshd, h, dir)
+}
+
 /// 100 MiB, streamed: the destination only ever holds the complete old or the complete new
 /// file, mode and owner are set, no temp file stays behind, memory stays bounded, and a
 /// second upload is skipped.
@@ -298,13 +311,7 @@ fn ssh_upload_on_a_host_without_openssl_uses_sha256sum() {
             }
         }
     }
-    let key = client_key("ed25519", None);
-    let sshd = Sshd::start(sshd::SshdOptions {
-        authorized_keys: vec![key.public.clone()],
-        extra_config: format!("SetEnv PATH={}\n", bin.path().display()),
-        ..Default::default()
-    });
-    let (mut h, _d) = connect(&sshd, &key);
+    let (_sshd, mut h, _d) = connect_with_path(&bin.path().display().to_string());
     assert!(
         !h.exec("command -v openssl", None, None).unwrap().success(),
         "openssl still on PATH"
@@ -386,13 +393,7 @@ fn ssh_upload_compressed_uses_no_asyncio_only_where_zstd_knows_it() {
         let script = format!("#!/bin/sh\necho \"$*\" >> '{}'\n{refuse}exec {} \"$@\"\n", log.display(), real.trim());
         std::fs::write(front.path().join("zstd"), script).unwrap();
         std::fs::set_permissions(front.path().join("zstd"), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let key = client_key("ed25519", None);
-        let sshd = Sshd::start(sshd::SshdOptions {
-            authorized_keys: vec![key.public.clone()],
-            extra_config: format!("SetEnv PATH={}:/usr/bin:/bin\n", front.path().display()),
-            ..Default::default()
-        });
-        let (mut h, _d) = connect(&sshd, &key);
+        let (_sshd, mut h, _d) = connect_with_path(&format!("{}:/usr/bin:/bin", front.path().display()));
         let remote = tempfile::tempdir().unwrap();
         let dest = RemoteFile::new(remote.path().join("k3s").display().to_string(), 0o755);
         h.upload_compressed(&packed, Codec::Zstd, &sha, &dest).unwrap();
