@@ -87,6 +87,10 @@ impl Phase for ServicePhase {
         let UnitState { enabled, active, stopped } = unit_state(want, seen);
         let now = !enabled && !active && stopped;
         let text = match change {
+            // `systemctl enable` reloads the manager itself (unless --no-reload), after linking
+            // and before --now starts: planned here only when the unit is not enabled, the
+            // enable right after it does the reload (docs/k3s-behaviour.md §3.5 enable reloads).
+            Change::DaemonReload if !enabled => ": reloaded by the enable".to_string(),
             Change::DaemonReload => "systemctl daemon-reload".to_string(),
             Change::Enable { .. } if now => format!("systemctl enable --now --no-block {u}"),
             Change::Enable { .. } => format!("systemctl enable {u}"),
@@ -198,6 +202,17 @@ mod tests {
         assert_eq!(s.matches("systemctl ").count(), 1, "{s}");
         assert!(s.contains("systemctl enable --now --no-block k3s.service"), "{s}");
         assert!(!s.contains("MainPID"), "{s}");
+        // A new unit file: the enable reloads the manager, no daemon-reload of its own.
+        let unit = Change::CreateFile { path: st.service.unit_path.clone(), mode: "0644".into(), detail: String::new() };
+        let ch = ServicePhase.plan(&want, &off, &[unit.clone()]).unwrap();
+        assert!(matches!(ch.as_slice(), [Change::DaemonReload, Change::Enable { .. }, Change::Start { .. }]), "{ch:?}");
+        let s = fragments(&off, &ch);
+        assert_eq!(s.matches("systemctl ").count(), 1, "{s}");
+        assert!(!s.contains("daemon-reload") && s.contains("reloaded by the enable"), "{s}");
+        // An enabled unit whose file changed keeps its daemon-reload.
+        let on = seen("active", "enabled");
+        let s = fragments(&on, &ServicePhase.plan(&want, &on, &[unit]).unwrap());
+        assert!(s.contains("systemctl daemon-reload"), "{s}");
         // Enabled but stopped: a plain start. Running, disabled: a plain enable.
         let s = fragments(&seen("inactive", "enabled"), &[Change::Start { unit: "k3s.service".into() }]);
         assert!(s.contains("systemctl start --no-block k3s.service") && !s.contains("enable"), "{s}");

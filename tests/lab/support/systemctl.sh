@@ -542,7 +542,7 @@ enable_unit() {
             made=1
         fi
     done
-    ((made)) && RELOAD=1
+
     return 0
 }
 
@@ -556,7 +556,6 @@ disable_unit() {
         [ -n "$l" ] || continue
         rm -f "$l"
         echo "Removed \"$l\"." >&2
-        RELOAD=1
     done < <(wanted_links "$u")
     return 0
 }
@@ -684,7 +683,8 @@ systemctl_main() {
         --property=*) props+=("${a#--property=}") ;;
         -p*) props+=("${a#-p}") ;;
         --no-block) NOBLOCK=1 ;;
-        --no-pager | --no-ask-password | --system | -l | --full | --no-legend | --plain | --no-reload) ;;
+        --no-reload) NORELOAD=1 ;;
+        --no-pager | --no-ask-password | --system | -l | --full | --no-legend | --plain) ;;
         --version) echo "systemd 255 (255-rvlab)"; return 0 ;;
         -*) ;;
         *) if [ -z "$verb" ]; then verb=$a; else norm "$a"; units+=("$REPLY"); fi ;;
@@ -703,7 +703,6 @@ systemctl_main() {
         ;;
     esac
     local rc=0 u r
-    RELOAD=0
     case $verb in
     daemon-reload)
         # Every explicit daemon-reload is recorded (board.daemon_reloads()).
@@ -740,12 +739,21 @@ systemctl_main() {
         ;;
     enable)
         for u in "${units[@]}"; do enable_unit "$u" || rc=$?; done
-        ((RELOAD)) && daemon_reload
+        # systemctl enable reloads the manager after linking, whether or not a link was made,
+        # unless --no-reload (systemctl-enable.c; docs/k3s-behaviour.md §3.5), and --now starts
+        # after that reload. Recorded like an explicit daemon-reload (it is the same reload).
+        if ((!${NORELOAD:-0})); then
+            printf '%s\n' "$EPOCHREALTIME" >>"$ST/daemon-reloads"
+            daemon_reload
+        fi
         if ((now && rc == 0)); then for u in "${units[@]}"; do start_unit "$u" start || rc=$?; done; fi
         ;;
     disable)
         for u in "${units[@]}"; do disable_unit "$u" || rc=$?; done
-        ((RELOAD)) && daemon_reload
+        if ((!${NORELOAD:-0})); then
+            printf '%s\n' "$EPOCHREALTIME" >>"$ST/daemon-reloads"
+            daemon_reload
+        fi
         if ((now)); then for u in "${units[@]}"; do stop_unit "$u"; done; fi
         ;;
     is-active)

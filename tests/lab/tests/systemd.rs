@@ -266,6 +266,31 @@ fn changed_unit_needs_daemon_reload() {
 }
 
 #[test]
+fn enable_reloads_the_manager_unless_no_reload() {
+    let lab = Lab::builder().board("s1", Role::Server).start().unwrap();
+    let unit = |v: &str| {
+        format!("[Service]\nExecStart=/bin/sh -c 'echo version={v}; exec sleep 100000'\n[Install]\nWantedBy=multi-user.target\n")
+    };
+    write_unit(&lab, "s1", "app.service", &unit("one"));
+    ssh_ok(&lab, "s1", "systemctl enable --now app");
+    let need = || ssh_ok(&lab, "s1", "systemctl show app -p NeedDaemonReload --value");
+    assert_eq!(need(), "no\n");
+    write_unit(&lab, "s1", "app.service", &unit("two"));
+    assert_eq!(need(), "yes\n");
+    let reloads = lab.b("s1").daemon_reloads();
+    // --no-reload: the links only, the manager keeps the old definition.
+    ssh_ok(&lab, "s1", "systemctl enable --no-reload app");
+    assert_eq!(need(), "yes\n");
+    assert_eq!(lab.b("s1").daemon_reloads(), reloads);
+    // Already enabled (no link made): the enable still reloads, as systemctl-enable.c does.
+    ssh_ok(&lab, "s1", "systemctl enable app");
+    assert_eq!(need(), "no\n");
+    assert_eq!(lab.b("s1").daemon_reloads(), reloads + 1);
+    ssh_ok(&lab, "s1", "systemctl restart app");
+    assert!(ssh_ok(&lab, "s1", "journalctl -u app -o cat").contains("version=two"));
+}
+
+#[test]
 fn restart_always_brings_a_crashed_service_back() {
     let lab = Lab::builder().board("s1", Role::Server).start().unwrap();
     write_unit(

@@ -616,8 +616,9 @@ done < /proc/self/mounts"#;
         crate::systemd::parse_starts(&text)
     }
 
-    /// How many times `systemctl daemon-reload` ran on the board since boot (recorded by the
-    /// board's systemctl in /run/rvlab/systemd/daemon-reloads).
+    /// How many times the board's manager reloaded its configuration since boot: each
+    /// `systemctl daemon-reload`, and the reload `systemctl enable`/`disable` do without
+    /// `--no-reload` (recorded by the board's systemctl in /run/rvlab/systemd/daemon-reloads).
     pub fn daemon_reloads(&self) -> usize {
         std::fs::read_to_string(self.path("/run/rvlab/systemd/daemon-reloads"))
             .unwrap_or_default()
