@@ -4,7 +4,9 @@
 #   no-op `rvcluster plan`            vs  N parallel `ssh root@board true` (fresh connections)
 #   no-op `rvcluster apply --no-wait` vs  the same floor
 #   first `rvcluster apply --no-wait` on wiped boards  vs  N parallel `scp` of the same k3s binary
-# Prints medians, the ratios, and time(32)/time(8) for ours and the floor. Targets (README):
+# Prints medians, the ratios, and time(32)/time(8) for ours and the floor; for the first apply also
+# the CPU on the controller and on the whole machine (the lab's boards all share this machine's
+# cores, so at 32 boards their side is part of the wall time). Targets (README):
 # no-op plan and apply <= 1.5x the floor at every N; first apply <= 1.2x scp; scaling no worse
 # than the floor's. Needs root and .ci/install-deps.
 #   usage: bench/noop.sh [RUNS=5] [SIZES="8 32"]
@@ -28,7 +30,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-declare -A PLAN FLOOR APPLY FIRST SCPT
+declare -A PLAN FLOOR APPLY FIRST SCPT CPU_FIRST CPU_SCP
 median() { python3 -c 'import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
 
 for N in $SIZES; do
@@ -73,6 +75,9 @@ SH
     FLOOR[$N]=$(med ssh-true "$WORK/noop-$N.txt")
     FIRST[$N]=$(med first-apply "$WORK/first-$N.txt")
     SCPT[$N]=$(med parallel-scp "$WORK/first-$N.txt")
+    cpu() { sed -n "s/^$1: cpu controller \([0-9]*\) ms, whole machine \([0-9]*\) ms.*/\1 \2/p" "$2"; }
+    CPU_FIRST[$N]=$(cpu first-apply "$WORK/first-$N.txt")
+    CPU_SCP[$N]=$(cpu parallel-scp "$WORK/first-$N.txt")
     cd "$ROOT"
     "$LAB" down --state "$STATE" >/dev/null
 done
@@ -85,6 +90,17 @@ for N in $SIZES; do
 import sys
 n, p, a, f, fi, s = sys.argv[1], *map(float, sys.argv[2:])
 print(f"{n:<6} {p:<12.1f} {a:<12.1f} {f:<12.1f} {p/f:<10.2f} {a/f:<10.2f} {fi:<12.1f} {s:<12.1f} {fi/s:<10.2f}")
+PY
+done
+echo
+echo "== first apply vs scp: CPU (medians, ms): on the controller (rvcluster / the ssh+scp clients)"
+echo "   and on the whole machine (all cores; on the lab that includes every board's side)"
+printf '%-6s %-12s %-12s %-10s %-12s %-12s %-10s\n' boards ctl-ours ctl-scp ctl/x all-ours all-scp all/x
+for N in $SIZES; do
+    python3 - "$N" ${CPU_FIRST[$N]} ${CPU_SCP[$N]} <<'PY'
+import sys
+n, co, mo, cs, ms = sys.argv[1], *map(float, sys.argv[2:])
+print(f"{n:<6} {co:<12.0f} {cs:<12.0f} {co/cs:<10.2f} {mo:<12.0f} {ms:<12.0f} {mo/ms:<10.2f}")
 PY
 done
 set -- $SIZES
