@@ -103,19 +103,25 @@ r | ro | rou | rout | route)
         ;;
     esac
     want=${1:-}
-    hexip() { printf '%d.%d.%d.%d' "0x${1:6:2}" "0x${1:4:2}" "0x${1:2:2}" "0x${1:0:2}"; }
-    bits() { local m=$(( 0x${1:6:2}<<24 | 0x${1:4:2}<<16 | 0x${1:2:2}<<8 | 0x${1:0:2} )) n=0; while (( m & 0x80000000 )); do n=$((n+1)); m=$(( (m<<1) & 0xffffffff )); done; echo $n; }
-    tail -n +2 /proc/net/route | while read -r dev dst gw flags _ _ metric mask _; do
-        if [ "$dst" = 00000000 ] && [ "$mask" = 00000000 ]; then
-            line="default via $(hexip "$gw") dev $dev"
-            [ "$metric" != 0 ] && line="$line metric $metric"
-        else
-            [ "$want" = default ] && continue
-            line="$(hexip "$dst")/$(bits "$mask") dev $dev scope link"
-        fi
-        [ "$want" = default ] && [ "${line%% *}" != default ] && continue
-        echo "$line"
-    done
+    # Builtins only (every facts command asks for the default route).
+    hexip() { printf -v ip '%d.%d.%d.%d' "0x${1:6:2}" "0x${1:4:2}" "0x${1:2:2}" "0x${1:0:2}"; }
+    bits() { local m=$(( 0x${1:6:2}<<24 | 0x${1:4:2}<<16 | 0x${1:2:2}<<8 | 0x${1:0:2} )); n=0; while (( m & 0x80000000 )); do n=$((n+1)); m=$(( (m<<1) & 0xffffffff )); done; }
+    {
+        read -r _
+        while read -r dev dst gw flags _ _ metric mask _; do
+            if [ "$dst" = 00000000 ] && [ "$mask" = 00000000 ]; then
+                hexip "$gw"
+                line="default via $ip dev $dev"
+                [ "$metric" != 0 ] && line="$line metric $metric"
+            else
+                [ "$want" = default ] && continue
+                hexip "$dst"
+                bits "$mask"
+                line="$ip/$n dev $dev scope link"
+            fi
+            echo "$line"
+        done
+    } </proc/net/route
     ;;
 netns)
     case ${1:-show} in

@@ -1,7 +1,8 @@
 #!/bin/bash
 # rvlab: uname inside an emulated board. The machine comes from the board flavour (/etc/rvlab/arch);
 # everything else is the running kernel's.
-arch=$(cat /etc/rvlab/arch 2>/dev/null || echo riscv64)
+{ read -r arch </etc/rvlab/arch; } 2>/dev/null || arch=riscv64 # (builtins: every facts command asks)
+[ -n "$arch" ] || arch=riscv64
 s=0 n=0 r=0 v=0 m=0 p=0 i=0 o=0 any=0
 for a in "$@"; do
     case $a in
@@ -27,9 +28,9 @@ done
 [ $((s + n + r + v + m + p + i + o)) -eq 0 ] && s=1
 out=()
 ((s)) && out+=(Linux)
-((n)) && out+=("$(cat /proc/sys/kernel/hostname)")
-((r)) && out+=("$(cat /proc/sys/kernel/osrelease)")
-((v)) && out+=("$(cat /proc/sys/kernel/version)")
+((n)) && { read -r l </proc/sys/kernel/hostname; out+=("$l"); }
+((r)) && { read -r l </proc/sys/kernel/osrelease; out+=("$l"); }
+((v)) && { IFS= read -r l </proc/sys/kernel/version; out+=("$l"); }
 ((m)) && out+=("$arch")
 ((p)) && out+=("$arch")
 ((i)) && out+=("$arch")

@@ -26,6 +26,18 @@ fn ssh_into_board_sees_openeuler_riscv64_with_own_hostname() {
         "{all}"
     );
     assert_eq!(ssh_ok(&lab, "server1", "uname -s"), "Linux\n");
+    // The nodename is the board's, the release the running kernel's.
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(ssh_ok(&lab, "server1", "uname -nr"), format!("server1 {release}"));
+    // Routes are the shared namespace's IPv4 table, as iproute2 starts its lines
+    // ("default via GW dev DEV"; the emulation omits proto/src).
+    let host = std::process::Command::new("ip").args(["-4", "route", "show", "default"]).output().unwrap();
+    let start = |l: &str| l.split_whitespace().take(5).collect::<Vec<_>>().join(" ");
+    let host: Vec<String> = String::from_utf8_lossy(&host.stdout).lines().map(start).collect();
+    let board: Vec<String> = ssh_ok(&lab, "server1", "ip route show default").lines().map(start).collect();
+    assert_eq!(board, host, "ip route show default");
+    let all = ssh_ok(&lab, "server1", "ip route");
+    assert!(all.lines().filter(|l| !l.starts_with("default")).all(|l| l.contains("/") && l.contains(" scope link")), "{all}");
     assert_eq!(ssh_ok(&lab, "server1", "whoami"), "root\n");
     // openEuler's own tools that Debian lacks.
     ssh_ok(
