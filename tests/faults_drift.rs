@@ -1,7 +1,8 @@
 //! Drift: a managed file edited by hand on a board shows in `status` and `plan`; apply restores
 //! it and restarts k3s exactly once. daemon-reload is asserted directly from the board's
-//! systemctl record: a hand-edited unit file costs exactly one daemon-reload (and one restart),
-//! a config-only change none.
+//! systemctl record: a first apply reloads the manager once (the enable's own reload), a
+//! hand-edited unit file costs exactly one daemon-reload (and one restart), a config-only change
+//! none.
 
 #[path = "support/e2e.rs"]
 mod e2e;
@@ -25,7 +26,10 @@ fn a_hand_edited_file_shows_as_drift_and_apply_restores_it_with_one_restart_and_
     let d = dir.path();
     let srv = lab.b("server1");
     e2e::write_lab_cluster(&lab, d, "drift", "");
+    let reloads = srv.daemon_reloads();
     assert_eq!(e2e::rv(d, &["apply", "cluster.kdl", "--no-wait", "--skip-closure-check"]).status.code(), Some(0));
+    // The first apply writes and enables the unit: the enable's own reload is the only one.
+    assert_eq!(srv.daemon_reloads(), reloads + 1, "a first apply reloads the manager once (by the enable)");
     let clean_cfg = std::fs::read(srv.path(CONFIG)).unwrap();
     let clean_unit = std::fs::read(srv.path(UNIT)).unwrap();
 
