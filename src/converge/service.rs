@@ -204,7 +204,7 @@ mod tests {
         assert!(!s.contains("MainPID"), "{s}");
         // A new unit file: the enable reloads the manager, no daemon-reload of its own.
         let unit = Change::CreateFile { path: st.service.unit_path.clone(), mode: "0644".into(), detail: String::new() };
-        let ch = ServicePhase.plan(&want, &off, &[unit.clone()]).unwrap();
+        let ch = ServicePhase.plan(&want, &off, std::slice::from_ref(&unit)).unwrap();
         assert!(matches!(ch.as_slice(), [Change::DaemonReload, Change::Enable { .. }, Change::Start { .. }]), "{ch:?}");
         let s = fragments(&off, &ch);
         assert_eq!(s.matches("systemctl ").count(), 1, "{s}");
