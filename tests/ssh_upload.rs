@@ -404,3 +404,71 @@ fn ssh_upload_compressed_uses_no_asyncio_only_where_zstd_knows_it() {
         assert_eq!(decompress[0].contains("--no-asyncio"), !old, "{calls}");
     }
 }
+
+/// Uploads as requests on the held lock+facts command (src/converge/session.rs answers them):
+/// a new file, the same again (the command exits without reading, the rest is drained), another
+/// file's bytes under the digest (refused, the old file stays), one whose directory cannot be
+/// made (fails before reading), an uncompressed one: each request finds the stream where the one
+/// before left it.
+fn held_uploads_then_the_script(h: &mut dyn Host) {
+    use rvcluster::converge::session;
+    use rvcluster::transport::cmd::Codec;
+    use rvcluster::transport::host::upload_held;
+    let src = tempfile::tempdir().unwrap();
+    // Incompressible and far larger than a pipe's buffer: a request whose command stops reading
+    // early leaves most of it in the stream unless the shell drains it.
+    let local = big_file(src.path(), 4 * MIB, 7);
+    let sha = sha_file(&local);
+    let packed = rvcluster::artifact::compressed(&local, &sha, Codec::Zstd).unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    let path = remote.path().join("bin/k3s");
+    let dest = RemoteFile::new(path.display().to_string(), 0o755);
+    let q = rvcluster::transport::FactsQuery { paths: vec![path.display().to_string()], ..Default::default() };
+    // Plan mode (no lock under /var/lib/rvcluster on this machine): the same request loop.
+    let mut held = h.exec_held(&session::command(false, "test", &q), session::HEAD_END, None).unwrap();
+    assert!(!held.ended());
+    let name = h.name().to_string();
+
+    let o = upload_held(held.as_mut(), &name, &packed, Some(Codec::Zstd), &sha, &dest).unwrap().unwrap();
+    assert!(matches!(o, UploadOutcome::Uploaded { bytes, .. } if bytes == std::fs::metadata(&packed).unwrap().len()), "{o:?}");
+    assert_eq!(sha_file(&path), sha);
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o755);
+    let o = upload_held(held.as_mut(), &name, &packed, Some(Codec::Zstd), &sha, &dest).unwrap().unwrap();
+    assert!(matches!(o, UploadOutcome::Unchanged { .. }), "{o:?}");
+
+    let other = src.path().join("other");
+    std::fs::write(&other, "not the same\n".repeat(5000)).unwrap();
+    let wrong = rvcluster::artifact::compressed(&other, &sha_file(&other), Codec::Zstd).unwrap();
+    std::fs::write(&path, "old").unwrap();
+    let err = upload_held(held.as_mut(), &name, &wrong, Some(Codec::Zstd), &sha, &dest).unwrap().unwrap_err();
+    assert!(matches!(err, TransportError::ShaMismatch { .. }), "{err}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "old");
+    assert!(leftovers(&remote.path().join("bin")).is_empty());
+
+    // A command that fails before reading (its directory cannot be made): the shell drains.
+    std::fs::write(remote.path().join("blocker"), "a file").unwrap();
+    let blocked = RemoteFile::new(remote.path().join("blocker/k3s").display().to_string(), 0o755);
+    let err = upload_held(held.as_mut(), &name, &packed, Some(Codec::Zstd), &sha, &blocked).unwrap().unwrap_err();
+    assert!(matches!(err, TransportError::CommandFailed { .. }), "{err}");
+
+    let plain = RemoteFile::new(remote.path().join("plain").display().to_string(), 0o600);
+    let o = upload_held(held.as_mut(), &name, &other, None, &sha_file(&other), &plain).unwrap().unwrap();
+    assert!(matches!(o, UploadOutcome::Uploaded { .. }), "{o:?}");
+    assert_eq!(std::fs::read(remote.path().join("plain")).unwrap(), std::fs::read(&other).unwrap());
+
+    // (The script after the uploads: every e2e apply; plan mode has no state directory for it.)
+    let out = held.finish(b"", None).unwrap();
+    assert_eq!(out.status, 0, "{}", out.stderr_str());
+}
+
+#[test]
+fn held_uploads_over_ssh_and_locally_keep_the_stream_in_step() {
+    let src = tempfile::tempdir().unwrap();
+    // SAFETY: this test binary's tests do not read XDG_CACHE_HOME concurrently.
+    unsafe { std::env::set_var("XDG_CACHE_HOME", src.path().join("cache")) };
+    let key = client_key("ed25519", None);
+    let sshd = Sshd::with_key(&key);
+    let (mut h, _d) = connect(&sshd, &key);
+    held_uploads_then_the_script(&mut h);
+    held_uploads_then_the_script(&mut LocalHost::new("local"));
+}

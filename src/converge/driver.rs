@@ -360,7 +360,7 @@ fn plan_host(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<&ServerLi
     let name = job.name;
     let err = |phase: &'static str| move |c: Cause| ConvergeError::new(name, phase, c);
     let q = query(job, ctx.wet);
-    let (held, lock, mut facts) = open(ctx, host, name, &q)?;
+    let (mut held, lock, mut facts) = open(ctx, host, name, &q)?;
     timer.done("lock+facts", format!("{} paths, {} probes, {} reads", q.paths.len(), q.probes.len(), q.reads.len() + q.reads_unless.len()));
     // Every early return below drops `held`: the channel closes, the lock goes with it.
     // The host's current generation, read once; without one, what the board had before the early
@@ -368,7 +368,7 @@ fn plan_host(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<&ServerLi
     let previous = crate::generation::current(&facts);
     let found_facts = (ctx.wet && previous.is_none() && job.early.is_some()).then(|| Facts { files: facts.files.clone(), ..Facts::default() });
     let made = match job.early {
-        Some(early) if ctx.wet => stream_early(ctx, host, job, &q, early, &mut facts, server)?,
+        Some(early) if ctx.wet => stream_early(ctx, host, held.as_mut(), job, &q, early, &mut facts, server)?,
         _ => Vec::new(),
     };
     if !made.is_empty() {
@@ -480,7 +480,8 @@ fn carry_out(ctx: &Ctx, host: &mut dyn Host, job: &Job, p: &mut Planned, server:
     let dests: Vec<&str> = p.acts.uploads.iter().map(|u| u.dest.path.as_str()).collect();
     keep_found(ctx, host, name, &p.seen.facts, &dests)?;
     for u in &p.acts.uploads {
-        upload(ctx, host, name, u).map_err(|e| err("files")(e.into()))?;
+        let held = p.held.as_mut().map(|h| h.as_mut() as &mut dyn crate::transport::Held);
+        upload(ctx, host, held, name, u).map_err(|e| err("files")(e.into()))?;
     }
     if !p.acts.uploads.is_empty() {
         timer.done("files", format!("{} upload(s)", p.acts.uploads.len()));
@@ -618,9 +619,11 @@ fn open(ctx: &Ctx, host: &mut dyn Host, name: &str, q: &FactsQuery) -> Result<(B
 
 /// Apply, before the server answers: stream the local binaries the early state needs (they do not
 /// depend on the token) and record them in `facts` as present; returns them as changes made.
+#[allow(clippy::too_many_arguments)]
 fn stream_early(
     ctx: &Ctx,
     host: &mut dyn Host,
+    held: &mut dyn crate::transport::Held,
     job: &Job,
     q: &FactsQuery,
     early: Render,
@@ -653,7 +656,7 @@ fn stream_early(
         }
         keep_found(ctx, host, job.name, facts, &[f.path.as_str()])?;
         for u in &acts.uploads {
-            upload(ctx, host, job.name, u).map_err(|e| err("files")(e.into()))?;
+            upload(ctx, host, Some(&mut *held), job.name, u).map_err(|e| err("files")(e.into()))?;
         }
         facts.files.insert(f.path.clone(), uploaded(f));
         if f.path == q.k3s_binary {
@@ -713,10 +716,27 @@ fn run_script(
     Ok(r.values)
 }
 
-/// Stream one local file (compressed when the host can undo it), atomically, verified.
-fn upload(ctx: &Ctx, host: &mut dyn Host, name: &str, u: &super::phase::Upload) -> Result<crate::transport::UploadOutcome, crate::transport::TransportError> {
+/// Stream one local file (compressed when the host can undo it), atomically, verified: as a
+/// request on the held lock+facts command when there is one (no second remote command), else on
+/// a channel of its own.
+fn upload(
+    ctx: &Ctx,
+    host: &mut dyn Host,
+    held: Option<&mut dyn crate::transport::Held>,
+    name: &str,
+    u: &super::phase::Upload,
+) -> Result<crate::transport::UploadOutcome, crate::transport::TransportError> {
     ctx.event(name, EventKind::Step(format!("uploading {}", u.dest.path)));
     let packed = u.codec.and_then(|c| crate::artifact::compressed(&u.local, &u.sha256, c).ok().map(|p| (c, p)));
+    if let Some(h) = held {
+        let (local, codec) = match &packed {
+            Some((c, p)) => (p.as_path(), Some(*c)),
+            None => (u.local.as_path(), None),
+        };
+        if let Some(r) = crate::transport::host::upload_held(h, name, local, codec, &u.sha256, &u.dest) {
+            return r;
+        }
+    }
     match packed {
         Some((c, p)) => host.upload_compressed(&p, c, &u.sha256, &u.dest),
         None => host.upload_pinned(&u.local, &u.sha256, &u.dest),

@@ -1,11 +1,13 @@
 //! The lock+facts phase: ONE remote command per host (docs/converge.md §1, §2). It takes the
 //! board lock (apply only: `flock` on /var/lib/rvcluster/apply.lock held by this command's shell), prints the facts
 //! every phase asked for, then waits on stdin for the apply script (its sha256 on the first
-//! line), checks it arrived whole and runs it. The lock lives exactly as long as this command:
+//! line), checks it arrived whole and runs it. Before the script it answers upload requests:
+//! the large files stream on this same command (src/transport/host.rs `upload_held`). The lock lives exactly as long as this command:
 //! a finished apply, a lost connection, a kill -9 or Ctrl-C of rvcluster all release it, and no
 //! stale lock is ever left to remove by hand. Plan sends nothing: the command ends at once.
 
 use crate::transport::cmd::{self, quote};
+use crate::transport::held::{UPLOAD_END, UPLOAD_REQUEST, UPLOAD_STATUS};
 use crate::transport::facts::{self, Facts, FactsQuery};
 
 use super::error::Cause;
@@ -62,8 +64,22 @@ pub fn command(wet: bool, owner: &str, q: &FactsQuery) -> String {
     s.push_str("{\n");
     s.push_str(&facts::script(q));
     s.push_str("} </dev/null\n");
+    // Requests before the script: `@@rv upload N`, a one-line command, then N bytes that are
+    // its stdin (a streamed upload on this same command: no second login shell). The client
+    // sends nothing more until the answer (the command's output, its status, UPLOAD_END), so
+    // `head -c` never finds bytes beyond the N it must pass on. A command that succeeds reads
+    // all of them (one that finds the file there already drains them itself,
+    // cmd::upload_stream_body); after a failure `cat` drains the rest: either way the next
+    // request starts clean.
     s.push_str(&format!(
-        "IFS= read -r rv_want || exit 0\n\
+        "while IFS= read -r rv_want || exit 0; do\n\
+         case $rv_want in\n\
+         '{UPLOAD_REQUEST}'*) IFS= read -r rv_c || exit 0\n\
+         head -c \"${{rv_want#'{UPLOAD_REQUEST}'}}\" | ( ( eval \"$rv_c\" ); rv_s=$?; [ $rv_s = 0 ] || cat >/dev/null; exit $rv_s ) 2>&1\n\
+         echo \"{UPLOAD_STATUS}$?\"; echo '{UPLOAD_END}' ;;\n\
+         *) break ;;\n\
+         esac\n\
+         done\n\
          [ -n \"$rv_want\" ] || exit 0\n\
          rv_t={dir}/.apply-script.$$\n\
          (umask 077; cat > \"$rv_t\") || exit 1\n\

@@ -171,12 +171,13 @@ fn create_umask(mode: u32) -> (u32, Option<u32>) {
 /// `present`-check shared by [`upload_check`] and [`upload_stream`]: when `$d` is a regular
 /// file with that sha256, fix its mode/owner, print `present` and exit 0. The hasher reads
 /// stdin so that hostile file names never appear in its output.
-fn present_check(sha256: &str, mode: u32, owner: Option<&str>) -> String {
+fn present_check(sha256: &str, mode: u32, owner: Option<&str>, drain: bool) -> String {
     format!(
         "if [ -f \"$d\" ] && [ ! -L \"$d\" ]; then h=$(rv_sha < \"$d\") || exit 1; h=${{h%% *}}; \
-         if [ \"$h\" = {sha} ]; then {fix} || exit 1; echo present; exit 0; fi; fi; ",
+         if [ \"$h\" = {sha} ]; then {fix} || exit 1; {drain}echo present; exit 0; fi; fi; ",
         sha = quote(sha256),
         fix = chmod_chown("d", mode, owner, None),
+        drain = if drain { "cat >/dev/null; " } else { "" },
     )
 }
 
@@ -186,7 +187,7 @@ pub fn upload_check(dest: &str, sha256: &str, mode: u32, owner: Option<&str>) ->
     format!(
         "{SHA_FN}d={}; {}echo absent",
         quote(dest),
-        present_check(sha256, mode, owner)
+        present_check(sha256, mode, owner, false)
     )
 }
 
@@ -257,6 +258,25 @@ pub fn upload_stream_kept(
     codec: Option<Codec>,
     keep: Option<&str>,
 ) -> String {
+    format!("{SHA_FN}{}", upload_stream_body(dest, tmp, sha256, mode, owner, codec, keep, false))
+}
+
+/// [`upload_stream_kept`] without the [`SHA_FN`] definitions it needs (for a shell that has
+/// them already: the held lock+facts command, src/converge/session.rs). One line unless a path
+/// holds a newline. `drain`: a file already there still reads its stdin to the end (the held
+/// command's stream must be left at the next request; on success every other path reads it all,
+/// the decompressor or `tee` to its end).
+#[allow(clippy::too_many_arguments)]
+pub fn upload_stream_body(
+    dest: &str,
+    tmp: &str,
+    sha256: &str,
+    mode: u32,
+    owner: Option<&str>,
+    codec: Option<Codec>,
+    keep: Option<&str>,
+    drain: bool,
+) -> String {
     let source = match codec {
         Some(c) => format!("{} | ", c.decompress()),
         None => String::new(),
@@ -280,13 +300,13 @@ pub fn upload_stream_kept(
         }
     };
     format!(
-        "{SHA_FN}umask 077; d={d}; t={t}; kt=''; {stale}{check}trap 'rm -f \"$t\" \"$t.err\" ${{kt:+\"$kt\"}}' EXIT; {mkdir}\
+        "umask 077; d={d}; t={t}; kt=''; {stale}{check}trap 'rm -f \"$t\" \"$t.err\" ${{kt:+\"$kt\"}}' EXIT; {mkdir}\
          {kept_tmp}h=$( {{ {source}tee \"$t\" || : > \"$t.err\"; }} | rv_sha ) || exit 1; [ ! -e \"$t.err\" ] || exit 1; \
          h=${{h%% *}}; if [ \"$h\" != {sha} ]; then echo \"{mark}$h\" >&2; exit {status}; fi; \
          {{ [ -z \"$kt\" ] || cp \"$t\" \"$kt\"; }} || exit 1; {fix} && mv -f \"$t\" \"$d\" || exit 1;{keep_it} trap - EXIT",
         d = quote(dest),
         t = quote(tmp),
-        check = present_check(sha256, mode, owner),
+        check = present_check(sha256, mode, owner, drain),
         stale = stale_temps(dest),
         sha = quote(sha256),
         mark = SHA_MISMATCH_MARK,

@@ -1,13 +1,22 @@
 //! Held commands: a command started on a host that prints a head (its facts) and then waits
 //! for input on stdin, keeping its channel open. rvcluster's converge takes the board lock and
-//! reads the facts in such a command, plans locally, streams uploads on other channels, and only
-//! then sends the apply script on the held command's stdin: one remote command per host, and
-//! the lock lives exactly as long as the channel (a lost client closes it, and the lock with it).
+//! reads the facts in such a command, plans locally, streams the uploads as requests on the
+//! same command's stdin ([`Held::exchange`]), and then sends the apply script there: one remote
+//! command per host, and the lock lives exactly as long as the channel (a lost client closes
+//! it, and the lock with it).
 
+use std::io::Read;
 use std::time::Duration;
 
 use super::error::Result;
 use super::host::ExecOutput;
+
+/// A request on a held command's stdin (src/converge/session.rs answers it): `@@rv upload N`,
+/// a one-line command, then N bytes, the command's stdin.
+pub const UPLOAD_REQUEST: &str = "@@rv upload ";
+/// The answer: the command's output (stdout and stderr), `@@rv upload-status S`, then this line.
+pub const UPLOAD_STATUS: &str = "@@rv upload-status ";
+pub const UPLOAD_END: &str = "@@rv upload-end";
 
 /// A started command whose stdout has reached its marker line.
 pub trait Held: Send {
@@ -15,6 +24,10 @@ pub trait Held: Send {
     fn head(&self) -> &[u8];
     /// Whether the command already ended (then [`Held::finish`] only collects its status).
     fn ended(&self) -> bool;
+    /// Send all of `input` without closing stdin, then read stdout up to and including the
+    /// line `marker`: one request and its answer. Returns that stdout and the stderr seen
+    /// meanwhile; an error when the command ended (or the connection did) before the marker.
+    fn exchange(&mut self, input: &mut dyn Read, marker: &str, timeout: Option<Duration>) -> Result<(Vec<u8>, Vec<u8>)>;
     /// Send `input`, close stdin, and read until the command exits. The returned stdout is the
     /// rest after [`Held::head`]; stderr is all of it.
     fn finish(self: Box<Self>, input: &[u8], timeout: Option<Duration>) -> Result<ExecOutput>;

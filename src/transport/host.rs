@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use super::cmd;
 use super::error::{Result, TransportError};
 use super::facts::{self, Facts, FactsQuery};
-use super::held::Held;
+use super::held::{self, Held};
 use super::target::Become;
 
 /// Result of one command.
@@ -343,37 +343,8 @@ pub trait Host: Send {
             n: 0,
         };
         let out = self.exec_become(&script, &mut counting, None)?;
-        let stderr = out.stderr_str();
-        if out.status == cmd::SHA_MISMATCH_STATUS
-            && let Some(actual) = stderr
-                .lines()
-                .find_map(|l| l.strip_prefix(cmd::SHA_MISMATCH_MARK))
-        {
-            return Err(TransportError::ShaMismatch {
-                host: self.name().to_string(),
-                dest: dest.path.clone(),
-                expected: sha256.to_string(),
-                actual: actual.trim().to_string(),
-            });
-        }
-        if !out.success() {
-            return Err(TransportError::CommandFailed {
-                host: self.name().to_string(),
-                what: format!("uploading {}", dest.path),
-                status: out.status,
-                stderr: stderr.trim().to_string(),
-            });
-        }
-        if out.stdout_str().trim() == "present" {
-            // The host had it already and never read stdin (at most a window of data was sent).
-            return Ok(UploadOutcome::Unchanged {
-                sha256: sha256.to_string(),
-            });
-        }
-        Ok(UploadOutcome::Uploaded {
-            sha256: sha256.to_string(),
-            bytes: counting.n,
-        })
+        let n = counting.n;
+        upload_outcome(self.name(), &out, sha256, dest, n)
     }
 
     /// Gather facts in one round trip (run with privilege, so root-only files are readable).
@@ -383,6 +354,108 @@ pub trait Host: Send {
             host: self.name().to_string(),
             detail: e.to_string(),
         })
+    }
+}
+
+/// What an upload command's answer means: the sha256 mismatch (its exit status and stderr line),
+/// another failure, the file already there (`present`), or `bytes` sent.
+fn upload_outcome(host: &str, out: &ExecOutput, sha256: &str, dest: &RemoteFile, bytes: u64) -> Result<UploadOutcome> {
+    let stderr = out.stderr_str();
+    if out.status == cmd::SHA_MISMATCH_STATUS
+        && let Some(actual) = stderr.lines().find_map(|l| l.strip_prefix(cmd::SHA_MISMATCH_MARK))
+    {
+        return Err(TransportError::ShaMismatch {
+            host: host.to_string(),
+            dest: dest.path.clone(),
+            expected: sha256.to_string(),
+            actual: actual.trim().to_string(),
+        });
+    }
+    if !out.success() {
+        return Err(TransportError::CommandFailed {
+            host: host.to_string(),
+            what: format!("uploading {}", dest.path),
+            status: out.status,
+            stderr: stderr.trim().to_string(),
+        });
+    }
+    if out.stdout_str().trim() == "present" {
+        // The host had it already and never read the data (the rest was drained or never sent).
+        return Ok(UploadOutcome::Unchanged { sha256: sha256.to_string() });
+    }
+    Ok(UploadOutcome::Uploaded { sha256: sha256.to_string(), bytes })
+}
+
+/// [`Host::upload_compressed`] (`codec` given) or [`Host::upload_pinned`] as a request on a held
+/// command ([`Held::exchange`], answered by the lock+facts command, src/converge/session.rs):
+/// the same command, run by the shell that already holds the board lock, with privilege, so no
+/// second channel or login shell. `local` (the file to send: the compressed form when `codec`)
+/// must be `len` bytes; the host verifies the uncompressed sha256 as ever. `None` when the
+/// command cannot travel as one line (a path with a newline): the caller uploads on its own
+/// channel instead.
+pub fn upload_held(
+    held: &mut dyn Held,
+    host: &str,
+    local: &Path,
+    codec: Option<cmd::Codec>,
+    sha256: &str,
+    dest: &RemoteFile,
+) -> Option<Result<UploadOutcome>> {
+    let sha256 = sha256.to_ascii_lowercase();
+    let tmp = cmd::temp_path_for(&dest.path, &temp_suffix());
+    let command = cmd::upload_stream_body(&dest.path, &tmp, &sha256, dest.mode, dest.owner.as_deref(), codec, dest.keep.as_deref(), true);
+    if command.contains('\n') {
+        return None;
+    }
+    Some((|| {
+        let read_err = |e| TransportError::io(format!("reading {}", local.display()), e);
+        let file = std::fs::File::open(local).map_err(read_err)?;
+        let len = file.metadata().map_err(read_err)?.len();
+        let head = format!("{}{len}\n{command}\n", held::UPLOAD_REQUEST);
+        // Exactly `len` bytes whatever happens to the file meanwhile (the host reads that many
+        // before the next request): short is padded, and the hash check fails.
+        let data = Exact { inner: file.take(len), left: len };
+        let mut input = std::io::Read::chain(head.as_bytes(), data);
+        let (stdout, stderr) = held.exchange(&mut input, held::UPLOAD_END, None)?;
+        let text = String::from_utf8_lossy(&stdout);
+        let mut status = -1;
+        let mut said = String::new();
+        for line in text.lines() {
+            if let Some(s) = line.strip_prefix(held::UPLOAD_STATUS) {
+                status = s.trim().parse().unwrap_or(-1);
+            } else if line != held::UPLOAD_END {
+                said.push_str(line);
+                said.push('\n');
+            }
+        }
+        said.push_str(&String::from_utf8_lossy(&stderr));
+        // The command's stdout and stderr arrive as one stream: both are looked at.
+        let out = ExecOutput { status, stdout: said.clone().into_bytes(), stderr: said.into_bytes() };
+        upload_outcome(host, &out, &sha256, dest, len)
+    })())
+}
+
+/// A reader that yields exactly `left` bytes: the inner reader's, then zeros if it ends early.
+struct Exact<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Exact<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let want = buf.len().min(self.left as usize);
+        let n = match self.inner.read(&mut buf[..want])? {
+            0 => {
+                buf[..want].fill(0);
+                want
+            }
+            n => n,
+        };
+        self.left -= n as u64;
+        Ok(n)
     }
 }
 

@@ -163,6 +163,33 @@ impl super::held::Held for LocalHeld {
     fn ended(&self) -> bool {
         self.ended
     }
+    fn exchange(&mut self, input: &mut dyn Read, marker: &str, _timeout: Option<Duration>) -> Result<(Vec<u8>, Vec<u8>)> {
+        let out = &mut self.out;
+        let stdout = std::thread::scope(|s| {
+            // Read the answer while the request is written: neither side can block the other.
+            let reader = s.spawn(move || {
+                let (mut got, mut buf) = (vec![], [0u8; 8192]);
+                while super::held::head_end(&got, marker).is_none() {
+                    match out.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
+                got
+            });
+            // The command may stop reading (it ended): the reader says so.
+            let _ = std::io::copy(input, &mut self.stdin);
+            let _ = self.stdin.flush();
+            reader.join().unwrap_or_default()
+        });
+        if super::held::head_end(&stdout, marker).is_none() {
+            self.ended = true;
+            return Err(TransportError::Session { host: self.name.clone(), what: "a request to the held command".into(), cause: "it ended before answering".into() });
+        }
+        Ok((stdout, vec![]))
+    }
     fn finish(self: Box<Self>, input: &[u8], _timeout: Option<Duration>) -> Result<ExecOutput> {
         let LocalHeld { name, mut child, mut stdin, mut out, stderr, .. } = *self;
         let writer = std::thread::spawn({

@@ -634,6 +634,29 @@ impl super::held::Held for SshHeld {
     fn ended(&self) -> bool {
         self.ended
     }
+    fn exchange(&mut self, input: &mut dyn Read, marker: &str, timeout: Option<Duration>) -> Result<(Vec<u8>, Vec<u8>)> {
+        let start = Instant::now();
+        self.session.set_blocking(false);
+        let result = pump_channel(&self.session, self.fd, &mut self.ch, input, timeout, start, Some(marker));
+        self.session.set_blocking(true);
+        match result {
+            Ok((stdout, stderr)) => {
+                self.stderr.extend_from_slice(&stderr);
+                if super::held::head_end(&stdout, marker).is_none() {
+                    self.ended = true;
+                    return Err(TransportError::Session {
+                        host: self.name.clone(),
+                        what: "a request to the held command".into(),
+                        cause: format!("it ended before answering: {}", String::from_utf8_lossy(&self.stderr).trim()),
+                    });
+                }
+                Ok((stdout, stderr))
+            }
+            Err(PumpError::Timeout) => Err(TransportError::Timeout { host: self.name.clone(), what: "a request to the held command".into(), after: timeout.unwrap_or_default() }),
+            Err(PumpError::Stdin(e)) => Err(TransportError::io(format!("{}: reading the data to send", self.name), e)),
+            Err(PumpError::Ssh(e)) => Err(TransportError::Session { host: self.name.clone(), what: "a request to the held command".into(), cause: e.to_string() }),
+        }
+    }
     fn finish(mut self: Box<Self>, input: &[u8], timeout: Option<Duration>) -> Result<ExecOutput> {
         let start = Instant::now();
         let err = |what: &str, e: &dyn std::fmt::Display| TransportError::Session {
