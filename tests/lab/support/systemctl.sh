@@ -24,31 +24,44 @@ norm() { # sets REPLY
     esac
 }
 
-# The unit's definition as on disk: unit file then drop-ins. Fails when there is no unit file.
-disk_def() {
-    local f=$UNIT_DIR/$1 d
+# A file's text into REPLY, each line ending in a newline (builtins only: systemctl reads the
+# unit files on every start, enable and daemon-reload). Fails when it cannot be read.
+read_text() {
+    local l out=''
+    { while IFS= read -r l || [ -n "$l" ]; do out+=$l$'\n'; done <"$1"; } 2>/dev/null || return 1
+    REPLY=$out
+}
+
+# The unit's definition as on disk into REPLY: unit file then drop-ins, each followed by an
+# empty line. Fails when there is no unit file.
+disk_def_v() {
+    local f=$UNIT_DIR/$1 d out=''
     [ -f "$f" ] || return 1
-    cat "$f"
-    printf '\n'
-    for d in "$UNIT_DIR/$1.d"/*.conf; do
-        cat "$d"
-        printf '\n'
+    for d in "$f" "$UNIT_DIR/$1.d"/*.conf; do
+        read_text "$d" || return 1
+        out+=$REPLY$'\n'
     done
+    REPLY=$out
+}
+
+# Write the loaded definition atomically (readers never see half of it).
+store_def() {
+    printf '%s' "$2" >"$ST/loaded/$1.tmp" && mv -f "$ST/loaded/$1.tmp" "$ST/loaded/$1"
 }
 
 # Load a unit that the manager does not know yet (systemd loads units on demand).
 ensure_loaded() {
     [ -f "$ST/loaded/$1" ] && return 0
-    disk_def "$1" >"$ST/loaded/$1.tmp" 2>/dev/null || {
-        rm -f "$ST/loaded/$1.tmp"
-        return 1
-    }
-    mv -f "$ST/loaded/$1.tmp" "$ST/loaded/$1"
+    disk_def_v "$1" || return 1
+    store_def "$1" "$REPLY"
 }
 
 changed_on_disk() {
     [ -f "$ST/loaded/$1" ] || return 1
-    ! disk_def "$1" 2>/dev/null | cmp -s - "$ST/loaded/$1"
+    local disk=''
+    disk_def_v "$1" && disk=$REPLY
+    read_text "$ST/loaded/$1" || REPLY=''
+    [ "$REPLY" != "$disk" ]
 }
 
 warn_changed() {
@@ -323,8 +336,12 @@ supervise() {
     echo $$ >"$ST/$UNIT.sup"
     parse_def "$ST/loaded/$UNIT"
     local name=${UNIT%.service}
+    local st=''
     while :; do
-        set_status "$UNIT" activating
+        # (start_unit has just said so for the first start: no second rename)
+        { read -r st <"$ST/$UNIT.status"; } 2>/dev/null
+        [ "$st" = activating ] || set_status "$UNIT" activating
+        st=''
         jlog 'systemd[1]' "Starting $UNIT${DESC:+ - $DESC}..."
         ENV_ERROR=''
         if ! build_env; then
@@ -365,7 +382,7 @@ supervise() {
         local notify_pid=''
         if [ "$TYPE" = notify ]; then
             # sd_notify: the service sends READY=1 to $NOTIFY_SOCKET; start waits for it.
-            rm -f "$ST/$UNIT.notify"
+            if [ -e "$ST/$UNIT.notify" ] || [ -L "$ST/$UNIT.notify" ]; then rm -f "$ST/$UNIT.notify"; fi
             : >"$ST/$UNIT.notified"
             socat -u "UNIX-RECV:$ST/$UNIT.notify" "OPEN:$ST/$UNIT.notified,append" </dev/null >/dev/null 2>&1 &
             notify_pid=$!
@@ -451,9 +468,10 @@ start_unit() { # unit kind
         return 5
     fi
     warn_changed "$u"
-    st=$(unit_state "$u")
+    unit_state_v "$u"; st=$REPLY
     case $st in active | activating | auto-restart) return 0 ;; esac
-    rm -f "$ST/$u.stopping" "$ST/$u.sup"
+    # (no rm process for the files a unit started for the first time never had)
+    if [ -e "$ST/$u.stopping" ] || [ -e "$ST/$u.sup" ]; then rm -f "$ST/$u.stopping" "$ST/$u.sup"; fi
     set_status "$u" activating
     setsid -f /bin/bash "$SELF" __supervise "$u" "$kind" </dev/null >/dev/null 2>&1 9>&-
     # --no-block: the job is queued, systemctl returns at once (the unit is "activating").
@@ -574,15 +592,17 @@ enabled_state() { # prints enabled|disabled|static, fails when there is no unit 
 }
 
 daemon_reload() {
-    local f u
+    local f u new
     for f in "$ST/loaded"/*; do
         u=${f##*/}
         [[ $u == *.tmp ]] && continue
-        if disk_def "$u" >"$f.tmp" 2>/dev/null; then
-            mv -f "$f.tmp" "$f"
+        if disk_def_v "$u"; then
+            # Rewritten only when it changed (no process for the units that did not).
+            new=$REPLY
+            read_text "$f" && [ "$REPLY" = "$new" ] || store_def "$u" "$new"
         else
-            rm -f "$f.tmp"
-            case $(unit_state "$u") in active | activating | auto-restart) ;; *) rm -f "$f" ;; esac
+            unit_state_v "$u"
+            case $REPLY in active | activating | auto-restart) ;; *) rm -f "$f" ;; esac
         fi
     done
     for f in "$UNIT_DIR"/*.service; do ensure_loaded "${f##*/}"; done
