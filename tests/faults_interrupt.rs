@@ -1,6 +1,6 @@
 //! kill -9 of rvcluster, and a dropped connection, at K points of a fresh apply (a registry host,
-//! a server, an agent, one image): during the k3s binary upload (half of it written), between
-//! two file writes, before the k3s start, during an image push (a blob half uploaded). Each
+//! a server, an agent, one image): during the k3s binary upload (half of it written), before
+//! the text files' one rename (all staged as temp files), before the k3s start, during an image push (a blob half uploaded). Each
 //! point is reached exactly, without sleeps: the board's fault hook pauses the command there
 //! (tests/support/faults.rs), or the registry's upload directory shows the blob in flight and
 //! the registry is stopped (SIGSTOP) while the fault is injected. After each fault: no board
@@ -57,7 +57,7 @@ impl Point {
 
 const POINTS: [Point; 4] = [
     Point::Hook { what: "during the k3s binary upload (1 MiB of it written)", board: "server1", cmd: "tee", nth: 1, when: "1048576", pattern: "*/usr/local/bin/.k3s.rvcluster-tmp*" },
-    Point::Hook { what: "between two file writes (config.yaml renamed, the next not yet)", board: "server1", cmd: "mv", nth: 1, when: "after", pattern: "*/etc/rancher/k3s/*" },
+    Point::Hook { what: "before the text files' one rename (config.yaml and the rest staged as temp files)", board: "server1", cmd: "rename.ul", nth: 1, when: "before", pattern: "*/etc/rancher/k3s/*" },
     Point::Hook { what: "before the k3s start (enable --now)", board: "server1", cmd: "systemctl", nth: 1, when: "before", pattern: "* enable --now *k3s*" },
     Point::Push,
 ];
@@ -292,7 +292,7 @@ fn a_restart_lost_to_an_interrupted_apply_happens_on_the_rerun() {
         e2e::write_lab_cluster(&lab, d, "lost", &format!("        node-label \"zone=z{n}\"\n"));
         faults::wait_until("k3s running", || srv.sh("systemctl is-active k3s || true").unwrap().trim() == "active", || true);
         let starts = srv.service_starts("k3s").len();
-        faults::arm(srv, "mv", 1, "after", "*/etc/rancher/k3s/config.yaml*");
+        faults::arm(srv, "rename.ul", 1, "after", "*/etc/rancher/k3s/*config.yaml*");
         let mut child = spawn_apply(d, &format!("lost{n}"));
         let pid = faults::wait_paused(srv, &mut child);
         match fault {

@@ -1,7 +1,7 @@
 //! A board rebooted in the middle of an apply (lab `reboot`: every process killed, /run and
 //! /tmp emptied, the rest of its state kept, enabled units started at boot): during the k3s
-//! binary upload of a fresh apply (half of it in a temp file), and between writing config.yaml
-//! and restarting k3s on a converged cluster. apply reports the host failed (exit 1); the
+//! binary upload of a fresh apply (half of it in a temp file), and on a converged cluster with
+//! a changed config.yaml staged as a temp file, just before the text files' rename. apply reports the host failed (exit 1); the
 //! re-run converges (exit 0, then a no-op plan) with no temp file left and k3s running with
 //! the new config.
 
@@ -62,10 +62,11 @@ fn a_board_rebooted_mid_apply_converges_on_the_rerun() {
     let k3s = rvlab::k3s_sim_binary().unwrap();
     assert_eq!(e2e::sha256(&lab.b("server1").path("/usr/local/bin/k3s")), e2e::sha256(&k3s));
 
-    // 2. Converged; a config change; the server reboots after config.yaml is in place, before
-    // the restart. k3s is enabled, so it comes back at boot; the re-run converges.
+    // 2. Converged; a config change; the server reboots with the new config.yaml staged as a
+    // temp file, just before the rename (no trap runs: the re-run removes the temp file). k3s
+    // is enabled, so it comes back at boot; the re-run converges.
     e2e::write_lab_cluster(&lab, d, "reboot", "        node-label \"zone=after-reboot\"\n");
-    reboot_at(&mut lab, d, "mv", "after", "*/etc/rancher/k3s/config.yaml*");
+    reboot_at(&mut lab, d, "rename.ul", "before", "*/etc/rancher/k3s/*config.yaml*");
     let srv = lab.b("server1");
     faults::wait_until("k3s running after the reboot", || srv.sh("systemctl is-active k3s || true").unwrap().trim() == "active", || true);
     let cfg = std::fs::read_to_string(srv.path("/etc/rancher/k3s/config.yaml")).unwrap();

@@ -69,11 +69,10 @@ impl Phase for Files {
             Content::Text(t) => {
                 // The generation this apply records keeps the text too: written from the same
                 // content, checked by the same hash pass, not copied back afterwards.
-                let tag = format!("{}.{i}", std::process::id());
                 let store = crate::generation::store_path(&f.sha256());
                 let copies = [
-                    cmd::TextCopy { dest: &f.path, tmp: cmd::temp_path_for(&f.path, &tag), mode: f.mode, owner: Some(&f.owner), kept: false },
-                    cmd::TextCopy { dest: &store, tmp: cmd::temp_path_for(&store, &tag), mode: 0o600, owner: None, kept: true },
+                    cmd::TextCopy { dest: &f.path, mode: f.mode, owner: Some(&f.owner), kept: false },
+                    cmd::TextCopy { dest: &store, mode: 0o600, owner: None, kept: true },
                 ];
                 acts.script.text(Some(i), &copies, t, &f.sha256());
             }

@@ -64,8 +64,7 @@ pub fn add_record(want: &Desired, seen: &Observed, script: &mut super::script::S
         return false;
     }
     let path = record_path(want);
-    let tmp = cmd::temp_path_for(&path, &std::process::id().to_string());
-    let copy = cmd::TextCopy { dest: &path, tmp, mode: 0o600, owner: Some("root:root"), kept: false };
+    let copy = cmd::TextCopy { dest: &path, mode: 0o600, owner: Some("root:root"), kept: false };
     script.text(None, &[copy], &text, &crate::render::sha256_hex(text.as_bytes()));
     true
 }

@@ -69,9 +69,10 @@ impl Script {
     }
 
     /// The whole script text. A run of consecutive text writes becomes: the first one's
-    /// fragment writes every temp file of the run and checks them all with ONE `sha256sum`,
-    /// then renames its own; each later one only renames. A failure anywhere removes the temp
-    /// files not yet renamed and names the write it happened in.
+    /// fragment writes every temp file of the run, checks them all with ONE `sha256sum` and
+    /// renames them all, in order (one `rename` where the host has util-linux's); each later
+    /// one has nothing left to do. A failure removes the temp files and names the write it
+    /// happened in.
     pub fn render(&self) -> String {
         let mut s = String::from("export LC_ALL=C\n");
         s.push_str(cmd::SHA_FN);
@@ -97,30 +98,24 @@ impl Script {
             let temps = |from: usize| run[from..].iter().flat_map(|t| t.temps.iter().cloned()).collect::<Vec<_>>().join(" ");
             let assign: String = run.iter().map(|t| t.assign.as_str()).collect();
             let stage = run.iter().zip(&ids).map(|(t, id)| format!("rv_cur={id} && {}", t.stage)).collect::<Vec<_>>().join(" && ");
-            // Temp files wait for their rename across fragments: a connection lost meanwhile
-            // (the script's next output line gets SIGPIPE, or the session a SIGHUP) removes
-            // them before the script ends, as a failure does.
-            let (trap, untrap) = if run.len() > 1 {
-                (format!("trap 'rm -f {}; exit 1' HUP INT TERM PIPE; ", temps(0)), " && trap - HUP INT TERM PIPE")
-            } else {
-                (String::new(), "")
-            };
-            let last = run.len() - 1;
+            // The first write's fragment stages, checks and renames the whole run (ONE rename
+            // where the host has util-linux's, cmd::SHA_FN `rv_mvall`): no temp file waits for
+            // a later fragment, and a failure removes every one.
+            // Mode and owner of every temp file before any rename (a failure there changes no
+            // destination), each named by its write.
+            let fix: String = run.iter().zip(&ids).filter(|(t, _)| t.fix != ":").map(|(t, id)| format!("rv_cur={id} && {} && ", t.fix)).collect();
+            // A hang-up (the connection lost: sshd's SIGHUP, or SIGPIPE on the next output
+            // line) removes the temp files as a failure does.
             s.push_str(&format!(
-                "echo '@@rv do {id}'\n{{ {assign}{trap}set --; rv_w=''; {stage} && rv_cur={id} && rv_check \"$@\" && {commit}{end}\n}} || \
-                 {{ rv_s=$?; rm -f {temps}; rv_fail \"$rv_cur\" $rv_s; }}\n",
+                "echo '@@rv do {id}'\n{{ {assign}trap 'rm -f {temps}; exit 1' HUP INT TERM PIPE; set --; rv_w=''; {stage} && rv_cur={id} && \
+                 rv_check \"$@\" && {fix}rv_cur={id} && rv_mvall {mark} \"$@\" && trap - HUP INT TERM PIPE\n}} || \
+                 {{ rv_s=$?; rm -f {temps}; trap - HUP INT TERM PIPE; rv_fail \"$rv_cur\" $rv_s; }}\n",
                 id = ids[0],
-                commit = run[0].commit,
+                mark = cmd::TEXT_MARK,
                 temps = temps(0),
-                end = if last == 0 { untrap } else { "" },
             ));
-            for (k, (w, id)) in run.iter().zip(&ids).enumerate().skip(1) {
-                s.push_str(&format!(
-                    "echo '@@rv do {id}'\n{{ {commit}{end}\n}} || {{ rv_s=$?; rm -f {temps}; rv_fail {id} $rv_s; }}\n",
-                    commit = w.commit,
-                    temps = temps(k),
-                    end = if k == last { untrap } else { "" },
-                ));
+            for id in &ids[1..] {
+                s.push_str(&format!("echo '@@rv do {id}'\n{{ : written with {first}\n}} || rv_fail {id}\n", first = ids[0]));
             }
             i += run.len();
         }
@@ -215,7 +210,7 @@ mod tests {
 
     fn copy(dest: &str, owner: Option<&'static str>) -> cmd::TextCopy<'static> {
         let dest: &'static str = Box::leak(dest.to_string().into_boxed_str());
-        cmd::TextCopy { dest, tmp: cmd::temp_path_for(dest, "t"), mode: 0o640, owner, kept: false }
+        cmd::TextCopy { dest, mode: 0o640, owner, kept: false }
     }
 
     fn leftovers(dir: &std::path::Path) -> Vec<String> {
@@ -256,6 +251,49 @@ mod tests {
     }
 
     #[test]
+    fn a_run_is_renamed_by_one_util_linux_rename_else_by_one_mv_per_file() {
+        use crate::transport::stub;
+        let sha = |t: &str| crate::render::sha256_hex(t.as_bytes());
+        // A bin directory with only the tools the script needs (the host's rename.ul hidden),
+        // mv counted, plus `extra` stand-ins.
+        let check = |extra: &dyn Fn(&std::path::Path, &std::path::Path), want: &[&str]| {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().to_str().unwrap();
+            let bin = tempfile::tempdir().unwrap();
+            let calls = bin.path().join("calls");
+            for t in ["sha256sum", "mkdir", "chmod", "chown", "rm", "cat"] {
+                std::os::unix::fs::symlink(stub::real(t), bin.path().join(t)).unwrap();
+            }
+            stub::counting(bin.path(), &calls, "mv", true);
+            extra(bin.path(), &calls);
+            let mut s = Script::default();
+            s.text(Some(0), &[copy(&format!("{d}/a/one"), None)], "one\n", &sha("one\n"));
+            let store = format!("{d}/store/{}", sha("two\n"));
+            let two = [copy(&format!("{d}/b/two"), None), cmd::TextCopy { kept: true, mode: 0o600, ..copy(&store, None) }];
+            s.text(Some(1), &two, "two\n", &sha("two\n"));
+            s.text(None, &[copy(&format!("{d}/three"), None)], "three\n", &sha("three\n"));
+            let out = std::process::Command::new("/bin/sh").arg("-c").arg(s.render()).env("PATH", bin.path()).output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(parse(&text).started, vec![0, 1]);
+            for (p, c) in [(format!("{d}/a/one"), "one\n"), (format!("{d}/b/two"), "two\n"), (store, "two\n"), (format!("{d}/three"), "three\n")] {
+                assert_eq!(std::fs::read_to_string(&p).unwrap(), c, "{p}");
+            }
+            assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
+            let calls = std::fs::read_to_string(&calls).unwrap_or_default();
+            assert_eq!(calls.lines().collect::<Vec<_>>(), want, "{calls}");
+        };
+        let real_ul = stub::real("rename.ul");
+        // Debian: rename.ul renames the four files at once.
+        check(&|bin, calls| stub::counting(bin, calls, "rename.ul", true), &["rename.ul"]);
+        // Fedora, openEuler: util-linux's is `rename`, and says so.
+        let ul = format!("case \"$1\" in --version) echo 'rename from util-linux 2.39.1'; exit 0;; esac\necho rename >> \"${{0%/*}}/calls\"\nexec {real_ul} \"$@\"\n");
+        check(&|bin, _| stub::tool(bin, "rename", &ul), &["rename"]);
+        // A `rename` that is another program (Perl's File::Rename): not used, one mv per file.
+        check(&|bin, _| stub::tool(bin, "rename", "case \"$1\" in --version) echo '/usr/bin/rename using File::Rename version 2.01';; esac\nexit 9\n"), &["mv"; 4]);
+    }
+
+    #[test]
     fn a_failing_write_of_a_run_is_named_and_leaves_no_temp_file() {
         // Staging fails (the second file's directory is a regular file): nothing renamed.
         let dir = tempfile::tempdir().unwrap();
@@ -274,8 +312,8 @@ mod tests {
         assert!(!std::path::Path::new(&format!("{d}/three")).exists());
         assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
 
-        // A rename-time failure (the second file's owner does not exist): the first is in place,
-        // whole; the second and third are not, and none of their temp files is left.
+        // A failure setting an owner (the second file's does not exist): named by its write, and
+        // no destination changed (modes and owners are set before any rename).
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_str().unwrap();
         let mut s = Script::default();
@@ -286,15 +324,16 @@ mod tests {
         assert_eq!(status, 1);
         let r = parse(&out);
         assert_eq!(r.failed.map(|f| f.0), Some("1".to_string()), "{out}");
-        assert_eq!(r.started, vec![0, 1]);
-        assert_eq!(std::fs::read_to_string(format!("{d}/one")).unwrap(), "new\n");
-        assert!(!std::path::Path::new(&format!("{d}/two")).exists() && !std::path::Path::new(&format!("{d}/three")).exists());
+        assert_eq!(r.started, vec![0]);
+        for f in ["one", "two", "three"] {
+            assert!(!std::path::Path::new(&format!("{d}/{f}")).exists(), "{f}");
+        }
         assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
     }
 
     #[test]
     fn a_lost_connection_in_the_middle_of_a_run_leaves_no_temp_file() {
-        // The script is hung up on while the second write's commit runs (its `chown`, here a
+        // The script is hung up on while the second write's owner is set (its `chown`, here a
         // stand-in that sends SIGHUP to the script as sshd's hang-up would).
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_str().unwrap();
@@ -308,7 +347,8 @@ mod tests {
         let out = std::process::Command::new("sh").arg("-c").arg(s.render()).env("PATH", crate::transport::stub::path_first(bin.path())).output().unwrap();
         assert!(!out.status.success());
         assert!(!String::from_utf8_lossy(&out.stdout).contains("@@rv done"));
-        assert_eq!(std::fs::read_to_string(format!("{d}/one")).unwrap(), "one\n");
+        // Before the run's one rename: no destination changed, no temp file left.
+        assert!(!std::path::Path::new(&format!("{d}/one")).exists());
         assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
     }
 

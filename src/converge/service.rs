@@ -105,9 +105,8 @@ impl Phase for ServicePhase {
         acts.script.change(i, text);
         if matches!(change, Change::Start { .. } | Change::Restart { .. }) {
             let (path, text) = (started_with_path(want), started_with_text(want));
-            let tmp = crate::transport::cmd::temp_path_for(&path, &format!("{}.{i}", std::process::id()));
             let sha = crate::render::sha256_hex(text.as_bytes());
-            let copy = crate::transport::cmd::TextCopy { dest: &path, tmp, mode: 0o600, owner: None, kept: false };
+            let copy = crate::transport::cmd::TextCopy { dest: &path, mode: 0o600, owner: None, kept: false };
             acts.script.text(None, &[copy], &text, &sha);
         }
         if want.role == Role::Server && want.st.k3s_version.is_some() && matches!(change, Change::Start { .. } | Change::Restart { .. }) {

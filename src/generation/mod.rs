@@ -333,11 +333,10 @@ pub fn manifest_text(m: &Manifest) -> String {
 fn add_manifest(script: &mut Script, m: &Manifest, make_current: bool, first: bool) {
     let text = manifest_text(m);
     let sha = crate::render::sha256_hex(text.as_bytes());
-    let tag = format!("{}.g{}", std::process::id(), m.number);
     let path = manifest_path(m.number);
     let dests: &[&str] = if make_current { &[&path, CURRENT] } else { &[&path] };
     let copies: Vec<cmd::TextCopy> =
-        dests.iter().map(|d| cmd::TextCopy { dest: d, tmp: cmd::temp_path_for(d, &tag), mode: 0o600, owner: Some("root:root"), kept: false }).collect();
+        dests.iter().map(|d| cmd::TextCopy { dest: d, mode: 0o600, owner: Some("root:root"), kept: false }).collect();
     if first { script.text_first(None, &copies, &text, &sha) } else { script.text(None, &copies, &text, &sha) }
 }
 

@@ -169,7 +169,7 @@ fn the_records_an_apply_ends_with_and_its_manifest_share_one_hash_pass() {
     let mut script = crate::converge::script::Script::default();
     // What the service phase and the managed-file record add last, then the generation record.
     let rec = format!("{}/started-with-k3s.list", crate::converge::STATE_DIR);
-    let copy = crate::transport::cmd::TextCopy { dest: &rec, tmp: crate::transport::cmd::temp_path_for(&rec, "t"), mode: 0o600, owner: None, kept: false };
+    let copy = crate::transport::cmd::TextCopy { dest: &rec, mode: 0o600, owner: None, kept: false };
     script.text(None, &[copy], "x\n", &crate::render::sha256_hex(b"x\n"));
     add_record(&mut script, &m, 3, false);
     let text = script.render().replace(crate::converge::STATE_DIR, &root.display().to_string());

@@ -82,8 +82,11 @@ pub fn is_sudo_password_error(status: i32, stderr: &str) -> bool {
 /// the same order), in ONE `sha256sum` for all of them (one line per file in argument order; a
 /// name with a newline or backslash is escaped on its line, which then starts with `\`), one
 /// `rv_sha` per file where there is no `sha256sum`;
-/// and `rv_umask`, which reads the shell's umask into `rv_um` once (one fork per script), for
-/// [`text_stage`] to put back after each temp file it creates under another.
+/// `rv_umask`, which reads the shell's umask into `rv_um` once (one fork per script), for
+/// [`text_stage`] to put back after each temp file it creates under another; and
+/// `rv_mvall MARK TEMP...`, which renames each `DIR/MARKNAME` to `DIR/NAME`, in order, with ONE
+/// util-linux `rename MARK '' TEMP...` where the host has it (`rename.ul` on Debian; a `rename`
+/// that says util-linux), else one `mv -f` each (docs/converge.md §3.6).
 pub const SHA_FN: &str = "if command -v openssl >/dev/null 2>&1; then rv_sha() { openssl dgst -sha256 -r; }; \
                           else rv_sha() { sha256sum; }; fi; \
                           if command -v sha256sum >/dev/null 2>&1; then rv_shs() { sha256sum; }; rv_shm() { sha256sum -- \"$@\"; }; \
@@ -91,7 +94,12 @@ pub const SHA_FN: &str = "if command -v openssl >/dev/null 2>&1; then rv_sha() {
                           rv_check() { [ $# -gt 0 ] || { [ -z \"$rv_w\" ]; return; }; rv_l=$(rv_shm \"$@\") || return 1; set -- $rv_w; \
                           while IFS= read -r rv_h; do rv_h=${rv_h#\\\\}; [ $# -gt 0 ] && [ \"${rv_h%% *}\" = \"$1\" ] || return 1; shift; done <<RV_SUMS\n$rv_l\nRV_SUMS\n\
                           [ $# = 0 ]; }\n\
-                          rv_umask() { [ -n \"${rv_um:-}\" ] || rv_um=$(umask); }\n";
+                          rv_umask() { [ -n \"${rv_um:-}\" ] || rv_um=$(umask); }\n\
+                          rv_mvall() { rv_x=$1; shift; [ $# -gt 0 ] || return 0; if [ -z \"${rv_rn+x}\" ]; then rv_rn=''; \
+                          if command -v rename.ul >/dev/null 2>&1; then rv_rn=rename.ul; elif command -v rename >/dev/null 2>&1; then \
+                          case $(rename --version 2>/dev/null) in *util-linux*) rv_rn=rename;; esac; fi; fi; \
+                          if [ -n \"$rv_rn\" ] && [ $# -gt 1 ]; then \"$rv_rn\" -- \"$rv_x\" '' \"$@\" >/dev/null; return; fi; \
+                          for rv_f; do rv_b=${rv_f##*/}; mv -f \"$rv_f\" \"${rv_f%/*}/${rv_b#\"$rv_x\"}\" || return 1; done; }\n";
 
 /// Octal text of a file mode (`0644`).
 pub fn mode_str(mode: u32) -> String {
@@ -323,15 +331,15 @@ pub fn upload_stream_body(
 /// runs the same [`text_stage`] parts.
 #[cfg(test)]
 pub fn write_inline(dest: &str, tmp: &str, content: &str, sha256: &str, mode: u32, owner: Option<&str>) -> String {
-    write_text(&[TextCopy { dest, tmp: tmp.to_string(), mode, owner, kept: false }], content, sha256)
+    let _ = tmp;
+    write_text(&[TextCopy { dest, mode, owner, kept: false }], content, sha256)
 }
 
 /// One place a text write ([`text_stage`]) puts the text.
 #[derive(Debug, Clone)]
 pub struct TextCopy<'a> {
+    /// Its temp file is beside it ([`TEXT_MARK`]), so the rename is atomic.
     pub dest: &'a str,
-    /// Beside `dest` ([`temp_path_for`]), so the rename is atomic.
-    pub tmp: String,
     pub mode: u32,
     pub owner: Option<&'a str>,
     /// A content-addressed copy (the generation store): written only when `dest` is not there
@@ -351,28 +359,51 @@ pub struct TextCopy<'a> {
 pub fn write_text(copies: &[TextCopy], content: &str, sha256: &str) -> String {
     let w = text_stage("", copies, content, sha256);
     format!(
-        "{{ {assign}set --; rv_w=''; {{ {stage} && rv_check \"$@\" && {commit}; }} || {{ rm -f {temps}; false; }}; }}",
+        "{{ {assign}set --; rv_w=''; {{ {stage} && rv_check \"$@\" && {fix} && rv_mvall {TEXT_MARK} \"$@\"; }} || {{ rm -f {temps}; false; }}; }}",
         assign = w.assign,
         stage = w.stage,
-        commit = w.commit,
+        fix = w.fix,
         temps = w.temps.join(" "),
+    )
+}
+
+/// What a text write's temp file has before the name it becomes, in the same directory:
+/// `DIR/.rvcluster-tmp.PID.NAME`, PID the writing shell's (`$$`, expanded there). One mark for
+/// every temp file of a script, so ONE `rename` renames them all (`rv_mvall`, [`SHA_FN`]).
+pub const TEXT_MARK: &str = "\".rvcluster-tmp.$$.\"";
+
+/// The temp file of `dest` as a shell word: [`TEXT_MARK`] before its name.
+fn text_temp(dest: &str) -> String {
+    let (dir, base) = dest.rsplit_once('/').unwrap_or(("", dest));
+    format!("{}/{TEXT_MARK}{}", quote(dir), quote(base))
+}
+
+/// Removes text temp files of `dest` an earlier write left behind (both namings: this one's,
+/// and the upload's, [`temp_path_for`], which earlier versions used for text too).
+fn stale_text_temps(dest: &str) -> String {
+    let (dir, base) = dest.rsplit_once('/').unwrap_or(("", dest));
+    format!(
+        "for o in {}/.rvcluster-tmp.*.{} {}*; do [ ! -e \"$o\" ] || rm -f \"$o\"; done; ",
+        quote(dir),
+        quote(base),
+        quote(&temp_path_for(dest, ""))
     )
 }
 
 /// A text write in parts: each copy into its own temp file, created under the umask that gives
 /// its mode (no `chmod` for 0644 or 0600), ONE `sha256sum` over all temp files (`rv_check`),
-/// mode and owner set, then each renamed over its destination, in order; several writes can
-/// share the one hash pass (the apply script's consecutive text writes, src/converge/script.rs).
-/// Run in order: `assign` (names
-/// and the removal of stale temp files; always succeeds), `stage` (writes this write's temp
-/// files, adding each to `"$@"` and its sha256 to `$rv_w`; `set --; rv_w=''` once before the
-/// first), `rv_check "$@"`, then `commit` (mode, owner, rename). `temps` are this write's temp
-/// files as shell words, to remove when anything fails. Variable names carry `tag`.
+/// mode and owner set, then all renamed over their destinations, in order; several writes can
+/// share the one hash pass and the one rename (the apply script's consecutive text writes,
+/// src/converge/script.rs). Run in order: `assign` (names and the removal of stale temp files;
+/// always succeeds), `stage` (writes this write's temp files, adding each to `"$@"` and its
+/// sha256 to `$rv_w`; `set --; rv_w=''` once before the first), `rv_check "$@"`, `fix` (mode,
+/// owner), then `rv_mvall TEXT_MARK "$@"` once for all. `temps` are this write's temp files as
+/// shell words, to remove when anything fails. Variable names carry `tag`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TextStage {
     pub assign: String,
     pub stage: String,
-    pub commit: String,
+    pub fix: String,
     pub temps: Vec<String>,
 }
 
@@ -381,10 +412,10 @@ pub fn text_stage(tag: &str, copies: &[TextCopy], content: &str, sha256: &str) -
     let sha = quote(sha256);
     let mut assign = String::new();
     let mut make = vec![];
-    let (mut fix, mut mv, mut temps) = (vec![], vec![], vec![]);
+    let (mut fix, mut temps) = (vec![], vec![]);
     for (i, cp) in copies.iter().enumerate() {
         let (d, t, k) = (format!("rv_d{tag}{i}"), format!("rv_t{tag}{i}"), format!("rv_k{tag}{i}"));
-        assign.push_str(&format!("{d}={}; {t}={}; {}", quote(cp.dest), quote(&cp.tmp), stale_temps(cp.dest)));
+        assign.push_str(&format!("{d}={}; {t}={}; {}", quote(cp.dest), text_temp(cp.dest), stale_text_temps(cp.dest)));
         let dir = parent_dir(cp.dest).map(|p| format!("{} && ", ensure_dir(p, cp.kept))).unwrap_or_default();
         let (umask, created) = create_umask(cp.mode);
         // The umask set and put back in this shell (the caller's, read once per script by
@@ -392,20 +423,23 @@ pub fn text_stage(tag: &str, copies: &[TextCopy], content: &str, sha256: &str) -
         let write = format!(
             "{dir}rv_umask && umask {umask:03o} && {{ printf '%s' {c} > \"${t}\"; rv_e=$?; umask \"$rv_um\"; [ \"$rv_e\" = 0 ]; }} && set -- \"$@\" \"${t}\" && rv_w=\"$rv_w \"{sha}"
         );
-        let (f, m) = (chmod_chown(&t, cp.mode, cp.owner, created), format!("mv -f \"${t}\" \"${d}\""));
+        let f = chmod_chown(&t, cp.mode, cp.owner, created);
         if cp.kept {
             make.push(format!("{{ [ -f \"${d}\" ] || {{ {write} && {k}=1; }}; }}"));
             assign.push_str(&format!("{k}=''; "));
-            fix.push(format!("{{ [ -z \"${k}\" ] || {{ {f}; }}; }}"));
-            mv.push(format!("{{ [ -z \"${k}\" ] || {m}; }}"));
+            if f != ":" {
+                fix.push(format!("{{ [ -z \"${k}\" ] || {{ {f}; }}; }}"));
+            }
         } else {
             make.push(write);
-            fix.push(f);
-            mv.push(m);
+            if f != ":" {
+                fix.push(f);
+            }
         }
         temps.push(format!("\"${t}\""));
     }
-    TextStage { assign, stage: make.join(" && "), commit: format!("{} && {}", fix.join(" && "), mv.join(" && ")), temps }
+    let fix = if fix.is_empty() { ":".to_string() } else { fix.join(" && ") };
+    TextStage { assign, stage: make.join(" && "), fix, temps }
 }
 
 /// Commands that copy `src` (a file already on the host) to `dest` the same atomic way: temp file
@@ -702,8 +736,8 @@ mod tests {
         let kept = store.join(&sha).display().to_string();
         let copies = |mode| {
             vec![
-                TextCopy { dest: &dest, tmp: temp_path_for(&dest, "1"), mode, owner: None, kept: false },
-                TextCopy { dest: &kept, tmp: temp_path_for(&kept, "1"), mode: 0o600, owner: None, kept: true },
+                TextCopy { dest: &dest, mode, owner: None, kept: false },
+                TextCopy { dest: &kept, mode: 0o600, owner: None, kept: true },
             ]
         };
         let mode = |p: &str| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
@@ -758,7 +792,7 @@ mod tests {
     fn write_text_puts_the_callers_umask_back_after_each_copy_and_on_failure() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("a.conf").display().to_string();
-        let copies = [TextCopy { dest: &dest, tmp: temp_path_for(&dest, "1"), mode: 0o600, owner: None, kept: false }];
+        let copies = [TextCopy { dest: &dest, mode: 0o600, owner: None, kept: false }];
         let good = write_text(&copies, "a\n", &crate::render::sha256_hex(b"a\n"));
         let bad = write_text(&copies, "a\n", &"0".repeat(64));
         let script = format!("{SHA_FN}umask 027; {good} && echo \"ok $(umask)\"; {bad} || echo \"failed $(umask)\"; umask 002; {good} && echo \"ok $(umask)\"");
