@@ -416,6 +416,7 @@ pub fn upload_held(
         // before the next request): short is padded, and the hash check fails.
         let data = Exact { inner: file.take(len), left: len };
         let mut input = std::io::Read::chain(head.as_bytes(), data);
+        let t0 = std::time::Instant::now();
         let (stdout, stderr) = held.exchange(&mut input, held::UPLOAD_END, None)?;
         let text = String::from_utf8_lossy(&stdout);
         let mut status = -1;
@@ -431,6 +432,7 @@ pub fn upload_held(
         said.push_str(&String::from_utf8_lossy(&stderr));
         // The command's stdout and stderr arrive as one stream: both are looked at.
         let out = ExecOutput { status, stdout: said.clone().into_bytes(), stderr: said.into_bytes() };
+        tracing::debug!(host, status, ms = t0.elapsed().as_millis() as u64, bytes = len, cmd = %cmd::redact_command(&command), "remote command (upload, a request on the held command)");
         upload_outcome(host, &out, &sha256, dest, len)
     })())
 }
