@@ -1,7 +1,8 @@
 //! Phase: managed files (binaries, units, config, manifests). A file is created when absent,
 //! updated when its sha256 differs (with a diff of text content, secrets hidden), or only has
 //! its mode/owner fixed. Text content is written by the apply script (temp file, sha256
-//! verified, rename); local binaries stream on their own channel with the same atomic rules.
+//! verified, rename); local binaries stream with the same atomic rules, as requests on the held
+//! lock+facts command's stdin before the script (src/converge/session.rs).
 
 use crate::render::{Content, DesiredFile};
 use crate::transport::cmd::{self, quote};

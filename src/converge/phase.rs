@@ -50,7 +50,7 @@ impl<'a> Desired<'a> {
     }
 }
 
-/// A large local file streamed on its own channel before the script runs.
+/// A large local file streamed before the script runs (a request on the held command's stdin).
 #[derive(Debug, Clone)]
 pub struct Upload {
     pub change: usize,

@@ -1,6 +1,6 @@
 //! The apply script: one POSIX sh script per host that carries out every change the phases
-//! planned, in order, sent on the held facts command's stdin (so the whole apply is one remote
-//! command plus the streamed uploads). Each change is a numbered fragment; the script reports
+//! planned, in order, sent on the held facts command's stdin after the streamed uploads (so the
+//! whole apply is one remote command). Each change is a numbered fragment; the script reports
 //! `@@rv do N` before it and stops at the first failing fragment with `@@rv fail N STATUS`, so
 //! the client knows exactly what was done. Pure: building and parsing only.
 
