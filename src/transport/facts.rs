@@ -104,11 +104,31 @@ impl Facts {
     }
 }
 
+/// A probe of a form that needs no subshell, as code that sets `rv_r` to its status in the
+/// facts command's own shell: `command -v NAME` (a builtin lookup), and the unit-state test the
+/// steps phase writes for `systemctl is-active --quiet UNIT` (src/converge/steps.rs
+/// `active_probe`: `case "$rv_saI" in STATES) ;; *) exit 3;; esac`). Anything else runs in a
+/// subshell (it may `exit`, `cd` or set variables).
+fn inline_probe(cmd: &str) -> Option<String> {
+    let word = |w: &str, extra: &str| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(c));
+    if let Some(name) = cmd.strip_prefix("command -v ")
+        && word(name, "._+-")
+    {
+        return Some(format!("command -v {name} >/dev/null 2>&1; rv_r=$?"));
+    }
+    let rest = cmd.strip_prefix("case \"$rv_sa")?;
+    let (n, rest) = rest.split_once("\" in ")?;
+    let states = rest.strip_suffix(") ;; *) exit 3;; esac")?;
+    (word(n, "") && n.chars().all(|c| c.is_ascii_digit()) && states.split('|').all(|st| word(st, "-")))
+        .then(|| format!("case \"$rv_sa{n}\" in {states}) rv_r=0;; *) rv_r=3;; esac"))
+}
+
 /// The facts script for a query. Few processes: on a slow board each fork and exec costs
 /// milliseconds, so builtins do what they can (hostname and os-release are read with `read`),
 /// ONE `stat` answers for every managed path, a file already hashed at the same stat stamp is not
 /// hashed again, a `reads_unless` file that is also a managed path reuses that hash, and a
-/// guarded probe (a step's `check`) runs only when its guard (the step's `when`) held.
+/// guarded probe (a step's `check`) runs only when its guard (the step's `when`) held; probes
+/// of a few forms run without a subshell ([`inline_probe`]).
 pub fn script(q: &FactsQuery) -> String {
     let mut s = String::new();
     s.push_str("export LC_ALL=C\n");
@@ -168,13 +188,19 @@ pub fn script(q: &FactsQuery) -> String {
     }
     if !q.probes.is_empty() {
         // `p I CMD [G]`: a guarded probe whose guard G failed is not run and answers G's status.
+        // `p I CMD G [INLINE]`: INLINE, when given, is the same test as CMD written to run in
+        // this shell and set `rv_r` (no subshell: a fork saved per probe of that form).
         s.push_str(concat!(
-            "p() { if [ -n \"$3\" ]; then eval \"rv_g=\\$rv_p$3\"; if [ \"$rv_g\" != 0 ]; then rv_r=$rv_g; else ( eval \"$2\" ) </dev/null >/dev/null 2>&1; rv_r=$?; fi; ",
-            "else ( eval \"$2\" ) </dev/null >/dev/null 2>&1; rv_r=$?; fi; eval \"rv_p$1=$rv_r\"; echo \"@@rv probe $1 $rv_r\"; }\n",
+            "p() { if [ -n \"$3\" ] && eval \"[ \\\"\\$rv_p$3\\\" != 0 ]\"; then eval \"rv_r=\\$rv_p$3\"; ",
+            "elif [ -n \"${4:-}\" ]; then eval \"$4\"; else ( eval \"$2\" ) </dev/null >/dev/null 2>&1; rv_r=$?; fi; ",
+            "eval \"rv_p$1=$rv_r\"; echo \"@@rv probe $1 $rv_r\"; }\n",
         ));
         for (i, c) in q.probes.iter().enumerate() {
             let guard = q.guards.get(&i).filter(|g| **g < i).map(|g| g.to_string()).unwrap_or_default();
-            s.push_str(&format!("p {i} {} '{guard}'\n", quote(c)));
+            match inline_probe(c) {
+                Some(code) => s.push_str(&format!("p {i} {} '{guard}' {}\n", quote(c), quote(&code))),
+                None => s.push_str(&format!("p {i} {} '{guard}'\n", quote(c))),
+            }
         }
     }
     // The k3s binary's stamp: from the stat of the managed paths when it is one of them.
@@ -761,6 +787,34 @@ NAME=\"openEuler\"\nVERSION=\"24.03 (LTS-SP1)\"\nID=openEuler\nPRETTY_NAME='open
         assert_eq!(f.contents[&a.display().to_string()], b"x\n'$(y)'\n");
         assert_eq!(f.probes[..3], [0, 3, 1]);
         assert_ne!(f.probes[3], 0);
+    }
+
+    #[test]
+    fn probes_of_the_inline_forms_answer_as_in_a_subshell_without_one() {
+        // rv_sa0 as the services part leaves it (a unit that is active, one that is not).
+        let active = |i: usize| format!("case \"$rv_sa{i}\" in active|reloading|refreshing) ;; *) exit 3;; esac");
+        let probes = vec!["command -v sh".to_string(), "command -v rvcluster-no-such-tool".into(), active(0), active(1), "exit 5".into(), "command -v sh; exit 4".into()];
+        for p in &probes[..4] {
+            assert!(inline_probe(p).is_some(), "{p}");
+        }
+        for p in ["exit 5", "command -v sh; exit 4", "command -v $(id)", "case \"$rv_sa0\" in a) ;; *) rm -rf x;; esac"] {
+            assert_eq!(inline_probe(p), None, "{p}");
+        }
+        let q = FactsQuery { probes: probes.clone(), ..FactsQuery::default() };
+        let run = |prelude: &str| {
+            let out = std::process::Command::new("sh").arg("-c").arg(format!("{prelude}{}", script(&q))).output().unwrap();
+            parse(&q, &String::from_utf8_lossy(&out.stdout)).unwrap().probes
+        };
+        let inline = run("rv_sa0=active; rv_sa1=inactive\n");
+        // (a missing command: 1 in bash, 127 in dash)
+        assert_eq!((inline[0], inline[1] != 0, &inline[2..]), (0, true, &[0, 3, 5, 4][..]));
+        // The same commands each in a subshell (p's 4th argument dropped) answer the same.
+        let plain = {
+            let text = script(&q).lines().map(|l| if l.starts_with("p ") && l.matches('\'').count() > 2 { l.rsplit_once(" '").map(|(a, _)| a).unwrap_or(l).to_string() } else { l.to_string() }).collect::<Vec<_>>().join("\n");
+            let out = std::process::Command::new("sh").arg("-c").arg(format!("rv_sa0=active; rv_sa1=inactive\n{text}\n")).output().unwrap();
+            parse(&q, &String::from_utf8_lossy(&out.stdout)).unwrap().probes
+        };
+        assert_eq!(plain, inline);
     }
 
     #[test]
