@@ -1,7 +1,8 @@
 //! A board rebooted in the middle of an apply (lab `reboot`: every process killed, /run and
 //! /tmp emptied, the rest of its state kept, enabled units started at boot): during the k3s
 //! binary upload of a fresh apply (half of it in a temp file), and on a converged cluster with
-//! a changed config.yaml staged as a temp file, just before the text files' rename. apply reports the host failed (exit 1); the
+//! a changed config.yaml staged as a temp file, just before the text files' rename (re-run with
+//! that config, and with another one). apply reports the host failed (exit 1); the
 //! re-run converges (exit 0, then a no-op plan) with no temp file left and k3s running with
 //! the new config.
 
@@ -31,6 +32,12 @@ fn spawn_apply(dir: &Path) -> Child {
 /// Reboots server1 at the armed point, checks the run failed naming it, and that the re-run
 /// converges leaving no temp file.
 fn reboot_at(lab: &mut Lab, d: &Path, cmd: &str, when: &str, pattern: &str) {
+    reboot_at_then(lab, d, cmd, when, pattern, None)
+}
+
+/// [`reboot_at`], with cluster.kdl's config changed to `then` (extra config lines) before the
+/// re-run: what the interrupted apply staged is not written again by it.
+fn reboot_at_then(lab: &mut Lab, d: &Path, cmd: &str, when: &str, pattern: &str, then: Option<&str>) {
     faults::arm(lab.b("server1"), cmd, 1, when, pattern);
     let mut child = spawn_apply(d);
     faults::wait_paused(lab.b("server1"), &mut child);
@@ -41,6 +48,9 @@ fn reboot_at(lab: &mut Lab, d: &Path, cmd: &str, when: &str, pattern: &str) {
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("[server1] FAILED"), "names the host: {err}");
     faults::uninstall(lab.b("server1"));
+    if let Some(extra) = then {
+        e2e::write_lab_cluster(lab, d, "reboot", extra);
+    }
     let out = e2e::rv(d, &["apply", "cluster.kdl", "--no-wait", "--skip-closure-check"]);
     assert_eq!(out.status.code(), Some(0), "the re-run converges");
     let out = e2e::rv(d, &["plan", "cluster.kdl", "--skip-closure-check", "--detailed-exitcode"]);
@@ -75,4 +85,12 @@ fn a_board_rebooted_mid_apply_converges_on_the_rerun() {
     let last = srv.service_starts("k3s").last().cloned().expect("k3s started");
     let written = std::fs::metadata(srv.path("/etc/rancher/k3s/config.yaml")).unwrap().modified().unwrap();
     assert!(last.at >= written, "k3s runs with the new config");
+
+    // 3. The same point, but the re-run wants yet another config.yaml: the temp files of the
+    // interrupted one (config.yaml beside it, its store copy in the generation store) are not
+    // written again; the re-run removes them all the same (the store's when it records).
+    e2e::write_lab_cluster(&lab, d, "reboot", "        node-label \"zone=staged-only\"\n");
+    reboot_at_then(&mut lab, d, "rename.ul", "before", "*/etc/rancher/k3s/*config.yaml*", Some("        node-label \"zone=final\"\n"));
+    let cfg = std::fs::read_to_string(lab.b("server1").path("/etc/rancher/k3s/config.yaml")).unwrap();
+    assert!(cfg.contains("zone=final") && !cfg.contains("staged-only"), "{cfg}");
 }

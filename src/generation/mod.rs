@@ -358,7 +358,7 @@ pub fn add_found(script: &mut Script, m: &Manifest) {
 /// `close_state_dir`: the state directory is not 0700 yet, as the facts found it.
 pub fn add_record(script: &mut Script, m: &Manifest, keep: u32, close_state_dir: bool) {
     // Temp files a killed copy or upload left in the store.
-    let mut parts: Vec<String> = vec![format!("for o in {s}/.in.* {s}/.*.rvcluster-tmp.*; do [ ! -e \"$o\" ] || rm -f \"$o\"; done; true", s = quote(STORE_DIR))];
+    let mut parts: Vec<String> = vec![format!("for o in {s}/.in.* {s}/.*.rvcluster-tmp.* {s}/.rvcluster-tmp.*; do [ ! -e \"$o\" ] || rm -f \"$o\"; done; true", s = quote(STORE_DIR))];
     if close_state_dir {
         // Made 0700 by the facts command when missing; one made before that is closed here.
         parts.push(format!("{{ chmod 700 {} 2>/dev/null; true; }}", quote(crate::converge::STATE_DIR)));
