@@ -96,12 +96,16 @@ pub fn addon_name(relpath: &str) -> String {
     base.trim_end_matches(".yaml").trim_end_matches(".yml").trim_end_matches(".json").to_string()
 }
 
-/// All manifest files (recursively), as paths relative to the dir, skipping `.skip`ped ones.
+/// All manifest files (recursively), as paths relative to the dir, skipping `.skip`ped ones and
+/// hidden files and directories, as k3s's deploy controller does (docs/k3s-behaviour.md §6.1).
 pub fn scan(dir: &Path) -> Vec<String> {
     fn walk(base: &Path, d: &Path, out: &mut Vec<String>) {
         let Ok(rd) = std::fs::read_dir(d) else { return };
         for e in rd.flatten() {
             let p = e.path();
+            if e.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
             if p.is_dir() {
                 walk(base, &p, out);
             } else if let Some(n) = p.file_name().and_then(|n| n.to_str())
@@ -262,6 +266,18 @@ mod tests {
         assert_eq!(all[4].lb_ports, vec![80, 443]);
         let with_reg = packaged(&rel, Some("127.0.5.1:5000"));
         assert!(with_reg[0].2.contains("image: \"127.0.5.1:5000/rancher/mirrored-coredns-coredns:1.12.3\""));
+    }
+    #[test]
+    fn scan_skips_hidden_files_and_directories_and_skipped_ones() {
+        let d = std::env::temp_dir().join(format!("k3s-sim-scan-{}", std::process::id()));
+        for f in ["a.yaml", "b.yml", "c.json", "note.txt", ".rvcluster-tmp.12.d.yaml", "e.yaml", "e.yaml.skip", "sub/f.yaml", ".hidden/g.yaml"] {
+            let p = d.join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, "").unwrap();
+        }
+        let found = scan(&d);
+        let _ = std::fs::remove_dir_all(&d);
+        assert_eq!(found, ["a.yaml", "b.yml", "c.json", "sub/f.yaml"]);
     }
     #[test]
     fn user_workloads() {
