@@ -90,10 +90,11 @@ fn skip_file(p: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// AddOn name of a manifest file: its basename without extension.
+/// AddOn name of a manifest file: its file name up to the first period, as k3s's deploy
+/// controller names it (`a.b.yaml` is AddOn `a`; docs/k3s-behaviour.md §6.2).
 pub fn addon_name(relpath: &str) -> String {
     let base = relpath.rsplit('/').next().unwrap_or(relpath);
-    base.trim_end_matches(".yaml").trim_end_matches(".yml").trim_end_matches(".json").to_string()
+    base.split('.').next().unwrap_or(base).to_string()
 }
 
 /// All manifest files (recursively), as paths relative to the dir, skipping `.skip`ped ones and
@@ -289,6 +290,7 @@ mod tests {
         assert_eq!(w[1].lb_ports, vec![8080]);
         assert_eq!(w[2].restart_policy, "Never");
         assert_eq!(addon_name("metrics-server/metrics-server-deployment.yaml"), "metrics-server-deployment");
+        assert_eq!(addon_name("custom.local-storage.yaml"), "custom");
         assert_eq!(effective_pull_policy("redis", None), "Always");
         assert_eq!(effective_pull_policy("127.0.0.1:5000/redis", None), "Always");
         assert_eq!(effective_pull_policy("riscv64/redis:latest", None), "Always");
