@@ -417,6 +417,21 @@ fn plan_host(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<&ServerLi
     if ctx.wet && !planned.is_empty() {
         let (n, sha) = record_generation(ctx, job, &want, &seen, previous.as_ref(), found_facts.as_ref(), &mut acts);
         (generation, manifest_sha) = (Some(n), Some(sha));
+        // Last: what this apply wrote goes into the hash cache at its new stamps, so that the
+        // plans after it do not hash the files (and ask the k3s binary) again.
+        let written: Vec<(&str, String)> = planned
+            .iter()
+            .filter_map(|(_, c)| match c {
+                Change::CreateFile { path, .. } | Change::UpdateFile { path, .. } | Change::FixMode { path, .. } => {
+                    want.st.files.iter().find(|f| f.path == *path).map(|f| (f.path.as_str(), f.sha256()))
+                }
+                _ => None,
+            })
+            .collect();
+        let files: Vec<(&str, &str)> = written.iter().map(|(p, h)| (*p, h.as_str())).collect();
+        if let Some((cache, _)) = &q.hash_cache {
+            acts.script.bookkeeping(crate::transport::facts::cache_record(cache, &files, Some(&q.k3s_binary)));
+        }
     }
     for p in phase::all() {
         let n = planned.iter().filter(|(q, _)| q.name() == p.name()).count();

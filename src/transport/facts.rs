@@ -236,6 +236,37 @@ pub fn script(q: &FactsQuery) -> String {
     s
 }
 
+/// Apply script bookkeeping: record in the hash cache `cache` the files this apply just wrote
+/// (`(path, sha256)`, regular files) at their new stat stamps, and, when `k3s` names one of them,
+/// what that binary answers to `--version`: the plans that follow find them hashed (no `rv_sha`
+/// over a large binary, no `k3s --version`) instead of hashing again until the next apply's
+/// facts. ONE `stat` for all; never fails (the cache is only a shortcut: a file that cannot be
+/// stat'ed records nothing, and the facts hash it as before).
+pub fn cache_record(cache: &str, files: &[(&str, &str)], k3s: Option<&str>) -> String {
+    if files.is_empty() {
+        return ":".to_string();
+    }
+    let paths: Vec<String> = files.iter().map(|(p, _)| quote(p)).collect();
+    let keys: Vec<String> = files.iter().map(|(p, h)| format!("{} {}", hex::encode(p.as_bytes()), quote(h))).collect();
+    let version = match k3s.filter(|b| files.iter().any(|(p, _)| p == b)) {
+        Some(b) => format!(
+            "if [ \"$1\" = {k} ]; then l=$({b} --version 2>/dev/null | head -n 1); [ -z \"$l\" ] || \
+             rv_new=\"${{rv_new}}v $1 $rv_l $(printf '%s' \"$l\" | od -An -v -tx1 | tr -d ' \\n')\\n\"; fi; ",
+            k = hex::encode(b.as_bytes()),
+            b = quote(b),
+        ),
+        None => String::new(),
+    };
+    format!(
+        "{{ if rv_st=$(stat -c '%d:%i:%s:%.9Y:%.9Z' -- {paths} 2>/dev/null); then rv_new=''; set -- {keys}; \
+         while IFS= read -r rv_l; do rv_new=\"${{rv_new}}h $1 $rv_l $2\\n\"; {version}shift 2; done <<RV_CST\n$rv_st\nRV_CST\n\
+         rv_umask && umask 077 && printf '%b' \"$rv_new\" >> {c}; umask \"$rv_um\"; fi; true; }}",
+        paths = paths.join(" "),
+        keys = keys.join(" "),
+        c = quote(cache),
+    )
+}
+
 /// The managed paths: which exist is asked with the `test` builtin, then ONE `stat` prints a
 /// line per existing path (raw mode, permissions, owner, group, stamp; no name, so no name is
 /// ever parsed back), each read by `rv_one`. If that `stat` fails (a path vanished in between),
@@ -815,6 +846,48 @@ NAME=\"openEuler\"\nVERSION=\"24.03 (LTS-SP1)\"\nID=openEuler\nPRETTY_NAME='open
             parse(&q, &String::from_utf8_lossy(&out.stdout)).unwrap().probes
         };
         assert_eq!(plain, inline);
+    }
+
+    #[test]
+    fn files_an_apply_records_are_not_hashed_nor_asked_their_version_by_the_plans_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let calls = dir.path().join("calls");
+        // The "k3s binary": says its version, and that it was asked.
+        let k3s = dir.path().join("k3s");
+        std::fs::write(&k3s, format!("#!/bin/sh\necho k3s >> '{}'\necho 'k3s version v1.33.4+k3s1 (abc)'\n", calls.display())).unwrap();
+        std::fs::set_permissions(&k3s, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let conf = dir.path().join("config.yaml");
+        std::fs::write(&conf, "a: 1\n").unwrap();
+        let cache = dir.path().join("cache").display().to_string();
+        let (kp, cp) = (k3s.display().to_string(), conf.display().to_string());
+        let sha = |p: &std::path::Path| crate::render::sha256_hex(&std::fs::read(p).unwrap());
+        let (ks, cs) = (sha(&k3s), sha(&conf));
+        // What the end of an apply script runs (cmd::SHA_FN defines rv_umask).
+        let rec = format!("{}\n{}\n", crate::transport::cmd::SHA_FN, cache_record(&cache, &[(&kp, &ks), (&cp, &cs)], Some(&kp)));
+        let out = std::process::Command::new("sh").arg("-c").arg(&rec).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(std::fs::read_to_string(&calls).unwrap().lines().count(), 1, "asked once, by the apply");
+        // A plan: every hasher counted, none may run; the binary is not asked again.
+        let bin = tempfile::tempdir().unwrap();
+        for h in ["openssl", "sha256sum"] {
+            crate::transport::stub::counting(bin.path(), &calls, h, true);
+        }
+        let q = FactsQuery { paths: vec![kp.clone(), cp.clone()], k3s_binary: kp.clone(), hash_cache: Some((cache.clone(), false)), ..FactsQuery::default() };
+        let out = std::process::Command::new("sh").arg("-c").arg(script(&q)).env("PATH", crate::transport::stub::path_first(bin.path())).output().unwrap();
+        let f = parse(&q, &String::from_utf8_lossy(&out.stdout)).unwrap();
+        let sha_of = |p: &str| match &f.files[p] {
+            FileFact::Present { sha256, .. } => sha256.clone().unwrap(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((sha_of(&kp), sha_of(&cp)), (ks, cs));
+        assert_eq!(f.k3s_version.as_deref(), Some("k3s version v1.33.4+k3s1 (abc)"));
+        assert_eq!(std::fs::read_to_string(&calls).unwrap().lines().collect::<Vec<_>>(), ["k3s"], "no hashing, no second --version");
+        // Nothing written (an empty list) or a path that is gone: no line, no failure.
+        assert_eq!(cache_record(&cache, &[], None), ":");
+        let gone = format!("{}\n{}\n", crate::transport::cmd::SHA_FN, cache_record(&cache, &[("/nonexistent/rv", &"0".repeat(64))], None));
+        let before = std::fs::read_to_string(&cache).unwrap();
+        assert!(std::process::Command::new("sh").arg("-c").arg(&gone).status().unwrap().success());
+        assert_eq!(std::fs::read_to_string(&cache).unwrap(), before);
     }
 
     #[test]
