@@ -250,7 +250,7 @@ pub fn cache_record(cache: &str, files: &[(&str, &str)], k3s: Option<&str>) -> S
     let keys: Vec<String> = files.iter().map(|(p, h)| format!("{} {}", hex::encode(p.as_bytes()), quote(h))).collect();
     let version = match k3s.filter(|b| files.iter().any(|(p, _)| p == b)) {
         Some(b) => format!(
-            "if [ \"$1\" = {k} ]; then l=$({b} --version 2>/dev/null | head -n 1); [ -z \"$l\" ] || \
+            "if [ \"$1\" = {k} ]; then l=$({b} --version 2>/dev/null); l=${{l%%\"\n\"*}}; [ -z \"$l\" ] || \
              rv_new=\"${{rv_new}}v $1 $rv_l $(printf '%s' \"$l\" | od -An -v -tx1 | tr -d ' \\n')\\n\"; fi; ",
             k = hex::encode(b.as_bytes()),
             b = quote(b),
@@ -854,7 +854,7 @@ NAME=\"openEuler\"\nVERSION=\"24.03 (LTS-SP1)\"\nID=openEuler\nPRETTY_NAME='open
         let calls = dir.path().join("calls");
         // The "k3s binary": says its version, and that it was asked.
         let k3s = dir.path().join("k3s");
-        std::fs::write(&k3s, format!("#!/bin/sh\necho k3s >> '{}'\necho 'k3s version v1.33.4+k3s1 (abc)'\n", calls.display())).unwrap();
+        std::fs::write(&k3s, format!("#!/bin/sh\necho k3s >> '{}'\necho 'k3s version v1.33.4+k3s1 (abc)'\necho 'go version go1.24.5'\n", calls.display())).unwrap();
         std::fs::set_permissions(&k3s, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let conf = dir.path().join("config.yaml");
         std::fs::write(&conf, "a: 1\n").unwrap();
