@@ -48,7 +48,13 @@ pub fn command(wet: bool, owner: &str, q: &FactsQuery) -> String {
              if ! flock -n 9; then echo \"@@rv lock locked $({owner_hex})\"; echo '{HEAD_END}'; exit 0; fi\n\
              printf '%s\\n' {owner} > {of}\n\
              echo '@@rv lock held'\n",
-            mkdir = cmd::ensure_dir(STATE_DIR, true),
+            // A new board: its generation store made in the same `mkdir` (both 0700: `-m`
+            // applies to every directory named), so the upload that follows needs none.
+            mkdir = format!(
+                "{{ [ -d {d} ] || mkdir -p -m 700 {d} {s}; }}",
+                d = quote(STATE_DIR),
+                s = quote(crate::generation::STORE_DIR)
+            ),
             lock = quote(LOCK_FILE),
             owner = quote(owner),
             of = quote(OWNER_FILE),
