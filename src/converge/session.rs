@@ -41,6 +41,9 @@ pub fn command(wet: bool, owner: &str, q: &FactsQuery) -> String {
     let owner_hex = "od -An -v -tx1 < {o} 2>/dev/null | tr -d ' \\n'";
     let owner_hex = owner_hex.replace("{o}", &quote(OWNER_FILE));
     if wet {
+        // A new board: its generation store made in the same `mkdir` (both 0700: `-m` applies
+        // to every directory named), so the upload that follows needs none.
+        let mkdir = format!("{{ [ -d {d} ] || mkdir -p -m 700 {d} {s}; }}", d = quote(STATE_DIR), s = quote(crate::generation::STORE_DIR));
         s.push_str(&format!(
             "command -v flock >/dev/null 2>&1 || {{ echo '@@rv lock noflock'; echo '{HEAD_END}'; exit 0; }}\n\
              {mkdir} || exit 1\n\
@@ -48,13 +51,6 @@ pub fn command(wet: bool, owner: &str, q: &FactsQuery) -> String {
              if ! flock -n 9; then echo \"@@rv lock locked $({owner_hex})\"; echo '{HEAD_END}'; exit 0; fi\n\
              printf '%s\\n' {owner} > {of}\n\
              echo '@@rv lock held'\n",
-            // A new board: its generation store made in the same `mkdir` (both 0700: `-m`
-            // applies to every directory named), so the upload that follows needs none.
-            mkdir = format!(
-                "{{ [ -d {d} ] || mkdir -p -m 700 {d} {s}; }}",
-                d = quote(STATE_DIR),
-                s = quote(crate::generation::STORE_DIR)
-            ),
             lock = quote(LOCK_FILE),
             owner = quote(owner),
             of = quote(OWNER_FILE),
