@@ -50,6 +50,12 @@ fn finished_uploads(lab: &Lab, digest: &str) -> usize {
     log.lines().filter(|l| l.contains("\"PUT /v2/") && l.contains("/blobs/uploads/") && l.contains(hex) && l.contains("\" 201 ")).count()
 }
 
+/// Blob uploads of any digest the registry has finished (answered 201) in its access log.
+fn finished_blob_puts(lab: &Lab) -> usize {
+    let log = lab.registry_host().unwrap().journal("rvcluster-registry.service");
+    log.lines().filter(|l| l.contains("\"PUT /v2/") && l.contains("/blobs/uploads/") && l.contains("digest=sha256") && l.contains("\" 201 ")).count()
+}
+
 fn blob_committed(lab: &Lab, digest: &str) -> bool {
     let hex = digest.trim_start_matches("sha256:");
     lab.registry_host().unwrap().path(&format!("{STORAGE}/docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2])).exists()
@@ -104,10 +110,12 @@ fn registry_stopped_mid_push_names_image_and_blob_and_the_rerun_sends_only_the_r
     // The small layer and the config are in (two blobs stored whole: the error can only be
     // the big one's, and the re-run finds both present), the big one is on its way: then the
     // registry goes down. Waiting for the small layer alone raced with the config's upload
-    // on a busy machine.
+    // on a busy machine; and a blob's data on disk is not yet its answer to the client (the
+    // registry writes the data, then the repository's link, then answers 201): the access
+    // log's 201 for both PUTs says the client has its answers.
     faults::wait_until(
-        "the small layer and the config committed and the big one in flight",
-        || blob_committed(lab, &small) && committed_blobs(lab) == 2 && upload_bytes_in_flight(lab) > MIB,
+        "the small layer and the config committed (both answered 201) and the big one in flight",
+        || blob_committed(lab, &small) && committed_blobs(lab) == 2 && finished_blob_puts(lab) == 2 && upload_bytes_in_flight(lab) > MIB,
         || child.try_wait().unwrap().is_none(),
     );
     let mac = lab.registry_host().unwrap();
