@@ -98,7 +98,7 @@ pub enum Command {
     Trust(trust::TrustArgs),
     /// Each host's generations: what every apply made of it, which one is current, store size.
     Generations(generations::GenerationsArgs),
-    /// Unified diff between two generations of one node (--on NODE A [B]); secrets hidden.
+    /// Unified diff between two generations of one node (`--on NODE A [B]`); secrets hidden.
     Diff(generations::DiffArgs),
     /// Go back to an earlier generation (default: the previous one), server first; recorded as a new generation.
     Rollback(generations::RollbackArgs),

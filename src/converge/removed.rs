@@ -1,6 +1,6 @@
 //! Phase: files an earlier apply wrote that cluster.kdl no longer asks for (a removed manifest,
 //! registries.yaml after the registry block went away) are removed, and k3s restarted if it read
-//! them. The record of managed files (/var/lib/rvcluster/managed-<unit>.list) comes with the
+//! them. The record of managed files (`/var/lib/rvcluster/managed-<unit>.list`) comes with the
 //! facts and is rewritten by the script whenever it changes.
 
 use crate::render::MANIFESTS;

@@ -1,5 +1,5 @@
 //! Phase: the installed k3s binary is the pinned one but reports another release. The addon
-//! images the closure check used (profiles/k3s/<version>.kdl) would then be the wrong ones.
+//! images the closure check used (`profiles/k3s/<version>.kdl`) would then be the wrong ones.
 
 use crate::render::Content;
 use crate::transport::{FactsQuery, FileFact};

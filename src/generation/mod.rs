@@ -2,7 +2,7 @@
 //! became under /var/lib/rvcluster/generations/N/manifest.json (managed files with mode, owner and
 //! sha256, symlinks, unit state, k3s version, the digest of the cluster.kdl + cluster.lock that
 //! made it, time, user), the file contents in a content-addressed store
-//! (/var/lib/rvcluster/store/<sha256>, shared by generations), and the current one's manifest as
+//! (`/var/lib/rvcluster/store/<sha256>`, shared by generations), and the current one's manifest as
 //! generations/current.json. Generation 0 is the board as rvcluster found it.
 //!
 //! Owns the manifest format, the shell fragments that record and collect generations (they run

@@ -38,7 +38,7 @@ pub struct MirrorEntry {
 pub struct MirrorConfig {
     pub mirrors: Vec<MirrorEntry>,
     /// Registry name -> where its upstream really is (the lab points docker.io at a loopback
-    /// registry). Without an entry: docker.io -> https://registry-1.docker.io, else https://<name>.
+    /// registry). Without an entry: docker.io -> <https://registry-1.docker.io>, else `https://<name>`.
     pub upstream_overrides: BTreeMap<String, String>,
     /// k3s `--disable-default-registry-endpoint`: no upstream attempt at all.
     pub disable_default_endpoint: bool,

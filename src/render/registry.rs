@@ -29,7 +29,7 @@ pub fn binary_path(r: &Registry, os: &OsProfile) -> Result<String, RenderError> 
     }
 }
 
-/// Distribution's config.yml (https://distribution.github.io/distribution/about/configuration/).
+/// Distribution's config.yml (<https://distribution.github.io/distribution/about/configuration/>).
 pub fn config_yml(r: &Registry) -> String {
     let mut http = vec![("addr".to_string(), Yaml::str(r.host_port()))];
     if r.tls.enabled {

@@ -128,7 +128,7 @@ fn inline_probe(cmd: &str) -> Option<String> {
 /// ONE `stat` answers for every managed path, a file already hashed at the same stat stamp is not
 /// hashed again, a `reads_unless` file that is also a managed path reuses that hash, and a
 /// guarded probe (a step's `check`) runs only when its guard (the step's `when`) held; probes
-/// of a few forms run without a subshell ([`inline_probe`]).
+/// of a few forms run without a subshell (`inline_probe`).
 pub fn script(q: &FactsQuery) -> String {
     let mut s = String::new();
     s.push_str("export LC_ALL=C\n");
