@@ -106,12 +106,17 @@ pub fn mode_str(mode: u32) -> String {
     format!("{:04o}", mode & 0o7777)
 }
 
-/// Temp name beside `dest`: same directory, so the final `mv -f` is an atomic rename.
-pub fn temp_path_for(dest: &str, suffix: &str) -> String {
-    let (dir, base) = match dest.rfind('/') {
+/// `dest` as its directory (with the trailing `/`; empty for a bare name) and its name.
+fn split_dir(dest: &str) -> (&str, &str) {
+    match dest.rfind('/') {
         Some(i) => (&dest[..=i], &dest[i + 1..]),
         None => ("", dest),
-    };
+    }
+}
+
+/// Temp name beside `dest`: same directory, so the final `mv -f` is an atomic rename.
+pub fn temp_path_for(dest: &str, suffix: &str) -> String {
+    let (dir, base) = split_dir(dest);
     format!("{dir}.{base}.rvcluster-tmp.{suffix}")
 }
 
@@ -330,8 +335,7 @@ pub fn upload_stream_body(
 /// only: the apply script writes text through `Script::text` (src/converge/script.rs), which
 /// runs the same [`text_stage`] parts.
 #[cfg(test)]
-pub fn write_inline(dest: &str, tmp: &str, content: &str, sha256: &str, mode: u32, owner: Option<&str>) -> String {
-    let _ = tmp;
+pub fn write_inline(dest: &str, content: &str, sha256: &str, mode: u32, owner: Option<&str>) -> String {
     write_text(&[TextCopy { dest, mode, owner, kept: false }], content, sha256)
 }
 
@@ -374,17 +378,22 @@ pub const TEXT_MARK: &str = "\".rvcluster-tmp.$$.\"";
 
 /// The temp file of `dest` as a shell word: [`TEXT_MARK`] before its name.
 fn text_temp(dest: &str) -> String {
-    let (dir, base) = dest.rsplit_once('/').unwrap_or(("", dest));
-    format!("{}/{TEXT_MARK}{}", quote(dir), quote(base))
+    let (dir, base) = split_dir(dest);
+    format!("{}{TEXT_MARK}{}", quote_dir(dir), quote(base))
+}
+
+/// A directory part from [`split_dir`] as a shell word ahead of a name (nothing for none).
+fn quote_dir(dir: &str) -> String {
+    if dir.is_empty() { String::new() } else { quote(dir) }
 }
 
 /// Removes text temp files of `dest` an earlier write left behind (both namings: this one's,
 /// and the upload's, [`temp_path_for`], which earlier versions used for text too).
 fn stale_text_temps(dest: &str) -> String {
-    let (dir, base) = dest.rsplit_once('/').unwrap_or(("", dest));
+    let (dir, base) = split_dir(dest);
     format!(
-        "for o in {}/.rvcluster-tmp.*.{} {}*; do [ ! -e \"$o\" ] || rm -f \"$o\"; done; ",
-        quote(dir),
+        "for o in {}.rvcluster-tmp.*.{} {}*; do [ ! -e \"$o\" ] || rm -f \"$o\"; done; ",
+        quote_dir(dir),
         quote(base),
         quote(&temp_path_for(dest, ""))
     )
@@ -685,30 +694,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("a b").join("it's $(x).conf");
         let dest = dest.to_str().unwrap();
-        let tmp = temp_path_for(dest, "1");
+        let parent = std::path::Path::new(dest).parent().unwrap().to_path_buf();
+        let temps = || std::fs::read_dir(&parent).map(|r| r.flatten().filter(|e| e.file_name().to_string_lossy().contains("rvcluster-tmp")).count()).unwrap_or(0);
         for content in ["x\n'$(touch pwned)'\n`id`", "no newline at end", ""] {
             let sha = crate::render::sha256_hex(content.as_bytes());
-            let script = format!("{SHA_FN}\n{}", write_inline(dest, &tmp, content, &sha, 0o640, None));
+            let script = format!("{SHA_FN}\n{}", write_inline(dest, content, &sha, 0o640, None));
             let out = std::process::Command::new("sh").arg("-c").arg(&script).current_dir(dir.path()).output().unwrap();
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             assert_eq!(std::fs::read_to_string(dest).unwrap(), content);
             use std::os::unix::fs::PermissionsExt;
             assert_eq!(std::fs::metadata(dest).unwrap().permissions().mode() & 0o777, 0o640);
-            assert!(!std::path::Path::new(&tmp).exists());
+            assert_eq!(temps(), 0, "no temp file left");
         }
         assert!(!dir.path().join("pwned").exists());
         // A wrong sha256 leaves the destination as it was and no temp file behind.
-        let script = format!("{SHA_FN}\n{}", write_inline(dest, &tmp, "new", &"0".repeat(64), 0o640, None));
+        let script = format!("{SHA_FN}\n{}", write_inline(dest, "new", &"0".repeat(64), 0o640, None));
         let out = std::process::Command::new("sh").arg("-c").arg(&script).output().unwrap();
         assert!(!out.status.success());
         assert_eq!(std::fs::read_to_string(dest).unwrap(), "");
-        assert!(!std::path::Path::new(&tmp).exists());
-        // A temp file left by an earlier, killed write is removed by the next one.
-        let stale = temp_path_for(dest, "999.1");
-        std::fs::write(&stale, "half").unwrap();
-        let script = format!("{SHA_FN}\n{}", write_inline(dest, &tmp, "", &crate::render::sha256_hex(b""), 0o640, None));
+        assert_eq!(temps(), 0, "no temp file left");
+        // Temp files left by earlier, killed writes (either naming) are removed by the next one.
+        let (dir, name) = split_dir(dest);
+        let stale = [temp_path_for(dest, "999.1"), format!("{dir}.rvcluster-tmp.999.{name}")];
+        for f in &stale {
+            std::fs::write(f, "half").unwrap();
+        }
+        let script = format!("{SHA_FN}\n{}", write_inline(dest, "", &crate::render::sha256_hex(b""), 0o640, None));
         assert!(std::process::Command::new("sh").arg("-c").arg(&script).status().unwrap().success());
-        assert!(!std::path::Path::new(&stale).exists(), "stale temp removed");
+        assert_eq!(temps(), 0, "stale temps removed: {stale:?}");
     }
 
     /// `sh -c script` with `PATH` = `path`: (success, stderr).
