@@ -95,7 +95,7 @@ impl Script {
                 continue;
             }
             let ids: Vec<String> = (i..i + run.len()).map(id).collect();
-            let temps = |from: usize| run[from..].iter().flat_map(|t| t.temps.iter().cloned()).collect::<Vec<_>>().join(" ");
+            let temps = run.iter().flat_map(|t| t.temps.iter().cloned()).collect::<Vec<_>>().join(" ");
             let assign: String = run.iter().map(|t| t.assign.as_str()).collect();
             let stage = run.iter().zip(&ids).map(|(t, id)| format!("rv_cur={id} && {}", t.stage)).collect::<Vec<_>>().join(" && ");
             // The first write's fragment stages, checks and renames the whole run (ONE rename
@@ -112,7 +112,6 @@ impl Script {
                  {{ rv_s=$?; rm -f {temps}; trap - HUP INT TERM PIPE; rv_fail \"$rv_cur\" $rv_s; }}\n",
                 id = ids[0],
                 mark = cmd::TEXT_MARK,
-                temps = temps(0),
             ));
             for id in &ids[1..] {
                 s.push_str(&format!("echo '@@rv do {id}'\n{{ : written with {first}\n}} || rv_fail {id}\n", first = ids[0]));
