@@ -428,9 +428,8 @@ fn plan_host(ctx: &Ctx, host: &mut dyn Host, job: &Job, server: Option<&ServerLi
                 _ => None,
             })
             .collect();
-        let files: Vec<(&str, &str)> = written.iter().map(|(p, h)| (*p, h.as_str())).collect();
         if let Some((cache, _)) = &q.hash_cache {
-            acts.script.bookkeeping(crate::transport::facts::cache_record(cache, &files, Some(&q.k3s_binary)));
+            acts.script.bookkeeping(crate::transport::facts::cache_record(cache, &written, Some(&q.k3s_binary)));
         }
     }
     for p in phase::all() {

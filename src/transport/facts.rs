@@ -214,9 +214,10 @@ pub fn script(q: &FactsQuery) -> String {
             "echo '@@rv k3s'; if [ -x {b} ]; then {k3s_stamp}; \
              case \"$rv_hc\" in *\"v {k} $st \"*) v=${{rv_hc#*\"v {k} $st \"}}; echo \"@@rv k3s-hex ${{v%%[!0-9a-f]*}}\";; \
              *) l=$({b} --version 2>/dev/null | head -n 1); echo \"$l\"; [ -z \"$l\" ] || [ \"$st\" = - ] || \
-             rv_new=\"${{rv_new}}v {k} $st $(printf '%s' \"$l\" | od -An -v -tx1 | tr -d ' \\n')\\n\";; esac; fi\n",
+             {entry};; esac; fi\n",
             b = quote(&q.k3s_binary),
-            k = hex::encode(q.k3s_binary.as_bytes())
+            k = hex::encode(q.k3s_binary.as_bytes()),
+            entry = version_entry(&hex::encode(q.k3s_binary.as_bytes()), "$st"),
         ));
     } else {
         s.push_str(&format!(
@@ -236,24 +237,31 @@ pub fn script(q: &FactsQuery) -> String {
     s
 }
 
+/// The hash cache's entry for the k3s binary's `--version` line in `$l` (`v KEY STAMP HEX`),
+/// appended to `$rv_new`: the facts command's, and the apply's after it wrote the binary
+/// ([`cache_record`]); the facts read it back with `@@rv k3s-hex`.
+fn version_entry(key: &str, stamp: &str) -> String {
+    format!("rv_new=\"${{rv_new}}v {key} {stamp} $(printf '%s' \"$l\" | od -An -v -tx1 | tr -d ' \\n')\\n\"")
+}
+
 /// Apply script bookkeeping: record in the hash cache `cache` the files this apply just wrote
 /// (`(path, sha256)`, regular files) at their new stat stamps, and, when `k3s` names one of them,
 /// what that binary answers to `--version`: the plans that follow find them hashed (no `rv_sha`
 /// over a large binary, no `k3s --version`) instead of hashing again until the next apply's
 /// facts. ONE `stat` for all; never fails (the cache is only a shortcut: a file that cannot be
 /// stat'ed records nothing, and the facts hash it as before).
-pub fn cache_record(cache: &str, files: &[(&str, &str)], k3s: Option<&str>) -> String {
+pub fn cache_record<P: AsRef<str>, H: AsRef<str>>(cache: &str, files: &[(P, H)], k3s: Option<&str>) -> String {
     if files.is_empty() {
         return ":".to_string();
     }
-    let paths: Vec<String> = files.iter().map(|(p, _)| quote(p)).collect();
-    let keys: Vec<String> = files.iter().map(|(p, h)| format!("{} {}", hex::encode(p.as_bytes()), quote(h))).collect();
-    let version = match k3s.filter(|b| files.iter().any(|(p, _)| p == b)) {
+    let paths: Vec<String> = files.iter().map(|(p, _)| quote(p.as_ref())).collect();
+    let keys: Vec<String> = files.iter().map(|(p, h)| format!("{} {}", hex::encode(p.as_ref().as_bytes()), quote(h.as_ref()))).collect();
+    let version = match k3s.filter(|b| files.iter().any(|(p, _)| p.as_ref() == *b)) {
         Some(b) => format!(
-            "if [ \"$1\" = {k} ]; then l=$({b} --version 2>/dev/null); l=${{l%%\"\n\"*}}; [ -z \"$l\" ] || \
-             rv_new=\"${{rv_new}}v $1 $rv_l $(printf '%s' \"$l\" | od -An -v -tx1 | tr -d ' \\n')\\n\"; fi; ",
+            "if [ \"$1\" = {k} ]; then l=$({b} --version 2>/dev/null); l=${{l%%\"\n\"*}}; [ -z \"$l\" ] || {entry}; fi; ",
             k = hex::encode(b.as_bytes()),
             b = quote(b),
+            entry = version_entry("$1", "$rv_l"),
         ),
         None => String::new(),
     };
@@ -883,7 +891,7 @@ NAME=\"openEuler\"\nVERSION=\"24.03 (LTS-SP1)\"\nID=openEuler\nPRETTY_NAME='open
         assert_eq!(f.k3s_version.as_deref(), Some("k3s version v1.33.4+k3s1 (abc)"));
         assert_eq!(std::fs::read_to_string(&calls).unwrap().lines().collect::<Vec<_>>(), ["k3s"], "no hashing, no second --version");
         // Nothing written (an empty list) or a path that is gone: no line, no failure.
-        assert_eq!(cache_record(&cache, &[], None), ":");
+        assert_eq!(cache_record::<&str, &str>(&cache, &[], None), ":");
         let gone = format!("{}\n{}\n", crate::transport::cmd::SHA_FN, cache_record(&cache, &[("/nonexistent/rv", &"0".repeat(64))], None));
         let before = std::fs::read_to_string(&cache).unwrap();
         assert!(std::process::Command::new("sh").arg("-c").arg(&gone).status().unwrap().success());
