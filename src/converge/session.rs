@@ -43,7 +43,9 @@ pub fn command(wet: bool, owner: &str, q: &FactsQuery) -> String {
     if wet {
         // A new board: its generation store made in the same `mkdir` (both 0700: `-m` applies
         // to every directory named), so the upload that follows needs none.
-        let mkdir = format!("{{ [ -d {d} ] || mkdir -p -m 700 {d} {s}; }}", d = quote(STATE_DIR), s = quote(crate::generation::STORE_DIR));
+        // Asked of the store, the inner one: a state directory emptied by hand still gets its
+        // store here (`-m` touches only the directories mkdir makes).
+        let mkdir = format!("{{ [ -d {s} ] || mkdir -p -m 700 {d} {s}; }}", d = quote(STATE_DIR), s = quote(crate::generation::STORE_DIR));
         s.push_str(&format!(
             "command -v flock >/dev/null 2>&1 || {{ echo '@@rv lock noflock'; echo '{HEAD_END}'; exit 0; }}\n\
              {mkdir} || exit 1\n\

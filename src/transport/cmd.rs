@@ -229,13 +229,14 @@ pub enum Codec {
 impl Codec {
     /// The host command that decompresses stdin to stdout. zstd 1.5.4 and later decompress with
     /// two extra I/O threads unless told `--no-asyncio`, which writing to a pipe gains nothing
-    /// from (about a fifth of zstd's CPU time here); an older zstd rejects the option, so it is
-    /// asked first (`-V` after it: the version, or the error an unknown option gives).
+    /// from (about a fifth of zstd's CPU time here). An older zstd rejects the option before it
+    /// reads a byte (its argument parser exits 1 on an unknown one), so a failure is followed by
+    /// a plain `zstd -dcq` on the same stdin: no process spent asking first. A stream that fails
+    /// for another reason fails again in the second (or yields bytes of the wrong sha256), and
+    /// the upload is refused as before.
     pub fn decompress(self) -> &'static str {
         match self {
-            Codec::Zstd => {
-                "{ if zstd --no-asyncio -V </dev/null >/dev/null 2>&1; then exec zstd --no-asyncio -dcq; else exec zstd -dcq; fi; }"
-            }
+            Codec::Zstd => "{ zstd --no-asyncio -dcq 2>/dev/null || exec zstd -dcq; }",
             Codec::Gzip => "gzip -dc",
         }
     }

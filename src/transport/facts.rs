@@ -144,7 +144,8 @@ pub fn script(q: &FactsQuery) -> String {
     // The cache: lines `h KEY STAMP SHA256` and `v KEY STAMP VERSION-HEX` (KEY: the path in
     // hex), loaded once; new lines are written at the end (apply only).
     match &q.hash_cache {
-        Some((p, _)) => s.push_str(&format!("rv_hc=$(cat {} 2>/dev/null); rv_new=''\n", quote(p))),
+        // (no `cat` when there is none yet: a board's first apply)
+        Some((p, _)) => s.push_str(&format!("rv_hc=''; [ ! -f {p} ] || rv_hc=$(cat {p} 2>/dev/null); rv_new=''\n", p = quote(p))),
         None => s.push_str("rv_hc=''; rv_new=''\n"),
     }
     let needs_sha = !q.paths.is_empty() || !q.reads_unless.is_empty();
@@ -212,8 +213,9 @@ pub fn script(q: &FactsQuery) -> String {
         // `k3s --version` starts a large Go binary: asked once per binary stamp.
         s.push_str(&format!(
             "echo '@@rv k3s'; if [ -x {b} ]; then {k3s_stamp}; \
-             case \"$rv_hc\" in *\"v {k} $st \"*) v=${{rv_hc#*\"v {k} $st \"}}; echo \"@@rv k3s-hex ${{v%%[!0-9a-f]*}}\";; \
-             *) l=$({b} --version 2>/dev/null | head -n 1); echo \"$l\"; [ -z \"$l\" ] || [ \"$st\" = - ] || \
+             case \"$rv_hc\" in *\"v {k} $st \"*) v=${{rv_hc#*\"v {k} $st \"}}; \
+             case $v in =*) v=${{v%%\"\n\"*}}; printf '%s\\n' \"${{v#=}}\";; *) echo \"@@rv k3s-hex ${{v%%[!0-9a-f]*}}\";; esac;; \
+             *) l=$({b} --version 2>/dev/null | head -n 1); printf '%s\\n' \"$l\"; [ -z \"$l\" ] || [ \"$st\" = - ] || \
              {entry};; esac; fi\n",
             b = quote(&q.k3s_binary),
             k = hex::encode(q.k3s_binary.as_bytes()),
@@ -237,11 +239,17 @@ pub fn script(q: &FactsQuery) -> String {
     s
 }
 
-/// The hash cache's entry for the k3s binary's `--version` line in `$l` (`v KEY STAMP HEX`),
-/// appended to `$rv_new`: the facts command's, and the apply's after it wrote the binary
-/// ([`cache_record`]); the facts read it back with `@@rv k3s-hex`.
+/// The hash cache's entry for the k3s binary's `--version` line in `$l`, appended to `$rv_new`:
+/// the facts command's, and the apply's after it wrote the binary ([`cache_record`]). A line of
+/// plain characters (what k3s prints: `k3s version v1.31.4+k3s1 (a562d090)`) is kept as it is,
+/// `v KEY STAMP =LINE`, and read back to the end of its line; any other in hex, `v KEY STAMP
+/// HEX` (`od`, `tr`: two processes more), read back as `@@rv k3s-hex`. The plain set has no
+/// backslash (the entries are written with `printf '%b'`) and no newline (one entry a line).
 fn version_entry(key: &str, stamp: &str) -> String {
-    format!("rv_new=\"${{rv_new}}v {key} {stamp} $(printf '%s' \"$l\" | od -An -v -tx1 | tr -d ' \\n')\\n\"")
+    format!(
+        "case $l in *[!A-Za-z0-9\\ .+:/\\(\\)_-]*) rv_v=$(printf '%s' \"$l\" | od -An -v -tx1 | tr -d ' \\n');; *) rv_v=\"=$l\";; esac; \
+         rv_new=\"${{rv_new}}v {key} {stamp} $rv_v\\n\""
+    )
 }
 
 /// Apply script bookkeeping: record in the hash cache `cache` the files this apply just wrote
@@ -936,7 +944,7 @@ NAME=\"openEuler\"\nVERSION=\"24.03 (LTS-SP1)\"\nID=openEuler\nPRETTY_NAME='open
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("k3s");
         let calls = dir.path().join("calls");
-        let fake_k3s = |v: &str| format!("#!/bin/sh\necho x >> '{}'\necho 'k3s version {v} (abc)'\necho 'go version go1.24'\n", calls.display());
+        let fake_k3s = |v: &str| format!("#!/bin/sh\necho x >> '{}'\nprintf '%s\\n' 'k3s version {v} (abc)' 'go version go1.24'\n", calls.display());
         std::fs::write(&bin, fake_k3s("v1.33.4+k3s1")).unwrap();
         std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let cache = dir.path().join("cache").display().to_string();
@@ -954,6 +962,16 @@ NAME=\"openEuler\"\nVERSION=\"24.03 (LTS-SP1)\"\nID=openEuler\nPRETTY_NAME='open
         std::fs::write(&bin, fake_k3s("v1.34.3+k3s1")).unwrap();
         assert_eq!(run(&q(false)).as_deref(), Some("k3s version v1.34.3+k3s1 (abc)"));
         assert_eq!(ncalls(), 2);
+        // A line of plain characters is kept as it is (no od, no tr); one with a backslash
+        // (which the cache's printf '%b' would turn into something else) in hex. Both come
+        // back from the cache exactly as the binary said them.
+        assert!(std::fs::read_to_string(&cache).unwrap().contains(" =k3s version v1.33.4+k3s1 (abc)\n"));
+        std::fs::write(&bin, fake_k3s("v1.35.0\\t+x")).unwrap();
+        assert_eq!(run(&q(true)).as_deref(), Some("k3s version v1.35.0\\t+x (abc)"));
+        assert_eq!(ncalls(), 3);
+        assert!(!std::fs::read_to_string(&cache).unwrap().contains("=k3s version v1.35"));
+        assert_eq!(run(&q(false)).as_deref(), Some("k3s version v1.35.0\\t+x (abc)"), "from the cache, in hex");
+        assert_eq!(ncalls(), 3);
     }
 
     #[test]
