@@ -465,6 +465,37 @@ fn held_uploads_then_the_script(h: &mut dyn Host) {
     // (The script after the uploads: every e2e apply; plan mode has no state directory for it.)
     let out = held.finish(b"", None).unwrap();
     assert_eq!(out.status, 0, "{}", out.stderr_str());
+    script_runs_only_whole(h, &q, remote.path());
+}
+
+/// A script sent inline (session::script_input) runs when it arrived whole and not at all when
+/// the stream was cut anywhere, even right before or inside its last line.
+fn script_runs_only_whole(h: &mut dyn Host, q: &rvcluster::transport::facts::FactsQuery, dir: &std::path::Path) {
+    use rvcluster::converge::session;
+    let ran = dir.join("ran");
+    let script = format!("printf x >> '{}'\necho '@@rv from the script'\nexit 7\n", ran.display());
+    let input = session::script_input(&script);
+    let text = String::from_utf8(input.clone()).unwrap();
+    assert!(text.ends_with('\n') && text.lines().count() == 5, "{text}");
+    let body = text.find('\n').unwrap() + 1;
+    let last = text[..text.len() - 1].rfind('\n').unwrap() + 1;
+    for cut in [body, body + 10, last - 1, last, last + 5, text.len() - 2, text.len() - 1, text.len()] {
+        let held = h.exec_held(&session::command(false, "test", q), session::HEAD_END, None).unwrap();
+        let out = held.finish(&input[..cut], None).unwrap();
+        let whole = cut >= text.len() - 1; // (only the last newline missing: all of it is there)
+        let times = std::fs::read_to_string(&ran).map(|t| t.len()).unwrap_or(0);
+        if whole {
+            assert_eq!((out.status, times), (7, 1), "cut at {cut}: {}", out.stderr_str());
+            assert!(out.stdout_str().contains("@@rv from the script"));
+            std::fs::remove_file(&ran).unwrap();
+        } else {
+            assert_eq!((out.status, times), (1, 0), "cut at {cut}: {}", out.stderr_str());
+            assert!(out.stdout_str().lines().any(|l| l == "@@rv truncated"), "cut at {cut}: {}", out.stdout_str());
+        }
+    }
+    // Past the inline limit: the first line is the bare sha256 (the state directory's file).
+    let big = format!("#{}\n", "x".repeat(session::INLINE_MAX));
+    assert!(String::from_utf8(session::script_input(&big)).unwrap().starts_with(&rvcluster::render::sha256_hex(big.as_bytes())));
 }
 
 #[test]

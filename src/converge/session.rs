@@ -1,7 +1,7 @@
 //! The lock+facts phase: ONE remote command per host (docs/converge.md §1, §2). It takes the
 //! board lock (apply only: `flock` on /var/lib/rvcluster/apply.lock held by this command's shell), prints the facts
-//! every phase asked for, then waits on stdin for the apply script (its sha256 on the first
-//! line), checks it arrived whole and runs it. Before the script it answers upload requests:
+//! every phase asked for, then waits on stdin for the apply script ([`script_input`]), checks
+//! it arrived whole and runs it. Before the script it answers upload requests:
 //! the large files stream on this same command (src/transport/host.rs `upload_held`). The lock lives exactly as long as this command:
 //! a finished apply, a lost connection, a kill -9 or Ctrl-C of rvcluster all release it, and no
 //! stale lock is ever left to remove by hand. Plan sends nothing: the command ends at once.
@@ -85,18 +85,43 @@ pub fn command(wet: bool, owner: &str, q: &FactsQuery) -> String {
          esac\n\
          done\n\
          [ -n \"$rv_want\" ] || exit 0\n\
+         case $rv_want in '{INLINE}'*) rv_x=${{rv_want#'{INLINE}'}}; rv_s=$(cat) || exit 1\n\
+         case $rv_s in *\"\n{END}$rv_x\") exec sh -c \"$rv_s\" ;; esac\n\
+         echo '@@rv truncated'; exit 1 ;; esac\n\
          rv_t={dir}/.apply-script.$$\n\
          (umask 077; cat > \"$rv_t\") || exit 1\n\
          h=$(rv_shs < \"$rv_t\"); if [ \"${{h%% *}}\" != \"$rv_want\" ]; then rm -f \"$rv_t\"; echo '@@rv truncated'; exit 1; fi\n\
          sh \"$rv_t\"; rv_s=$?; rm -f \"$rv_t\"; exit $rv_s\n",
         dir = quote(STATE_DIR),
+        INLINE = SCRIPT_INLINE,
+        END = SCRIPT_END,
     ));
     s
 }
 
-/// The bytes to send on stdin for `script` (its sha256 first, so a cut stream is never run).
+/// The request line of a script sent inline (its sha256 follows), and the start of its last
+/// line (the same sha256 follows). See [`script_input`].
+const SCRIPT_INLINE: &str = "@@rv script ";
+const SCRIPT_END: &str = "# rvcluster script end ";
+/// The largest script sent inline: it becomes ONE argument of `sh -c`, and Linux takes at
+/// most 32 pages (128 KiB with the NUL, MAX_ARG_STRLEN) for one argument.
+pub const INLINE_MAX: usize = 120 * 1024;
+
+/// The bytes to send on stdin for `script`; a cut stream is never run. Up to [`INLINE_MAX`]:
+/// a request line with its sha256, the script, and a last line with the same sha256; the shell
+/// reads it all into a variable (`$(cat)`), checks with a `case` that it ends with that line (a
+/// cut stream cannot: the line's sha256 is of the text before it, so it appears nowhere else
+/// in it) and `exec`s `sh -c` with it: one `cat` and the `sh`, no file, no hasher, no `rm`.
+/// A larger script: its sha256 alone on the first line, then the script, which the shell puts
+/// in a 0600 file in the state directory, hashes, runs with `sh` and removes.
 pub fn script_input(script: &str) -> Vec<u8> {
-    format!("{}\n{script}", crate::render::sha256_hex(script.as_bytes())).into_bytes()
+    let sha = crate::render::sha256_hex(script.as_bytes());
+    if script.len() <= INLINE_MAX {
+        let nl = if script.ends_with('\n') { "" } else { "\n" };
+        format!("{SCRIPT_INLINE}{sha}\n{script}{nl}{SCRIPT_END}{sha}\n").into_bytes()
+    } else {
+        format!("{sha}\n{script}").into_bytes()
+    }
 }
 
 /// Split the head into the lock state and the facts.
