@@ -96,7 +96,15 @@ impl Script {
             }
             let ids: Vec<String> = (i..i + run.len()).map(id).collect();
             let temps = run.iter().flat_map(|t| t.temps.iter().cloned()).collect::<Vec<_>>().join(" ");
-            let assign: String = run.iter().map(|t| t.assign.as_str()).collect();
+            let mut assign: String = run.iter().map(|t| t.assign.as_str()).collect();
+            // Two directories or more: the missing ones made by ONE `mkdir -p` (a first apply
+            // makes /etc/rancher/k3s and a generation's directory in one run).
+            let mut dirs: Vec<&str> = run.iter().flat_map(|t| t.dirs.iter().map(String::as_str)).collect();
+            dirs.sort_unstable();
+            dirs.dedup();
+            if dirs.len() > 1 {
+                assign.push_str(&format!("rv_mkdirs {}; ", dirs.join(" ")));
+            }
             let stage = run.iter().zip(&ids).map(|(t, id)| format!("rv_cur={id} && {}", t.stage)).collect::<Vec<_>>().join(" && ");
             // The first write's fragment stages, checks and renames the whole run (ONE rename
             // where the host has util-linux's, cmd::SHA_FN `rv_mvall`): no temp file waits for
@@ -224,6 +232,8 @@ mod tests {
         let bin = tempfile::tempdir().unwrap();
         let calls = bin.path().join("calls");
         crate::transport::stub::counting(bin.path(), &calls, "sha256sum", true);
+        let dirs = bin.path().join("mkdirs");
+        crate::transport::stub::counting(bin.path(), &dirs, "mkdir", true);
         let mut s = Script::default();
         let sha = |t: &str| crate::render::sha256_hex(t.as_bytes());
         s.text(Some(0), &[copy(&format!("{d}/a/one"), None)], "one\n", &sha("one\n"));
@@ -240,6 +250,9 @@ mod tests {
         assert_eq!(r.started, vec![0, 1, 2]);
         // One pass for the run of two writes (three files), one for the write after the shell change.
         assert_eq!(std::fs::read_to_string(&calls).unwrap().lines().count(), 2);
+        // a/ and b/ made by one mkdir for the run; the private store by its own (0700).
+        assert_eq!(std::fs::read_to_string(&dirs).unwrap().lines().count(), 2);
+        assert_eq!(std::fs::metadata(format!("{d}/store")).unwrap().permissions().mode() & 0o777, 0o700);
         for (p, want) in [(format!("{d}/a/one"), "one\n"), (format!("{d}/b/two"), "two\n"), (store.clone(), "two\n"), (format!("{d}/three"), "three\n")] {
             assert_eq!(std::fs::read_to_string(&p).unwrap(), want, "{p}");
         }

@@ -86,7 +86,9 @@ pub fn is_sudo_password_error(status: i32, stderr: &str) -> bool {
 /// [`text_stage`] to put back after each temp file it creates under another; and
 /// `rv_mvall MARK TEMP...`, which renames each `DIR/MARKNAME` to `DIR/NAME`, in order, with ONE
 /// util-linux `rename MARK '' TEMP...` where the host has it (`rename.ul` on Debian; a `rename`
-/// that says util-linux), else one `mv -f` each (docs/converge.md §3.6).
+/// that says util-linux), else one `mv -f` each (docs/converge.md §3.6); and `rv_mkdirs
+/// DIR...`, which makes them all with ONE `mkdir -p` when any is missing (never fails: the
+/// write that needs a directory still made none tries again and reports it).
 pub const SHA_FN: &str = "if command -v openssl >/dev/null 2>&1; then rv_sha() { openssl dgst -sha256 -r; }; \
                           else rv_sha() { sha256sum; }; fi; \
                           if command -v sha256sum >/dev/null 2>&1; then rv_shs() { sha256sum; }; rv_shm() { sha256sum -- \"$@\"; }; \
@@ -99,7 +101,8 @@ pub const SHA_FN: &str = "if command -v openssl >/dev/null 2>&1; then rv_sha() {
                           if command -v rename.ul >/dev/null 2>&1; then rv_rn=rename.ul; elif command -v rename >/dev/null 2>&1; then \
                           case $(rename --version 2>/dev/null) in *util-linux*) rv_rn=rename;; esac; fi; fi; \
                           if [ -n \"$rv_rn\" ] && [ $# -gt 1 ]; then \"$rv_rn\" -- \"$rv_x\" '' \"$@\" >/dev/null; return; fi; \
-                          for rv_f; do rv_b=${rv_f##*/}; mv -f \"$rv_f\" \"${rv_f%/*}/${rv_b#\"$rv_x\"}\" || return 1; done; }\n";
+                          for rv_f; do rv_b=${rv_f##*/}; mv -f \"$rv_f\" \"${rv_f%/*}/${rv_b#\"$rv_x\"}\" || return 1; done; }\n\
+                          rv_mkdirs() { for rv_f; do [ -d \"$rv_f\" ] || { mkdir -p -- \"$@\" 2>/dev/null; return 0; }; done; }\n";
 
 /// Octal text of a file mode (`0644`).
 pub fn mode_str(mode: u32) -> String {
@@ -415,6 +418,10 @@ pub struct TextStage {
     pub stage: String,
     pub fix: String,
     pub temps: Vec<String>,
+    /// The directories of its plain copies (not the private store's), as shell words: a run
+    /// makes the missing ones with ONE `rv_mkdirs` before its writes (each write still makes
+    /// its own when that failed, so the error names the write).
+    pub dirs: Vec<String>,
 }
 
 pub fn text_stage(tag: &str, copies: &[TextCopy], content: &str, sha256: &str) -> TextStage {
@@ -422,8 +429,11 @@ pub fn text_stage(tag: &str, copies: &[TextCopy], content: &str, sha256: &str) -
     let sha = quote(sha256);
     let mut assign = String::new();
     let mut make = vec![];
-    let (mut fix, mut temps) = (vec![], vec![]);
+    let (mut fix, mut temps, mut dirs) = (vec![], vec![], vec![]);
     for (i, cp) in copies.iter().enumerate() {
+        if let Some(p) = parent_dir(cp.dest).filter(|_| !cp.kept) {
+            dirs.push(quote(p));
+        }
         let (d, t, k) = (format!("rv_d{tag}{i}"), format!("rv_t{tag}{i}"), format!("rv_k{tag}{i}"));
         assign.push_str(&format!("{d}={}; {t}={}; {}", quote(cp.dest), text_temp(cp.dest), stale_text_temps(cp.dest)));
         let dir = parent_dir(cp.dest).map(|p| format!("{} && ", ensure_dir(p, cp.kept))).unwrap_or_default();
@@ -449,7 +459,7 @@ pub fn text_stage(tag: &str, copies: &[TextCopy], content: &str, sha256: &str) -
         temps.push(format!("\"${t}\""));
     }
     let fix = if fix.is_empty() { ":".to_string() } else { fix.join(" && ") };
-    TextStage { assign, stage: make.join(" && "), fix, temps }
+    TextStage { assign, stage: make.join(" && "), fix, temps, dirs }
 }
 
 /// Commands that copy `src` (a file already on the host) to `dest` the same atomic way: temp file
@@ -820,6 +830,7 @@ mod tests {
 
     #[test]
     fn upload_to_root_dir_has_no_mkdir() {
-        assert!(!upload_stream("/x", "/.x.t", "abc", 0o600, None).contains("mkdir"));
+        let cmd = upload_stream("/x", "/.x.t", "abc", 0o600, None);
+        assert!(!cmd.strip_prefix(SHA_FN).unwrap().contains("mkdir"), "{cmd}");
     }
 }

@@ -329,10 +329,21 @@ record_start() { # kind pid (builtins only: the time is taken right after the fo
     printf '%d %s %s %s\n' $((n + 1)) "${t}000" "$1" "$2" >>"$f"
 }
 
+# Exec the unit's command (CMD_ARGV) with exactly ENVARGS as its environment, as systemd gives
+# a service a clean one. The supervisor un-exported everything it inherited when it started, so
+# `export` then `exec` do it without an env(1) process per command; a name bash cannot hold
+# (systemd takes more than shell identifiers) goes through `env -i`.
+exec_clean() {
+    export -n PWD OLDPWD SHLVL # (bash exports these again when cd sets them)
+    export "${ENVARGS[@]}" 2>/dev/null || exec env -i "${ENVARGS[@]}" "${CMD_ARGV[@]}"
+    exec "${CMD_ARGV[@]}"
+}
+
 # The background supervisor of one unit: ExecStartPre, ExecStart, Restart=.
 supervise() {
     UNIT=$1
-    local kind=$2 pre rc main
+    local kind=$2 pre rc main v
+    for v in $(compgen -e); do export -n "$v"; done
     echo $$ >"$ST/$UNIT.sup"
     parse_def "$ST/loaded/$UNIT"
     local name=${UNIT%.service}
@@ -358,7 +369,7 @@ supervise() {
             (
                 printf '%s\n' "$BASHPID"
                 [ -z "${NAP_FD:-}" ] || exec {NAP_FD}>&-
-                exec env -i "${ENVARGS[@]}" "${CMD_ARGV[@]}"
+                exec_clean
             ) </dev/null > >(pipe_log "${CMD_ARGV[0]##*/}") 2>&1
             rc=$?
             if ((rc != 0)); then
@@ -397,7 +408,7 @@ supervise() {
         (
             printf '%s\n' "$BASHPID"
             [ -z "${NAP_FD:-}" ] || exec {NAP_FD}>&-
-            exec env -i "${ENVARGS[@]}" "${CMD_ARGV[@]}"
+            exec_clean
         ) </dev/null > >(pipe_log "$name") 2>&1 &
         main=$!
         echo "$main" >"$ST/$UNIT.main"

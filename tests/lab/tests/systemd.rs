@@ -61,6 +61,13 @@ fn lifecycle_enable_now_restart_stop_disable() {
     assert_eq!(starts.len(), 1);
     assert_eq!(starts[0].kind, StartKind::Start);
     let pid1 = starts[0].pid;
+    // The service's environment is what systemd gives it and nothing of the ssh session that
+    // ran systemctl (HOME, USER, SSH_CONNECTION...) or of the supervisor (OLDPWD, SHLVL); PWD
+    // is the main process's own (the unit's `sh -c` sets it, as under systemd).
+    let env = lab.b("s1").exec_inside(&format!("tr '\\0' '\\n' < /proc/{pid1}/environ")).unwrap();
+    let mut names: Vec<String> = String::from_utf8_lossy(&env.stdout).lines().map(|l| l.split('=').next().unwrap().to_string()).collect();
+    names.sort();
+    assert_eq!(names, ["GREETING", "INVOCATION_ID", "LANG", "PATH", "PWD", "SECOND", "TOKEN"], "{}", String::from_utf8_lossy(&env.stdout));
     let log = ssh_ok(&lab, "s1", "journalctl -u demo --no-pager");
     assert!(
         log.contains("greeting=hello world second=2 token=s3cret args=2"),
