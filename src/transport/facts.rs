@@ -141,8 +141,9 @@ pub fn script(q: &FactsQuery) -> String {
         "while IFS= read -r rv_l || [ -n \"$rv_l\" ]; do printf '%s\\n' \"$rv_l\"; done <\"$rv_f\"; break; fi; done; echo\n",
     ));
     s.push_str("echo '@@rv end-os-release'\n");
-    // The cache: lines `h KEY STAMP SHA256` and `v KEY STAMP VERSION-HEX` (KEY: the path in
-    // hex), loaded once; new lines are written at the end (apply only).
+    // The cache: lines `h KEY STAMP SHA256` and `v KEY STAMP =VERSION-LINE` or `v KEY STAMP
+    // VERSION-HEX` ([`version_entry`]; KEY: the path in hex), loaded once; new lines are
+    // written at the end (apply only).
     match &q.hash_cache {
         // (no `cat` when there is none yet: a board's first apply)
         Some((p, _)) => s.push_str(&format!("rv_hc=''; [ ! -f {p} ] || rv_hc=$(cat {p} 2>/dev/null); rv_new=''\n", p = quote(p))),
