@@ -248,9 +248,16 @@ pub fn script(q: &FactsQuery) -> String {
 /// backslash (the entries are written with `printf '%b'`) and no newline (one entry a line).
 fn version_entry(key: &str, stamp: &str) -> String {
     format!(
-        "case $l in *[!A-Za-z0-9\\ .+:/\\(\\)_-]*) rv_v=$(printf '%s' \"$l\" | od -An -v -tx1 | tr -d ' \\n');; *) rv_v=\"=$l\";; esac; \
-         rv_new=\"${{rv_new}}v {key} {stamp} $rv_v\\n\""
+        "{}; rv_new=\"${{rv_new}}v {key} {stamp} $rv_v\\n\"",
+        plain_or_hex("l", "rv_v", "*[!A-Za-z0-9\\ .+:/\\(\\)_-]*")
     )
+}
+
+/// Sets shell variable `dst` to the value of `src` as `=VALUE`, or in hex (`od`, `tr`: two
+/// processes, only then) when the value matches the case pattern `unplain` (what may not travel
+/// as it is: the symlink targets of the facts, the k3s version line of the hash cache).
+fn plain_or_hex(src: &str, dst: &str, unplain: &str) -> String {
+    format!("case ${src} in {unplain}) {dst}=$(printf '%s' \"${src}\" | od -An -v -tx1 | tr -d ' \\n');; *) {dst}=\"=${src}\";; esac")
 }
 
 /// Apply script bookkeeping: record in the hash cache `cache` the files this apply just wrote
@@ -300,10 +307,13 @@ fn paths_fragment(q: &FactsQuery, s: &mut String) {
         // of them (a line each), or one `readlink` each when the lines do not add up (a
         // target holding a newline, a link gone, a readlink that takes one operand).
         "rv_lk=''; rv_link() { rv_lk=\"$rv_lk $1\"; eval \"rv_lp$1=\\$2; rv_lo$1=\\$3\"; }\n",
-        // A target of plain characters comes as `=TARGET`; any other in hex (`od`, `tr`: two
-        // more processes, only for such a target).
-        "rv_lout() { case $2 in ''|*[!A-Za-z0-9/._+@:,~-]*) l=$(printf '%s' \"$2\" | od -An -v -tx1 | tr -d ' \\n');; *) l=\"=$2\";; esac; ",
-        "eval \"o=\\$rv_lo$1\"; echo \"@@rv file $1 link $o - ${l:--}\"; }\n",
+    ));
+    // A target of plain characters comes as `=TARGET`; any other (an empty one too) in hex.
+    s.push_str(&format!(
+        "rv_lout() {{ {}; eval \"o=\\$rv_lo$1\"; echo \"@@rv file $1 link $o - ${{l:--}}\"; }}\n",
+        plain_or_hex("2", "l", "''|*[!A-Za-z0-9/._+@:,~-]*")
+    ));
+    s.push_str(concat!(
         "rv_links() { [ -n \"$rv_lk\" ] || return 0; set --; n=0; for i in $rv_lk; do eval \"set -- \\\"\\$@\\\" \\\"\\$rv_lp$i\\\"\"; n=$((n+1)); done; ",
         "k=0; if rv_lt=$(readlink -- \"$@\" 2>/dev/null); then while IFS= read -r t; do k=$((k+1)); done <<RV_LT\n$rv_lt\nRV_LT\nfi\n",
         "if [ \"$k\" = \"$n\" ]; then set -- $rv_lk; while IFS= read -r t; do rv_lout \"$1\" \"$t\"; shift; done <<RV_LT\n$rv_lt\nRV_LT\n",
