@@ -83,7 +83,7 @@ pub fn is_sudo_password_error(status: i32, stderr: &str) -> bool {
 /// name with a newline or backslash is escaped on its line, which then starts with `\`), one
 /// `rv_sha` per file where there is no `sha256sum`;
 /// `rv_umask`, which reads the shell's umask into `rv_um` once (one fork per script), for
-/// [`text_stage`] to put back after each temp file it creates under another; and
+/// [`text_stage`] to put back after each temp file it creates under another;
 /// `rv_mvall MARK TEMP...`, which renames each `DIR/MARKNAME` to `DIR/NAME`, in order, with ONE
 /// util-linux `rename MARK '' TEMP...` where the host has it (`rename.ul` on Debian; a `rename`
 /// that says util-linux), else one `mv -f` each (docs/converge.md §3.6); and `rv_mkdirs
