@@ -56,7 +56,7 @@ impl Point {
 }
 
 const POINTS: [Point; 4] = [
-    Point::Hook { what: "during the k3s binary upload (1 MiB of it written)", board: "server1", cmd: "tee", nth: 1, when: "1048576", pattern: "*/usr/local/bin/.k3s.rvcluster-tmp*" },
+    Point::Hook { what: "during the k3s binary upload (zstd paused after 1 MiB of the compressed stream)", board: "server1", cmd: "zstd", nth: 1, when: "1048576", pattern: "*/usr/local/bin/.k3s.rvcluster-tmp*" },
     Point::Hook { what: "before the text files' one rename (config.yaml and the rest staged as temp files)", board: "server1", cmd: "rename.ul", nth: 1, when: "before", pattern: "*/etc/rancher/k3s/*" },
     Point::Hook { what: "before the k3s start (enable --now)", board: "server1", cmd: "systemctl", nth: 1, when: "before", pattern: "* enable --now *k3s*" },
     Point::Push,

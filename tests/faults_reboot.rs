@@ -67,8 +67,9 @@ fn a_board_rebooted_mid_apply_converges_on_the_rerun() {
     let d = dir.path();
     e2e::write_lab_cluster(&lab, d, "reboot", "");
 
-    // 1. Fresh apply, the server reboots with 1 MiB of the k3s binary in a temp file.
-    reboot_at(&mut lab, d, "tee", "1048576", "*/usr/local/bin/.k3s.rvcluster-tmp*");
+    // 1. Fresh apply, the server reboots with part of the k3s binary in a temp file (zstd paused
+    // after 1 MiB of the compressed stream).
+    reboot_at(&mut lab, d, "zstd", "1048576", "*/usr/local/bin/.k3s.rvcluster-tmp*");
     let k3s = rvlab::k3s_sim_binary().unwrap();
     assert_eq!(e2e::sha256(&lab.b("server1").path("/usr/local/bin/k3s")), e2e::sha256(&k3s));
 

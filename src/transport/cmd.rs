@@ -213,11 +213,11 @@ pub const SHA_MISMATCH_STATUS: i32 = 86;
 pub const SHA_MISMATCH_MARK: &str = "rvcluster-sha-mismatch ";
 
 /// The whole upload in one round trip. When `dest` already has that sha256: fix mode/owner,
-/// print `present`, exit without reading stdin. Otherwise receive stdin into a temp file beside
-/// `dest` (mode 0600 while in flight) while hashing it in the same pass (`tee` into `rv_sha`,
-/// so hashing overlaps the transfer on a multi-core host), verify the sha256, set mode/owner,
-/// then rename it over `dest` atomically. A failing `tee` (disk full) leaves a `.err` marker
-/// and fails. On any failure the temp file is removed and `dest` is untouched.
+/// print `present`, exit without reading stdin. Otherwise write stdin to a temp file beside
+/// `dest` (mode 0600 while in flight), hash the file, verify the sha256, set mode/owner, then
+/// rename it over `dest` atomically. The writer's own status says whether it was written whole
+/// (a full disk fails it); the hash is of the bytes on the host, read back from the file. On
+/// any failure the temp file is removed and `dest` is untouched.
 pub fn upload_stream(dest: &str, tmp: &str, sha256: &str, mode: u32, owner: Option<&str>) -> String {
     upload_stream_kept(dest, tmp, sha256, mode, owner, None, None)
 }
@@ -230,17 +230,19 @@ pub enum Codec {
 }
 
 impl Codec {
-    /// The host command that decompresses stdin to stdout. zstd 1.5.4 and later decompress with
-    /// two extra I/O threads unless told `--no-asyncio`, which writing to a pipe gains nothing
-    /// from (about a fifth of zstd's CPU time here). An older zstd rejects the option before it
-    /// reads a byte (its argument parser exits 1 on an unknown one), so a failure is followed by
-    /// a plain `zstd -dcq` on the same stdin: no process spent asking first. A stream that fails
-    /// for another reason fails again in the second (or yields bytes of the wrong sha256), and
-    /// the upload is refused as before.
+    /// The host command that decompresses stdin into the file named by the shell variable `t`,
+    /// which must not exist yet. zstd writes it itself (`-o`: no pipe to a writer process),
+    /// without sparse-file seeks, and, where it knows `--no-asyncio` (1.5.4 and later), without
+    /// its two extra I/O threads, which gain nothing here (about a fifth of zstd's CPU time). An
+    /// older zstd rejects the option before it reads a byte or makes the file (its argument
+    /// parser exits 1 on an unknown one), so a failure is followed by a plain `zstd -dq` on the
+    /// same stdin: no process spent asking first. A zstd that fails for another reason removes
+    /// what it wrote; the second one then fails too (its input starts mid-stream) and the upload
+    /// is refused as before.
     pub fn decompress(self) -> &'static str {
         match self {
-            Codec::Zstd => "{ zstd --no-asyncio -dcq 2>/dev/null || exec zstd -dcq; }",
-            Codec::Gzip => "gzip -dc",
+            Codec::Zstd => "{ zstd --no-asyncio --no-sparse -dq -o \"$t\" 2>/dev/null || zstd -dq -o \"$t\"; }",
+            Codec::Gzip => "gzip -dc > \"$t\"",
         }
     }
     /// The probe that says whether the host has it.
@@ -258,14 +260,13 @@ impl Codec {
     }
 }
 
-/// [`upload_stream`], receiving compressed bytes when `codec` is given (undone on the host before
-/// the bytes are written and hashed, so the sha256 checked is still the uncompressed file's: a
-/// corrupt stream fails the check and leaves `dest` untouched), and keeping a copy at `keep`
-/// (`RemoteFile::keep`) when given, unless a file is there already: once the stream's sha256 is
-/// verified, the temp file is copied (`cp`: an in-kernel copy where the filesystem can, cheaper
-/// than a second `tee` output written from the stream) to a temp file beside the copy (0600
-/// under the command's umask, its directory made 0700 when missing), renamed into place after
-/// the destination.
+/// [`upload_stream`], receiving compressed bytes when `codec` is given (undone on the host as
+/// the file is written, so the sha256 checked is still the uncompressed file's: a corrupt stream
+/// fails the check and leaves `dest` untouched), and keeping a copy at `keep`
+/// (`RemoteFile::keep`) when given, unless a file is there already: once the file's sha256 is
+/// verified, it is copied (`cp`: an in-kernel copy where the filesystem can) to a temp file
+/// beside the copy (0600 under the command's umask, its directory made 0700 when missing),
+/// renamed into place after the destination.
 pub fn upload_stream_kept(
     dest: &str,
     tmp: &str,
@@ -282,7 +283,7 @@ pub fn upload_stream_kept(
 /// them already: the held lock+facts command, src/converge/session.rs). One line unless a path
 /// holds a newline. `drain`: a file already there still reads its stdin to the end (the held
 /// command's stream must be left at the next request; on success every other path reads it all,
-/// the decompressor or `tee` to its end).
+/// the decompressor or `cat` to its end).
 #[allow(clippy::too_many_arguments)]
 pub fn upload_stream_body(
     dest: &str,
@@ -294,9 +295,9 @@ pub fn upload_stream_body(
     keep: Option<&str>,
     drain: bool,
 ) -> String {
-    let source = match codec {
-        Some(c) => format!("{} | ", c.decompress()),
-        None => String::new(),
+    let write = match codec {
+        Some(c) => c.decompress(),
+        None => "cat > \"$t\"",
     };
     let mkdir = match parent_dir(dest) {
         Some(p) => format!("{} || exit 1; ", ensure_dir(p, false)),
@@ -317,9 +318,8 @@ pub fn upload_stream_body(
         }
     };
     format!(
-        "umask 077; d={d}; t={t}; kt=''; {stale}{check}trap 'rm -f \"$t\" \"$t.err\" ${{kt:+\"$kt\"}}' EXIT; {mkdir}\
-         {kept_tmp}h=$( {{ {source}tee \"$t\" || : > \"$t.err\"; }} | rv_sha ) || exit 1; [ ! -e \"$t.err\" ] || exit 1; \
-         h=${{h%% *}}; if [ \"$h\" != {sha} ]; then echo \"{mark}$h\" >&2; exit {status}; fi; \
+        "umask 077; d={d}; t={t}; kt=''; {stale}{check}trap 'rm -f \"$t\" ${{kt:+\"$kt\"}}' EXIT; {mkdir}\
+         {kept_tmp}{write} || exit 1; h=$(rv_sha < \"$t\") || exit 1; h=${{h%% *}}; if [ \"$h\" != {sha} ]; then echo \"{mark}$h\" >&2; exit {status}; fi; \
          {{ [ -z \"$kt\" ] || cp \"$t\" \"$kt\"; }} || exit 1; {fix} && mv -f \"$t\" \"$d\" || exit 1;{keep_it} trap - EXIT",
         d = quote(dest),
         t = quote(tmp),
