@@ -132,7 +132,11 @@ fn inline_probe(cmd: &str) -> Option<String> {
 pub fn script(q: &FactsQuery) -> String {
     let mut s = String::new();
     s.push_str("export LC_ALL=C\n");
-    s.push_str("echo '@@rv arch'; uname -m\n");
+    // The machine as uname(2) has it, read without a process where the kernel shows it
+    // (docs/converge.md §4.6); `uname -m` where it does not.
+    s.push_str(
+        "echo '@@rv arch'; if IFS= read -r rv_l </proc/sys/kernel/arch; then printf '%s\\n' \"$rv_l\"; else uname -m; fi 2>/dev/null\n",
+    );
     s.push_str(
         "echo '@@rv hostname'; if IFS= read -r rv_l </proc/sys/kernel/hostname; then printf '%s\\n' \"$rv_l\"; else hostname; fi 2>/dev/null\n",
     );
@@ -631,6 +635,35 @@ mod tests {
         let f = run_sh(&q, Some(bin.path()));
         assert_eq!((target(&f, &d("kubectl")), target(&f, &d("odd"))), ("/usr/local/bin/k3s".into(), "/x\ny".into()));
         assert_eq!(std::fs::read_to_string(&calls).unwrap().lines().count(), 4, "the one, then one each");
+    }
+
+    #[test]
+    fn the_machine_is_read_from_the_kernel_and_uname_asked_only_where_it_is_not_shown() {
+        // A `uname` that says something else and counts its calls.
+        let bin = tempfile::tempdir().unwrap();
+        let calls = bin.path().join("calls");
+        crate::transport::stub::tool(bin.path(), "uname", &format!("echo \"$*\" >> '{}'\necho from-uname\n", calls.display()));
+        let q = FactsQuery::default();
+        let arch = |shell: &str| {
+            let out = std::process::Command::new("sh").arg("-c").arg(shell).env("PATH", crate::transport::stub::path_first(bin.path())).output().unwrap();
+            parse(&q, &String::from_utf8_lossy(&out.stdout)).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr))).arch
+        };
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/arch").map(|s| s.trim().to_string());
+        match &kernel {
+            Ok(k) => {
+                assert_eq!(&arch(&script(&q)), k);
+                assert!(!calls.exists(), "no uname where the kernel shows the machine");
+            }
+            Err(_) => assert_eq!(arch(&script(&q)), "from-uname", "a kernel before 6.1"),
+        }
+        // Where the file says nothing (here: /dev/null bound over it, in a mount namespace of
+        // its own; root only), `uname -m` answers.
+        if kernel.is_ok() && unsafe { libc::geteuid() } == 0 {
+            let inner = format!("mount --bind /dev/null /proc/sys/kernel/arch && {}", script(&q));
+            let wrapped = format!("exec unshare --mount sh -c {}", crate::transport::cmd::quote(&inner));
+            assert_eq!(arch(&wrapped), "from-uname");
+            assert_eq!(std::fs::read_to_string(&calls).unwrap(), "-m\n");
+        }
     }
 
     #[test]

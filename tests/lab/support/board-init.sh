@@ -25,6 +25,8 @@ mount --bind "$B/tmp" /tmp
 # The network namespace is the host's: kernel settings must stay read-only for the board.
 mount --bind /proc/sys /proc/sys
 mount -o remount,bind,ro /proc/sys
+# The kernel's own answer to "which machine" (Linux 6.1 and later) says the flavour's, as uname does.
+if [ -e /proc/sys/kernel/arch ] && [ -f /etc/rvlab/arch ]; then mount --bind /etc/rvlab/arch /proc/sys/kernel/arch; fi
 mkdir -p /run/sshd /run/rvlab /var/log/rvlab
 chmod 0755 /run/sshd
 # Every SSH command is recorded here by the ForceCommand (any login user may append).
