@@ -84,13 +84,29 @@ fn openeuler_server_and_debian_agent_converge_from_data_alone() {
     for b in [srv, deb] {
         faults::count(b, "systemctl", "*");
     }
+    faults::count(srv, "firewall-cmd", "*");
     let out = rv(d, &["plan", "cluster.kdl", "--skip-closure-check", "--detailed-exitcode"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
     assert_eq!(faults::calls(srv, "systemctl"), 1, "openEuler: one systemctl (show)");
     assert_eq!(faults::calls(deb, "systemctl"), 2, "Debian: the show, and nftables' own question");
+    // The firewalld check is ONE firewall-cmd (a Python start on a real board): every zone.
+    assert_eq!(faults::calls(srv, "firewall-cmd"), 1, "openEuler: one firewall-cmd (--list-all-zones)");
     for b in [srv, deb] {
         faults::uninstall(b);
     }
+
+    // Another default zone (firewalld.conf's DefaultZone=, where --set-default-zone writes it):
+    // the ports are looked for, and opened, there; then the plan is a no-op again.
+    let fw = |c: &str| srv.sh(c).unwrap_or_else(|e| panic!("{c}: {e}"));
+    fw("firewall-cmd --set-default-zone=work >/dev/null");
+    let out = rv(d, &["plan", "cluster.kdl", "--skip-closure-check", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(3), "changes pending: the ports are not open in `work`: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("step: firewalld"));
+    let out = rv(d, &["apply", "cluster.kdl", "--no-wait", "--skip-closure-check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(fw("firewall-cmd --zone=work --list-ports").trim(), "6443/tcp 8472/udp 10250/tcp");
+    let out = rv(d, &["plan", "cluster.kdl", "--skip-closure-check", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
 
     // A declared profile that contradicts what the board reports.
     let wrong = format!("{head}{}{}", node("server1", "server", " profile=\"debian-riscv64\""), node("deb1", "agent", ""));

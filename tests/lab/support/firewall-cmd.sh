@@ -20,7 +20,12 @@ has_line() {
     while IFS= read -r l; do [ "$l" = "$1" ] && return 0; done <"$2"
     return 1
 }
-permanent=0 zone=public actions=()
+# The default zone, as firewalld takes it from its configuration (DefaultZone=, else public);
+# `--set-default-zone` writes it there.
+CONF=/etc/firewalld/firewalld.conf
+default_zone=public
+{ while IFS== read -r k v; do [ "$k" = DefaultZone ] && [ -n "$v" ] && default_zone=$v; done <"$CONF"; } 2>/dev/null
+permanent=0 zone=$default_zone actions=()
 for a in "$@"; do
     case $a in
     --permanent) permanent=1 ;;
@@ -71,7 +76,42 @@ for a in "${actions[@]}"; do
             printf '  %ss: %s\n' "$k" "$(awk -v z="$zone" -v k="$k" '$1==z && $2==k {printf "%s%s", sep, $3; sep=" "}' "$file")"
         done
         ;;
-    --get-default-zone) echo public ;;
+    --get-default-zone) echo "$default_zone" ;;
+    --list-all-zones)
+        # Every zone, as firewalld 2.1 prints them (`print_zone_info`): the name at column 0,
+        # "(default, active)" marks, then indented "key: values" lines; a blank line between.
+        zones=(block dmz drop external home internal nm-shared public trusted work)
+        while read -r z _; do
+            case " ${zones[*]} " in *" $z "*) ;; *) zones+=("$z") ;; esac
+        done <"$file"
+        first=1
+        for z in "${zones[@]}"; do
+            ((first)) || echo
+            first=0
+            declare -A vals=([service]='' [port]='' [source]='')
+            while read -r zz k v; do
+                [ "$zz" = "$z" ] && vals[$k]+="${vals[$k]:+ }$v"
+            done <"$file"
+            mark=''
+            [ "$z" = "$default_zone" ] && mark=' (default, active)'
+            [ "$z" != "$default_zone" ] && [ -n "${vals[source]}" ] && mark=' (active)'
+            target=default
+            [ "$z" = trusted ] && target=ACCEPT
+            printf '%s%s\n  target: %s\n  ingress-priority: 0\n  egress-priority: 0\n  icmp-block-inversion: no\n  interfaces: \n' "$z" "$mark" "$target"
+            printf '  sources: %s\n  services: %s\n  ports: %s\n' "${vals[source]}" "${vals[service]}" "${vals[port]}"
+            printf '  protocols: \n  forward: yes\n  masquerade: no\n  forward-ports: \n  source-ports: \n  icmp-blocks: \n  rich rules: \n'
+            unset vals
+        done
+        ;;
+    --set-default-zone=*)
+        default_zone=${a#*=}
+        if [ -f "$CONF" ] && grep -q '^DefaultZone=' "$CONF"; then
+            sed -i "s|^DefaultZone=.*|DefaultZone=$default_zone|" "$CONF"
+        else
+            echo "DefaultZone=$default_zone" >>"$CONF"
+        fi
+        changed=1
+        ;;
     *) echo "usage: see firewall-cmd(1) (rvlab emulation: $a not supported)" >&2; exit 2 ;;
     esac
 done

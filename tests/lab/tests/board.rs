@@ -75,6 +75,15 @@ fn ssh_into_board_sees_openeuler_riscv64_with_own_hostname() {
         ),
         "success\nyes\nyes\n"
     );
+    // Every zone at once, as firewalld 2.1 prints them: the default one marked, each zone's
+    // runtime ports and sources on indented lines.
+    let all = ssh_ok(&lab, "server1", "firewall-cmd --list-all-zones");
+    assert!(all.contains("\npublic (default, active)\n  target: default\n"), "{all}");
+    assert!(all.contains("  ports: 6443/tcp 8472/udp\n"), "{all}");
+    assert!(all.contains("\ntrusted (active)\n  target: ACCEPT\n"), "{all}");
+    assert!(all.contains("  sources: 10.42.0.0/16 10.43.0.0/16\n"), "{all}");
+    assert!(all.starts_with("block\n"), "{all}");
+    assert_eq!(ssh_ok(&lab, "server1", "firewall-cmd --get-default-zone"), "public\n");
     assert_eq!(
         ssh(&lab, "agent1", "firewall-cmd --query-port=6443/tcp").0,
         1

@@ -49,6 +49,11 @@ impl Flavour {
                     "/etc/systemd/system/firewalld.service".into(),
                     FIREWALLD_UNIT.into(),
                 ),
+                // As firewalld's package installs it (the key the emulation reads: its default zone).
+                (
+                    "/etc/firewalld/firewalld.conf".into(),
+                    "# firewalld config file\n\n# default zone\n# The default zone used if an empty zone string is used.\n# Default: public\nDefaultZone=public\n".into(),
+                ),
             ],
             commands: vec![
                 (
