@@ -132,14 +132,10 @@ fn inline_probe(cmd: &str) -> Option<String> {
 pub fn script(q: &FactsQuery) -> String {
     let mut s = String::new();
     s.push_str("export LC_ALL=C\n");
-    // The machine as uname(2) has it, read without a process where the kernel shows it
-    // (docs/converge.md §4.6); `uname -m` where it does not.
-    s.push_str(
-        "echo '@@rv arch'; if IFS= read -r rv_l </proc/sys/kernel/arch; then printf '%s\\n' \"$rv_l\"; else uname -m; fi 2>/dev/null\n",
-    );
-    s.push_str(
-        "echo '@@rv hostname'; if IFS= read -r rv_l </proc/sys/kernel/hostname; then printf '%s\\n' \"$rv_l\"; else hostname; fi 2>/dev/null\n",
-    );
+    // The machine as uname(2) has it (docs/converge.md §4.6) and the hostname, each read
+    // without a process where the kernel shows it.
+    s.push_str(&read_or("arch", "/proc/sys/kernel/arch", "uname -m"));
+    s.push_str(&read_or("hostname", "/proc/sys/kernel/hostname", "hostname"));
     s.push_str(concat!(
         "echo '@@rv os-release'; for rv_f in /etc/os-release /usr/lib/os-release; do if [ -r \"$rv_f\" ]; then ",
         "while IFS= read -r rv_l || [ -n \"$rv_l\" ]; do printf '%s\\n' \"$rv_l\"; done <\"$rv_f\"; break; fi; done; echo\n",
@@ -242,6 +238,12 @@ pub fn script(q: &FactsQuery) -> String {
     }
     s.push_str("echo '@@rv end'\n");
     s
+}
+
+/// The facts section `@@rv LABEL`: the first line of `file` read with the `read` builtin, or
+/// what `command` prints where the file is missing or empty.
+fn read_or(label: &str, file: &str, command: &str) -> String {
+    format!("echo '@@rv {label}'; if IFS= read -r rv_l <{file}; then printf '%s\\n' \"$rv_l\"; else {command}; fi 2>/dev/null\n")
 }
 
 /// The hash cache's entry for the k3s binary's `--version` line in `$l`, appended to `$rv_new`:

@@ -80,27 +80,25 @@ for a in "${actions[@]}"; do
     --list-all-zones)
         # Every zone, as firewalld 2.1 prints them (`print_zone_info`): the name at column 0,
         # "(default, active)" marks, then indented "key: values" lines; a blank line between.
+        # One pass over the configuration: each zone's values by "ZONE KIND", any zone it names.
         zones=(block dmz drop external home internal nm-shared public trusted work)
-        while read -r z _; do
+        declare -A vals=()
+        while read -r z k v; do
             case " ${zones[*]} " in *" $z "*) ;; *) zones+=("$z") ;; esac
+            vals["$z $k"]+="${vals["$z $k"]:+ }$v"
         done <"$file"
         first=1
         for z in "${zones[@]}"; do
             ((first)) || echo
             first=0
-            declare -A vals=([service]='' [port]='' [source]='')
-            while read -r zz k v; do
-                [ "$zz" = "$z" ] && vals[$k]+="${vals[$k]:+ }$v"
-            done <"$file"
             mark=''
             [ "$z" = "$default_zone" ] && mark=' (default, active)'
-            [ "$z" != "$default_zone" ] && [ -n "${vals[source]}" ] && mark=' (active)'
+            [ "$z" != "$default_zone" ] && [ -n "${vals["$z source"]:-}" ] && mark=' (active)'
             target=default
             [ "$z" = trusted ] && target=ACCEPT
             printf '%s%s\n  target: %s\n  ingress-priority: 0\n  egress-priority: 0\n  icmp-block-inversion: no\n  interfaces: \n' "$z" "$mark" "$target"
-            printf '  sources: %s\n  services: %s\n  ports: %s\n' "${vals[source]}" "${vals[service]}" "${vals[port]}"
+            printf '  sources: %s\n  services: %s\n  ports: %s\n' "${vals["$z source"]:-}" "${vals["$z service"]:-}" "${vals["$z port"]:-}"
             printf '  protocols: \n  forward: yes\n  masquerade: no\n  forward-ports: \n  source-ports: \n  icmp-blocks: \n  rich rules: \n'
-            unset vals
         done
         ;;
     --set-default-zone=*)
