@@ -164,15 +164,14 @@ fn registry_disk_full_names_image_and_blob_and_the_rerun_sends_only_the_rest() {
     // parallel with it: mostly they are in before it fills the storage, but on a busy machine the
     // big one can fill it before either has started or before the registry has linked one into
     // the repository, and then their uploads fail too. Either way the error names the image and
-    // a blob the repository does not have.
+    // every blob the repository does not have (each failed in the same batch), and no other.
     let linked = linked_blobs(mac);
     assert!(!linked.contains(&big), "the big blob cannot have been linked: {linked:?}");
     assert!(linked.len() <= 2, "{linked:?}");
-    let named = err.split(&format!("{IMAGE}: blob ")).nth(1).and_then(|rest| rest.get(..71));
-    assert!(
-        named.is_some_and(|digest| digest.starts_with("sha256:") && !linked.iter().any(|s| s == digest)),
-        "the error names the image and a blob the repository does not have ({linked:?}):\n{err}"
-    );
+    let named: Vec<&str> = err.split(&format!("{IMAGE}: blob ")).skip(1).filter_map(|rest| rest.get(..71)).collect();
+    assert_eq!(named.len(), 3 - linked.len(), "one cause per blob the repository lacks ({linked:?}):\n{err}");
+    assert!(named.contains(&big.as_str()), "{err}");
+    assert!(named.iter().all(|d| d.starts_with("sha256:") && !linked.iter().any(|l| l == d)), "names only blobs it lacks ({linked:?}):\n{err}");
 
     // Space freed: the re-run sends only what the repository did not have.
     mac.sh(&format!("mount -o remount,size=256m {STORAGE}")).unwrap();

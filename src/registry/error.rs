@@ -33,6 +33,10 @@ pub enum RegistryError {
     /// and which blob, then why.
     #[error("{image}: blob {digest}: {source}")]
     InBlob { image: String, digest: String, source: Box<RegistryError> },
+    /// More than one blob of an image failed while going up together (a full disk or a registry
+    /// gone fails every upload under way): each with its own cause, in the image's blob order.
+    #[error("{first}{}", others.iter().map(|e| format!("\n  and {e}")).collect::<String>())]
+    Blobs { first: Box<RegistryError>, others: Vec<RegistryError> },
     #[error("gave up on blob {digest} after {attempts} attempts: {last}")]
     RetriesExhausted { digest: String, attempts: u32, last: String },
 }

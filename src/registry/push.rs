@@ -314,6 +314,19 @@ fn push_blob_inner(client: &RegistryClient, item: &PushItem, bp: &BlobPlan, desc
     Ok(BlobDone::Uploaded(sent))
 }
 
+/// The error of a batch whose blobs in `failed` did not go up: none, the one, or all of them
+/// (the user sees every blob the registry lacks and why, not only the first).
+fn blobs_failed(mut failed: Vec<RegistryError>) -> Option<RegistryError> {
+    match failed.len() {
+        0 => None,
+        1 => failed.pop(),
+        _ => {
+            let first = Box::new(failed.remove(0));
+            Some(RegistryError::Blobs { first, others: failed })
+        }
+    }
+}
+
 /// Executes a plan made by `plan` for the same items (in the same order).
 pub fn push(client: &RegistryClient, items: &[PushItem], plan: &PushPlan, events: &dyn crate::event::PushSink) -> Result<PushReport> {
     let mut report = Vec::new();
@@ -350,15 +363,20 @@ pub fn push(client: &RegistryClient, items: &[PushItem], plan: &PushPlan, events
                     })
                     .collect()
             });
+            let mut failed = Vec::new();
             for r in results {
-                match r? {
-                    BlobDone::Present => done.present += 1,
-                    BlobDone::Mounted => done.mounted += 1,
-                    BlobDone::Uploaded(sent) => {
+                match r {
+                    Ok(BlobDone::Present) => done.present += 1,
+                    Ok(BlobDone::Mounted) => done.mounted += 1,
+                    Ok(BlobDone::Uploaded(sent)) => {
                         done.uploaded += 1;
                         done.bytes_sent += sent;
                     }
+                    Err(e) => failed.push(e),
                 }
+            }
+            if let Some(e) = blobs_failed(failed) {
+                return Err(e);
             }
         }
         let reference = ip.reference.clone();
@@ -437,5 +455,23 @@ mod tests {
         let j = serde_json::to_value(&p).unwrap();
         assert_eq!(j["images"][0]["blobs"][2]["action"], "mount");
         assert_eq!(j["images"][0]["blobs"][2]["from"], "x/y");
+    }
+
+    #[test]
+    fn every_failed_blob_of_a_batch_is_named_with_its_cause() {
+        let in_blob = |digest: &str, body: &str| RegistryError::InBlob {
+            image: "docker.io/x/big:1".into(),
+            digest: digest.into(),
+            source: Box::new(RegistryError::Http { url: "http://r:5000".into(), what: "start upload in x/big".into(), status: 500, body: body.into() }),
+        };
+        assert!(blobs_failed(vec![]).is_none());
+        let one = blobs_failed(vec![in_blob("sha256:a", "full")]).unwrap();
+        assert_eq!(one.to_string(), "docker.io/x/big:1: blob sha256:a: registry http://r:5000 answered HTTP 500 to start upload in x/big: full");
+        let two = blobs_failed(vec![in_blob("sha256:a", "full"), in_blob("sha256:b", "also full")]).unwrap();
+        assert_eq!(
+            two.to_string(),
+            "docker.io/x/big:1: blob sha256:a: registry http://r:5000 answered HTTP 500 to start upload in x/big: full\n  \
+             and docker.io/x/big:1: blob sha256:b: registry http://r:5000 answered HTTP 500 to start upload in x/big: also full"
+        );
     }
 }
