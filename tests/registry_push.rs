@@ -296,3 +296,39 @@ fn a_tag_whose_link_the_registry_lost_is_pushed_again() {
     assert_eq!(head(), "200", "the manifest put again rewrote the link");
     confirm(&reg, "riscv64/lost", "1", w.manifest("riscv64"));
 }
+
+/// A registry that cannot store anything in the repository (its directory is a plain file: every
+/// upload fails at once with HTTP 500). Blobs go up three at a time; after the first failures no
+/// further blob is started, and the error names each blob that was tried, with its cause.
+#[test]
+fn after_a_failed_blob_no_more_are_started_and_every_failure_is_named() {
+    let reg = TestRegistry::start(Opts::default());
+    let work = tempfile::tempdir().unwrap();
+    let tar = work.path().join("seven.tar");
+    let seven: Vec<Layer> = (0..7).map(|i| Layer::new(&format!("l{i}"), 20_000 + i * 1000, 40 + i)).collect();
+    let w = images::oci_archive(work.path(), &tar, &["riscv64"], &seven);
+    let repos = reg.dir.path().join("data/docker/registry/v2/repositories/riscv64");
+    std::fs::create_dir_all(&repos).unwrap();
+    std::fs::write(repos.join("full"), "").unwrap();
+    let items = [item(&Source::OciArchive(tar), "riscv64/full", "1")];
+    let client = RegistryClient::new(&reg.endpoint(), reg.client_options()).unwrap();
+    let plan = push::plan(&client, &items, &[]).unwrap_or_else(|e| panic!("plan: {e}\n{}", reg.log()));
+    assert_eq!(plan.images[0].blobs.len(), 8, "seven layers and the config to upload");
+    let (tx, _rx) = mpsc::channel();
+    let err = push::push(&client, &items, &plan, &tx).unwrap_err();
+    let RegistryError::Blobs { first, others } = &err else { panic!("every failed blob is reported: {err:?}") };
+    let mut named: Vec<String> = std::iter::once(first.as_ref()).chain(others).map(|e| match e {
+        RegistryError::InBlob { image, digest, source } => {
+            assert_eq!(image, "riscv64/full:1");
+            assert!(matches!(source.as_ref(), RegistryError::Http { status: 500, .. }), "{source}");
+            digest.clone()
+        }
+        e => panic!("not a blob's error: {e}"),
+    }).collect();
+    named.sort();
+    named.dedup();
+    assert_eq!(named.len(), 3, "the three blobs under way failed, no fourth was started: {err}");
+    let layers = w.layers_of("riscv64");
+    assert!(named.iter().filter(|d| layers.contains(d)).count() >= 2, "{named:?}");
+    assert_eq!(err.to_string().matches("\n  and riscv64/full:1: blob sha256:").count(), 2, "{err}");
+}

@@ -362,33 +362,21 @@ pub fn check(needs: &[Need], provided: &BTreeMap<String, String>, mirrors: &Mirr
         }
     }
     let dead = Mutex::new(HashMap::new());
-    let mut entries = Vec::new();
-    for chunk in merged.chunks(PARALLEL) {
-        let statuses: Vec<Status> = std::thread::scope(|s| {
-            let handles: Vec<_> = chunk
-                .iter()
-                .map(|(image, _)| {
-                    let name = image.to_string();
-                    let dead = &dead;
-                    s.spawn(move || match provided.get(&name) {
-                        Some(src) => Status::ProvidedByCluster { source: src.clone() },
-                        None => resolve_one(image, mirrors, options, dead),
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| Status::Unknown {
-                        tried: vec![],
-                    })
-                })
-                .collect()
-        });
-        for ((image, needed_by), status) in chunk.iter().zip(statuses) {
-            entries.push(Entry { image: image.to_string(), needed_by: needed_by.clone(), status, substitute: None });
-        }
-    }
+    // A worker takes the next image as soon as it is free (one slow registry holds up one
+    // worker, not a batch). A panicking lookup answers Unknown.
+    let statuses = crate::transport::pool(&merged, PARALLEL, |(image, _)| {
+        let name = image.to_string();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match provided.get(&name) {
+            Some(src) => Status::ProvidedByCluster { source: src.clone() },
+            None => resolve_one(image, mirrors, options, &dead),
+        }))
+        .unwrap_or_else(|_| Status::Unknown { tried: vec![] })
+    });
+    let entries = merged
+        .into_iter()
+        .zip(statuses)
+        .map(|((image, needed_by), status)| Entry { image: image.to_string(), needed_by, status, substitute: None })
+        .collect();
     ClosureReport { entries, delivery: FixDelivery::default() }
 }
 

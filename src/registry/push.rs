@@ -314,7 +314,7 @@ fn push_blob_inner(client: &RegistryClient, item: &PushItem, bp: &BlobPlan, desc
     Ok(BlobDone::Uploaded(sent))
 }
 
-/// The error of a batch whose blobs in `failed` did not go up: none, the one, or all of them
+/// The error of an image whose blobs in `failed` did not go up: none, the one, or all of them
 /// (the user sees every blob the registry lacks and why, not only the first).
 fn blobs_failed(mut failed: Vec<RegistryError>) -> Option<RegistryError> {
     match failed.len() {
@@ -349,35 +349,37 @@ pub fn push(client: &RegistryClient, items: &[PushItem], plan: &PushPlan, events
         let descs = item.image.blobs();
         let work: Vec<(&BlobPlan, &Descriptor)> =
             ip.blobs.iter().filter_map(|bp| descs.iter().find(|d| d.digest == bp.digest).map(|d| (bp, d))).collect();
-        // Blobs of one image go up a few at a time: the registry hashes and stores each in parallel.
-        for batch in work.chunks(PARALLEL_BLOBS) {
-            let results: Vec<Result<BlobDone>> = std::thread::scope(|s| {
-                let handles: Vec<_> =
-                    batch.iter().map(|(bp, desc)| s.spawn(move || push_blob(client, item, bp, desc, events))).collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            Err(RegistryError::BadSource { source_desc: item.image.source.clone(), reason: "upload thread panicked".into() })
-                        })
-                    })
-                    .collect()
+        // Blobs of one image go up a few at a time (the registry hashes and stores each in
+        // parallel); a worker takes the next blob as soon as its own is done. After a failure no
+        // blob is started (the registry down or its disk full fails them all, each after its
+        // retries); the ones under way finish or fail, and every failure is reported.
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let results = crate::transport::pool(&work, PARALLEL_BLOBS, |(bp, desc)| {
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                return None;
+            }
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| push_blob(client, item, bp, desc, events))).unwrap_or_else(|_| {
+                Err(RegistryError::BadSource { source_desc: item.image.source.clone(), reason: "upload thread panicked".into() })
             });
-            let mut failed = Vec::new();
-            for r in results {
-                match r {
-                    Ok(BlobDone::Present) => done.present += 1,
-                    Ok(BlobDone::Mounted) => done.mounted += 1,
-                    Ok(BlobDone::Uploaded(sent)) => {
-                        done.uploaded += 1;
-                        done.bytes_sent += sent;
-                    }
-                    Err(e) => failed.push(e),
+            if r.is_err() {
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            Some(r)
+        });
+        let mut failed = Vec::new();
+        for r in results.into_iter().flatten() {
+            match r {
+                Ok(BlobDone::Present) => done.present += 1,
+                Ok(BlobDone::Mounted) => done.mounted += 1,
+                Ok(BlobDone::Uploaded(sent)) => {
+                    done.uploaded += 1;
+                    done.bytes_sent += sent;
                 }
+                Err(e) => failed.push(e),
             }
-            if let Some(e) = blobs_failed(failed) {
-                return Err(e);
-            }
+        }
+        if let Some(e) = blobs_failed(failed) {
+            return Err(e);
         }
         let reference = ip.reference.clone();
         let registry_has = client.manifest_digest(&item.repository, &reference)?;

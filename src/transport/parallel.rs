@@ -246,6 +246,25 @@ mod tests {
         }));
     }
 
+    /// A free worker takes the next item without waiting for the others (no batches): with two
+    /// workers, `c` runs while `a` is still busy, and `a` waits for exactly that. In batches of
+    /// two, `c` would only start after `a`, whose wait would then give up (after a minute).
+    #[test]
+    fn a_free_worker_takes_the_next_item_while_another_is_busy() {
+        let (tx, rx) = std::sync::mpsc::channel::<&str>();
+        let rx = std::sync::Mutex::new(rx);
+        let out = pool(&["a", "b", "c"], 2, |&it| match it {
+            "a" => rx.lock().unwrap().recv_timeout(Duration::from_secs(60)).map(|got| format!("a saw {got}")).unwrap_or_else(|_| "a gave up".into()),
+            other => {
+                if other == "c" {
+                    tx.send("c").unwrap();
+                }
+                other.to_string()
+            }
+        });
+        assert_eq!(out, ["a saw c", "b", "c"]);
+    }
+
     #[test]
     fn zero_parallel_means_one_and_empty_is_fine() {
         let out = run_parallel(&[Item("x", 0)], 0, None, |_, _| Ok(1));
