@@ -164,7 +164,8 @@ fn registry_disk_full_names_image_and_blob_and_the_rerun_sends_only_the_rest() {
     // parallel with it: mostly they are in before it fills the storage, but on a busy machine the
     // big one can fill it before either has started or before the registry has linked one into
     // the repository, and then their uploads fail too. Either way the error names the image and
-    // every blob the repository does not have (each failed in the same batch), and no other.
+    // every blob the repository does not have (each failed while going up beside the others),
+    // and no other.
     let linked = linked_blobs(mac);
     assert!(!linked.contains(&big), "the big blob cannot have been linked: {linked:?}");
     assert!(linked.len() <= 2, "{linked:?}");

@@ -364,14 +364,15 @@ pub fn check(needs: &[Need], provided: &BTreeMap<String, String>, mirrors: &Mirr
     let dead = Mutex::new(HashMap::new());
     // A worker takes the next image as soon as it is free (one slow registry holds up one
     // worker, not a batch). A panicking lookup answers Unknown.
-    let statuses = crate::transport::pool(&merged, PARALLEL, |(image, _)| {
-        let name = image.to_string();
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match provided.get(&name) {
+    let statuses = crate::transport::pool_or(
+        &merged,
+        PARALLEL,
+        |(image, _)| match provided.get(&image.to_string()) {
             Some(src) => Status::ProvidedByCluster { source: src.clone() },
             None => resolve_one(image, mirrors, options, &dead),
-        }))
-        .unwrap_or_else(|_| Status::Unknown { tried: vec![] })
-    });
+        },
+        |_| Status::Unknown { tried: vec![] },
+    );
     let entries = merged
         .into_iter()
         .zip(statuses)

@@ -4,6 +4,7 @@
 //! read back to verify the digest.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
@@ -353,19 +354,25 @@ pub fn push(client: &RegistryClient, items: &[PushItem], plan: &PushPlan, events
         // parallel); a worker takes the next blob as soon as its own is done. After a failure no
         // blob is started (the registry down or its disk full fails them all, each after its
         // retries); the ones under way finish or fail, and every failure is reported.
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        let results = crate::transport::pool(&work, PARALLEL_BLOBS, |(bp, desc)| {
-            if stop.load(std::sync::atomic::Ordering::SeqCst) {
-                return None;
-            }
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| push_blob(client, item, bp, desc, events))).unwrap_or_else(|_| {
-                Err(RegistryError::BadSource { source_desc: item.image.source.clone(), reason: "upload thread panicked".into() })
-            });
-            if r.is_err() {
-                stop.store(true, std::sync::atomic::Ordering::SeqCst);
-            }
-            Some(r)
-        });
+        let stop = AtomicBool::new(false);
+        let results = crate::transport::pool_or(
+            &work,
+            PARALLEL_BLOBS,
+            |(bp, desc)| {
+                if stop.load(Ordering::SeqCst) {
+                    return None;
+                }
+                let r = push_blob(client, item, bp, desc, events);
+                if r.is_err() {
+                    stop.store(true, Ordering::SeqCst);
+                }
+                Some(r)
+            },
+            |_| {
+                stop.store(true, Ordering::SeqCst);
+                Some(Err(RegistryError::BadSource { source_desc: item.image.source.clone(), reason: "upload thread panicked".into() }))
+            },
+        );
         let mut failed = Vec::new();
         for r in results.into_iter().flatten() {
             match r {
@@ -460,7 +467,7 @@ mod tests {
     }
 
     #[test]
-    fn every_failed_blob_of_a_batch_is_named_with_its_cause() {
+    fn every_failed_blob_of_an_image_is_named_with_its_cause() {
         let in_blob = |digest: &str, body: &str| RegistryError::InBlob {
             image: "docker.io/x/big:1".into(),
             digest: digest.into(),

@@ -30,7 +30,7 @@ pub use held::Held;
 pub use host::{ExecOutput, Host, RemoteFile, UploadOutcome};
 pub use known_hosts::{HostKeyPolicy, TrustOutcome, fingerprint_sha256, trust, trust_with};
 pub use local::LocalHost;
-pub use parallel::{Event, EventKind, HostOutcome, Named, Reporter, Summary, pool, run_parallel};
+pub use parallel::{Event, EventKind, HostOutcome, Named, Reporter, Summary, pool, pool_or, run_parallel};
 pub use ssh::{AuthConfig, SshHost};
 pub use ssh_config::SshConfig;
 pub use target::{Become, Target, TargetSpec};

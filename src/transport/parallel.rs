@@ -98,7 +98,7 @@ where
 }
 
 /// The one bounded worker pool: `job` for every item on at most `parallel` threads (at least
-/// 1), results in the order of `items`. A job must not panic (wrap it in catch_unwind if it may).
+/// 1), results in the order of `items`. A job must not panic ([`pool_or`] is for jobs that may).
 pub fn pool<I, T, F>(items: &[I], parallel: usize, job: F) -> Vec<T>
 where
     I: Sync,
@@ -132,6 +132,18 @@ where
         slots[i] = Some(o);
     }
     slots.into_iter().flatten().collect()
+}
+
+/// [`pool`] for jobs that may panic: a job that panics is answered by `panicked(item)` in its
+/// place; the others carry on.
+pub fn pool_or<I, T, F, P>(items: &[I], parallel: usize, job: F, panicked: P) -> Vec<T>
+where
+    I: Sync,
+    T: Send,
+    F: Fn(&I) -> T + Sync,
+    P: Fn(&I) -> T + Sync,
+{
+    pool(items, parallel, |item| std::panic::catch_unwind(AssertUnwindSafe(|| job(item))).unwrap_or_else(|_| panicked(item)))
 }
 
 /// Totals of a parallel run, printable.
@@ -263,6 +275,12 @@ mod tests {
             }
         });
         assert_eq!(out, ["a saw c", "b", "c"]);
+    }
+
+    #[test]
+    fn a_panicking_job_is_answered_in_its_place() {
+        let out = pool_or(&[1, 2, 3], 2, |&i| if i == 2 { panic!("job bug") } else { i.to_string() }, |&i| format!("panicked {i}"));
+        assert_eq!(out, ["1", "panicked 2", "3"]);
     }
 
     #[test]
