@@ -233,9 +233,10 @@ impl Codec {
     /// The host command that decompresses stdin into the file named by the shell variable `t`,
     /// which must not exist yet. zstd writes it itself (`-o`: no pipe to a writer process) and,
     /// where it knows `--no-asyncio` (1.5.4 and later), without its two extra I/O threads, which
-    /// gain nothing here (about a fifth of zstd's CPU time). An older zstd rejects the option before it reads a byte or makes the file (its argument
-    /// parser exits 1 on an unknown one), so a failure is followed by a plain `zstd -dq` on the
-    /// same stdin: no process spent asking first. A zstd that fails for another reason removes
+    /// gain nothing here (about a fifth of zstd's CPU time). An older zstd rejects the option
+    /// before it reads a byte or makes the file (its argument parser exits 1 on an unknown one),
+    /// so a failure is followed by a plain `zstd -dq` on the same stdin: no process spent asking
+    /// first. A zstd that fails for another reason removes
     /// what it wrote; the second one then fails too (its input starts mid-stream) and the upload
     /// is refused as before.
     pub fn decompress(self) -> &'static str {
